@@ -1,0 +1,71 @@
+import { KwError } from './errors.js';
+import { METHODS } from './methods/registry.js';
+import { type ParamDecl, paramTable } from './params.js';
+import { Rng } from './rng.js';
+import type { DynamicConv2dNode, DynamicLinearNode } from './spec/types.js';
+import { numel, type Tensor, type WeightMap } from './tensor.js';
+
+/** Options of {@link initWeights}. */
+export interface InitOptions {
+  /** PRNG seed; equal seeds give identical weights. Default 0. */
+  seed?: number;
+}
+
+/**
+ * Fresh weights for a spec, initialised as the official code does: convs Kaiming-normal
+ * fan-out, BatchNorm 1/0, KW attention Linear layers Kaiming-normal fan-out with zero bias,
+ * and every warehouse slice that a layer owns Kaiming-normal fan-out over
+ * `(end - start) * c_out` (official `allocate()`).
+ *
+ * @example
+ * const weights = initWeights(spec, { seed: 1 });
+ */
+export function initWeights(spec: unknown, options: InitOptions = {}): WeightMap {
+  const table = paramTable(spec);
+  const rng = new Rng(options.seed ?? 0);
+  const out: WeightMap = new Map();
+  const methodInits = new Map<string, Map<string, Tensor>>();
+  for (const p of table.params) {
+    out.set(p.name, initOne(p, table, rng, methodInits));
+  }
+  return out;
+}
+
+function initOne(p: ParamDecl, table: ReturnType<typeof paramTable>, rng: Rng, methodInits: Map<string, Map<string, Tensor>>): Tensor {
+  const n = numel(p.shape);
+  const r = p.init;
+  switch (r.kind) {
+    case 'kaimingNormalFanOut':
+      return { shape: p.shape, data: rng.normalArray(n, Math.sqrt(2 / r.fanOut)) };
+    case 'uniform':
+      return { shape: p.shape, data: rng.uniformArray(n, -r.bound, r.bound) };
+    case 'normal':
+      return { shape: p.shape, data: rng.normalArray(n, r.std) };
+    case 'const':
+      return { shape: p.shape, data: new Float32Array(n).fill(r.value) };
+    case 'kwWarehouse': {
+      const w = table.kw.warehouses.find((x) => x.id === r.warehouse)!;
+      const data = new Float32Array(n);
+      const cell = w.cellOut * w.cellIn;
+      for (const id of w.layers) {
+        const l = table.kw.layers.get(id)!;
+        const std = Math.sqrt(2 / ((l.end - l.start) * w.cellOut));
+        for (let i = l.start * cell; i < l.end * cell; i++) data[i] = std * rng.normal();
+      }
+      return { shape: p.shape, data };
+    }
+    case 'method': {
+      let m = methodInits.get(r.node);
+      if (!m) {
+        const node = table.analyzed.byId.get(r.node) as DynamicConv2dNode | DynamicLinearNode;
+        const method = METHODS.get(node.method.kind);
+        if (!method?.init) throw new KwError('SPEC_UNKNOWN_METHOD', `node "${r.node}": method "${node.method.kind}" has no init`);
+        m = method.init(node, table.analyzed.shapes.get(node.inputs[0]!)!, rng);
+        methodInits.set(r.node, m);
+      }
+      const t = m.get(p.name.slice(r.node.length + 1));
+      if (!t) throw new KwError('WEIGHTS_MISSING', `method init of node "${r.node}" did not produce "${p.name}"`);
+      return t;
+    }
+  }
+}

@@ -1,0 +1,39 @@
+import { KwError } from '../errors.js';
+
+/**
+ * Parse a budget as users write it: `1/4x`, `1/2x`, `1x`, `2x`, `4x`, `0.25`, `1/4`, `4`.
+ * Throws BUDGET_INVALID for anything that is not a finite number > 0.
+ *
+ * @example
+ * parseBudget('1/2x'); // 0.5
+ */
+export function parseBudget(text: string | number): number {
+  if (typeof text === 'number') {
+    if (!Number.isFinite(text) || text <= 0) {
+      throw new KwError('BUDGET_INVALID', `budget must be a finite number > 0, found ${text}`);
+    }
+    return text;
+  }
+  const t = String(text).trim().toLowerCase().replace(/[x×]$/, '');
+  const frac = /^(\d+)\s*\/\s*(\d+)$/.exec(t);
+  let b: number;
+  if (frac) b = Number(frac[1]) / Number(frac[2]);
+  else if (/^(\d+\.?\d*|\.\d+)(e-?\d+)?$/.test(t)) b = Number(t);
+  else b = Number.NaN;
+  if (!Number.isFinite(b) || b <= 0) {
+    throw new KwError(
+      'BUDGET_INVALID',
+      `budget ${JSON.stringify(text)} is not valid: write 1/4x, 1/2x, 1x, 2x, 4x, a fraction like 1/8, or a number > 0`,
+      { actual: text },
+    );
+  }
+  return b;
+}
+
+/** Render a budget the way the paper writes it: `1/4x`, `1x`, `4x` (or the number). */
+export function formatBudget(b: number): string {
+  if (Number.isInteger(b)) return `${b}x`;
+  const p = Math.round(1 / b);
+  if (b < 1 && Math.abs(1 / p - b) < 1e-12) return `1/${p}x`;
+  return `${b}x`;
+}

@@ -1,0 +1,406 @@
+import { KwError, describeValue } from '../errors.js';
+import { METHODS } from '../methods/registry.js';
+import {
+  INPUT,
+  type KwWarehouseSpec,
+  type ModelSpec,
+  type NodeSpec,
+  type OpName,
+  type Pair,
+  SPEC_VERSION,
+} from './types.js';
+
+/** Every op a spec may use. */
+export const OPS: readonly OpName[] = [
+  'conv2d',
+  'linear',
+  'batchNorm',
+  'layerNorm',
+  'relu',
+  'relu6',
+  'gelu',
+  'sigmoid',
+  'add',
+  'mul',
+  'maxPool',
+  'avgPool',
+  'globalAvgPool',
+  'flatten',
+  'dropout',
+  'identity',
+  'dynamicConv2d',
+  'dynamicLinear',
+];
+
+
+/** A validated spec together with the per-sample output shape of every node. */
+export interface AnalyzedSpec {
+  spec: ModelSpec;
+  /** Per-sample shape (no batch dim) of every node output, and of `"input"`. */
+  shapes: Map<string, number[]>;
+  /** Nodes by id. */
+  byId: Map<string, NodeSpec>;
+}
+
+const cache = new WeakMap<object, AnalyzedSpec>();
+
+function fail(code: ConstructorParameters<typeof KwError>[0], where: string, msg: string, extra = {}): never {
+  throw new KwError(code, `${where}: ${msg}`, extra);
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function posInt(where: string, field: string, v: unknown, min = 1): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    fail('SPEC_BAD_FIELD', where, `field "${field}" must be an integer >= ${min}, found ${describeValue(v)}`, {
+      field,
+      expected: `integer >= ${min}`,
+      actual: v,
+    });
+  }
+  return v;
+}
+
+function finiteNum(where: string, field: string, v: unknown, lo: number, hi: number, loOpen = false): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || (loOpen ? v <= lo : v < lo) || v > hi) {
+    fail(
+      'SPEC_BAD_FIELD',
+      where,
+      `field "${field}" must be a finite number in ${loOpen ? '(' : '['}${lo}, ${hi}], found ${describeValue(v)}`,
+      { field, actual: v },
+    );
+  }
+  return v;
+}
+
+function pair(where: string, field: string, v: unknown, dflt: number | undefined, min: number): Pair {
+  if (v === undefined) {
+    if (dflt === undefined) fail('SPEC_MISSING_FIELD', where, `field "${field}" is required`, { field });
+    return [dflt, dflt];
+  }
+  if (typeof v === 'number') {
+    posInt(where, field, v, min);
+    return [v, v];
+  }
+  if (Array.isArray(v) && v.length === 2) {
+    posInt(where, `${field}[0]`, v[0], min);
+    posInt(where, `${field}[1]`, v[1], min);
+    return [v[0] as number, v[1] as number];
+  }
+  return fail('SPEC_BAD_FIELD', where, `field "${field}" must be an integer or [h, w], found ${describeValue(v)}`, {
+    field,
+    actual: v,
+  });
+}
+
+function bool(where: string, field: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') fail('SPEC_BAD_FIELD', where, `field "${field}" must be true or false, found ${describeValue(v)}`);
+  return v;
+}
+
+function convOut(size: number, k: number, s: number, p: number, d: number): number {
+  return Math.floor((size + 2 * p - d * (k - 1) - 1) / s) + 1;
+}
+
+function normalizeWarehouse(raw: unknown, i: number): KwWarehouseSpec {
+  const where = `warehouses[${i}]`;
+  if (!isObj(raw)) fail('SPEC_INVALID', where, `must be an object, found ${describeValue(raw)}`);
+  if (typeof raw.id !== 'string' || raw.id.length === 0) {
+    fail('SPEC_MISSING_FIELD', where, `field "id" must be a non-empty string, found ${describeValue(raw.id)}`);
+  }
+  const w = `warehouse "${raw.id}"`;
+  if (raw.budget === undefined) fail('SPEC_MISSING_FIELD', w, 'field "budget" is required');
+  if (typeof raw.budget !== 'number' || !Number.isFinite(raw.budget) || raw.budget <= 0) {
+    throw new KwError('BUDGET_INVALID', `${w}: budget must be a finite number > 0, found ${describeValue(raw.budget)}`, {
+      warehouse: raw.id,
+      actual: raw.budget,
+    });
+  }
+  const norm = raw.norm ?? 'batch';
+  if (norm !== 'batch' && norm !== 'layer') {
+    fail('SPEC_BAD_FIELD', w, `field "norm" must be "batch" or "layer", found ${describeValue(norm)}`);
+  }
+  return {
+    id: raw.id,
+    budget: raw.budget,
+    cellInRatio: finiteNum(w, 'cellInRatio', raw.cellInRatio ?? 1, 0, 1, true),
+    cellOutRatio: finiteNum(w, 'cellOutRatio', raw.cellOutRatio ?? 1, 0, 1, true),
+    reduction: finiteNum(w, 'reduction', raw.reduction ?? 1 / 16, 0, 1, true),
+    norm,
+    nonlocalBasisRatio: finiteNum(w, 'nonlocalBasisRatio', raw.nonlocalBasisRatio ?? 1, 0, 1, true),
+  };
+}
+
+/**
+ * Validate a spec (parsed JSON or an object built in code) and return it in canonical form:
+ * pairs expanded, defaults filled. Throws a {@link KwError} naming the node and field on
+ * the first problem. Also infers every node's output shape.
+ *
+ * @example
+ * const { spec, shapes } = analyzeSpec(JSON.parse(text));
+ */
+export function analyzeSpec(input: unknown): AnalyzedSpec {
+  if (isObj(input)) {
+    const hit = cache.get(input);
+    if (hit) return hit;
+  }
+  const result = analyzeUncached(input);
+  if (isObj(input)) cache.set(input, result);
+  cache.set(result.spec, result);
+  return result;
+}
+
+/** {@link analyzeSpec} returning only the canonical spec. */
+export function validateSpec(input: unknown): ModelSpec {
+  return analyzeSpec(input).spec;
+}
+
+function analyzeUncached(input: unknown): AnalyzedSpec {
+  if (!isObj(input)) fail('SPEC_INVALID', 'spec', `must be an object, found ${describeValue(input)}`);
+  if (input.specVersion !== SPEC_VERSION) {
+    fail('SPEC_VERSION', 'spec', `specVersion must be ${SPEC_VERSION}, found ${describeValue(input.specVersion)}`, {
+      expected: SPEC_VERSION,
+      actual: input.specVersion,
+    });
+  }
+  const name = typeof input.name === 'string' ? input.name : fail('SPEC_MISSING_FIELD', 'spec', 'field "name" must be a string');
+  const inShape = input.inputShape;
+  if (!Array.isArray(inShape) || (inShape.length !== 1 && inShape.length !== 3)) {
+    fail('SPEC_BAD_FIELD', 'spec', `field "inputShape" must be [C, H, W] or [F], found ${describeValue(inShape)}`);
+  }
+  inShape.forEach((d, i) => posInt('spec', `inputShape[${i}]`, d));
+  if (!Array.isArray(input.nodes) || input.nodes.length === 0) {
+    fail('SPEC_MISSING_FIELD', 'spec', 'field "nodes" must be a non-empty array');
+  }
+  const rawWarehouses = input.warehouses ?? [];
+  if (!Array.isArray(rawWarehouses)) fail('SPEC_BAD_FIELD', 'spec', 'field "warehouses" must be an array');
+  const warehouses = rawWarehouses.map(normalizeWarehouse);
+  const whIds = new Set<string>();
+  for (const w of warehouses) {
+    if (whIds.has(w.id)) fail('SPEC_DUPLICATE_ID', `warehouse "${w.id}"`, 'id is used twice');
+    whIds.add(w.id);
+  }
+
+  const shapes = new Map<string, number[]>([[INPUT, [...(inShape as number[])]]]);
+  const byId = new Map<string, NodeSpec>();
+  const nodes: NodeSpec[] = [];
+  input.nodes.forEach((raw: unknown, idx: number) => {
+    const node = normalizeNode(raw, idx, shapes, whIds);
+    byId.set(node.id, node);
+    nodes.push(node);
+  });
+
+  const outputsRaw = input.outputs;
+  if (!Array.isArray(outputsRaw) || outputsRaw.length === 0) {
+    fail('SPEC_MISSING_FIELD', 'spec', 'field "outputs" must be a non-empty array of node ids');
+  }
+  const outputs = outputsRaw.map((o: unknown, i: number) => {
+    if (typeof o !== 'string' || !byId.has(o)) {
+      fail('SPEC_UNKNOWN_INPUT', 'spec', `outputs[${i}] names ${describeValue(o)}, which is not a node`);
+    }
+    return o;
+  });
+
+  const usedWarehouses = new Set<string>();
+  for (const n of nodes) {
+    if ((n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') && n.method.kind === 'kw') {
+      usedWarehouses.add(n.method.warehouse as string);
+    }
+  }
+  for (const w of warehouses) {
+    if (!usedWarehouses.has(w.id)) {
+      fail('SPEC_UNKNOWN_WAREHOUSE', `warehouse "${w.id}"`, 'no dynamic layer uses this warehouse');
+    }
+  }
+
+  const spec: ModelSpec = { specVersion: SPEC_VERSION, name, inputShape: [...(inShape as number[])], nodes, outputs, warehouses };
+  if (input.meta !== undefined) {
+    if (!isObj(input.meta)) fail('SPEC_BAD_FIELD', 'spec', 'field "meta" must be an object');
+    spec.meta = input.meta;
+  }
+  return { spec, shapes, byId };
+}
+
+function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>, whIds: Set<string>): NodeSpec {
+  if (!isObj(raw)) fail('SPEC_INVALID', `nodes[${idx}]`, `must be an object, found ${describeValue(raw)}`);
+  if (typeof raw.id !== 'string' || raw.id.length === 0) {
+    fail('SPEC_MISSING_FIELD', `nodes[${idx}]`, `field "id" must be a non-empty string, found ${describeValue(raw.id)}`);
+  }
+  const id = raw.id;
+  const where = `node "${id}" (nodes[${idx}])`;
+  if (id === INPUT || shapes.has(id)) fail('SPEC_DUPLICATE_ID', where, `id "${id}" is already used`);
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(id) || id.includes('..') || id.endsWith('.')) {
+    fail('SPEC_BAD_FIELD', where, 'id must be a dotted path of letters, digits, "_" and "-"');
+  }
+  const op = raw.op as OpName;
+  if (typeof op !== 'string' || !OPS.includes(op)) {
+    fail('SPEC_UNKNOWN_OP', where, `unknown op ${describeValue(raw.op)}; known ops: ${OPS.join(', ')}`, { op: raw.op });
+  }
+  if (!Array.isArray(raw.inputs)) fail('SPEC_MISSING_FIELD', where, 'field "inputs" must be an array of node ids');
+  const inputs: string[] = raw.inputs.map((s: unknown, i: number) => {
+    if (typeof s !== 'string') fail('SPEC_BAD_FIELD', where, `inputs[${i}] must be a string, found ${describeValue(s)}`);
+    if (s === id) fail('SPEC_UNKNOWN_INPUT', where, `inputs[${i}] names the node itself (a cycle)`);
+    if (!shapes.has(s)) {
+      fail(
+        'SPEC_UNKNOWN_INPUT',
+        where,
+        `inputs[${i}] names "${s}", which is neither "input" nor an earlier node (nodes must be in topological order; a later node would be a cycle)`,
+        { field: `inputs[${i}]`, actual: s },
+      );
+    }
+    return s;
+  });
+  const arity = op === 'add' ? [2, Number.POSITIVE_INFINITY] : op === 'mul' ? [1, 2] : [1, 1];
+  if (inputs.length < arity[0]! || inputs.length > arity[1]!) {
+    fail('SPEC_BAD_FIELD', where, `op "${op}" takes ${arity[0] === arity[1] ? arity[0] : `${arity[0]}+`} input(s), found ${inputs.length}`);
+  }
+  const x = shapes.get(inputs[0]!)!;
+  const needImage = () => {
+    if (x.length !== 3) fail('SPEC_SHAPE', where, `op "${op}" needs a [C, H, W] input, found [${x.join(', ')}]`);
+  };
+  let node: NodeSpec;
+  let out: number[];
+  switch (op) {
+    case 'conv2d':
+    case 'dynamicConv2d': {
+      needImage();
+      const outChannels = posInt(where, 'outChannels', raw.outChannels);
+      const kernelSize = pair(where, 'kernelSize', raw.kernelSize, undefined, 1);
+      const stride = pair(where, 'stride', raw.stride, 1, 1);
+      const padding = pair(where, 'padding', raw.padding, 0, 0);
+      const dilation = pair(where, 'dilation', raw.dilation, 1, 1);
+      const groups = posInt(where, 'groups', raw.groups ?? 1);
+      const bias = bool(where, 'bias', raw.bias, false);
+      const cin = x[0]!;
+      if (cin % groups !== 0 || outChannels % groups !== 0) {
+        fail('SPEC_BAD_FIELD', where, `groups=${groups} must divide input channels (${cin}) and outChannels (${outChannels})`, {
+          field: 'groups',
+          actual: groups,
+        });
+      }
+      const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], dilation[0]);
+      const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], dilation[1]);
+      if (h < 1 || w < 1) {
+        fail('SPEC_SHAPE', where, `output would be ${h}x${w}: kernel ${kernelSize.join('x')} (dilation ${dilation.join('x')}) does not fit the ${x[1]}x${x[2]} input with padding ${padding.join('x')}`);
+      }
+      out = [outChannels, h, w];
+      const geom = { outChannels, kernelSize, stride, padding, dilation, groups, bias };
+      node =
+        op === 'conv2d'
+          ? { id, op, inputs, ...geom }
+          : { id, op, inputs, ...geom, method: methodRef(where, raw.method, whIds) };
+      break;
+    }
+    case 'linear':
+    case 'dynamicLinear': {
+      if (x.length !== 1) fail('SPEC_SHAPE', where, `op "${op}" needs an [F] input (flatten first), found [${x.join(', ')}]`);
+      const outFeatures = posInt(where, 'outFeatures', raw.outFeatures);
+      const bias = bool(where, 'bias', raw.bias, true);
+      out = [outFeatures];
+      node =
+        op === 'linear'
+          ? { id, op, inputs, outFeatures, bias }
+          : { id, op, inputs, outFeatures, bias, method: methodRef(where, raw.method, whIds) };
+      break;
+    }
+    case 'batchNorm':
+      needImage();
+      node = {
+        id,
+        op,
+        inputs,
+        eps: finiteNum(where, 'eps', raw.eps ?? 1e-5, 0, 1, true),
+        momentum: finiteNum(where, 'momentum', raw.momentum ?? 0.1, 0, 1),
+      };
+      out = [...x];
+      break;
+    case 'layerNorm':
+      node = { id, op, inputs, eps: finiteNum(where, 'eps', raw.eps ?? 1e-6, 0, 1, true) };
+      out = [...x];
+      break;
+    case 'relu':
+    case 'relu6':
+    case 'gelu':
+    case 'sigmoid':
+    case 'identity':
+    case 'add':
+      for (let i = 1; i < inputs.length; i++) {
+        const s = shapes.get(inputs[i]!)!;
+        if (s.join(',') !== x.join(',')) {
+          fail('SPEC_SHAPE', where, `inputs of "add" must have equal shapes: "${inputs[0]}" is [${x.join(', ')}], "${inputs[i]}" is [${s.join(', ')}]`);
+        }
+      }
+      node = { id, op, inputs } as NodeSpec;
+      out = [...x];
+      break;
+    case 'mul': {
+      if (inputs.length === 2) {
+        const s = shapes.get(inputs[1]!)!;
+        if (s.length !== x.length || s.some((d, i) => d !== 1 && d !== x[i])) {
+          fail('SPEC_SHAPE', where, `second input [${s.join(', ')}] does not broadcast to [${x.join(', ')}]`);
+        }
+        node = { id, op, inputs };
+      } else {
+        const init = raw.init === undefined ? 1 : finiteNum(where, 'init', raw.init, -1e6, 1e6);
+        node = { id, op, inputs, init };
+      }
+      out = [...x];
+      break;
+    }
+    case 'maxPool':
+    case 'avgPool': {
+      needImage();
+      const kernelSize = pair(where, 'kernelSize', raw.kernelSize, undefined, 1);
+      const stride = pair(where, 'stride', raw.stride, kernelSize[0], 1);
+      const padding = pair(where, 'padding', raw.padding, 0, 0);
+      if (padding[0] * 2 > kernelSize[0] || padding[1] * 2 > kernelSize[1]) {
+        fail('SPEC_BAD_FIELD', where, `padding ${padding.join('x')} must be at most half the kernel ${kernelSize.join('x')}`);
+      }
+      const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], 1);
+      const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], 1);
+      if (h < 1 || w < 1) fail('SPEC_SHAPE', where, `pool output would be ${h}x${w} for a ${x[1]}x${x[2]} input`);
+      node = { id, op, inputs, kernelSize, stride, padding };
+      out = [x[0]!, h, w];
+      break;
+    }
+    case 'globalAvgPool':
+      needImage();
+      node = { id, op, inputs };
+      out = [x[0]!, 1, 1];
+      break;
+    case 'flatten':
+      node = { id, op, inputs };
+      out = [x.reduce((a, b) => a * b, 1)];
+      break;
+    case 'dropout':
+      node = { id, op, inputs, rate: finiteNum(where, 'rate', raw.rate ?? 0, 0, 1) };
+      if (node.rate >= 1) fail('SPEC_BAD_FIELD', where, 'field "rate" must be < 1');
+      out = [...x];
+      break;
+  }
+  shapes.set(id, out);
+  return node;
+}
+
+function methodRef(where: string, raw: unknown, whIds: Set<string>) {
+  if (!isObj(raw)) fail('SPEC_MISSING_FIELD', where, `field "method" must be an object like {"kind": "kw", "warehouse": "stage0"}, found ${describeValue(raw)}`);
+  if (raw.kind === 'kw') {
+    if (typeof raw.warehouse !== 'string' || !whIds.has(raw.warehouse)) {
+      fail(
+        'SPEC_UNKNOWN_WAREHOUSE',
+        where,
+        `method.warehouse ${describeValue(raw.warehouse)} is not one of the spec's warehouses [${[...whIds].join(', ')}]`,
+        { field: 'method.warehouse', actual: raw.warehouse },
+      );
+    }
+    return { kind: 'kw' as const, warehouse: raw.warehouse };
+  }
+  const method = typeof raw.kind === 'string' ? METHODS.get(raw.kind) : undefined;
+  if (!method) {
+    fail('SPEC_UNKNOWN_METHOD', where, `method.kind ${describeValue(raw.kind)} is not a known method; known: kw${[...METHODS.keys()].map((k) => `, ${k}`).join('')}`);
+  }
+  return method.normalize(where, raw);
+}

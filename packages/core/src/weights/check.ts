@@ -1,0 +1,71 @@
+import { KwError } from '../errors.js';
+import { paramTable } from '../params.js';
+import { numel, type Tensor, type WeightMap } from '../tensor.js';
+
+/** Options of {@link checkWeights}. */
+export interface CheckWeightsOptions {
+  /** Allow tensors the spec does not declare (they are ignored). Default false. */
+  allowExtra?: boolean;
+  /** Allow missing buffers (BatchNorm running stats then default to 0 / 1). Default false. */
+  allowMissingBuffers?: boolean;
+}
+
+/**
+ * Check a weight map against a spec: every declared tensor present with the declared
+ * shape and only finite values, and (unless allowed) nothing extra. Throws a KwError
+ * (WEIGHTS_MISSING, WEIGHTS_UNEXPECTED, WEIGHTS_SHAPE, WEIGHTS_NOT_FINITE) naming the tensor.
+ */
+export function checkWeights(spec: unknown, weights: WeightMap, options: CheckWeightsOptions = {}): void {
+  if (!(weights instanceof Map)) {
+    throw new KwError('ARGUMENT_INVALID', 'weights must be a Map<string, Tensor>');
+  }
+  const table = paramTable(spec);
+  const missing: string[] = [];
+  for (const p of table.params) {
+    const t = weights.get(p.name);
+    if (!t) {
+      if (!(p.role === 'buffer' && options.allowMissingBuffers)) missing.push(p.name);
+      continue;
+    }
+    checkTensor(p.name, t, p.shape);
+  }
+  if (missing.length) {
+    throw new KwError(
+      'WEIGHTS_MISSING',
+      `${missing.length} tensor(s) the spec "${table.analyzed.spec.name}" needs are missing: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`,
+      { missing },
+    );
+  }
+  if (!options.allowExtra) {
+    const extra = [...weights.keys()].filter((k) => !table.byName.has(k));
+    if (extra.length) {
+      throw new KwError(
+        'WEIGHTS_UNEXPECTED',
+        `${extra.length} tensor(s) are not part of spec "${table.analyzed.spec.name}": ${extra.slice(0, 8).join(', ')}${extra.length > 8 ? ', ...' : ''}`,
+        { extra },
+      );
+    }
+  }
+}
+
+/** Shape, dtype and finiteness check of one named tensor. */
+export function checkTensor(name: string, t: Tensor, shape: readonly number[]): void {
+  if (!(t.data instanceof Float32Array)) {
+    throw new KwError('WEIGHTS_DTYPE', `tensor "${name}": expected Float32Array data, found ${Object.prototype.toString.call(t.data)}`);
+  }
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new KwError('WEIGHTS_SHAPE', `tensor "${name}": expected shape [${shape.join(', ')}], found [${t.shape.join(', ')}]`, {
+      name,
+      expected: [...shape],
+      actual: [...t.shape],
+    });
+  }
+  if (t.data.length !== numel(shape)) {
+    throw new KwError('WEIGHTS_SHAPE', `tensor "${name}": shape [${shape.join(', ')}] needs ${numel(shape)} values, data has ${t.data.length}`);
+  }
+  for (let i = 0; i < t.data.length; i++) {
+    if (!Number.isFinite(t.data[i]!)) {
+      throw new KwError('WEIGHTS_NOT_FINITE', `tensor "${name}": element ${i} is ${t.data[i]} (weights must be finite)`, { name, index: i });
+    }
+  }
+}
