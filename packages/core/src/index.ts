@@ -4,42 +4,55 @@
  *
  * @packageDocumentation
  */
-export { KwError, KW_ERROR_CODES, type KwErrorCode, isKwError } from './errors.js';
-export { type Tensor, type WeightMap, tensor, numel, assertShape, maxRelativeError } from './tensor.js';
-export { Rng } from './rng.js';
-export * from './spec/types.js';
-export { analyzeSpec, validateSpec, OPS, type AnalyzedSpec } from './spec/validate.js';
-export { SpecBuilder } from './spec/builder.js';
+export { isKwError, KW_ERROR_CODES, KwError, type KwErrorCode } from './errors.js';
+export { type InitOptions, initWeights } from './init.js';
+export { CAF_EPS, caf, type TemperatureSchedule, temperatureAt } from './kw/attention.js';
+export { formatBudget, parseBudget } from './kw/budget.js';
 export {
-  planKw,
+  type KwLayerPlan,
+  type KwPlan,
+  type KwWarehousePlan,
   kwAssignment,
   kwBeta,
   kwCellPosition,
+  planKw,
   tilingBudgets,
-  type KwPlan,
-  type KwLayerPlan,
-  type KwWarehousePlan,
 } from './kw/plan.js';
-export { caf, CAF_EPS, temperatureAt, type TemperatureSchedule } from './kw/attention.js';
-export { parseBudget, formatBudget } from './kw/budget.js';
 export {
-  paramTable,
-  countParams,
-  warehouseParamName,
-  type ParamDecl,
-  type ParamTable,
-  type InitRule,
-} from './params.js';
-export { planModel, staticBaseline, type ModelPlan, type NodePlan } from './plan.js';
-export { initWeights, type InitOptions } from './init.js';
-export { checkWeights, checkTensor, type CheckWeightsOptions } from './weights/check.js';
-export { runReference, type RunOptions } from './reference/executor.js';
-export { kwAttention, kwAssemble, kwForward, KW_ATTENTION_NORM_EPS, type KwForwardOptions } from './reference/kw.js';
-export * as ops from './reference/ops.js';
-export {
-  METHODS,
   type DynamicMethod,
   type DynamicNode,
   type LayerMacs,
+  METHODS,
   type MethodForwardOptions,
 } from './methods/registry.js';
+export {
+  countParams,
+  type InitRule,
+  type ParamDecl,
+  type ParamTable,
+  paramTable,
+  warehouseParamName,
+} from './params.js';
+export { type ModelPlan, type NodePlan, planModel, staticBaseline } from './plan.js';
+export { type RunOptions, runReference } from './reference/executor.js';
+export {
+  KW_ATTENTION_NORM_EPS,
+  type KwForwardOptions,
+  kwAssemble,
+  kwAttention,
+  kwForward,
+} from './reference/kw.js';
+export * as ops from './reference/ops.js';
+export { Rng } from './rng.js';
+export { SpecBuilder } from './spec/builder.js';
+export * from './spec/types.js';
+export { type AnalyzedSpec, analyzeSpec, OPS, validateSpec } from './spec/validate.js';
+export {
+  assertShape,
+  maxRelativeError,
+  numel,
+  type Tensor,
+  tensor,
+  type WeightMap,
+} from './tensor.js';
+export { type CheckWeightsOptions, checkTensor, checkWeights } from './weights/check.js';

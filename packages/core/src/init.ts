@@ -31,7 +31,12 @@ export function initWeights(spec: unknown, options: InitOptions = {}): WeightMap
   return out;
 }
 
-function initOne(p: ParamDecl, table: ReturnType<typeof paramTable>, rng: Rng, methodInits: Map<string, Map<string, Tensor>>): Tensor {
+function initOne(
+  p: ParamDecl,
+  table: ReturnType<typeof paramTable>,
+  rng: Rng,
+  methodInits: Map<string, Map<string, Tensor>>,
+): Tensor {
   const n = numel(p.shape);
   const r = p.init;
   switch (r.kind) {
@@ -59,12 +64,20 @@ function initOne(p: ParamDecl, table: ReturnType<typeof paramTable>, rng: Rng, m
       if (!m) {
         const node = table.analyzed.byId.get(r.node) as DynamicConv2dNode | DynamicLinearNode;
         const method = METHODS.get(node.method.kind);
-        if (!method?.init) throw new KwError('SPEC_UNKNOWN_METHOD', `node "${r.node}": method "${node.method.kind}" has no init`);
+        if (!method?.init)
+          throw new KwError(
+            'SPEC_UNKNOWN_METHOD',
+            `node "${r.node}": method "${node.method.kind}" has no init`,
+          );
         m = method.init(node, table.analyzed.shapes.get(node.inputs[0]!)!, rng);
         methodInits.set(r.node, m);
       }
       const t = m.get(p.name.slice(r.node.length + 1));
-      if (!t) throw new KwError('WEIGHTS_MISSING', `method init of node "${r.node}" did not produce "${p.name}"`);
+      if (!t)
+        throw new KwError(
+          'WEIGHTS_MISSING',
+          `method init of node "${r.node}" did not produce "${p.name}"`,
+        );
       return t;
     }
   }

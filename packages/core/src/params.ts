@@ -5,11 +5,11 @@
  * and every adapter's weight creation.
  */
 import { KwError } from './errors.js';
-import { planKw, type KwPlan } from './kw/plan.js';
+import { type KwPlan, planKw } from './kw/plan.js';
 import { METHODS } from './methods/registry.js';
-import { numel } from './tensor.js';
 import type { NodeSpec } from './spec/types.js';
 import { type AnalyzedSpec, analyzeSpec } from './spec/validate.js';
+import { numel } from './tensor.js';
 
 /** How a tensor is initialised by {@link initWeights}. */
 export type InitRule =
@@ -53,8 +53,21 @@ export function warehouseParamName(warehouseId: string): string {
   return `warehouses.${warehouseId}`;
 }
 
-function decl(node: string | undefined, name: string, shape: number[], init: InitRule, role: 'param' | 'buffer' = 'param'): ParamDecl {
-  return { name, shape, role, decay: role === 'param' && shape.length > 1 && !name.endsWith('.bias'), init, node };
+function decl(
+  node: string | undefined,
+  name: string,
+  shape: number[],
+  init: InitRule,
+  role: 'param' | 'buffer' = 'param',
+): ParamDecl {
+  return {
+    name,
+    shape,
+    role,
+    decay: role === 'param' && shape.length > 1 && !name.endsWith('.bias'),
+    init,
+    node,
+  };
 }
 
 function nodeParams(node: NodeSpec, a: AnalyzedSpec, kw: KwPlan): ParamDecl[] {
@@ -65,14 +78,21 @@ function nodeParams(node: NodeSpec, a: AnalyzedSpec, kw: KwPlan): ParamDecl[] {
     case 'conv2d': {
       const [kh, kw2] = node.kernelSize;
       const shape = [node.outChannels, c / node.groups, kh, kw2];
-      const out = [decl(id, `${id}.weight`, shape, { kind: 'kaimingNormalFanOut', fanOut: node.outChannels * kh * kw2 })];
-      if (node.bias) out.push(decl(id, `${id}.bias`, [node.outChannels], { kind: 'const', value: 0 }));
+      const out = [
+        decl(id, `${id}.weight`, shape, {
+          kind: 'kaimingNormalFanOut',
+          fanOut: node.outChannels * kh * kw2,
+        }),
+      ];
+      if (node.bias)
+        out.push(decl(id, `${id}.bias`, [node.outChannels], { kind: 'const', value: 0 }));
       return out;
     }
     case 'linear': {
       const bound = 1 / Math.sqrt(c);
       const out = [decl(id, `${id}.weight`, [node.outFeatures, c], { kind: 'uniform', bound })];
-      if (node.bias) out.push(decl(id, `${id}.bias`, [node.outFeatures], { kind: 'uniform', bound }));
+      if (node.bias)
+        out.push(decl(id, `${id}.bias`, [node.outFeatures], { kind: 'uniform', bound }));
       return out;
     }
     case 'batchNorm':
@@ -88,7 +108,9 @@ function nodeParams(node: NodeSpec, a: AnalyzedSpec, kw: KwPlan): ParamDecl[] {
         decl(id, `${id}.bias`, [c], { kind: 'const', value: 0 }),
       ];
     case 'mul':
-      return node.inputs.length === 1 ? [decl(id, `${id}.gamma`, [c], { kind: 'const', value: node.init ?? 1 })] : [];
+      return node.inputs.length === 1
+        ? [decl(id, `${id}.gamma`, [c], { kind: 'const', value: node.init ?? 1 })]
+        : [];
     case 'dynamicConv2d':
     case 'dynamicLinear': {
       if (node.method.kind === 'kw') return kwLayerParams(id, kw);
@@ -117,13 +139,16 @@ function kwLayerParams(id: string, kw: KwPlan): ParamDecl[] {
   if (l.basis) {
     const rows = l.m * (l.basis.nLocal + l.basis.nBasis + 1);
     out.push(decl(id, `${p}.fc2.weight`, [rows, h], fan(rows)));
-    out.push(decl(id, `${p}.fc3.weight`, [l.basis.nNonlocal, l.basis.nBasis], fan(l.basis.nNonlocal)));
+    out.push(
+      decl(id, `${p}.fc3.weight`, [l.basis.nNonlocal, l.basis.nBasis], fan(l.basis.nNonlocal)),
+    );
     out.push(decl(id, `${p}.basis_bias`, [l.logits], { kind: 'const', value: 0 }));
   } else {
     out.push(decl(id, `${p}.fc2.weight`, [l.logits, h], fan(l.logits)));
     out.push(decl(id, `${p}.fc2.bias`, [l.logits], { kind: 'const', value: 0 }));
   }
-  if (l.biasParams) out.push(decl(id, `${id}.bias`, [l.weightShape[0]!], { kind: 'const', value: 0 }));
+  if (l.biasParams)
+    out.push(decl(id, `${id}.bias`, [l.weightShape[0]!], { kind: 'const', value: 0 }));
   return out;
 }
 
@@ -145,7 +170,10 @@ export function paramTable(spec: unknown): ParamTable {
   const byName = new Map<string, ParamDecl>();
   for (const p of params) {
     if (byName.has(p.name)) {
-      throw new KwError('SPEC_DUPLICATE_ID', `parameter name "${p.name}" is produced twice (node ids collide with a sub-module name)`);
+      throw new KwError(
+        'SPEC_DUPLICATE_ID',
+        `parameter name "${p.name}" is produced twice (node ids collide with a sub-module name)`,
+      );
     }
     byName.set(p.name, p);
   }

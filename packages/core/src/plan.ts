@@ -2,9 +2,10 @@
  * Model-level plan: parameters split the way the paper reports them, MACs per image split
  * into convolution, attention and kernel assembly, and the memory of per-sample kernels.
  */
-import { METHODS, type LayerMacs } from './methods/registry.js';
-import { type ParamTable, paramTable } from './params.js';
+
 import type { KwPlan } from './kw/plan.js';
+import { type LayerMacs, METHODS } from './methods/registry.js';
+import { type ParamTable, paramTable } from './params.js';
 import type { ModelSpec, NodeSpec } from './spec/types.js';
 import { numel } from './tensor.js';
 
@@ -43,7 +44,14 @@ export interface ModelPlan {
   kernelFloatsPerSample: number;
 }
 
-function convMacs(outShape: readonly number[], o: number, cin: number, groups: number, kh: number, kw: number): number {
+function convMacs(
+  outShape: readonly number[],
+  o: number,
+  cin: number,
+  groups: number,
+  kh: number,
+  kw: number,
+): number {
   return outShape[1]! * outShape[2]! * o * (cin / groups) * kh * kw;
 }
 
@@ -86,7 +94,11 @@ export function planModel(spec: unknown): ModelPlan {
       continue;
     }
     byNode.set(p.node, (byNode.get(p.node) ?? 0) + n);
-    const isAttention = p.name.startsWith(`${p.node}.`) && !p.name.endsWith(`${p.node}.bias`) && isDynamic(table, p.node) && !p.name.endsWith(`${p.node}.weight`);
+    const isAttention =
+      p.name.startsWith(`${p.node}.`) &&
+      !p.name.endsWith(`${p.node}.bias`) &&
+      isDynamic(table, p.node) &&
+      !p.name.endsWith(`${p.node}.weight`);
     if (isAttention) attnByNode.set(p.node, (attnByNode.get(p.node) ?? 0) + n);
   }
   const nodes: NodePlan[] = [];
@@ -100,13 +112,27 @@ export function planModel(spec: unknown): ModelPlan {
     let m: LayerMacs = { conv: 0, attention: 0, assembly: 0 };
     let kernelFloats = 0;
     if (node.op === 'conv2d') {
-      m.conv = convMacs(outShape, node.outChannels, inShape[0]!, node.groups, node.kernelSize[0], node.kernelSize[1]);
+      m.conv = convMacs(
+        outShape,
+        node.outChannels,
+        inShape[0]!,
+        node.groups,
+        node.kernelSize[0],
+        node.kernelSize[1],
+      );
     } else if (node.op === 'linear') {
       m.conv = inShape[0]! * node.outFeatures;
     } else if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
       const conv =
         node.op === 'dynamicConv2d'
-          ? convMacs(outShape, node.outChannels, inShape[0]!, node.groups, node.kernelSize[0], node.kernelSize[1])
+          ? convMacs(
+              outShape,
+              node.outChannels,
+              inShape[0]!,
+              node.groups,
+              node.kernelSize[0],
+              node.kernelSize[1],
+            )
           : inShape[0]! * node.outFeatures;
       kernelFloats =
         node.op === 'dynamicConv2d'
@@ -115,8 +141,12 @@ export function planModel(spec: unknown): ModelPlan {
       if (node.method.kind === 'kw') {
         const l = table.kw.layers.get(node.id)!;
         const wh = table.kw.warehouses.find((w) => w.id === l.warehouse)!;
-        let att = l.inChannels * l.hidden;
-        if (l.basis) att += l.hidden * l.m * (l.basis.nLocal + l.basis.nBasis + 1) + l.m * l.basis.nBasis * l.basis.nNonlocal;
+        // GAP over the layer input (counted as one MAC per element) + the attention FCs
+        let att = inShape.reduce((a, d) => a * d, 1) + l.inChannels * l.hidden;
+        if (l.basis)
+          att +=
+            l.hidden * l.m * (l.basis.nLocal + l.basis.nBasis + 1) +
+            l.m * l.basis.nBasis * l.basis.nNonlocal;
         else att += l.hidden * l.logits;
         m = { conv, attention: att, assembly: wh.n * kernelFloats };
       } else {
@@ -134,7 +164,8 @@ export function planModel(spec: unknown): ModelPlan {
   }
   const total = warehouse + attention + other;
   let baseline = 0;
-  for (const p of paramTable(staticBaseline(s)).params) if (p.role === 'param') baseline += numel(p.shape);
+  for (const p of paramTable(staticBaseline(s)).params)
+    if (p.role === 'param') baseline += numel(p.shape);
   return {
     name: s.name,
     nodes,

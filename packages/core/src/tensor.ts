@@ -20,7 +20,10 @@ export function numel(shape: readonly number[]): number {
 export function tensor(shape: readonly number[], data?: Float32Array | ArrayLike<number>): Tensor {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) {
-      throw new KwError('TENSOR_SHAPE', `tensor shape [${shape.join(', ')}] has a dimension that is not a non-negative integer`);
+      throw new KwError(
+        'TENSOR_SHAPE',
+        `tensor shape [${shape.join(', ')}] has a dimension that is not a non-negative integer`,
+      );
     }
   }
   const n = numel(shape);
@@ -39,7 +42,11 @@ export function tensor(shape: readonly number[], data?: Float32Array | ArrayLike
 }
 
 /** Same shape check as the executors use: throws TENSOR_SHAPE naming `what`. */
-export function assertShape(what: string, actual: readonly number[], expected: readonly number[]): void {
+export function assertShape(
+  what: string,
+  actual: readonly number[],
+  expected: readonly number[],
+): void {
   if (actual.length !== expected.length || actual.some((d, i) => d !== expected[i])) {
     throw new KwError(
       'TENSOR_SHAPE',
@@ -52,7 +59,10 @@ export function assertShape(what: string, actual: readonly number[], expected: r
 /** Largest |a-b| / max(|b|, floor) over two equally long arrays. */
 export function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-6): number {
   if (a.length !== b.length) {
-    throw new KwError('TENSOR_SHAPE', `compared arrays differ in length: ${a.length} vs ${b.length}`);
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `compared arrays differ in length: ${a.length} vs ${b.length}`,
+    );
   }
   let scale = floor;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));

@@ -61,10 +61,20 @@ export function tinyKwSpec(o: TinyKwOptions = {}): ModelSpec {
   const k0 = { kind: 'kw' as const, warehouse: 'stage0' };
   const y = b.dynamicConv2d('block.conv1', x, { outChannels: c, kernelSize: 3, padding: 1 }, k0);
   const y2 = b.relu('block.relu', b.batchNorm('block.bn1', y));
-  const y3 = b.dynamicConv2d('block.conv2', y2, { outChannels: c, kernelSize: 3, padding: 1, groups: 2, bias: true }, k0);
+  const y3 = b.dynamicConv2d(
+    'block.conv2',
+    y2,
+    { outChannels: c, kernelSize: 3, padding: 1, groups: 2, bias: true },
+    k0,
+  );
   x = b.relu('block.out', b.addNodes('block.add', [x, y3]));
   x = b.dynamicConv2d('down', x, { outChannels: 2 * c, kernelSize: 3, stride: 2, padding: 1 }, k0);
-  x = b.dynamicConv2d('pw', x, { outChannels: 2 * c, kernelSize: 1 }, { kind: 'kw', warehouse: 'stage1' });
+  x = b.dynamicConv2d(
+    'pw',
+    x,
+    { outChannels: 2 * c, kernelSize: 1 },
+    { kind: 'kw', warehouse: 'stage1' },
+  );
   x = b.relu('pw_relu', b.batchNorm('pw_bn', x));
   x = b.flatten('flat', b.globalAvgPool('pool', x));
   if (o.kwClassifier) {

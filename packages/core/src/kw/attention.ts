@@ -17,12 +17,21 @@ export const CAF_EPS = 1e-3;
  *
  * @param beta per-mixture selected cell (length m), `n` meaning the zero cell.
  */
-export function caf(logits: Float32Array, rows: number, n: number, tau: number, beta: Int32Array): Float32Array {
+export function caf(
+  logits: Float32Array,
+  rows: number,
+  n: number,
+  tau: number,
+  beta: Int32Array,
+): Float32Array {
   if (!(tau >= 0 && tau <= 1)) {
     throw new KwError('ARGUMENT_INVALID', `temperature tau must be in [0, 1], found ${tau}`);
   }
   if (logits.length !== rows * (n + 1)) {
-    throw new KwError('TENSOR_SHAPE', `CAF logits: expected ${rows} x ${n + 1} values, found ${logits.length}`);
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `CAF logits: expected ${rows} x ${n + 1} values, found ${logits.length}`,
+    );
   }
   const m = beta.length;
   const out = new Float32Array(rows * n);
@@ -63,16 +72,28 @@ export function temperatureAt(schedule: TemperatureSchedule, epoch: number, step
   const init = schedule.initValue ?? 1;
   const end = schedule.endValue ?? 0;
   if (!Number.isInteger(itersPerEpoch) || itersPerEpoch < 1) {
-    throw new KwError('ARGUMENT_INVALID', `itersPerEpoch must be an integer >= 1, found ${itersPerEpoch}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `itersPerEpoch must be an integer >= 1, found ${itersPerEpoch}`,
+    );
   }
   if (!Number.isFinite(epochs) || epochs < 0) {
-    throw new KwError('ARGUMENT_INVALID', `temperature epochs must be a finite number >= 0, found ${epochs}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `temperature epochs must be a finite number >= 0, found ${epochs}`,
+    );
   }
   if (!Number.isInteger(epoch) || epoch < 0 || !Number.isInteger(step) || step < 0) {
-    throw new KwError('ARGUMENT_INVALID', `epoch and step must be integers >= 0, found epoch=${epoch}, step=${step}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `epoch and step must be integers >= 0, found epoch=${epoch}, step=${step}`,
+    );
   }
   if (!Number.isFinite(init) || !Number.isFinite(end)) {
-    throw new KwError('ARGUMENT_INVALID', `initValue and endValue must be finite, found ${init} and ${end}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `initValue and endValue must be finite, found ${init} and ${end}`,
+    );
   }
   const total = itersPerEpoch * epochs;
   const t = itersPerEpoch * epoch + step + 1;

@@ -4,8 +4,8 @@
  * L307-326, `Attention.init_temperature` L68-86; reference/kernelwarehouse.md §1-2).
  */
 import { KwError } from '../errors.js';
-import type { AnalyzedSpec } from '../spec/validate.js';
 import type { DynamicConv2dNode, DynamicLinearNode, KwWarehouseSpec } from '../spec/types.js';
+import type { AnalyzedSpec } from '../spec/validate.js';
 
 /** The plan of one KW layer. */
 export interface KwLayerPlan {
@@ -74,7 +74,9 @@ export interface KwPlan {
   layers: Map<string, KwLayerPlan>;
 }
 
-type KwNode = (DynamicConv2dNode | DynamicLinearNode) & { method: { kind: 'kw'; warehouse: string } };
+type KwNode = (DynamicConv2dNode | DynamicLinearNode) & {
+  method: { kind: 'kw'; warehouse: string };
+};
 
 function isKwNode(n: { op: string; method?: { kind: string } }): n is KwNode {
   return (n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') && n.method?.kind === 'kw';
@@ -93,7 +95,12 @@ const pyInt = Math.trunc;
  * Returns for every mixture the warehouse cell it selects at tau = 1 (or `n` for the zero
  * cell) and the pointer after the layer.
  */
-export function kwAssignment(m: number, budget: number, start: number, n: number): { beta: Int32Array; end: number } {
+export function kwAssignment(
+  m: number,
+  budget: number,
+  start: number,
+  n: number,
+): { beta: Int32Array; end: number } {
   const beta = new Int32Array(m);
   let ptr = start;
   if (budget >= 1) {
@@ -161,7 +168,12 @@ export function planKw(a: AnalyzedSpec): KwPlan {
       node.op === 'dynamicConv2d'
         ? {
             node,
-            weightShape: [node.outChannels, cin / node.groups, node.kernelSize[0], node.kernelSize[1]],
+            weightShape: [
+              node.outChannels,
+              cin / node.groups,
+              node.kernelSize[0],
+              node.kernelSize[1],
+            ],
             inChannels: cin,
             groups: node.groups,
           }
@@ -176,7 +188,10 @@ export function planKw(a: AnalyzedSpec): KwPlan {
     const where = `warehouse "${w.id}"`;
     const dims = new Set(mem.map((x) => x.weightShape.length));
     if (dims.size > 1) {
-      throw new KwError('PLAN_MIXED_DIMENSIONS', `${where}: mixes conv2d and linear layers (${mem.map((x) => x.node.id).join(', ')}); give each kind its own warehouse`);
+      throw new KwError(
+        'PLAN_MIXED_DIMENSIONS',
+        `${where}: mixes conv2d and linear layers (${mem.map((x) => x.node.id).join(', ')}); give each kind its own warehouse`,
+      );
     }
     let gcdOut = mem[0]!.weightShape[0]!;
     let gcdIn = mem[0]!.weightShape[1]!;
@@ -284,7 +299,10 @@ export function kwBeta(layer: KwLayerPlan, warehouse: KwWarehousePlan): Int32Arr
  * Where cell `i` of a layer lands in its kernel (official reshape/permute, L144-147):
  * `i = s * (G_out * G_in) + o * G_in + q` with `s = h * kw + w`.
  */
-export function kwCellPosition(layer: KwLayerPlan, i: number): { h: number; w: number; o: number; q: number } {
+export function kwCellPosition(
+  layer: KwLayerPlan,
+  i: number,
+): { h: number; w: number; o: number; q: number } {
   const per = layer.gOut * layer.gIn;
   const s = Math.floor(i / per);
   const r = i % per;

@@ -1,7 +1,7 @@
-import type { Tensor } from '../tensor.js';
-import type { DynamicConv2dNode, DynamicLinearNode, OtherMethodRef } from '../spec/types.js';
 import type { ParamDecl } from '../params.js';
 import type { Rng } from '../rng.js';
+import type { DynamicConv2dNode, DynamicLinearNode, OtherMethodRef } from '../spec/types.js';
+import type { Tensor } from '../tensor.js';
 
 /** A dynamic node as a method sees it. */
 export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
@@ -10,7 +10,7 @@ export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
 export interface LayerMacs {
   /** The convolution (or matmul) itself. */
   conv: number;
-  /** The attention / routing branch. */
+  /** The attention / routing branch: its global average pool (one MAC per input element) and FC layers. */
   attention: number;
   /** Assembling the per-sample kernel from cells, experts or factors. */
   assembly: number;
@@ -38,7 +38,12 @@ export interface DynamicMethod<R extends OtherMethodRef = OtherMethodRef> {
   /** MACs per image. */
   macs(node: DynamicNode, inShape: readonly number[], outShape: readonly number[]): LayerMacs;
   /** Reference forward on a batch (NCHW or [N, F]). `w(name)` returns this node's tensor. */
-  forward(node: DynamicNode, x: Tensor, w: (name: string) => Tensor, opts: MethodForwardOptions): Tensor;
+  forward(
+    node: DynamicNode,
+    x: Tensor,
+    w: (name: string) => Tensor,
+    opts: MethodForwardOptions,
+  ): Tensor;
   /** Initial values for params whose init is 'method'. */
   init?(node: DynamicNode, inShape: readonly number[], rng: Rng): Map<string, Tensor>;
 }

@@ -47,32 +47,50 @@ export interface RunOptions {
  * const out = runReference(spec, initWeights(spec), tensor([1, 3, 32, 32], data));
  * const logits = out.get(spec.outputs[0]);
  */
-export function runReference(spec: unknown, weights: WeightMap, input: Tensor, options: RunOptions = {}): Map<string, Tensor> {
+export function runReference(
+  spec: unknown,
+  weights: WeightMap,
+  input: Tensor,
+  options: RunOptions = {},
+): Map<string, Tensor> {
   const table = paramTable(spec);
   const { spec: s, byId } = table.analyzed;
   const mode = options.mode ?? 'inference';
   if (mode !== 'inference' && mode !== 'train') {
-    throw new KwError('ARGUMENT_INVALID', `mode must be "inference" or "train", found ${String(mode)}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `mode must be "inference" or "train", found ${String(mode)}`,
+    );
   }
   const tau = options.temperature ?? 0;
   if (!(tau >= 0 && tau <= 1) && s.warehouses.length > 0) {
-    throw new KwError('ARGUMENT_INVALID', `temperature must be in [0, 1] for KernelWarehouse layers, found ${tau}`);
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `temperature must be in [0, 1] for KernelWarehouse layers, found ${tau}`,
+    );
   }
   if (!options.trustedWeights) checkWeights(s, weights);
   checkInput(s.inputShape, input);
   for (const id of options.capture ?? []) {
-    if (!byId.has(id)) throw new KwError('ARGUMENT_INVALID', `capture names "${id}", which is not a node of spec "${s.name}"`);
+    if (!byId.has(id))
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `capture names "${id}", which is not a node of spec "${s.name}"`,
+      );
   }
 
   // free activations after their last use
   const lastUse = new Map<string, number>();
-  s.nodes.forEach((n, i) => n.inputs.forEach((src) => lastUse.set(src, i)));
+  s.nodes.forEach((n, i) => {
+    for (const src of n.inputs) lastUse.set(src, i);
+  });
   const keep = new Set([...s.outputs, ...(options.capture ?? [])]);
   const acts = new Map<string, Tensor>([[INPUT, input]]);
   s.nodes.forEach((node, i) => {
     const xs = node.inputs.map((id) => acts.get(id)!);
     acts.set(node.id, runNode(node, xs, weights, table, mode, tau));
-    for (const src of node.inputs) if (lastUse.get(src) === i && !keep.has(src) && src !== INPUT) acts.delete(src);
+    for (const src of node.inputs)
+      if (lastUse.get(src) === i && !keep.has(src) && src !== INPUT) acts.delete(src);
   });
   const out = new Map<string, Tensor>();
   for (const id of keep) out.set(id, acts.get(id)!);
@@ -81,20 +99,34 @@ export function runReference(spec: unknown, weights: WeightMap, input: Tensor, o
 
 function checkInput(inputShape: number[], input: Tensor): void {
   if (!input || !(input.data instanceof Float32Array) || !Array.isArray(input.shape)) {
-    throw new KwError('TENSOR_DTYPE', 'input must be a Tensor { shape: number[], data: Float32Array }');
+    throw new KwError(
+      'TENSOR_DTYPE',
+      'input must be a Tensor { shape: number[], data: Float32Array }',
+    );
   }
-  const ok = input.shape.length === inputShape.length + 1 && input.shape[0]! >= 1 && inputShape.every((d, i) => input.shape[i + 1] === d);
+  const ok =
+    input.shape.length === inputShape.length + 1 &&
+    input.shape[0]! >= 1 &&
+    inputShape.every((d, i) => input.shape[i + 1] === d);
   if (!ok) {
-    throw new KwError('TENSOR_SHAPE', `input: expected shape [N, ${inputShape.join(', ')}] with N >= 1, found [${input.shape.join(', ')}]`, {
-      expected: ['N', ...inputShape],
-      actual: [...input.shape],
-    });
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `input: expected shape [N, ${inputShape.join(', ')}] with N >= 1, found [${input.shape.join(', ')}]`,
+      {
+        expected: ['N', ...inputShape],
+        actual: [...input.shape],
+      },
+    );
   }
   if (input.data.length !== input.shape.reduce((a, b) => a * b, 1)) {
-    throw new KwError('TENSOR_SHAPE', `input: shape [${input.shape.join(', ')}] does not match ${input.data.length} values`);
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `input: shape [${input.shape.join(', ')}] does not match ${input.data.length} values`,
+    );
   }
   for (let i = 0; i < input.data.length; i++) {
-    if (!Number.isFinite(input.data[i]!)) throw new KwError('TENSOR_NOT_FINITE', `input: element ${i} is ${input.data[i]}`);
+    if (!Number.isFinite(input.data[i]!))
+      throw new KwError('TENSOR_NOT_FINITE', `input: element ${i} is ${input.data[i]}`);
   }
 }
 
@@ -114,7 +146,16 @@ function runNode(
     case 'linear':
       return linear(x, w('weight'), node.bias ? w('bias') : undefined);
     case 'batchNorm':
-      return batchNorm(x, w('weight'), w('bias'), w('running_mean'), w('running_var'), node.eps, mode, `node "${node.id}"`);
+      return batchNorm(
+        x,
+        w('weight'),
+        w('bias'),
+        w('running_mean'),
+        w('running_var'),
+        node.eps,
+        mode,
+        `node "${node.id}"`,
+      );
     case 'layerNorm':
       return layerNormChannels(x, w('weight'), w('bias'), node.eps);
     case 'relu':
@@ -148,8 +189,16 @@ function runNode(
         const geometry =
           node.op === 'dynamicConv2d'
             ? node
-            : { stride: [1, 1] as [number, number], padding: [0, 0] as [number, number], dilation: [1, 1] as [number, number], groups: 1 };
-        return kwForward(layer, wh, x, w, weights.get(`warehouses.${wh.id}`)!, geometry, { mode, temperature: tau });
+            : {
+                stride: [1, 1] as [number, number],
+                padding: [0, 0] as [number, number],
+                dilation: [1, 1] as [number, number],
+                groups: 1,
+              };
+        return kwForward(layer, wh, x, w, weights.get(`warehouses.${wh.id}`)!, geometry, {
+          mode,
+          temperature: tau,
+        });
       }
       const method = METHODS.get(node.method.kind)!;
       return method.forward(node, x, w, { mode, temperature: tau });

@@ -7,7 +7,14 @@ import { caf } from '../kw/attention.js';
 import { type KwLayerPlan, type KwWarehousePlan, kwBeta } from '../kw/plan.js';
 import type { Pair } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
-import { addChannelBias, batchNorm, channelMeans, conv2dImage, layerNormChannels, linear } from './ops.js';
+import {
+  addChannelBias,
+  batchNorm,
+  channelMeans,
+  conv2dImage,
+  layerNormChannels,
+  linear,
+} from './ops.js';
 
 /** Eps of the attention's BatchNorm1d / LayerNorm (PyTorch defaults). */
 export const KW_ATTENTION_NORM_EPS = 1e-5;
@@ -35,10 +42,19 @@ export function kwAttention(
   const nBatch = x.shape[0]!;
   const c = x.shape[1]!;
   const pooled: Tensor = { shape: [nBatch, c], data: channelMeans(x) };
-  let h = linear(pooled, w('attention.fc1.weight'), wh.norm === 'layer' ? w('attention.fc1.bias') : undefined);
+  let h = linear(
+    pooled,
+    w('attention.fc1.weight'),
+    wh.norm === 'layer' ? w('attention.fc1.bias') : undefined,
+  );
   h =
     wh.norm === 'layer'
-      ? layerNormChannels(h, w('attention.norm1.weight'), w('attention.norm1.bias'), KW_ATTENTION_NORM_EPS)
+      ? layerNormChannels(
+          h,
+          w('attention.norm1.weight'),
+          w('attention.norm1.bias'),
+          KW_ATTENTION_NORM_EPS,
+        )
       : batchNorm(
           h,
           w('attention.norm1.weight'),
@@ -90,7 +106,13 @@ export function kwAttention(
  * sum_j alpha[b*m + i, j] * E[j, co, ci]` with `i = (h*kw + w)*G_out*G_in + o*G_in + q`.
  * Returns `[N, O, I/g, kh, kw]` (or `[N, O, I]` for linear layers) flattened.
  */
-export function kwAssemble(layer: KwLayerPlan, wh: KwWarehousePlan, alpha: Float32Array, warehouse: Float32Array, nBatch: number): Float32Array {
+export function kwAssemble(
+  layer: KwLayerPlan,
+  wh: KwWarehousePlan,
+  alpha: Float32Array,
+  warehouse: Float32Array,
+  nBatch: number,
+): Float32Array {
   const { m, gOut, gIn, weightShape } = layer;
   const { n, cellOut, cellIn } = wh;
   const [o, ig] = weightShape as [number, number];
@@ -167,12 +189,32 @@ export function kwForward(
   }
   const [, c, h, wd] = x.shape as [number, number, number, number];
   const [, , kh, kw] = layer.weightShape as [number, number, number, number];
-  const ho = Math.floor((h + 2 * geometry.padding[0] - geometry.dilation[0] * (kh - 1) - 1) / geometry.stride[0]) + 1;
-  const wo = Math.floor((wd + 2 * geometry.padding[1] - geometry.dilation[1] * (kw - 1) - 1) / geometry.stride[1]) + 1;
+  const ho =
+    Math.floor(
+      (h + 2 * geometry.padding[0] - geometry.dilation[0] * (kh - 1) - 1) / geometry.stride[0],
+    ) + 1;
+  const wo =
+    Math.floor(
+      (wd + 2 * geometry.padding[1] - geometry.dilation[1] * (kw - 1) - 1) / geometry.stride[1],
+    ) + 1;
   const out = new Float32Array(nBatch * o * ho * wo);
   const perKernel = layer.weightShape.reduce((a, d) => a * d, 1);
   for (let b = 0; b < nBatch; b++) {
-    conv2dImage(x.data, b * c * h * wd, c, h, wd, kernels, b * perKernel, o, kh, kw, geometry, out, b * o * ho * wo);
+    conv2dImage(
+      x.data,
+      b * c * h * wd,
+      c,
+      h,
+      wd,
+      kernels,
+      b * perKernel,
+      o,
+      kh,
+      kw,
+      geometry,
+      out,
+      b * o * ho * wo,
+    );
   }
   if (bias) addChannelBias(out, bias.data, nBatch, o, ho * wo);
   return { shape: [nBatch, o, ho, wo], data: out };

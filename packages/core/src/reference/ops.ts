@@ -72,7 +72,12 @@ export function conv2dImage(
 }
 
 /** Batched conv2d with one shared weight `[O, C/g, kh, kw]` and optional bias `[O]`. */
-export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, p: Conv2dParams): Tensor {
+export function conv2d(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  p: Conv2dParams,
+): Tensor {
   const [n, c, h, w] = x.shape as [number, number, number, number];
   const [o, , kh, kw] = weight.shape as [number, number, number, number];
   const ho = outSize(h, kh, p.stride[0], p.padding[0], p.dilation[0]);
@@ -86,7 +91,13 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, p: C
 }
 
 /** out[b, c, i] += bias[c]. */
-export function addChannelBias(out: Float32Array, bias: Float32Array, n: number, c: number, plane: number): void {
+export function addChannelBias(
+  out: Float32Array,
+  bias: Float32Array,
+  n: number,
+  c: number,
+  plane: number,
+): void {
   for (let b = 0; b < n; b++) {
     for (let ch = 0; ch < c; ch++) {
       const base = (b * c + ch) * plane;
@@ -112,7 +123,11 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | undefined): Ten
 }
 
 /** Per-channel statistics over every axis but 1. */
-export function channelStats(x: Tensor): { mean: Float64Array; varBiased: Float64Array; count: number } {
+export function channelStats(x: Tensor): {
+  mean: Float64Array;
+  varBiased: Float64Array;
+  count: number;
+} {
   const n = x.shape[0]!;
   const c = x.shape[1]!;
   const plane = numel(x.shape.slice(2));
@@ -120,7 +135,8 @@ export function channelStats(x: Tensor): { mean: Float64Array; varBiased: Float6
   const varBiased = new Float64Array(c);
   for (let ch = 0; ch < c; ch++) {
     let s = 0;
-    for (let b = 0; b < n; b++) for (let i = 0; i < plane; i++) s += x.data[(b * c + ch) * plane + i]!;
+    for (let b = 0; b < n; b++)
+      for (let i = 0; i < plane; i++) s += x.data[(b * c + ch) * plane + i]!;
     const mu = s / (n * plane);
     let v = 0;
     for (let b = 0; b < n; b++) {
@@ -158,7 +174,10 @@ export function batchNorm(
   if (mode === 'train') {
     const s = channelStats(x);
     if (s.count <= 1) {
-      throw new KwError('TENSOR_SHAPE', `${where}: BatchNorm in train mode needs more than 1 value per channel, found input [${x.shape.join(', ')}]`);
+      throw new KwError(
+        'TENSOR_SHAPE',
+        `${where}: BatchNorm in train mode needs more than 1 value per channel, found input [${x.shape.join(', ')}]`,
+      );
     }
     mean = s.mean;
     variance = s.varBiased;
@@ -214,7 +233,15 @@ export function erf(x: number): number {
           (1.00002368 +
             t *
               (0.37409196 +
-                t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+                t *
+                  (0.09678418 +
+                    t *
+                      (-0.18628806 +
+                        t *
+                          (0.27886807 +
+                            t *
+                              (-1.13520398 +
+                                t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   return x >= 0 ? 1 - r : r - 1;
 }
@@ -226,7 +253,7 @@ export function map(x: Tensor, f: (v: number) => number): Tensor {
   return { shape: [...x.shape], data: out };
 }
 
-export const relu = (v: number) => (v > 0 ? v : 0);
+export const relu = (v: number) => Math.max(v, 0);
 export const relu6 = (v: number) => Math.min(Math.max(v, 0), 6);
 /** Exact GELU: x * Phi(x). */
 export const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));

@@ -1,16 +1,17 @@
 import {
+  type DynamicMethodRef,
   INPUT,
   type KwWarehouseSpec,
   type ModelSpec,
   type NodeSpec,
   type Pair,
   SPEC_VERSION,
-  type DynamicMethodRef,
 } from './types.js';
 import { validateSpec } from './validate.js';
 
 type PairIn = number | Pair;
-const P = (v: PairIn | undefined, d: number): Pair => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : [v[0], v[1]]);
+const P = (v: PairIn | undefined, d: number): Pair =>
+  v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : [v[0], v[1]];
 
 /** Conv settings accepted by {@link SpecBuilder.conv2d}. */
 export interface ConvOptions {
@@ -89,7 +90,13 @@ export class SpecBuilder {
     return this.add({ id, op: 'linear', inputs: [input], outFeatures, bias });
   }
 
-  dynamicLinear(id: string, input: string, outFeatures: number, method: DynamicMethodRef, bias = true): string {
+  dynamicLinear(
+    id: string,
+    input: string,
+    outFeatures: number,
+    method: DynamicMethodRef,
+    bias = true,
+  ): string {
     return this.add({ id, op: 'dynamicLinear', inputs: [input], outFeatures, bias, method });
   }
 
@@ -123,17 +130,45 @@ export class SpecBuilder {
 
   /** Layer scale (one input, learned gamma) or broadcast product (two inputs). */
   mul(id: string, inputs: string[], init?: number): string {
-    return this.add(init === undefined ? { id, op: 'mul', inputs } : { id, op: 'mul', inputs, init });
+    return this.add(
+      init === undefined ? { id, op: 'mul', inputs } : { id, op: 'mul', inputs, init },
+    );
   }
 
-  maxPool(id: string, input: string, kernelSize: PairIn, stride?: PairIn, padding?: PairIn): string {
+  maxPool(
+    id: string,
+    input: string,
+    kernelSize: PairIn,
+    stride?: PairIn,
+    padding?: PairIn,
+  ): string {
     const k = P(kernelSize, 1);
-    return this.add({ id, op: 'maxPool', inputs: [input], kernelSize: k, stride: P(stride, k[0]), padding: P(padding, 0) });
+    return this.add({
+      id,
+      op: 'maxPool',
+      inputs: [input],
+      kernelSize: k,
+      stride: P(stride, k[0]),
+      padding: P(padding, 0),
+    });
   }
 
-  avgPool(id: string, input: string, kernelSize: PairIn, stride?: PairIn, padding?: PairIn): string {
+  avgPool(
+    id: string,
+    input: string,
+    kernelSize: PairIn,
+    stride?: PairIn,
+    padding?: PairIn,
+  ): string {
     const k = P(kernelSize, 1);
-    return this.add({ id, op: 'avgPool', inputs: [input], kernelSize: k, stride: P(stride, k[0]), padding: P(padding, 0) });
+    return this.add({
+      id,
+      op: 'avgPool',
+      inputs: [input],
+      kernelSize: k,
+      stride: P(stride, k[0]),
+      padding: P(padding, 0),
+    });
   }
 
   globalAvgPool(id: string, input: string): string {

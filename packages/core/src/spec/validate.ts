@@ -1,4 +1,4 @@
-import { KwError, describeValue } from '../errors.js';
+import { describeValue, KwError } from '../errors.js';
 import { METHODS } from '../methods/registry.js';
 import {
   INPUT,
@@ -32,7 +32,6 @@ export const OPS: readonly OpName[] = [
   'dynamicLinear',
 ];
 
-
 /** A validated spec together with the per-sample output shape of every node. */
 export interface AnalyzedSpec {
   spec: ModelSpec;
@@ -44,7 +43,12 @@ export interface AnalyzedSpec {
 
 const cache = new WeakMap<object, AnalyzedSpec>();
 
-function fail(code: ConstructorParameters<typeof KwError>[0], where: string, msg: string, extra = {}): never {
+function fail(
+  code: ConstructorParameters<typeof KwError>[0],
+  where: string,
+  msg: string,
+  extra = {},
+): never {
   throw new KwError(code, `${where}: ${msg}`, extra);
 }
 
@@ -54,16 +58,28 @@ function isObj(v: unknown): v is Record<string, unknown> {
 
 function posInt(where: string, field: string, v: unknown, min = 1): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    fail('SPEC_BAD_FIELD', where, `field "${field}" must be an integer >= ${min}, found ${describeValue(v)}`, {
-      field,
-      expected: `integer >= ${min}`,
-      actual: v,
-    });
+    fail(
+      'SPEC_BAD_FIELD',
+      where,
+      `field "${field}" must be an integer >= ${min}, found ${describeValue(v)}`,
+      {
+        field,
+        expected: `integer >= ${min}`,
+        actual: v,
+      },
+    );
   }
   return v;
 }
 
-function finiteNum(where: string, field: string, v: unknown, lo: number, hi: number, loOpen = false): number {
+function finiteNum(
+  where: string,
+  field: string,
+  v: unknown,
+  lo: number,
+  hi: number,
+  loOpen = false,
+): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || (loOpen ? v <= lo : v < lo) || v > hi) {
     fail(
       'SPEC_BAD_FIELD',
@@ -75,9 +91,16 @@ function finiteNum(where: string, field: string, v: unknown, lo: number, hi: num
   return v;
 }
 
-function pair(where: string, field: string, v: unknown, dflt: number | undefined, min: number): Pair {
+function pair(
+  where: string,
+  field: string,
+  v: unknown,
+  dflt: number | undefined,
+  min: number,
+): Pair {
   if (v === undefined) {
-    if (dflt === undefined) fail('SPEC_MISSING_FIELD', where, `field "${field}" is required`, { field });
+    if (dflt === undefined)
+      fail('SPEC_MISSING_FIELD', where, `field "${field}" is required`, { field });
     return [dflt, dflt];
   }
   if (typeof v === 'number') {
@@ -89,15 +112,25 @@ function pair(where: string, field: string, v: unknown, dflt: number | undefined
     posInt(where, `${field}[1]`, v[1], min);
     return [v[0] as number, v[1] as number];
   }
-  return fail('SPEC_BAD_FIELD', where, `field "${field}" must be an integer or [h, w], found ${describeValue(v)}`, {
-    field,
-    actual: v,
-  });
+  return fail(
+    'SPEC_BAD_FIELD',
+    where,
+    `field "${field}" must be an integer or [h, w], found ${describeValue(v)}`,
+    {
+      field,
+      actual: v,
+    },
+  );
 }
 
 function bool(where: string, field: string, v: unknown, dflt: boolean): boolean {
   if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') fail('SPEC_BAD_FIELD', where, `field "${field}" must be true or false, found ${describeValue(v)}`);
+  if (typeof v !== 'boolean')
+    fail(
+      'SPEC_BAD_FIELD',
+      where,
+      `field "${field}" must be true or false, found ${describeValue(v)}`,
+    );
   return v;
 }
 
@@ -109,19 +142,31 @@ function normalizeWarehouse(raw: unknown, i: number): KwWarehouseSpec {
   const where = `warehouses[${i}]`;
   if (!isObj(raw)) fail('SPEC_INVALID', where, `must be an object, found ${describeValue(raw)}`);
   if (typeof raw.id !== 'string' || raw.id.length === 0) {
-    fail('SPEC_MISSING_FIELD', where, `field "id" must be a non-empty string, found ${describeValue(raw.id)}`);
+    fail(
+      'SPEC_MISSING_FIELD',
+      where,
+      `field "id" must be a non-empty string, found ${describeValue(raw.id)}`,
+    );
   }
   const w = `warehouse "${raw.id}"`;
   if (raw.budget === undefined) fail('SPEC_MISSING_FIELD', w, 'field "budget" is required');
   if (typeof raw.budget !== 'number' || !Number.isFinite(raw.budget) || raw.budget <= 0) {
-    throw new KwError('BUDGET_INVALID', `${w}: budget must be a finite number > 0, found ${describeValue(raw.budget)}`, {
-      warehouse: raw.id,
-      actual: raw.budget,
-    });
+    throw new KwError(
+      'BUDGET_INVALID',
+      `${w}: budget must be a finite number > 0, found ${describeValue(raw.budget)}`,
+      {
+        warehouse: raw.id,
+        actual: raw.budget,
+      },
+    );
   }
   const norm = raw.norm ?? 'batch';
   if (norm !== 'batch' && norm !== 'layer') {
-    fail('SPEC_BAD_FIELD', w, `field "norm" must be "batch" or "layer", found ${describeValue(norm)}`);
+    fail(
+      'SPEC_BAD_FIELD',
+      w,
+      `field "norm" must be "batch" or "layer", found ${describeValue(norm)}`,
+    );
   }
   return {
     id: raw.id,
@@ -159,24 +204,40 @@ export function validateSpec(input: unknown): ModelSpec {
 }
 
 function analyzeUncached(input: unknown): AnalyzedSpec {
-  if (!isObj(input)) fail('SPEC_INVALID', 'spec', `must be an object, found ${describeValue(input)}`);
+  if (!isObj(input))
+    fail('SPEC_INVALID', 'spec', `must be an object, found ${describeValue(input)}`);
   if (input.specVersion !== SPEC_VERSION) {
-    fail('SPEC_VERSION', 'spec', `specVersion must be ${SPEC_VERSION}, found ${describeValue(input.specVersion)}`, {
-      expected: SPEC_VERSION,
-      actual: input.specVersion,
-    });
+    fail(
+      'SPEC_VERSION',
+      'spec',
+      `specVersion must be ${SPEC_VERSION}, found ${describeValue(input.specVersion)}`,
+      {
+        expected: SPEC_VERSION,
+        actual: input.specVersion,
+      },
+    );
   }
-  const name = typeof input.name === 'string' ? input.name : fail('SPEC_MISSING_FIELD', 'spec', 'field "name" must be a string');
+  const name =
+    typeof input.name === 'string'
+      ? input.name
+      : fail('SPEC_MISSING_FIELD', 'spec', 'field "name" must be a string');
   const inShape = input.inputShape;
   if (!Array.isArray(inShape) || (inShape.length !== 1 && inShape.length !== 3)) {
-    fail('SPEC_BAD_FIELD', 'spec', `field "inputShape" must be [C, H, W] or [F], found ${describeValue(inShape)}`);
+    fail(
+      'SPEC_BAD_FIELD',
+      'spec',
+      `field "inputShape" must be [C, H, W] or [F], found ${describeValue(inShape)}`,
+    );
   }
-  inShape.forEach((d, i) => posInt('spec', `inputShape[${i}]`, d));
+  inShape.forEach((d, i) => {
+    posInt('spec', `inputShape[${i}]`, d);
+  });
   if (!Array.isArray(input.nodes) || input.nodes.length === 0) {
     fail('SPEC_MISSING_FIELD', 'spec', 'field "nodes" must be a non-empty array');
   }
   const rawWarehouses = input.warehouses ?? [];
-  if (!Array.isArray(rawWarehouses)) fail('SPEC_BAD_FIELD', 'spec', 'field "warehouses" must be an array');
+  if (!Array.isArray(rawWarehouses))
+    fail('SPEC_BAD_FIELD', 'spec', 'field "warehouses" must be an array');
   const warehouses = rawWarehouses.map(normalizeWarehouse);
   const whIds = new Set<string>();
   for (const w of warehouses) {
@@ -199,7 +260,11 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   }
   const outputs = outputsRaw.map((o: unknown, i: number) => {
     if (typeof o !== 'string' || !byId.has(o)) {
-      fail('SPEC_UNKNOWN_INPUT', 'spec', `outputs[${i}] names ${describeValue(o)}, which is not a node`);
+      fail(
+        'SPEC_UNKNOWN_INPUT',
+        'spec',
+        `outputs[${i}] names ${describeValue(o)}, which is not a node`,
+      );
     }
     return o;
   });
@@ -216,7 +281,14 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
     }
   }
 
-  const spec: ModelSpec = { specVersion: SPEC_VERSION, name, inputShape: [...(inShape as number[])], nodes, outputs, warehouses };
+  const spec: ModelSpec = {
+    specVersion: SPEC_VERSION,
+    name,
+    inputShape: [...(inShape as number[])],
+    nodes,
+    outputs,
+    warehouses,
+  };
   if (input.meta !== undefined) {
     if (!isObj(input.meta)) fail('SPEC_BAD_FIELD', 'spec', 'field "meta" must be an object');
     spec.meta = input.meta;
@@ -224,24 +296,42 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   return { spec, shapes, byId };
 }
 
-function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>, whIds: Set<string>): NodeSpec {
-  if (!isObj(raw)) fail('SPEC_INVALID', `nodes[${idx}]`, `must be an object, found ${describeValue(raw)}`);
+function normalizeNode(
+  raw: unknown,
+  idx: number,
+  shapes: Map<string, number[]>,
+  whIds: Set<string>,
+): NodeSpec {
+  if (!isObj(raw))
+    fail('SPEC_INVALID', `nodes[${idx}]`, `must be an object, found ${describeValue(raw)}`);
   if (typeof raw.id !== 'string' || raw.id.length === 0) {
-    fail('SPEC_MISSING_FIELD', `nodes[${idx}]`, `field "id" must be a non-empty string, found ${describeValue(raw.id)}`);
+    fail(
+      'SPEC_MISSING_FIELD',
+      `nodes[${idx}]`,
+      `field "id" must be a non-empty string, found ${describeValue(raw.id)}`,
+    );
   }
   const id = raw.id;
   const where = `node "${id}" (nodes[${idx}])`;
-  if (id === INPUT || shapes.has(id)) fail('SPEC_DUPLICATE_ID', where, `id "${id}" is already used`);
+  if (id === INPUT || shapes.has(id))
+    fail('SPEC_DUPLICATE_ID', where, `id "${id}" is already used`);
   if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(id) || id.includes('..') || id.endsWith('.')) {
     fail('SPEC_BAD_FIELD', where, 'id must be a dotted path of letters, digits, "_" and "-"');
   }
   const op = raw.op as OpName;
   if (typeof op !== 'string' || !OPS.includes(op)) {
-    fail('SPEC_UNKNOWN_OP', where, `unknown op ${describeValue(raw.op)}; known ops: ${OPS.join(', ')}`, { op: raw.op });
+    fail(
+      'SPEC_UNKNOWN_OP',
+      where,
+      `unknown op ${describeValue(raw.op)}; known ops: ${OPS.join(', ')}`,
+      { op: raw.op },
+    );
   }
-  if (!Array.isArray(raw.inputs)) fail('SPEC_MISSING_FIELD', where, 'field "inputs" must be an array of node ids');
+  if (!Array.isArray(raw.inputs))
+    fail('SPEC_MISSING_FIELD', where, 'field "inputs" must be an array of node ids');
   const inputs: string[] = raw.inputs.map((s: unknown, i: number) => {
-    if (typeof s !== 'string') fail('SPEC_BAD_FIELD', where, `inputs[${i}] must be a string, found ${describeValue(s)}`);
+    if (typeof s !== 'string')
+      fail('SPEC_BAD_FIELD', where, `inputs[${i}] must be a string, found ${describeValue(s)}`);
     if (s === id) fail('SPEC_UNKNOWN_INPUT', where, `inputs[${i}] names the node itself (a cycle)`);
     if (!shapes.has(s)) {
       fail(
@@ -255,11 +345,16 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
   });
   const arity = op === 'add' ? [2, Number.POSITIVE_INFINITY] : op === 'mul' ? [1, 2] : [1, 1];
   if (inputs.length < arity[0]! || inputs.length > arity[1]!) {
-    fail('SPEC_BAD_FIELD', where, `op "${op}" takes ${arity[0] === arity[1] ? arity[0] : `${arity[0]}+`} input(s), found ${inputs.length}`);
+    fail(
+      'SPEC_BAD_FIELD',
+      where,
+      `op "${op}" takes ${arity[0] === arity[1] ? arity[0] : `${arity[0]}+`} input(s), found ${inputs.length}`,
+    );
   }
   const x = shapes.get(inputs[0]!)!;
   const needImage = () => {
-    if (x.length !== 3) fail('SPEC_SHAPE', where, `op "${op}" needs a [C, H, W] input, found [${x.join(', ')}]`);
+    if (x.length !== 3)
+      fail('SPEC_SHAPE', where, `op "${op}" needs a [C, H, W] input, found [${x.join(', ')}]`);
   };
   let node: NodeSpec;
   let out: number[];
@@ -276,15 +371,24 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
       const bias = bool(where, 'bias', raw.bias, false);
       const cin = x[0]!;
       if (cin % groups !== 0 || outChannels % groups !== 0) {
-        fail('SPEC_BAD_FIELD', where, `groups=${groups} must divide input channels (${cin}) and outChannels (${outChannels})`, {
-          field: 'groups',
-          actual: groups,
-        });
+        fail(
+          'SPEC_BAD_FIELD',
+          where,
+          `groups=${groups} must divide input channels (${cin}) and outChannels (${outChannels})`,
+          {
+            field: 'groups',
+            actual: groups,
+          },
+        );
       }
       const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], dilation[0]);
       const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], dilation[1]);
       if (h < 1 || w < 1) {
-        fail('SPEC_SHAPE', where, `output would be ${h}x${w}: kernel ${kernelSize.join('x')} (dilation ${dilation.join('x')}) does not fit the ${x[1]}x${x[2]} input with padding ${padding.join('x')}`);
+        fail(
+          'SPEC_SHAPE',
+          where,
+          `output would be ${h}x${w}: kernel ${kernelSize.join('x')} (dilation ${dilation.join('x')}) does not fit the ${x[1]}x${x[2]} input with padding ${padding.join('x')}`,
+        );
       }
       out = [outChannels, h, w];
       const geom = { outChannels, kernelSize, stride, padding, dilation, groups, bias };
@@ -296,7 +400,12 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
     }
     case 'linear':
     case 'dynamicLinear': {
-      if (x.length !== 1) fail('SPEC_SHAPE', where, `op "${op}" needs an [F] input (flatten first), found [${x.join(', ')}]`);
+      if (x.length !== 1)
+        fail(
+          'SPEC_SHAPE',
+          where,
+          `op "${op}" needs an [F] input (flatten first), found [${x.join(', ')}]`,
+        );
       const outFeatures = posInt(where, 'outFeatures', raw.outFeatures);
       const bias = bool(where, 'bias', raw.bias, true);
       out = [outFeatures];
@@ -330,7 +439,11 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
       for (let i = 1; i < inputs.length; i++) {
         const s = shapes.get(inputs[i]!)!;
         if (s.join(',') !== x.join(',')) {
-          fail('SPEC_SHAPE', where, `inputs of "add" must have equal shapes: "${inputs[0]}" is [${x.join(', ')}], "${inputs[i]}" is [${s.join(', ')}]`);
+          fail(
+            'SPEC_SHAPE',
+            where,
+            `inputs of "add" must have equal shapes: "${inputs[0]}" is [${x.join(', ')}], "${inputs[i]}" is [${s.join(', ')}]`,
+          );
         }
       }
       node = { id, op, inputs } as NodeSpec;
@@ -340,7 +453,11 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
       if (inputs.length === 2) {
         const s = shapes.get(inputs[1]!)!;
         if (s.length !== x.length || s.some((d, i) => d !== 1 && d !== x[i])) {
-          fail('SPEC_SHAPE', where, `second input [${s.join(', ')}] does not broadcast to [${x.join(', ')}]`);
+          fail(
+            'SPEC_SHAPE',
+            where,
+            `second input [${s.join(', ')}] does not broadcast to [${x.join(', ')}]`,
+          );
         }
         node = { id, op, inputs };
       } else {
@@ -357,11 +474,16 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
       const stride = pair(where, 'stride', raw.stride, kernelSize[0], 1);
       const padding = pair(where, 'padding', raw.padding, 0, 0);
       if (padding[0] * 2 > kernelSize[0] || padding[1] * 2 > kernelSize[1]) {
-        fail('SPEC_BAD_FIELD', where, `padding ${padding.join('x')} must be at most half the kernel ${kernelSize.join('x')}`);
+        fail(
+          'SPEC_BAD_FIELD',
+          where,
+          `padding ${padding.join('x')} must be at most half the kernel ${kernelSize.join('x')}`,
+        );
       }
       const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], 1);
       const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], 1);
-      if (h < 1 || w < 1) fail('SPEC_SHAPE', where, `pool output would be ${h}x${w} for a ${x[1]}x${x[2]} input`);
+      if (h < 1 || w < 1)
+        fail('SPEC_SHAPE', where, `pool output would be ${h}x${w} for a ${x[1]}x${x[2]} input`);
       node = { id, op, inputs, kernelSize, stride, padding };
       out = [x[0]!, h, w];
       break;
@@ -386,7 +508,12 @@ function normalizeNode(raw: unknown, idx: number, shapes: Map<string, number[]>,
 }
 
 function methodRef(where: string, raw: unknown, whIds: Set<string>) {
-  if (!isObj(raw)) fail('SPEC_MISSING_FIELD', where, `field "method" must be an object like {"kind": "kw", "warehouse": "stage0"}, found ${describeValue(raw)}`);
+  if (!isObj(raw))
+    fail(
+      'SPEC_MISSING_FIELD',
+      where,
+      `field "method" must be an object like {"kind": "kw", "warehouse": "stage0"}, found ${describeValue(raw)}`,
+    );
   if (raw.kind === 'kw') {
     if (typeof raw.warehouse !== 'string' || !whIds.has(raw.warehouse)) {
       fail(
@@ -400,7 +527,11 @@ function methodRef(where: string, raw: unknown, whIds: Set<string>) {
   }
   const method = typeof raw.kind === 'string' ? METHODS.get(raw.kind) : undefined;
   if (!method) {
-    fail('SPEC_UNKNOWN_METHOD', where, `method.kind ${describeValue(raw.kind)} is not a known method; known: kw${[...METHODS.keys()].map((k) => `, ${k}`).join('')}`);
+    fail(
+      'SPEC_UNKNOWN_METHOD',
+      where,
+      `method.kind ${describeValue(raw.kind)} is not a known method; known: kw${[...METHODS.keys()].map((k) => `, ${k}`).join('')}`,
+    );
   }
   return method.normalize(where, raw);
 }

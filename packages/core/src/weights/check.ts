@@ -15,7 +15,11 @@ export interface CheckWeightsOptions {
  * shape and only finite values, and (unless allowed) nothing extra. Throws a KwError
  * (WEIGHTS_MISSING, WEIGHTS_UNEXPECTED, WEIGHTS_SHAPE, WEIGHTS_NOT_FINITE) naming the tensor.
  */
-export function checkWeights(spec: unknown, weights: WeightMap, options: CheckWeightsOptions = {}): void {
+export function checkWeights(
+  spec: unknown,
+  weights: WeightMap,
+  options: CheckWeightsOptions = {},
+): void {
   if (!(weights instanceof Map)) {
     throw new KwError('ARGUMENT_INVALID', 'weights must be a Map<string, Tensor>');
   }
@@ -51,21 +55,35 @@ export function checkWeights(spec: unknown, weights: WeightMap, options: CheckWe
 /** Shape, dtype and finiteness check of one named tensor. */
 export function checkTensor(name: string, t: Tensor, shape: readonly number[]): void {
   if (!(t.data instanceof Float32Array)) {
-    throw new KwError('WEIGHTS_DTYPE', `tensor "${name}": expected Float32Array data, found ${Object.prototype.toString.call(t.data)}`);
+    throw new KwError(
+      'WEIGHTS_DTYPE',
+      `tensor "${name}": expected Float32Array data, found ${Object.prototype.toString.call(t.data)}`,
+    );
   }
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new KwError('WEIGHTS_SHAPE', `tensor "${name}": expected shape [${shape.join(', ')}], found [${t.shape.join(', ')}]`, {
-      name,
-      expected: [...shape],
-      actual: [...t.shape],
-    });
+    throw new KwError(
+      'WEIGHTS_SHAPE',
+      `tensor "${name}": expected shape [${shape.join(', ')}], found [${t.shape.join(', ')}]`,
+      {
+        name,
+        expected: [...shape],
+        actual: [...t.shape],
+      },
+    );
   }
   if (t.data.length !== numel(shape)) {
-    throw new KwError('WEIGHTS_SHAPE', `tensor "${name}": shape [${shape.join(', ')}] needs ${numel(shape)} values, data has ${t.data.length}`);
+    throw new KwError(
+      'WEIGHTS_SHAPE',
+      `tensor "${name}": shape [${shape.join(', ')}] needs ${numel(shape)} values, data has ${t.data.length}`,
+    );
   }
   for (let i = 0; i < t.data.length; i++) {
     if (!Number.isFinite(t.data[i]!)) {
-      throw new KwError('WEIGHTS_NOT_FINITE', `tensor "${name}": element ${i} is ${t.data[i]} (weights must be finite)`, { name, index: i });
+      throw new KwError(
+        'WEIGHTS_NOT_FINITE',
+        `tensor "${name}": element ${i} is ${t.data[i]} (weights must be finite)`,
+        { name, index: i },
+      );
     }
   }
 }

@@ -1,0 +1,266 @@
+// Spec validation: every malformed spec gets a KwError that names the node and the field.
+import { describe, expect, it } from 'vitest';
+import {
+  analyzeSpec,
+  formatBudget,
+  KwError,
+  type KwErrorCode,
+  parseBudget,
+  planKw,
+  SpecBuilder,
+  validateSpec,
+} from '../src/index.js';
+import { tinyKwSpec } from '../src/testing.js';
+
+function clone<T>(v: T): T {
+  return JSON.parse(JSON.stringify(v));
+}
+
+function expectKw(f: () => unknown, code: KwErrorCode, ...fragments: (string | RegExp)[]): void {
+  let err: unknown;
+  try {
+    f();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(KwError);
+  const k = err as KwError;
+  expect(k.code).toBe(code);
+  for (const f of fragments) expect(k.message).toMatch(f);
+}
+
+describe('validateSpec', () => {
+  const good = tinyKwSpec({ budget: 1, kwClassifier: true });
+
+  it('round-trips through JSON unchanged', () => {
+    const again = validateSpec(JSON.parse(JSON.stringify(good)));
+    expect(again).toEqual(good);
+  });
+
+  it('accepts authoring shorthands and fills defaults', () => {
+    const s = validateSpec({
+      specVersion: 1,
+      name: 'short',
+      inputShape: [3, 8, 8],
+      nodes: [{ id: 'c', op: 'conv2d', inputs: ['input'], outChannels: 4, kernelSize: 3 }],
+      outputs: ['c'],
+    });
+    expect(s.nodes[0]).toMatchObject({
+      kernelSize: [3, 3],
+      stride: [1, 1],
+      padding: [0, 0],
+      dilation: [1, 1],
+      groups: 1,
+      bias: false,
+    });
+    expect(analyzeSpec(s).shapes.get('c')).toEqual([4, 6, 6]);
+  });
+
+  const mutations: [string, (s: any) => void, KwErrorCode, RegExp[]][] = [
+    [
+      'wrong version',
+      (s) => (s.specVersion = 2),
+      'SPEC_VERSION',
+      [/specVersion must be 1, found 2/],
+    ],
+    ['not an object', (s) => (s.nodes[1] = 5), 'SPEC_INVALID', [/nodes\[1\]/]],
+    [
+      'unknown op',
+      (s) => (s.nodes[1].op = 'conv3d'),
+      'SPEC_UNKNOWN_OP',
+      [/node "stem_bn"/, /"conv3d"/],
+    ],
+    [
+      'missing outChannels',
+      (s) => delete s.nodes[0].outChannels,
+      'SPEC_BAD_FIELD',
+      [/node "stem"/, /outChannels/, /undefined/],
+    ],
+    [
+      'zero channels',
+      (s) => (s.nodes[0].outChannels = 0),
+      'SPEC_BAD_FIELD',
+      [/outChannels/, /found 0/],
+    ],
+    [
+      'negative stride',
+      (s) => (s.nodes[0].stride = [-1, 1]),
+      'SPEC_BAD_FIELD',
+      [/stride\[0\]/, /found -1/],
+    ],
+    [
+      'groups do not divide',
+      (s) => (s.nodes[6].groups = 3),
+      'SPEC_BAD_FIELD',
+      [/node "block.conv2"/, /groups=3 must divide/],
+    ],
+    [
+      'forward reference (cycle)',
+      (s) => (s.nodes[0].inputs = ['stem_relu']),
+      'SPEC_UNKNOWN_INPUT',
+      [/node "stem"/, /topological/],
+    ],
+    ['self reference', (s) => (s.nodes[1].inputs = ['stem_bn']), 'SPEC_UNKNOWN_INPUT', [/itself/]],
+    [
+      'duplicate id',
+      (s) => (s.nodes[2].id = 'stem'),
+      'SPEC_DUPLICATE_ID',
+      [/"stem" is already used/],
+    ],
+    [
+      'unknown warehouse',
+      (s) => (s.nodes[3].method.warehouse = 'nope'),
+      'SPEC_UNKNOWN_WAREHOUSE',
+      [/node "block.conv1"/, /"nope"/],
+    ],
+    [
+      'unknown method',
+      (s) => (s.nodes[3].method = { kind: 'magic' }),
+      'SPEC_UNKNOWN_METHOD',
+      [/"magic"/],
+    ],
+    ['missing method', (s) => delete s.nodes[3].method, 'SPEC_MISSING_FIELD', [/method/]],
+    [
+      'budget 0',
+      (s) => (s.warehouses[0].budget = 0),
+      'BUDGET_INVALID',
+      [/warehouse "stage0"/, /found 0/],
+    ],
+    ['budget negative', (s) => (s.warehouses[0].budget = -1), 'BUDGET_INVALID', [/found -1/]],
+    ['budget NaN', (s) => (s.warehouses[0].budget = Number.NaN), 'BUDGET_INVALID', [/found NaN/]],
+    ['budget string', (s) => (s.warehouses[0].budget = '1x'), 'BUDGET_INVALID', [/"1x"/]],
+    ['bad norm', (s) => (s.warehouses[0].norm = 'group'), 'SPEC_BAD_FIELD', [/norm/]],
+    ['cell ratio 0', (s) => (s.warehouses[0].cellInRatio = 0), 'SPEC_BAD_FIELD', [/cellInRatio/]],
+    [
+      'unused warehouse',
+      (s) => s.warehouses.push({ id: 'spare', budget: 1 }),
+      'SPEC_UNKNOWN_WAREHOUSE',
+      [/"spare"/, /no dynamic layer/],
+    ],
+    [
+      'kernel too big',
+      (s) => (s.nodes[0].kernelSize = [11, 11]),
+      'SPEC_SHAPE',
+      [/node "stem"/, /does not fit/],
+    ],
+    [
+      'linear on images',
+      (s) => (s.nodes[s.nodes.length - 2].op = 'identity'),
+      'SPEC_SHAPE',
+      [/flatten first/],
+    ],
+    [
+      'add of a later node',
+      (s) => (s.nodes[7].inputs = ['stem', 'down']),
+      'SPEC_UNKNOWN_INPUT',
+      [/"down"/],
+    ],
+    [
+      'add shape mismatch',
+      (s) => (s.nodes[7].inputs = ['input', 'stem']),
+      'SPEC_SHAPE',
+      [/node "block.add"/, /\[3, 8, 8\]/, /\[8, 8, 8\]/],
+    ],
+    ['unknown output', (s) => (s.outputs = ['nothing']), 'SPEC_UNKNOWN_INPUT', [/outputs\[0\]/]],
+    ['no nodes', (s) => (s.nodes = []), 'SPEC_MISSING_FIELD', [/nodes/]],
+    ['bad input shape', (s) => (s.inputShape = [3, 8]), 'SPEC_BAD_FIELD', [/inputShape/]],
+    ['bad id', (s) => (s.nodes[0].id = 'a..b'), 'SPEC_BAD_FIELD', [/dotted path/]],
+    [
+      'dropout rate 1',
+      (s) => s.nodes.splice(1, 0, { id: 'd', op: 'dropout', inputs: ['stem'], rate: 1 }),
+      'SPEC_BAD_FIELD',
+      [/rate/],
+    ],
+  ];
+  for (const [label, mutate, code, frags] of mutations) {
+    it(`rejects: ${label}`, () => {
+      const s = clone(good) as any;
+      if (label === 'budget NaN') s.warehouses[0].budget = Number.NaN;
+      mutate(s);
+      expectKw(() => validateSpec(s), code, ...frags);
+    });
+  }
+});
+
+describe('budgets', () => {
+  it("parses the paper's notation and numbers", () => {
+    expect(
+      ['1/4x', '1/2x', '1x', '2x', '4x', '0.25', '1/8', 3, '1.5x'].map((b) =>
+        parseBudget(b as string),
+      ),
+    ).toEqual([0.25, 0.5, 1, 2, 4, 0.25, 0.125, 3, 1.5]);
+    expect([0.25, 0.5, 1, 4, 1.5].map(formatBudget)).toEqual(['1/4x', '1/2x', '1x', '4x', '1.5x']);
+    for (const bad of ['', 'x', '-1', '0', '1/0', 'abc', 'NaNx'])
+      expectKw(() => parseBudget(bad), 'BUDGET_INVALID', /not valid/);
+    expectKw(() => parseBudget(Number.POSITIVE_INFINITY), 'BUDGET_INVALID');
+  });
+
+  it('a non-integer budget above 1 cannot tile, and the error names budgets that do', () => {
+    expectKw(
+      () => planKw(analyzeSpec(tinyKwSpec({ budget: 1.5 }))),
+      'BUDGET_CANNOT_TILE',
+      /warehouse "stage0"/,
+      /must be an integer/,
+      /Budgets that tile this warehouse: .*1\/3x.*, 1x, 2x/,
+    );
+  });
+
+  it('1/p needs every m to be a multiple of p^2', () => {
+    // pw layer has m = 4 at cell ratio 1 (16x16 / 8x8 cells? no: cells are 16x16 -> m = 1)
+    const b = new SpecBuilder('odd', [4, 4, 4]);
+    b.warehouse({ id: 'w', budget: 0.5 });
+    b.output(
+      b.dynamicConv2d(
+        'c',
+        b.input,
+        { outChannels: 4, kernelSize: 3, padding: 1 },
+        { kind: 'kw', warehouse: 'w' },
+      ),
+    );
+    // m = 9 (3x3, one 4x4 cell per position): not a multiple of 4
+    expectKw(
+      () => planKw(analyzeSpec(b.build())),
+      'BUDGET_CANNOT_TILE',
+      /multiple of 4/,
+      /layer m: 9/,
+    );
+    const c = new SpecBuilder('third', [4, 4, 4]);
+    c.warehouse({ id: 'w', budget: 0.3 });
+    c.output(
+      c.dynamicConv2d(
+        'c',
+        c.input,
+        { outChannels: 4, kernelSize: 3, padding: 1 },
+        { kind: 'kw', warehouse: 'w' },
+      ),
+    );
+    expectKw(() => planKw(analyzeSpec(c.build())), 'BUDGET_CANNOT_TILE', /must be 1\/p/);
+  });
+
+  it('a cell ratio whose cell does not divide a layer is refused, not floored', () => {
+    const b = new SpecBuilder('ratio', [10, 4, 4]);
+    b.warehouse({ id: 'w', budget: 1, cellInRatio: 0.3 });
+    b.output(
+      b.dynamicConv2d(
+        'c',
+        b.input,
+        { outChannels: 4, kernelSize: 1 },
+        { kind: 'kw', warehouse: 'w' },
+      ),
+    );
+    expectKw(() => planKw(analyzeSpec(b.build())), 'PLAN_CELL_DOES_NOT_DIVIDE', /layer "c"/);
+  });
+
+  it('conv and linear layers cannot share a warehouse', () => {
+    const b = new SpecBuilder('mixed', [4, 2, 2]);
+    b.warehouse({ id: 'w', budget: 1 });
+    const x = b.dynamicConv2d(
+      'c',
+      b.input,
+      { outChannels: 4, kernelSize: 1 },
+      { kind: 'kw', warehouse: 'w' },
+    );
+    b.output(b.dynamicLinear('fc', b.flatten('f', x), 4, { kind: 'kw', warehouse: 'w' }));
+    expectKw(() => planKw(analyzeSpec(b.build())), 'PLAN_MIXED_DIMENSIONS', /"w"/);
+  });
+});
