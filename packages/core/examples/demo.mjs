@@ -66,7 +66,9 @@ for (const budget of [0.5, 1, 4]) {
   );
 }
 
-console.log('(on a network this small the attention branch, hidden >= 16 wide with m*(n+1) logits, outweighs the\n warehouse; at ResNet18 scale KW 1/2x has 0.64x the baseline parameters: see kw plan / docs)');
+console.log(
+  '(on a network this small the attention branch, hidden >= 16 wide with m*(n+1) logits, outweighs the\n warehouse; at ResNet18 scale KW 1/2x has 0.64x the baseline parameters: see kw plan / docs)',
+);
 
 const spec = kwCnn(1);
 const weights = initWeights(spec, { seed: 0 });

@@ -4,7 +4,13 @@
  *
  * @packageDocumentation
  */
-export { isKwError, KW_ERROR_CODES, KwError, type KwErrorCode } from './errors.js';
+export {
+  isKwError,
+  KW_ERROR_CODES,
+  KW_ERROR_DESCRIPTIONS,
+  KwError,
+  type KwErrorCode,
+} from './errors.js';
 export { type InitOptions, initWeights } from './init.js';
 export { CAF_EPS, caf, type TemperatureSchedule, temperatureAt } from './kw/attention.js';
 export { formatBudget, parseBudget } from './kw/budget.js';
