@@ -229,7 +229,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
       `field "inputShape" must be [C, H, W] or [F], found ${describeValue(inShape)}`,
     );
   }
-  inShape.forEach((d, i) => {
+  Array.from(inShape as unknown[]).forEach((d, i) => {
     posInt('spec', `inputShape[${i}]`, d);
   });
   if (!Array.isArray(input.nodes) || input.nodes.length === 0) {
@@ -238,7 +238,8 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   const rawWarehouses = input.warehouses ?? [];
   if (!Array.isArray(rawWarehouses))
     fail('SPEC_BAD_FIELD', 'spec', 'field "warehouses" must be an array');
-  const warehouses = rawWarehouses.map(normalizeWarehouse);
+  // Array.from everywhere below: holes in sparse arrays become undefined instead of being skipped
+  const warehouses = Array.from(rawWarehouses as unknown[]).map(normalizeWarehouse);
   const whIds = new Set<string>();
   for (const w of warehouses) {
     if (whIds.has(w.id)) fail('SPEC_DUPLICATE_ID', `warehouse "${w.id}"`, 'id is used twice');
@@ -248,7 +249,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   const shapes = new Map<string, number[]>([[INPUT, [...(inShape as number[])]]]);
   const byId = new Map<string, NodeSpec>();
   const nodes: NodeSpec[] = [];
-  input.nodes.forEach((raw: unknown, idx: number) => {
+  Array.from(input.nodes as unknown[]).forEach((raw: unknown, idx: number) => {
     const node = normalizeNode(raw, idx, shapes, whIds);
     byId.set(node.id, node);
     nodes.push(node);
@@ -258,7 +259,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   if (!Array.isArray(outputsRaw) || outputsRaw.length === 0) {
     fail('SPEC_MISSING_FIELD', 'spec', 'field "outputs" must be a non-empty array of node ids');
   }
-  const outputs = outputsRaw.map((o: unknown, i: number) => {
+  const outputs = Array.from(outputsRaw as unknown[]).map((o: unknown, i: number) => {
     if (typeof o !== 'string' || !byId.has(o)) {
       fail(
         'SPEC_UNKNOWN_INPUT',
@@ -329,7 +330,7 @@ function normalizeNode(
   }
   if (!Array.isArray(raw.inputs))
     fail('SPEC_MISSING_FIELD', where, 'field "inputs" must be an array of node ids');
-  const inputs: string[] = raw.inputs.map((s: unknown, i: number) => {
+  const inputs: string[] = Array.from(raw.inputs as unknown[]).map((s: unknown, i: number) => {
     if (typeof s !== 'string')
       fail('SPEC_BAD_FIELD', where, `inputs[${i}] must be a string, found ${describeValue(s)}`);
     if (s === id) fail('SPEC_UNKNOWN_INPUT', where, `inputs[${i}] names the node itself (a cycle)`);
