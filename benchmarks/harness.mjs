@@ -1,0 +1,54 @@
+// Side-by-side timing for noisy shared machines: the cases run interleaved, round after round,
+// so drifting load hits all of them alike; we report per-case medians and ratios to a baseline.
+
+/**
+ * @param {{ name: string, fn: () => unknown | Promise<unknown>, ideal?: number }[]} cases
+ *   the first case is the baseline; `ideal` is the MAC-ideal ratio to print beside the measured one
+ * @param {{ rounds?: number, warmup?: number, minMs?: number }} [opts]
+ * @returns {Promise<{ name: string, medianMs: number, ratio: number, ideal?: number, samples: number[] }[]>}
+ */
+export async function compare(cases, opts = {}) {
+  const rounds = opts.rounds ?? 7;
+  const warmup = opts.warmup ?? 1;
+  const samples = cases.map(() => []);
+  for (let r = 0; r < warmup + rounds; r++) {
+    for (let i = 0; i < cases.length; i++) {
+      const t0 = performance.now();
+      await cases[i].fn();
+      const dt = performance.now() - t0;
+      if (r >= warmup) samples[i].push(dt);
+    }
+  }
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const base = median(samples[0]);
+  return cases.map((c, i) => ({
+    name: c.name,
+    medianMs: median(samples[i]),
+    ratio: median(samples[i]) / base,
+    ideal: c.ideal,
+    samples: samples[i],
+  }));
+}
+
+/** Print the result of {@link compare} as a markdown table. */
+export function printTable(title, rows) {
+  console.log(`\n### ${title}\n`);
+  console.log('| case | median ms | measured ratio | MAC-ideal ratio | measured / ideal |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const ideal = r.ideal === undefined ? '' : r.ideal.toFixed(2);
+    const over = r.ideal === undefined ? '' : (r.ratio / r.ideal).toFixed(2);
+    console.log(
+      `| ${r.name} | ${r.medianMs.toFixed(2)} | ${r.ratio.toFixed(2)} | ${ideal} | ${over} |`,
+    );
+  }
+}
+
+/** One line describing the machine, for RESULTS.md. */
+export async function machine() {
+  const os = await import('node:os');
+  return `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+}
