@@ -43,6 +43,7 @@ export { type ModelPlan, type NodePlan, planModel, staticBaseline } from './plan
 export { type RunOptions, runReference } from './reference/executor.js';
 export {
   KW_ATTENTION_NORM_EPS,
+  type KwConvGeometry,
   type KwForwardOptions,
   kwAssemble,
   kwAttention,
@@ -50,7 +51,7 @@ export {
 } from './reference/kw.js';
 export * as ops from './reference/ops.js';
 export { Rng } from './rng.js';
-export { SpecBuilder } from './spec/builder.js';
+export { type ConvOptions, type PairIn, SpecBuilder } from './spec/builder.js';
 export * from './spec/types.js';
 export { type AnalyzedSpec, analyzeSpec, OPS, validateSpec } from './spec/validate.js';
 export {

@@ -9,7 +9,8 @@ import {
 } from './types.js';
 import { validateSpec } from './validate.js';
 
-type PairIn = number | Pair;
+/** A pair, or one number used for both height and width. */
+export type PairIn = number | Pair;
 const P = (v: PairIn | undefined, d: number): Pair =>
   v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : [v[0], v[1]];
 
