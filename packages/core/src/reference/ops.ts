@@ -253,10 +253,13 @@ export function map(x: Tensor, f: (v: number) => number): Tensor {
   return { shape: [...x.shape], data: out };
 }
 
+/** max(v, 0). */
 export const relu = (v: number) => Math.max(v, 0);
+/** min(max(v, 0), 6). */
 export const relu6 = (v: number) => Math.min(Math.max(v, 0), 6);
 /** Exact GELU: x * Phi(x). */
 export const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
+/** 1 / (1 + e^-v). */
 export const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
 
 /** Element-wise sum of equally shaped tensors. */

@@ -55,6 +55,7 @@ export class SpecBuilder {
     return node.id;
   }
 
+  /** Append a plain conv2d node reading `input`; returns its id. */
   conv2d(id: string, input: string, o: ConvOptions): string {
     return this.add({
       id,
@@ -87,10 +88,12 @@ export class SpecBuilder {
     });
   }
 
+  /** Append a linear layer (weight `[out, in]`, bias by default) on an `[F]` input. */
   linear(id: string, input: string, outFeatures: number, bias = true): string {
     return this.add({ id, op: 'linear', inputs: [input], outFeatures, bias });
   }
 
+  /** A linear layer whose weight comes from `method` (e.g. a KW classifier). */
   dynamicLinear(
     id: string,
     input: string,
@@ -101,30 +104,37 @@ export class SpecBuilder {
     return this.add({ id, op: 'dynamicLinear', inputs: [input], outFeatures, bias, method });
   }
 
+  /** BatchNorm over channels (eps 1e-5, momentum 0.1 as PyTorch). */
   batchNorm(id: string, input: string, eps = 1e-5, momentum = 0.1): string {
     return this.add({ id, op: 'batchNorm', inputs: [input], eps, momentum });
   }
 
+  /** LayerNorm over the channel axis at every position (eps 1e-6 as ConvNeXt). */
   layerNorm(id: string, input: string, eps = 1e-6): string {
     return this.add({ id, op: 'layerNorm', inputs: [input], eps });
   }
 
+  /** ReLU. */
   relu(id: string, input: string): string {
     return this.add({ id, op: 'relu', inputs: [input] });
   }
 
+  /** ReLU6 (MobileNetV2). */
   relu6(id: string, input: string): string {
     return this.add({ id, op: 'relu6', inputs: [input] });
   }
 
+  /** Exact (erf) GELU. */
   gelu(id: string, input: string): string {
     return this.add({ id, op: 'gelu', inputs: [input] });
   }
 
+  /** Logistic sigmoid. */
   sigmoid(id: string, input: string): string {
     return this.add({ id, op: 'sigmoid', inputs: [input] });
   }
 
+  /** Element-wise sum of two or more equally shaped inputs (residual connections). */
   addNodes(id: string, inputs: string[]): string {
     return this.add({ id, op: 'add', inputs });
   }
@@ -136,6 +146,7 @@ export class SpecBuilder {
     );
   }
 
+  /** Max pooling; stride defaults to the kernel size. */
   maxPool(
     id: string,
     input: string,
@@ -154,6 +165,7 @@ export class SpecBuilder {
     });
   }
 
+  /** Average pooling (padding counted, as PyTorch); stride defaults to the kernel size. */
   avgPool(
     id: string,
     input: string,
@@ -172,18 +184,22 @@ export class SpecBuilder {
     });
   }
 
+  /** Mean over H and W: `[C, H, W] -> [C, 1, 1]`. */
   globalAvgPool(id: string, input: string): string {
     return this.add({ id, op: 'globalAvgPool', inputs: [input] });
   }
 
+  /** `[C, H, W] -> [C*H*W]`. */
   flatten(id: string, input: string): string {
     return this.add({ id, op: 'flatten', inputs: [input] });
   }
 
+  /** Dropout (identity at inference). */
   dropout(id: string, input: string, rate: number): string {
     return this.add({ id, op: 'dropout', inputs: [input], rate });
   }
 
+  /** Pass-through node (keeps official module names, e.g. a disabled DropPath). */
   identity(id: string, input: string): string {
     return this.add({ id, op: 'identity', inputs: [input] });
   }
@@ -206,6 +222,7 @@ export class SpecBuilder {
     return this.warehouses.some((w) => w.id === id);
   }
 
+  /** Mark a node as a model output (in order). */
   output(id: string): void {
     this.outputs.push(id);
   }
