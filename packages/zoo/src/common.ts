@@ -1,0 +1,98 @@
+import { KwError, type KwWarehouseSpec, type SpecBuilder } from '@kernelwarehouse/core';
+
+/** Options every zoo model takes. */
+export interface ModelOptions {
+  /**
+   * KernelWarehouse budget b (number, or `'1/2x'` style via parseBudget before calling);
+   * `null`/undefined builds the plain backbone.
+   */
+  budget?: number | null;
+  /** Classifier outputs. Default 1000. */
+  classes?: number;
+  /** Per-sample input `[C, H, W]`. Default `[3, 224, 224]`. Inputs of 64 or less get the small-input stem. */
+  inputShape?: [number, number, number];
+  /** Width multiplier of the channel counts. Default 1 (MobileNetV2 ids fix their own). */
+  width?: number;
+}
+
+/** Settings a builder hands its warehouses. */
+export type WarehouseSettings = Omit<KwWarehouseSpec, 'id'>;
+
+/** Check common options and return them with defaults. */
+export function resolveOptions(model: string, o: ModelOptions) {
+  const classes = o.classes ?? 1000;
+  const inputShape = o.inputShape ?? [3, 224, 224];
+  const width = o.width ?? 1;
+  if (!Number.isInteger(classes) || classes < 1) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: classes must be an integer >= 1, found ${classes}`,
+    );
+  }
+  if (inputShape.length !== 3 || inputShape.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: input must be [C, H, W] of positive integers, found [${inputShape.join(', ')}]`,
+    );
+  }
+  if (!(width > 0) || !Number.isFinite(width)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: width multiplier must be a finite number > 0, found ${width}`,
+    );
+  }
+  if (o.budget !== undefined && o.budget !== null && !(Number.isFinite(o.budget) && o.budget > 0)) {
+    throw new KwError(
+      'BUDGET_INVALID',
+      `${model}: budget must be a finite number > 0, found ${o.budget}`,
+    );
+  }
+  return {
+    classes,
+    inputShape,
+    width,
+    budget: o.budget ?? null,
+    small: Math.min(inputShape[1], inputShape[2]) <= 64,
+  };
+}
+
+/**
+ * Declares warehouses lazily in first-use order, which is the official reservation order
+ * (`Warehouse_Manager.reserve` creates a warehouse id the first time a name is seen).
+ */
+export class Warehouses {
+  constructor(
+    private readonly b: SpecBuilder,
+    private readonly settings: (id: string) => WarehouseSettings,
+  ) {}
+
+  /** The warehouse id, declaring it on first use. */
+  use(id: string): string {
+    if (!this.b.hasWarehouse(id)) this.b.warehouse({ id, ...this.settings(id) });
+    return id;
+  }
+}
+
+/** Default per-warehouse settings for a budget: cells halved when b < 1 (official ResNet configs). */
+export function kwSettings(
+  budget: number,
+  extra: Partial<WarehouseSettings> = {},
+): WarehouseSettings {
+  const ratio = budget < 1 ? 0.5 : 1;
+  return {
+    budget,
+    cellInRatio: ratio,
+    cellOutRatio: ratio,
+    reduction: 1 / 16,
+    norm: 'batch',
+    nonlocalBasisRatio: 1,
+    ...extra,
+  };
+}
+
+/** torchvision / official `_make_divisible`. */
+export function makeDivisible(v: number, divisor = 8, minValue = divisor): number {
+  let n = Math.max(minValue, Math.trunc(v + divisor / 2) - (Math.trunc(v + divisor / 2) % divisor));
+  if (n < 0.9 * v) n += divisor;
+  return n;
+}
