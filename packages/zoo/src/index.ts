@@ -14,7 +14,14 @@ export type { ModelOptions } from './common.js';
 export { makeDivisible } from './common.js';
 export { convnext_tiny } from './convnext.js';
 export { mobilenetv2, mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
-export { resnet, resnet8Cifar, resnet18, resnet20Cifar, resnet50 } from './resnet.js';
+export {
+  type ResNetConfig,
+  resnet,
+  resnet8Cifar,
+  resnet18,
+  resnet20Cifar,
+  resnet50,
+} from './resnet.js';
 
 /** A published (model, budget) row: its parameter count and where it was published. */
 export interface PublishedRow {
@@ -36,6 +43,7 @@ export interface ZooModel {
   /** Budgets the paper / official code publish for this backbone. */
   publishedBudgets: number[];
   published: PublishedRow[];
+  /** Builds the spec (budget already parsed). */
   build: (options: ModelOptions) => ModelSpec;
 }
 

@@ -5,7 +5,8 @@
 import { type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
 import { kwSettings, type ModelOptions, resolveOptions, Warehouses } from './common.js';
 
-interface ResNetConfig {
+/** The shape of a ResNet: block type, blocks and base widths per stage, stem. */
+export interface ResNetConfig {
   block: 'basic' | 'bottleneck';
   layers: number[];
   planes: number[];
