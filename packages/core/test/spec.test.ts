@@ -201,7 +201,7 @@ describe('budgets', () => {
       'BUDGET_CANNOT_TILE',
       /warehouse "stage0"/,
       /must be an integer/,
-      /Budgets that tile this warehouse: .*1\/3x.*, 1x, 2x/,
+      /Budgets that tile every layer of this warehouse evenly: .*1\/3x.*, 1x, 2x/,
     );
   });
 

@@ -134,7 +134,9 @@ describe('options and other budgets', () => {
       err = e;
     }
     expect(isKwError(err, 'BUDGET_CANNOT_TILE')).toBe(true);
-    expect((err as KwError).message).toMatch(/Budgets that tile this warehouse: .*1\/2x/);
+    expect((err as KwError).message).toMatch(
+      /Budgets that tile every layer of this warehouse evenly: .*1\/2x/,
+    );
   });
 
   it('unknown models and bad options are refused clearly', () => {

@@ -130,17 +130,14 @@ interface Member {
   groups: number;
 }
 
-/** Budgets (1/p for p in 2..64, and integers 1..8) that tile the given per-layer m list. */
+/**
+ * Budgets that tile every layer of a warehouse evenly: 1/p for p in 2..64 where every layer's m
+ * is a multiple of p^2, and the integers 1..8. (The official rule also accepts some other 1/p
+ * by coincidence of counts; those are not suggested.)
+ */
 export function tilingBudgets(ms: readonly number[]): number[] {
   const ok: number[] = [];
-  for (let p = 64; p >= 2; p--) {
-    const b = 1 / p;
-    const mt = ms.reduce((a, x) => a + x, 0);
-    const n = Math.max(pyInt(mt * b), 1);
-    let ptr = 0;
-    for (const m of ms) ptr = kwAssignment(m, b, ptr, n).end;
-    if (ptr === n) ok.push(b);
-  }
+  for (let p = 64; p >= 2; p--) if (ms.every((m) => m % (p * p) === 0)) ok.push(1 / p);
   for (let b = 1; b <= 8; b++) ok.push(b);
   return ok;
 }
@@ -268,7 +265,7 @@ export function planKw(a: AnalyzedSpec): KwPlan {
             : `with b = ${fmtBudget(w.budget)} every layer's m must be a multiple of ${pyInt(1 / w.budget) ** 2} (layer m: ${ms.join(', ')})`;
       throw new KwError(
         'BUDGET_CANNOT_TILE',
-        `${where}: budget ${fmtBudget(w.budget)} cannot tile: the one-to-one init assigns ${ptr} cells but n = int(b * m_t) = ${n} (m_t = ${mt}); ${why}. Budgets that tile this warehouse: ${valid.map(fmtBudget).join(', ')}`,
+        `${where}: budget ${fmtBudget(w.budget)} cannot tile: the one-to-one init assigns ${ptr} cells but n = int(b * m_t) = ${n} (m_t = ${mt}); ${why}. Budgets that tile every layer of this warehouse evenly: ${valid.map(fmtBudget).join(', ')}`,
         { warehouse: w.id, budget: w.budget, assigned: ptr, n, mt, validBudgets: valid },
       );
     }

@@ -1,0 +1,68 @@
+/**
+ * @kernelwarehouse/cli: the `kw` command. Each subcommand is one module under `commands/`.
+ *
+ * @packageDocumentation
+ */
+import { KwError } from '@kernelwarehouse/core';
+import { modelsCommand } from './commands/models.js';
+import { planCommand } from './commands/plan.js';
+import { type Io, UsageError } from './io.js';
+
+export { parseInput, parseModelArgs, planJson } from './commands/plan.js';
+export { type Io, UsageError } from './io.js';
+
+/** One subcommand. */
+export interface Command {
+  /** Runs with the arguments after the subcommand name; returns the exit code. */
+  run: (args: string[], io: Io) => number | Promise<number>;
+  /** One usage line. */
+  help: string;
+}
+
+/** Subcommands by name: each takes its arguments and an output sink and returns an exit code. */
+export const COMMANDS: Record<
+  string,
+  { run: (args: string[], io: Io) => number | Promise<number>; help: string }
+> = {
+  plan: {
+    run: planCommand,
+    help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain] [--classes N] [--input 224x224x3] [--width W] [--json]',
+  },
+  models: { run: modelsCommand, help: 'kw models [--json]' },
+};
+
+function usage(): string {
+  return `usage:\n${Object.values(COMMANDS)
+    .map((c) => `  ${c.help}`)
+    .join('\n')}\n`;
+}
+
+/**
+ * Run the `kw` command line. Returns the exit code: 0 on success, 2 on a usage error (one line
+ * saying what is accepted), 1 on any other error.
+ */
+export async function main(argv: string[], io: Io): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.out(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    io.err(`kw: unknown command "${name}"; accepted: ${Object.keys(COMMANDS).join(', ')}\n`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`kw ${name}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof KwError) {
+      io.err(`kw ${name}: ${e.message}\n`);
+      return e.code.startsWith('BUDGET') || e.code === 'ARGUMENT_INVALID' ? 2 : 1;
+    }
+    throw e;
+  }
+}
