@@ -19,11 +19,16 @@ export interface Command {
   help: string;
 }
 
+/** One subcommand. */
+export interface Command {
+  /** Runs with the arguments after the subcommand name; returns the exit code. */
+  run: (args: string[], io: Io) => number | Promise<number>;
+  /** One usage line. */
+  help: string;
+}
+
 /** Subcommands by name: each takes its arguments and an output sink and returns an exit code. */
-export const COMMANDS: Record<
-  string,
-  { run: (args: string[], io: Io) => number | Promise<number>; help: string }
-> = {
+export const COMMANDS: Record<string, Command> = {
   plan: {
     run: planCommand,
     help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain] [--classes N] [--input 224x224x3] [--width W] [--json]',
