@@ -19,14 +19,6 @@ export interface Command {
   help: string;
 }
 
-/** One subcommand. */
-export interface Command {
-  /** Runs with the arguments after the subcommand name; returns the exit code. */
-  run: (args: string[], io: Io) => number | Promise<number>;
-  /** One usage line. */
-  help: string;
-}
-
 /** Subcommands by name: each takes its arguments and an output sink and returns an exit code. */
 export const COMMANDS: Record<string, Command> = {
   plan: {
