@@ -44,11 +44,20 @@ for (const p of pkgs) {
       join(app, 'package.json'),
       JSON.stringify({ name: 'kw-pack-check', private: true, type: 'module' }),
     );
-    // the package itself plus the tarballs of the sibling packages it depends on
-    const deps = Object.keys({ ...p.json.dependencies, ...p.json.peerDependencies });
+    const readme = readFileSync(join(root, 'packages', p.dir, 'README.md'), 'utf8');
+    const block = /```(?:js|javascript|mjs)\n([\s\S]*?)```/.exec(readme);
+    if (!block) throw new Error('README has no ```js example');
+    // the package, its declared dependencies, and the sibling packages the README example itself
+    // imports (a user following the example installs those too); nothing else from the workspace
+    const imported = [...block[1].matchAll(/from '(@kernelwarehouse\/[a-z-]+)/g)].map((m) => m[1]);
+    const deps = new Set([
+      ...Object.keys({ ...p.json.dependencies, ...p.json.peerDependencies }),
+      ...imported,
+    ]);
+    deps.delete(name);
     const local = [
       tarballs.get(name),
-      ...deps.filter((d) => tarballs.has(d)).map((d) => tarballs.get(d)),
+      ...[...deps].filter((d) => tarballs.has(d)).map((d) => tarballs.get(d)),
     ];
     const peers = Object.entries(p.json.peerDependencies ?? {})
       .filter(([d]) => !tarballs.has(d) && !p.json.peerDependenciesMeta?.[d]?.optional)
@@ -58,9 +67,6 @@ for (const p of pkgs) {
       ['install', '--no-audit', '--no-fund', '--loglevel=error', ...local, ...peers],
       { cwd: app, stdio: 'pipe' },
     );
-    const readme = readFileSync(join(root, 'packages', p.dir, 'README.md'), 'utf8');
-    const block = /```(?:js|javascript|mjs)\n([\s\S]*?)```/.exec(readme);
-    if (!block) throw new Error('README has no ```js example');
     writeFileSync(join(app, 'example.mjs'), block[1]);
     const stdout = execFileSync(process.execPath, ['example.mjs'], {
       cwd: app,

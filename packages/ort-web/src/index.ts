@@ -1,0 +1,9 @@
+/**
+ * @kernelwarehouse/ort-web: export core specs + weights to ONNX and run them with onnxruntime-web.
+ *
+ * @packageDocumentation
+ */
+export { type OnnxExport, type ToOnnxOptions, toOnnx, toOnnxWithInfo } from './export.js';
+export { type OnnxInfo, onnxInfo } from './info.js';
+export { IR_VERSION, OPSET } from './onnx.js';
+export { createSession, executionProviders, runSession, type SessionOptions } from './session.js';

@@ -1,0 +1,101 @@
+import { KwError } from '@kernelwarehouse/core';
+import { type Field, readFields } from './protobuf.js';
+
+/** What {@link onnxInfo} reads from an ONNX file. */
+export interface OnnxInfo {
+  irVersion: number;
+  /** Opset per domain (`''` is the default ONNX domain). */
+  opsets: Record<string, number>;
+  producer: string;
+  graphName: string;
+  inputs: { name: string; shape: (number | string)[] }[];
+  outputs: { name: string; shape: (number | string)[] }[];
+  /** Node count per op type. */
+  ops: Record<string, number>;
+  nodes: number;
+  initializers: number;
+  /** Bytes of initializer data (raw_data or typed fields). */
+  initializerBytes: number;
+}
+
+const td = new TextDecoder('utf-8', { fatal: false });
+const str = (f: Field | undefined) => (f?.bytes ? td.decode(f.bytes) : '');
+const first = (fs: Field[], n: number) => fs.find((f) => f.field === n);
+
+function valueInfo(bytes: Uint8Array) {
+  const v = readFields(bytes, 'ValueInfoProto');
+  const shape: (number | string)[] = [];
+  const type = first(v, 2);
+  if (type?.bytes) {
+    const tt = first(readFields(type.bytes, 'TypeProto'), 1);
+    const sh = tt?.bytes ? first(readFields(tt.bytes, 'TypeProto.Tensor'), 2) : undefined;
+    if (sh?.bytes) {
+      for (const d of readFields(sh.bytes, 'TensorShapeProto').filter((f) => f.field === 1)) {
+        const df = readFields(d.bytes!, 'Dimension');
+        const val = first(df, 1);
+        shape.push(val ? val.value : str(first(df, 2)) || '?');
+      }
+    }
+  }
+  return { name: str(first(v, 1)), shape };
+}
+
+/**
+ * Decode an ONNX model's header, graph inputs/outputs, op histogram and initializer sizes
+ * without running it. Truncated or non-ONNX bytes throw KwError('ONNX_INVALID').
+ *
+ * @example
+ * const info = onnxInfo(bytes);
+ * console.log(info.opsets[''], info.ops, info.initializerBytes);
+ */
+export function onnxInfo(bytes: Uint8Array): OnnxInfo {
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0)
+    throw new KwError('ONNX_INVALID', 'ONNX bytes are empty');
+  const top = readFields(bytes, 'ModelProto');
+  const graph = first(top, 7);
+  const ir = first(top, 1);
+  if (!graph?.bytes || !ir || ir.wire !== 0 || graph.wire !== 2) {
+    throw new KwError(
+      'ONNX_INVALID',
+      'not an ONNX ModelProto: no ir_version (field 1) and graph (field 7)',
+    );
+  }
+  const opsets: Record<string, number> = {};
+  for (const f of top.filter((x) => x.field === 8 && x.bytes)) {
+    const o = readFields(f.bytes!, 'OperatorSetIdProto');
+    opsets[str(first(o, 1))] = first(o, 2)?.value ?? 0;
+  }
+  const g = readFields(graph.bytes, 'GraphProto');
+  const ops: Record<string, number> = {};
+  let nodes = 0;
+  for (const f of g.filter((x) => x.field === 1 && x.bytes)) {
+    const op = str(first(readFields(f.bytes!, 'NodeProto'), 4));
+    ops[op] = (ops[op] ?? 0) + 1;
+    nodes++;
+  }
+  let initializerBytes = 0;
+  let initializers = 0;
+  for (const f of g.filter((x) => x.field === 5 && x.bytes)) {
+    const t = readFields(f.bytes!, 'TensorProto');
+    initializers++;
+    for (const d of t)
+      if (
+        d.wire === 2 &&
+        d.bytes &&
+        (d.field === 9 || d.field === 4 || d.field === 7 || d.field === 5)
+      )
+        initializerBytes += d.bytes.length;
+  }
+  return {
+    irVersion: ir.value,
+    opsets,
+    producer: str(first(top, 2)),
+    graphName: str(first(g, 2)),
+    inputs: g.filter((x) => x.field === 11 && x.bytes).map((f) => valueInfo(f.bytes!)),
+    outputs: g.filter((x) => x.field === 12 && x.bytes).map((f) => valueInfo(f.bytes!)),
+    ops,
+    nodes,
+    initializers,
+    initializerBytes,
+  };
+}

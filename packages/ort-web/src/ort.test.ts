@@ -1,0 +1,208 @@
+// Parity of exported ONNX models on onnxruntime-web (wasm EP, in Node) against the core reference
+// executor on the same weights. Tolerance: relative error < 1e-4 (float32; measured ~1e-7).
+import {
+  initWeights,
+  KwError,
+  type ModelSpec,
+  maxRelativeError,
+  runReference,
+  SpecBuilder,
+  type WeightMap,
+} from '@kernelwarehouse/core';
+import { perturb, Rng, randomInput, tinyKwSpec } from '@kernelwarehouse/core/testing';
+import { createModel } from '@kernelwarehouse/zoo';
+import { describe, expect, it } from 'vitest';
+import {
+  createSession,
+  executionProviders,
+  IR_VERSION,
+  OPSET,
+  onnxInfo,
+  runSession,
+  toOnnx,
+  toOnnxWithInfo,
+} from './index.js';
+
+const TOL = 1e-4;
+
+/** Every tensor randomised, BN variances positive: no path is trivially zero or identity. */
+function randomWeights(spec: ModelSpec, seed: number): WeightMap {
+  const rng = new Rng(seed);
+  const w = initWeights(spec, { seed });
+  for (const [k, t] of w) {
+    w.set(
+      k,
+      k.endsWith('running_var')
+        ? { shape: t.shape, data: t.data.map(() => 0.5 + rng.uniform()) }
+        : perturb(rng, t, 0.1),
+    );
+  }
+  return w;
+}
+
+async function parity(
+  spec: ModelSpec,
+  opts: { tau?: number; batches?: number[]; seed?: number } = {},
+) {
+  const w = randomWeights(spec, opts.seed ?? 1);
+  const tau = opts.tau ?? 0;
+  const session = await createSession(toOnnx(spec, w, { temperature: tau }));
+  const errs: number[] = [];
+  for (const n of opts.batches ?? [1, 3]) {
+    const x = randomInput(new Rng(100 + n), [n, ...spec.inputShape]);
+    const outs = await runSession(session, x);
+    const ref = runReference(spec, w, x, { temperature: tau });
+    spec.outputs.forEach((o, i) => {
+      expect(outs[i]!.shape).toEqual(ref.get(o)!.shape);
+      errs.push(maxRelativeError(outs[i]!.data, ref.get(o)!.data));
+    });
+  }
+  return Math.max(...errs);
+}
+
+function allOpsSpec(): ModelSpec {
+  const b = new SpecBuilder('all-ops', [4, 9, 9]);
+  let x = b.conv2d('c', b.input, {
+    outChannels: 10,
+    kernelSize: 3,
+    padding: 1,
+    groups: 2,
+    bias: true,
+  });
+  x = b.batchNorm('bn', x); // folded into c
+  const r = b.relu('r', x);
+  const g = b.gelu('g', b.layerNorm('ln', r));
+  const s = b.mul('ls', [g], 0.5);
+  const se = b.sigmoid('sg', b.globalAvgPool('gp', s));
+  const gated = b.mul('gate', [s, se]);
+  x = b.relu6('r6', b.addNodes('sum', [gated, r, x]));
+  x = b.batchNorm('bn2', b.identity('id', x)); // not foldable
+  x = b.avgPool('ap', x, 3, 2, 1);
+  x = b.maxPool('mp', b.dropout('do', x, 0.3), 2, 1, 0);
+  x = b.conv2d('dil', x, {
+    outChannels: 5,
+    kernelSize: 3,
+    dilation: 2,
+    padding: 2,
+    stride: [1, 2],
+  });
+  x = b.flatten('fl', x);
+  x = b.layerNorm('ln2', x);
+  b.output(b.linear('fc', x, 3));
+  return b.build();
+}
+
+describe('ONNX parity on onnxruntime-web (wasm), batch 1 and 3 from one model', () => {
+  const cases: [string, ModelSpec, number][] = [
+    ['plain spec with every op', allOpsSpec(), 0],
+    ['KW b = 1', tinyKwSpec({ budget: 1 }), 0],
+    ['KW b = 1, tau = 0.5', tinyKwSpec({ budget: 1 }), 0.5],
+    ['KW b = 2', tinyKwSpec({ budget: 2 }), 0],
+    [
+      'KW b = 1/2, cells halved, KW classifier',
+      tinyKwSpec({ budget: 0.5, cellRatio: 0.5, kwClassifier: true }),
+      0,
+    ],
+    ['KW b = 1/2, tau = 1 (the one-to-one init)', tinyKwSpec({ budget: 0.5, cellRatio: 0.5 }), 1],
+    ['KW LayerNorm attention', tinyKwSpec({ budget: 1, norm: 'layer', kwClassifier: true }), 0],
+    ['KW non-local basis', tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25 }), 0.3],
+  ];
+  for (const [label, spec, tau] of cases) {
+    it(label, async () => {
+      expect(await parity(spec, { tau })).toBeLessThan(TOL);
+    });
+  }
+});
+
+describe('zoo backbones at small inputs', () => {
+  const zoo: [string, Parameters<typeof createModel>[1]][] = [
+    ['resnet8_cifar', { budget: null, classes: 10 }],
+    ['resnet8_cifar', { budget: '1x', classes: 10 }],
+    ['resnet8_cifar', { budget: '1/2x', classes: 10 }],
+    ['resnet18', { budget: '1x', inputShape: [3, 16, 16], width: 0.25, classes: 7 }],
+    ['resnet50', { budget: '1/2x', inputShape: [3, 16, 16], width: 0.25, classes: 7 }],
+    ['mobilenetv2_050', { budget: '1/2x', inputShape: [3, 16, 16], classes: 5 }],
+    ['mobilenetv2_050', { budget: '4x', inputShape: [3, 16, 16], classes: 5 }],
+    ['convnext_tiny', { budget: '1x', inputShape: [3, 16, 16], width: 0.125, classes: 3 }],
+  ];
+  for (const [id, opts] of zoo) {
+    it(`${id} ${opts?.budget ?? 'plain'}`, async () => {
+      expect(await parity(createModel(id, opts), { batches: [1, 3] })).toBeLessThan(TOL);
+    }, 120_000);
+  }
+});
+
+describe('export details', () => {
+  it('states opset 17 / IR 8, keeps the batch dynamic and reports ops', () => {
+    const spec = tinyKwSpec({ budget: 1 });
+    const ex = toOnnxWithInfo(spec, initWeights(spec));
+    expect([ex.opset, ex.irVersion]).toEqual([17, 8]);
+    expect([OPSET, IR_VERSION]).toEqual([17, 8]);
+    const info = onnxInfo(ex.bytes);
+    expect(info.opsets['']).toBe(17);
+    expect(info.irVersion).toBe(8);
+    expect(info.inputs).toEqual([{ name: 'input', shape: ['N', 3, 8, 8] }]);
+    expect(info.outputs).toEqual([{ name: 'fc', shape: ['N', 4] }]);
+    expect(info.ops.MatMul).toBeGreaterThanOrEqual(4);
+    expect(info.ops).toEqual(ex.ops);
+    expect(info.initializerBytes).toBe(ex.initializerBytes);
+  });
+
+  it('grouped conv with 5 output channels per group (the WebGPU NHWC bug shape) is exact on wasm; WebGPU asks for NCHW', async () => {
+    const b = new SpecBuilder('g5', [6, 7, 7]);
+    b.warehouse({ id: 'w', budget: 1 });
+    const x = b.conv2d('c', b.input, { outChannels: 10, kernelSize: 3, padding: 1, groups: 2 });
+    b.output(
+      b.dynamicConv2d(
+        'k',
+        x,
+        { outChannels: 10, kernelSize: 3, padding: 1, groups: 2 },
+        { kind: 'kw', warehouse: 'w' },
+      ),
+    );
+    expect(await parity(b.build())).toBeLessThan(TOL);
+    expect(executionProviders('webgpu')).toEqual([{ name: 'webgpu', preferredLayout: 'NCHW' }]);
+  });
+
+  it('refuses bad input clearly', async () => {
+    const spec = tinyKwSpec({ budget: 1 });
+    const w = initWeights(spec);
+    expect(() => toOnnx(spec, w, { temperature: 2 })).toThrow(/temperature must be in \[0, 1\]/);
+    const missing = new Map(w);
+    missing.delete('warehouses.stage0');
+    expect(() => toOnnx(spec, missing)).toThrow(/missing: warehouses.stage0/);
+    const session = await createSession({ spec, weights: w });
+    await expect(runSession(session, randomInput(new Rng(1), [1, 3, 9, 9]))).rejects.toThrow(
+      KwError,
+    );
+    await expect(createSession(new Uint8Array([1, 2, 3]))).rejects.toThrow(/refused the model/);
+  });
+});
+
+describe('onnxInfo on hostile bytes', () => {
+  const spec = tinyKwSpec({ budget: 1 });
+  const good = toOnnx(spec, initWeights(spec));
+  it('truncations, garbage and non-ONNX protobufs are ONNX_INVALID, never another error', () => {
+    const rng = new Rng(9);
+    const cases: Uint8Array[] = [
+      new Uint8Array(0),
+      Uint8Array.from([0xff, 0xff, 0xff]),
+      new TextEncoder().encode('{"not":"onnx"}'),
+    ];
+    for (const cut of [1, 2, 10, 100, good.length >> 1, good.length - 1])
+      cases.push(good.slice(0, cut));
+    for (let i = 0; i < 40; i++)
+      cases.push(Uint8Array.from({ length: 1 + rng.int(0, 300) }, () => rng.int(0, 255)));
+    let refused = 0;
+    for (const c of cases) {
+      try {
+        onnxInfo(c);
+      } catch (e) {
+        expect(e).toBeInstanceOf(KwError);
+        expect((e as KwError).code).toBe('ONNX_INVALID');
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThanOrEqual(cases.length - 5);
+  });
+});

@@ -1,0 +1,102 @@
+import { KwError, type Tensor } from '@kernelwarehouse/core';
+import * as ort from 'onnxruntime-web';
+import { type ToOnnxOptions, toOnnx } from './export.js';
+
+/** Options of {@link createSession}. */
+export interface SessionOptions {
+  /** `'wasm'` (default) or `'webgpu'`. WebGPU always runs with `preferredLayout: 'NCHW'`. */
+  executionProvider?: 'wasm' | 'webgpu';
+  /**
+   * wasm threads. Default: `min(4, hardwareConcurrency)` (onnxruntime-web's own default is 1 on a
+   * 2-core machine). Takes effect on the first session of the process only (an onnxruntime-web rule).
+   */
+  numThreads?: number;
+  /** Export options when a spec is given instead of bytes. */
+  export?: ToOnnxOptions;
+}
+
+let threadsSet = false;
+
+/**
+ * The execution-provider list handed to onnxruntime-web. WebGPU always asks for the NCHW layout:
+ * the default NHWC grouped Conv is wrong when a group has >= 4 output channels that are not a
+ * multiple of 4 (onnxruntime-web 1.30, toolchain.md §3), and KW depthwise/grouped layers hit it.
+ */
+export function executionProviders(
+  ep: 'wasm' | 'webgpu',
+): ort.InferenceSession.ExecutionProviderConfig[] {
+  return ep === 'webgpu' ? [{ name: 'webgpu', preferredLayout: 'NCHW' }] : ['wasm'];
+}
+
+function defaultThreads(): number {
+  const hc = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
+    ?.hardwareConcurrency;
+  return Math.max(1, Math.min(4, hc ?? 2));
+}
+
+/**
+ * An onnxruntime-web InferenceSession for ONNX bytes (or a spec + weights, exported first).
+ *
+ * WebGPU: grouped convolutions with 4 or more output channels per group that are not a multiple of
+ * 4 give wrong results in onnxruntime-web's default NHWC layout (toolchain.md §3); sessions here
+ * always ask for `preferredLayout: 'NCHW'`, which is correct (a regression test guards it).
+ *
+ * @example
+ * const session = await createSession(toOnnx(spec, weights), { executionProvider: 'wasm' });
+ * const [logits] = await runSession(session, input);
+ */
+export async function createSession(
+  model: Uint8Array | { spec: unknown; weights: Map<string, Tensor> },
+  options: SessionOptions = {},
+): Promise<ort.InferenceSession> {
+  const bytes =
+    model instanceof Uint8Array ? model : toOnnx(model.spec, model.weights, options.export);
+  const ep = options.executionProvider ?? 'wasm';
+  if (ep !== 'wasm' && ep !== 'webgpu') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `executionProvider must be "wasm" or "webgpu", found ${String(ep)}`,
+    );
+  }
+  if (!threadsSet) {
+    const n = options.numThreads ?? defaultThreads();
+    if (!Number.isInteger(n) || n < 1)
+      throw new KwError('ARGUMENT_INVALID', `numThreads must be an integer >= 1, found ${n}`);
+    ort.env.wasm.numThreads = n;
+    threadsSet = true;
+  }
+  const providers = executionProviders(ep);
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      executionProviders: providers,
+      graphOptimizationLevel: 'all',
+    });
+  } catch (e) {
+    throw new KwError('ONNX_INVALID', `onnxruntime-web refused the model: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Run a session on one NCHW float32 batch; returns the outputs (core Tensors) in the session's
+ * output order. The input's shape is checked against the model's first input.
+ */
+export async function runSession(session: ort.InferenceSession, input: Tensor): Promise<Tensor[]> {
+  if (!(input?.data instanceof Float32Array))
+    throw new KwError('TENSOR_DTYPE', 'input must be a Tensor with Float32Array data');
+  const feeds = {
+    [session.inputNames[0]!]: new ort.Tensor('float32', input.data, [...input.shape]),
+  };
+  let res: ort.InferenceSession.OnnxValueMapType;
+  try {
+    res = await session.run(feeds);
+  } catch (e) {
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `onnxruntime-web could not run this input [${input.shape.join(', ')}]: ${(e as Error).message}`,
+    );
+  }
+  return session.outputNames.map((n) => {
+    const t = res[n] as ort.Tensor;
+    return { shape: t.dims.map(Number), data: t.data as Float32Array };
+  });
+}
