@@ -63,3 +63,21 @@ export {
   type WeightMap,
 } from './tensor.js';
 export { type CheckWeightsOptions, checkTensor, checkWeights } from './weights/check.js';
+export { loadWeights, saveWeights } from './weights/io.js';
+export {
+  exportOfficialStateDict,
+  fromOfficialName,
+  importOfficialStateDict,
+  toOfficialName,
+} from './weights/official.js';
+export {
+  bf16ToF32,
+  f16ToF32,
+  MAX_HEADER_BYTES,
+  readSafetensors,
+  SAFETENSORS_DTYPES,
+  type SafetensorsFile,
+  type StoredTensor,
+  safetensorsToWeights,
+  writeSafetensors,
+} from './weights/safetensors.js';

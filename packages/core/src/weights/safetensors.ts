@@ -1,0 +1,332 @@
+/**
+ * safetensors: 8-byte little-endian header length N, N bytes of JSON header
+ * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {string: string}}`, then
+ * the data buffer (offsets relative to its start). Every bound is checked before any
+ * allocation, no code runs on load, and names live in a Map (no prototype pollution).
+ */
+import { KwError } from '../errors.js';
+import type { Tensor, WeightMap } from '../tensor.js';
+
+/** dtypes this reader knows, with their byte sizes. */
+export const SAFETENSORS_DTYPES: Readonly<Record<string, number>> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+/** Largest header we accept (the reference implementation uses 100 MB). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/** A tensor as stored: float dtypes decoded to Float32Array, integer dtypes kept as typed arrays. */
+export interface StoredTensor {
+  dtype: string;
+  shape: number[];
+  data:
+    | Float32Array
+    | Float64Array
+    | BigInt64Array
+    | Int32Array
+    | Int16Array
+    | Int8Array
+    | Uint8Array;
+}
+
+/** Decoded file: tensors in header order and the `__metadata__` strings. */
+export interface SafetensorsFile {
+  tensors: Map<string, StoredTensor>;
+  metadata: Record<string, string>;
+}
+
+/** IEEE half -> float. */
+export function f16ToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+/** bfloat16 -> float: the high 16 bits of a float32. */
+export function bf16ToF32(h: number): number {
+  const dv = new DataView(new ArrayBuffer(4));
+  dv.setUint32(0, h << 16, true);
+  return dv.getFloat32(0, true);
+}
+
+/**
+ * Parse safetensors bytes. Throws SAFETENSORS_TRUNCATED, SAFETENSORS_HEADER, SAFETENSORS_OFFSETS
+ * or SAFETENSORS_DTYPE naming the tensor and the expected and found values.
+ */
+export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
+  if (!(bytes instanceof Uint8Array))
+    throw new KwError('ARGUMENT_INVALID', 'readSafetensors takes a Uint8Array');
+  if (bytes.length < 8)
+    throw new KwError(
+      'SAFETENSORS_TRUNCATED',
+      `file has ${bytes.length} bytes, fewer than the 8-byte header length`,
+    );
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n64 = dv.getBigUint64(0, true);
+  if (n64 > BigInt(bytes.length - 8)) {
+    throw new KwError(
+      'SAFETENSORS_TRUNCATED',
+      `header claims ${n64} bytes but only ${bytes.length - 8} follow the length field`,
+      {
+        expected: String(n64),
+        actual: bytes.length - 8,
+      },
+    );
+  }
+  const n = Number(n64);
+  if (n > MAX_HEADER_BYTES)
+    throw new KwError(
+      'SAFETENSORS_HEADER',
+      `header of ${n} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit`,
+    );
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    throw new KwError(
+      'SAFETENSORS_HEADER',
+      `header is not valid UTF-8 JSON: ${(e as Error).message}`,
+    );
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+    throw new KwError('SAFETENSORS_HEADER', 'header must be a JSON object of tensor entries');
+  }
+  const dataStart = 8 + n;
+  const dataLen = bytes.length - dataStart;
+  const metadata: Record<string, string> = {};
+  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] =
+    [];
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+        throw new KwError('SAFETENSORS_HEADER', '__metadata__ must be an object of strings');
+      for (const [k, v] of Object.entries(raw)) {
+        if (typeof v !== 'string')
+          throw new KwError(
+            'SAFETENSORS_HEADER',
+            `__metadata__.${k} must be a string, found ${typeof v}`,
+          );
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `tensor "${name}"`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new KwError('SAFETENSORS_HEADER', `${where}: entry must be an object`);
+    const e = raw as Record<string, unknown>;
+    if (typeof e.dtype !== 'string' || !(e.dtype in SAFETENSORS_DTYPES)) {
+      throw new KwError(
+        'SAFETENSORS_DTYPE',
+        `${where}: unknown dtype ${JSON.stringify(e.dtype)}; known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
+      );
+    }
+    if (
+      !Array.isArray(e.shape) ||
+      e.shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
+    ) {
+      throw new KwError(
+        'SAFETENSORS_HEADER',
+        `${where}: shape must be a list of non-negative integers, found ${JSON.stringify(e.shape)}`,
+      );
+    }
+    const off = e.data_offsets;
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      off.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
+    ) {
+      throw new KwError(
+        'SAFETENSORS_OFFSETS',
+        `${where}: data_offsets must be [begin, end] non-negative integers, found ${JSON.stringify(off)}`,
+      );
+    }
+    const [begin, end] = off as [number, number];
+    if (begin > end || end > dataLen) {
+      throw new KwError(
+        'SAFETENSORS_OFFSETS',
+        `${where}: data_offsets [${begin}, ${end}] outside the ${dataLen}-byte data buffer`,
+      );
+    }
+    const numel = (e.shape as number[]).reduce((a, b) => a * b, 1);
+    const want = numel * SAFETENSORS_DTYPES[e.dtype]!;
+    if (end - begin !== want) {
+      throw new KwError(
+        'SAFETENSORS_OFFSETS',
+        `${where}: ${e.dtype} shape [${(e.shape as number[]).join(', ')}] needs ${want} bytes, data_offsets span ${end - begin}`,
+      );
+    }
+    entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin, end });
+  }
+  // ranges must tile the data buffer: no overlap, no gap, nothing trailing
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let pos = 0;
+  for (const e of sorted) {
+    if (e.begin < pos)
+      throw new KwError(
+        'SAFETENSORS_OFFSETS',
+        `tensor "${e.name}": data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ends at ${pos})`,
+      );
+    if (e.begin > pos)
+      throw new KwError(
+        'SAFETENSORS_OFFSETS',
+        `tensor "${e.name}": gap of ${e.begin - pos} bytes before it in the data buffer`,
+      );
+    pos = e.end;
+  }
+  if (pos !== dataLen)
+    throw new KwError(
+      'SAFETENSORS_OFFSETS',
+      `data buffer has ${dataLen - pos} bytes not covered by any tensor`,
+    );
+  const tensors = new Map<string, StoredTensor>();
+  for (const e of entries)
+    tensors.set(e.name, {
+      dtype: e.dtype,
+      shape: e.shape,
+      data: decode(bytes, dataStart + e.begin, e.end - e.begin, e.dtype),
+    });
+  return { tensors, metadata };
+}
+
+function decode(bytes: Uint8Array, at: number, len: number, dtype: string): StoredTensor['data'] {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + at, len);
+  const size = SAFETENSORS_DTYPES[dtype]!;
+  const count = len / size;
+  switch (dtype) {
+    case 'F32': {
+      const out = new Float32Array(count);
+      for (let i = 0; i < count; i++) out[i] = dv.getFloat32(i * 4, true);
+      return out;
+    }
+    case 'F16': {
+      const out = new Float32Array(count);
+      for (let i = 0; i < count; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
+      return out;
+    }
+    case 'BF16': {
+      const out = new Float32Array(count);
+      for (let i = 0; i < count; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
+      return out;
+    }
+    case 'F64': {
+      const out = new Float64Array(count);
+      for (let i = 0; i < count; i++) out[i] = dv.getFloat64(i * 8, true);
+      return out;
+    }
+    case 'I64': {
+      const out = new BigInt64Array(count);
+      for (let i = 0; i < count; i++) out[i] = dv.getBigInt64(i * 8, true);
+      return out;
+    }
+    case 'I32': {
+      const out = new Int32Array(count);
+      for (let i = 0; i < count; i++) out[i] = dv.getInt32(i * 4, true);
+      return out;
+    }
+    case 'I16': {
+      const out = new Int16Array(count);
+      for (let i = 0; i < count; i++) out[i] = dv.getInt16(i * 2, true);
+      return out;
+    }
+    case 'I8':
+      return new Int8Array(bytes.slice(at, at + len).buffer);
+    default:
+      return bytes.slice(at, at + len); // U8, BOOL
+  }
+}
+
+/**
+ * Encode tensors (float32, or stored tensors of any known dtype) as safetensors. Output is
+ * deterministic: names sorted, header padded with spaces to a multiple of 8, so
+ * save -> load -> save is byte-identical.
+ */
+export function writeSafetensors(
+  tensors: Map<string, Tensor | StoredTensor>,
+  metadata: Record<string, string> = {},
+): Uint8Array {
+  const names = [...tensors.keys()].sort();
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length)
+    header.__metadata__ = Object.fromEntries(
+      Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : 1)),
+    );
+  const blobs: Uint8Array[] = [];
+  let off = 0;
+  for (const name of names) {
+    if (name === '__metadata__')
+      throw new KwError('ARGUMENT_INVALID', 'a tensor cannot be named "__metadata__"');
+    const t = tensors.get(name)!;
+    const dtype = 'dtype' in t ? t.dtype : 'F32';
+    const blob = encode(name, t, dtype);
+    header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + blob.length] };
+    blobs.push(blob);
+    off += blob.length;
+  }
+  let json = JSON.stringify(header);
+  const raw = new TextEncoder().encode(json);
+  json += ' '.repeat((8 - ((raw.length + 8) % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let p = 8 + head.length;
+  for (const b of blobs) {
+    out.set(b, p);
+    p += b.length;
+  }
+  return out;
+}
+
+function encode(name: string, t: Tensor | StoredTensor, dtype: string): Uint8Array {
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  if (t.data.length !== numel)
+    throw new KwError(
+      'WEIGHTS_SHAPE',
+      `tensor "${name}": shape [${t.shape.join(', ')}] needs ${numel} values, data has ${t.data.length}`,
+    );
+  const size = SAFETENSORS_DTYPES[dtype];
+  if (!size)
+    throw new KwError('SAFETENSORS_DTYPE', `tensor "${name}": cannot write dtype ${dtype}`);
+  const out = new Uint8Array(numel * size);
+  const dv = new DataView(out.buffer);
+  const d = t.data;
+  for (let i = 0; i < numel; i++) {
+    if (dtype === 'F32') dv.setFloat32(i * 4, d[i] as number, true);
+    else if (dtype === 'F64') dv.setFloat64(i * 8, d[i] as number, true);
+    else if (dtype === 'I64') dv.setBigInt64(i * 8, BigInt(d[i] as bigint | number), true);
+    else if (dtype === 'I32') dv.setInt32(i * 4, d[i] as number, true);
+    else if (dtype === 'U8' || dtype === 'BOOL') dv.setUint8(i, d[i] as number);
+    else
+      throw new KwError(
+        'SAFETENSORS_DTYPE',
+        `tensor "${name}": writing ${dtype} is not supported (write F32)`,
+      );
+  }
+  return out;
+}
+
+/**
+ * Decode a safetensors file into float32 weights (F32/F16/BF16/F64 converted; integer tensors
+ * such as BatchNorm's `num_batches_tracked` dropped), keyed by name.
+ */
+export function safetensorsToWeights(file: SafetensorsFile): WeightMap {
+  const out: WeightMap = new Map();
+  for (const [name, t] of file.tensors) {
+    if (t.data instanceof Float32Array) out.set(name, { shape: t.shape, data: t.data });
+    else if (t.data instanceof Float64Array)
+      out.set(name, { shape: t.shape, data: Float32Array.from(t.data) });
+  }
+  return out;
+}

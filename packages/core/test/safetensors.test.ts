@@ -1,0 +1,322 @@
+// safetensors: exact decoding, deterministic round trips, the official-name table, and a corpus
+// of hostile files (built here from a valid file by seeded edits) that must each fail with a named
+// KwError, never another error, never a hang.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  bf16ToF32,
+  exportOfficialStateDict,
+  f16ToF32,
+  fromOfficialName,
+  importOfficialStateDict,
+  initWeights,
+  KwError,
+  type KwErrorCode,
+  loadWeights,
+  readSafetensors,
+  saveWeights,
+  toOfficialName,
+  writeSafetensors,
+} from '../src/index.js';
+import { Rng, tinyKwSpec } from '../src/testing.js';
+
+/** A file from a raw header object and a data buffer. */
+function file(
+  header: unknown,
+  data: Uint8Array = new Uint8Array(0),
+  lengthOverride?: bigint,
+): Uint8Array {
+  const h = new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+  const out = new Uint8Array(8 + h.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, lengthOverride ?? BigInt(h.length), true);
+  out.set(h, 8);
+  out.set(data, 8 + h.length);
+  return out;
+}
+
+describe('decoding', () => {
+  it('F16 and BF16 bit patterns decode exactly (normals, subnormals, zeros, inf, nan)', () => {
+    expect(f16ToF32(0x3c00)).toBe(1);
+    expect(f16ToF32(0xc000)).toBe(-2);
+    expect(f16ToF32(0x7bff)).toBe(65504);
+    expect(f16ToF32(0x0001)).toBe(2 ** -24);
+    expect(f16ToF32(0x0400)).toBe(2 ** -14);
+    expect(Object.is(f16ToF32(0x8000), -0)).toBe(true);
+    expect(f16ToF32(0x7c00)).toBe(Number.POSITIVE_INFINITY);
+    expect(f16ToF32(0x7e00)).toBeNaN();
+    expect(bf16ToF32(0x3f80)).toBe(1);
+    expect(bf16ToF32(0xc049)).toBeCloseTo(-3.140625, 10);
+    expect(bf16ToF32(0xff80)).toBe(Number.NEGATIVE_INFINITY);
+    const data = new Uint8Array([0x00, 0x3c, 0x00, 0xc0, 0x80, 0x3f]);
+    const f = readSafetensors(
+      file(
+        {
+          a: { dtype: 'F16', shape: [2], data_offsets: [0, 4] },
+          b: { dtype: 'BF16', shape: [1], data_offsets: [4, 6] },
+        },
+        data,
+      ),
+    );
+    expect(Array.from(f.tensors.get('a')!.data as Float32Array)).toEqual([1, -2]);
+    expect(Array.from(f.tensors.get('b')!.data as Float32Array)).toEqual([1]);
+  });
+
+  it('reads unaligned offsets and integer dtypes (official num_batches_tracked is I64)', () => {
+    const data = new Uint8Array(11);
+    const dv = new DataView(data.buffer);
+    data[0] = 7;
+    dv.setFloat32(1, 1.5, true);
+    dv.setFloat32(5, -2.25, true);
+    dv.setInt16(9, -3, true);
+    const f = readSafetensors(
+      file(
+        {
+          u: { dtype: 'U8', shape: [1], data_offsets: [0, 1] },
+          x: { dtype: 'F32', shape: [2], data_offsets: [1, 9] },
+          i: { dtype: 'I16', shape: [], data_offsets: [9, 11] },
+          __metadata__: { k: 'v' },
+        },
+        data,
+      ),
+    );
+    expect(Array.from(f.tensors.get('x')!.data as Float32Array)).toEqual([1.5, -2.25]);
+    expect(Array.from(f.tensors.get('i')!.data as Int16Array)).toEqual([-3]);
+    expect(f.metadata).toEqual({ k: 'v' });
+  });
+});
+
+describe('spec-aware save and load', () => {
+  const spec = tinyKwSpec({ budget: 1, kwClassifier: true });
+  const w = initWeights(spec, { seed: 4 });
+
+  it('save -> load -> save is byte-identical, and values survive exactly', () => {
+    const a = saveWeights(spec, w);
+    const loaded = loadWeights(spec, a);
+    const b = saveWeights(spec, loaded);
+    expect(b).toEqual(a);
+    for (const [k, t] of w) expect(loaded.get(k)!.data).toEqual(t.data);
+    expect((a.length - 8) % 8).toBe(0);
+    expect(readSafetensors(a).metadata.spec).toBe(spec.name);
+  });
+
+  it('refuses files that do not fit the spec, naming the tensor', () => {
+    const other = tinyKwSpec({ budget: 2, kwClassifier: true });
+    expect(() => loadWeights(other, saveWeights(spec, w))).toThrow(
+      /"warehouses.stage0": expected shape \[\d+, 8, 4, 1, 1\]/,
+    );
+    const missing = new Map(w);
+    missing.delete('fc.bias');
+    expect(() => loadWeights(spec, writeSafetensors(missing))).toThrow(/missing: fc.bias/);
+    const nan = new Map(w);
+    nan.set('fc.bias', { shape: [4], data: new Float32Array([0, Number.NaN, 0, 0]) });
+    expect(() => loadWeights(spec, writeSafetensors(nan))).toThrow(/"fc.bias": element 1 is NaN/);
+    const extra = new Map(w).set('zzz', { shape: [1], data: new Float32Array(1) });
+    expect(() => loadWeights(spec, writeSafetensors(extra))).toThrow(/not part of spec.*zzz/);
+    expect(loadWeights(spec, writeSafetensors(extra), { allowExtra: true }).has('zzz')).toBe(false);
+  });
+});
+
+describe('official state_dict names', () => {
+  const spec = tinyKwSpec({ budget: 1, kwClassifier: true });
+  it('maps warehouses, the KWLinear .conv. infix and num_batches_tracked, both ways', () => {
+    expect(toOfficialName(spec, 'warehouses.stage1')).toBe('warehouse_manager.weights.1');
+    expect(toOfficialName(spec, 'fc.attention.fc2.weight')).toBe('fc.conv.attention.fc2.weight');
+    expect(toOfficialName(spec, 'fc.bias')).toBe('fc.conv.bias');
+    expect(toOfficialName(spec, 'block.conv1.attention.fc1.weight')).toBe(
+      'block.conv1.attention.fc1.weight',
+    );
+    expect(fromOfficialName(spec, 'warehouse_manager.weights.2')).toBe('warehouses.head');
+    expect(fromOfficialName(spec, 'fc.conv.attention.norm1.running_var')).toBe(
+      'fc.attention.norm1.running_var',
+    );
+    expect(fromOfficialName(spec, 'stem_bn.num_batches_tracked')).toBeUndefined();
+    expect(() => fromOfficialName(spec, 'warehouse_manager.weights.9')).toThrow(/3 warehouses/);
+  });
+
+  it('export -> safetensors -> import round-trips, reshaping size-1 dims', () => {
+    const w = initWeights(spec, { seed: 2 });
+    const official = exportOfficialStateDict(spec, w);
+    expect(official.get('stem_bn.num_batches_tracked')!.dtype).toBe('I64');
+    expect(official.has('warehouse_manager.weights.0')).toBe(true);
+    const back = importOfficialStateDict(spec, readSafetensors(writeSafetensors(official)).tensors);
+    for (const [k, t] of w) expect(back.get(k)!.data).toEqual(t.data);
+    // a [1, C, 1, 1] tensor for a [C] parameter is accepted (ConvNeXt-KW layer scale)
+    const bent = new Map(official);
+    bent.set('stem_bn.weight', {
+      dtype: 'F32',
+      shape: [1, 8, 1, 1],
+      data: w.get('stem_bn.weight')!.data,
+    });
+    expect(importOfficialStateDict(spec, bent).get('stem_bn.weight')!.shape).toEqual([8]);
+    bent.set('ghost.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) });
+    expect(() => importOfficialStateDict(spec, bent)).toThrow(/"ghost.weight".*not part of spec/);
+  });
+});
+
+describe('hostile safetensors corpus', () => {
+  const spec = tinyKwSpec({ budget: 1 });
+  const good = saveWeights(spec, initWeights(spec, { seed: 1 }));
+  const four = new Uint8Array(4);
+  const corpus: [string, Uint8Array, KwErrorCode, RegExp][] = [
+    ['empty', new Uint8Array(0), 'SAFETENSORS_TRUNCATED', /fewer than the 8-byte/],
+    ['7 bytes', new Uint8Array(7), 'SAFETENSORS_TRUNCATED', /7 bytes/],
+    [
+      'header length beyond file',
+      file({}, new Uint8Array(0), 1000n),
+      'SAFETENSORS_TRUNCATED',
+      /claims 1000 bytes/,
+    ],
+    [
+      'header length 2^64-1',
+      file({}, new Uint8Array(0), 0xffffffffffffffffn),
+      'SAFETENSORS_TRUNCATED',
+      /claims 18446744073709551615/,
+    ],
+    ['truncated data', good.slice(0, good.length - 3), 'SAFETENSORS_OFFSETS', /outside the/],
+    ['header not JSON', file('{"a": '), 'SAFETENSORS_HEADER', /not valid UTF-8 JSON/],
+    ['header invalid UTF-8', file('\xff'), 'SAFETENSORS_HEADER', /UTF-8/],
+    ['header is an array', file([]), 'SAFETENSORS_HEADER', /must be a JSON object/],
+    [
+      'entry not an object',
+      file({ a: 3 }),
+      'SAFETENSORS_HEADER',
+      /tensor "a": entry must be an object/,
+    ],
+    [
+      'unknown dtype',
+      file({ a: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)),
+      'SAFETENSORS_DTYPE',
+      /tensor "a": unknown dtype "F8"/,
+    ],
+    [
+      'negative shape',
+      file({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, four),
+      'SAFETENSORS_HEADER',
+      /non-negative integers/,
+    ],
+    [
+      'float shape',
+      file({ a: { dtype: 'F32', shape: [1.5], data_offsets: [0, 4] } }, four),
+      'SAFETENSORS_HEADER',
+      /\[1.5\]/,
+    ],
+    [
+      'offsets missing',
+      file({ a: { dtype: 'F32', shape: [1] } }, four),
+      'SAFETENSORS_OFFSETS',
+      /data_offsets must be/,
+    ],
+    [
+      'offsets reversed',
+      file({ a: { dtype: 'F32', shape: [0], data_offsets: [4, 0] } }, four),
+      'SAFETENSORS_OFFSETS',
+      /\[4, 0\] outside/,
+    ],
+    [
+      'offsets out of range',
+      file({ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, four),
+      'SAFETENSORS_OFFSETS',
+      /outside the 4-byte/,
+    ],
+    [
+      'numel mismatch',
+      file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, four),
+      'SAFETENSORS_OFFSETS',
+      /needs 8 bytes, data_offsets span 4/,
+    ],
+    [
+      'overlap',
+      file(
+        {
+          a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+          b: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+        },
+        four,
+      ),
+      'SAFETENSORS_OFFSETS',
+      /overlap/,
+    ],
+    [
+      'gap',
+      file({ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8)),
+      'SAFETENSORS_OFFSETS',
+      /gap of 4 bytes/,
+    ],
+    [
+      'trailing bytes',
+      file({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(6)),
+      'SAFETENSORS_OFFSETS',
+      /2 bytes not covered/,
+    ],
+    [
+      'metadata not strings',
+      file({ __metadata__: { a: 1 } }),
+      'SAFETENSORS_HEADER',
+      /__metadata__.a must be a string/,
+    ],
+    [
+      '__proto__ entry',
+      file('{"__proto__": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', four),
+      'WEIGHTS_MISSING',
+      /missing/,
+    ],
+    [
+      'int dtype for a float param',
+      file({ 'fc.bias': { dtype: 'I32', shape: [4], data_offsets: [0, 16] } }, new Uint8Array(16)),
+      'WEIGHTS_DTYPE',
+      /"fc.bias": the spec needs floats, the file stores I32/,
+    ],
+  ];
+  for (const [label, bytes, code, pattern] of corpus) {
+    it(label, () => {
+      let err: unknown;
+      try {
+        loadWeights(spec, bytes);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(KwError);
+      expect((err as KwError).code).toBe(code);
+      expect((err as KwError).message).toMatch(pattern);
+    });
+  }
+
+  it('seeded random byte edits and truncations of a valid file: a consistent result or a KwError, nothing else', () => {
+    let refused = 0;
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat({ max: good.length - 1 }), fc.integer({ min: 0, max: 255 })), {
+          minLength: 1,
+          maxLength: 6,
+        }),
+        fc.option(fc.nat({ max: good.length }), { nil: undefined }),
+        (edits, cut) => {
+          const b = good.slice(0, cut ?? good.length);
+          for (const [i, v] of edits) if (i < b.length) b[i] = v;
+          try {
+            const f = readSafetensors(b);
+            for (const t of f.tensors.values())
+              expect(t.data.length).toBe(t.shape.reduce((x, y) => x * y, 1));
+          } catch (e) {
+            if (!(e instanceof KwError)) throw new Error(`non-KwError: ${String(e)}`);
+            refused++;
+          }
+        },
+      ),
+      { seed: 77, numRuns: 400 },
+    );
+    expect(refused).toBeGreaterThan(50);
+  });
+
+  it('a random header never makes the reader allocate beyond the file', () => {
+    const rng = new Rng(5);
+    for (let i = 0; i < 50; i++) {
+      const shape = [rng.int(1, 1e6), rng.int(1, 1e6)];
+      const bytes = file(
+        { a: { dtype: 'F32', shape, data_offsets: [0, shape[0]! * shape[1]! * 4] } },
+        new Uint8Array(16),
+      );
+      expect(() => readSafetensors(bytes)).toThrow(/outside the 16-byte data buffer/);
+    }
+  });
+});
