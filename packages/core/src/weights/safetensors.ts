@@ -7,6 +7,13 @@
 import { KwError } from '../errors.js';
 import type { Tensor, WeightMap } from '../tensor.js';
 
+// The web-platform text codecs (Node, browsers, Deno, Bun all have them); reached through
+// globalThis so core compiles without DOM or Node type libraries.
+const codecs = globalThis as unknown as {
+  TextEncoder: new () => { encode(s: string): Uint8Array };
+  TextDecoder: new (label: string, o: { fatal: boolean }) => { decode(b: Uint8Array): string };
+};
+
 /** dtypes this reader knows, with their byte sizes. */
 export const SAFETENSORS_DTYPES: Readonly<Record<string, number>> = {
   F64: 8,
@@ -93,7 +100,7 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     );
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    header = JSON.parse(new codecs.TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
     throw new KwError(
       'SAFETENSORS_HEADER',
@@ -275,9 +282,9 @@ export function writeSafetensors(
     off += blob.length;
   }
   let json = JSON.stringify(header);
-  const raw = new TextEncoder().encode(json);
+  const raw = new codecs.TextEncoder().encode(json);
   json += ' '.repeat((8 - ((raw.length + 8) % 8)) % 8);
-  const head = new TextEncoder().encode(json);
+  const head = new codecs.TextEncoder().encode(json);
   const out = new Uint8Array(8 + head.length + off);
   new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
   out.set(head, 8);
