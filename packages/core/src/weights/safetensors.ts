@@ -100,7 +100,9 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     );
   let header: unknown;
   try {
-    header = JSON.parse(new codecs.TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
+    header = JSON.parse(
+      new codecs.TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)),
+    );
   } catch (e) {
     throw new KwError(
       'SAFETENSORS_HEADER',
