@@ -4,11 +4,14 @@
  * @packageDocumentation
  */
 import { KwError } from '@kernelwarehouse/core';
+import { exportCommand } from './commands/export.js';
 import { modelsCommand } from './commands/models.js';
+import { onnxInfoCommand } from './commands/onnx-info.js';
 import { planCommand } from './commands/plan.js';
 import { type Io, UsageError } from './io.js';
 
 export { parseInput, parseModelArgs, planJson } from './commands/plan.js';
+export { readFileBytes, writeFileAtomic } from './fsio.js';
 export { type Io, UsageError } from './io.js';
 
 /** One subcommand. */
@@ -26,6 +29,11 @@ export const COMMANDS: Record<string, Command> = {
     help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain] [--classes N] [--input 224x224x3] [--width W] [--json]',
   },
   models: { run: modelsCommand, help: 'kw models [--json]' },
+  export: {
+    run: exportCommand,
+    help: 'kw export <model> [--budget B] [--classes N] [--input HxWxC] [--weights w.safetensors | --seed S] [--weights-out w.safetensors] [--temperature T] --out model.onnx',
+  },
+  'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
 };
 
 function usage(): string {

@@ -168,7 +168,9 @@ export function createModel(id: string, options: CreateOptions = {}): ModelSpec 
   const m = getModel(id);
   const budget =
     options.budget === undefined || options.budget === null ? null : parseBudget(options.budget);
-  return m.build({ ...options, budget });
+  // drop explicit undefineds so they do not override a model's own defaults (CIFAR input, classes)
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  return m.build({ ...given, budget });
 }
 
 /** All zoo entries. */

@@ -151,6 +151,17 @@ describe('options and other budgets', () => {
     expect(listModels().map((m) => m.id)).toContain('resnet8_cifar');
   });
 
+  it('explicit undefined options keep the model defaults (CIFAR models: 32x32x3, 10 classes)', () => {
+    const s = createModel('resnet8_cifar', {
+      budget: 1,
+      classes: undefined,
+      inputShape: undefined,
+      width: undefined,
+    });
+    expect(s.inputShape).toEqual([3, 32, 32]);
+    expect(planModel(s).nodes.at(-1)!.outShape).toEqual([10]);
+  });
+
   it('classes, input size, channels and width change the spec as asked', () => {
     const s = createModel('resnet18', {
       classes: 10,

@@ -1,0 +1,30 @@
+import { onnxInfo } from '@kernelwarehouse/ort-web';
+import { readFileBytes } from '../fsio.js';
+import { human, type Io, table, UsageError } from '../io.js';
+
+/** `kw onnx-info model.onnx [--json]`: inputs, outputs, op histogram, initializer bytes, opset. */
+export function onnxInfoCommand(args: string[], io: Io): number {
+  const files = args.filter((a) => !a.startsWith('--'));
+  if (files.length !== 1)
+    throw new UsageError('give exactly one model file: kw onnx-info model.onnx [--json]');
+  const info = onnxInfo(readFileBytes(files[0]!));
+  if (args.includes('--json')) {
+    io.out(`${JSON.stringify(info, null, 2)}\n`);
+    return 0;
+  }
+  const dims = (s: (number | string)[]) => `[${s.join(', ')}]`;
+  io.out(
+    `${files[0]}: IR ${info.irVersion}, opsets ${Object.entries(info.opsets)
+      .map(([d, v]) => `${d || 'ai.onnx'} ${v}`)
+      .join(', ')}, producer ${info.producer || '-'}\n`,
+  );
+  io.out(`inputs:  ${info.inputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
+  io.out(`outputs: ${info.outputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
+  io.out(
+    `${info.nodes} nodes, ${info.initializers} initializers, ${human(info.initializerBytes, 'B')} of initializer data\n\n`,
+  );
+  const rows: (string | number)[][] = [['op', 'count']];
+  for (const [op, n] of Object.entries(info.ops).sort((a, b) => b[1] - a[1])) rows.push([op, n]);
+  io.out(`${table(rows, ['l', 'r'])}\n`);
+  return 0;
+}

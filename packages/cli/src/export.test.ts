@@ -1,0 +1,103 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadWeights, maxRelativeError, runReference } from '@kernelwarehouse/core';
+import { Rng, randomInput } from '@kernelwarehouse/core/testing';
+import { createSession, runSession } from '@kernelwarehouse/ort-web';
+import { createModel } from '@kernelwarehouse/zoo';
+import { describe, expect, it } from 'vitest';
+import { main } from './index.js';
+
+async function run(...argv: string[]) {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s) });
+  return { code, out, err };
+}
+
+describe('kw export and kw onnx-info', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kw-export-'));
+
+  it('exports a zoo model with seeded weights, writes them, and re-exports identically from them', async () => {
+    const onnx = join(dir, 'r8.onnx');
+    const st = join(dir, 'r8.safetensors');
+    const r = await run(
+      'export',
+      'resnet8_cifar',
+      '--budget',
+      '1/2x',
+      '--seed',
+      '3',
+      '--out',
+      onnx,
+      '--weights-out',
+      st,
+    );
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/opset 17, IR 8, input input \[N, 3, 32, 32\]/);
+    const again = join(dir, 'r8b.onnx');
+    expect(
+      (await run('export', 'resnet8_cifar', '--budget', '1/2x', '--weights', st, '--out', again))
+        .code,
+    ).toBe(0);
+    expect(readFileSync(again)).toEqual(readFileSync(onnx));
+    // the exported model computes what the reference computes with the written weights
+    const spec = createModel('resnet8_cifar', { budget: '1/2x' });
+    const w = loadWeights(spec, new Uint8Array(readFileSync(st)));
+    const session = await createSession(new Uint8Array(readFileSync(onnx)));
+    const x = randomInput(new Rng(1), [2, 3, 32, 32]);
+    const [y] = await runSession(session, x);
+    expect(maxRelativeError(y!.data, runReference(spec, w, x).get('fc')!.data)).toBeLessThan(1e-4);
+    // no temporary files left behind
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('onnx-info prints inputs, outputs, opset and the op histogram', async () => {
+    const onnx = join(dir, 'r8.onnx');
+    const r = await run('onnx-info', onnx);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/IR 8, opsets ai\.onnx 17/);
+    expect(r.out).toMatch(/inputs: {2}input \[N, 3, 32, 32\]/);
+    expect(r.out).toMatch(/outputs: fc \[N, 10\]/);
+    expect(r.out).toMatch(/MatMul\s+\d+/);
+    expect(JSON.parse((await run('onnx-info', onnx, '--json')).out).opsets['']).toBe(17);
+  });
+
+  it('bad files and paths fail clearly and write nothing', async () => {
+    const junk = join(dir, 'junk.onnx');
+    writeFileSync(junk, 'this is not onnx at all');
+    const r1 = await run('onnx-info', junk);
+    expect(r1.code).toBe(1);
+    expect(r1.err).toMatch(/ONNX_INVALID/);
+    expect((await run('onnx-info', join(dir, 'missing.onnx'))).err).toMatch(
+      /cannot read .*missing\.onnx: no such file/,
+    );
+    const blocked = join(junk, 'x.onnx'); // a path under a file
+    const r2 = await run('export', 'resnet8_cifar', '--out', blocked);
+    expect(r2.code).toBe(1);
+    expect(r2.err).toMatch(/IO_ERROR.*cannot write .*nothing was written/);
+    const r3 = await run(
+      'export',
+      'resnet8_cifar',
+      '--weights',
+      junk,
+      '--out',
+      join(dir, 'y.onnx'),
+    );
+    expect(r3.err).toMatch(/SAFETENSORS_/);
+    expect(existsSync(join(dir, 'y.onnx'))).toBe(false);
+    const r4 = await run('export', 'resnet8_cifar');
+    expect([r4.code, r4.err]).toEqual([2, 'kw export: --out model.onnx is required\n']);
+    const r5 = await run(
+      'export',
+      'resnet8_cifar',
+      '--out',
+      join(dir, 'z.onnx'),
+      '--weights',
+      junk,
+      '--seed',
+      '1',
+    );
+    expect(r5.err).toMatch(/not both/);
+  });
+});
