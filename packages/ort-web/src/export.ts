@@ -420,11 +420,11 @@ function kwLayer(
   }
   alpha = g.op('Slice', [alpha, g.int64('st', [0]), g.int64('en', [n]), g.int64('ax', [2])]);
   // assembly: [N, m, n] x [n, c_out*c_in] -> [N, m, c_out*c_in] -> kernel
-  const E = W(warehouseParamName(wh.id)).data;
-  const cells = g.op('MatMul', [
-    alpha,
-    g.float(`${wh.id}.warehouse`, [n, wh.cellOut * wh.cellIn], E),
-  ]);
+  // the warehouse initializer is shared by every layer that draws from it (stored once)
+  const warehouse = g.shared(`warehouse:${wh.id}`, () =>
+    g.float(`${wh.id}.warehouse`, [n, wh.cellOut * wh.cellIn], W(warehouseParamName(wh.id)).data),
+  );
+  const cells = g.op('MatMul', [alpha, warehouse]);
   const o = layer.weightShape[0]!;
   const ig = layer.weightShape[1]!;
   const bias = layer.biasParams ? W(`${id}.bias`).data : undefined;
@@ -472,10 +472,14 @@ function kwLayer(
     patches = g.op('Reshape', [x, g.int64('shape', [-1, groups, cg, L])]);
   } else {
     const k2 = kh * kw;
-    const onehot = new Float32Array(cin * k2 * k2);
-    for (let ch = 0; ch < cin; ch++)
-      for (let s = 0; s < k2; s++) onehot[(ch * k2 + s) * k2 + s] = 1;
-    const cols = g.op('Conv', [x, g.float('im2col', [cin * k2, 1, kh, kw], onehot)], {
+    // one-hot depthwise kernel that copies each input channel's kh*kw taps to their own channels
+    const im2col = g.shared(`im2col:${cin}:${kh}:${kw}`, () => {
+      const onehot = new Float32Array(cin * k2 * k2);
+      for (let ch = 0; ch < cin; ch++)
+        for (let s = 0; s < k2; s++) onehot[(ch * k2 + s) * k2 + s] = 1;
+      return g.float('im2col', [cin * k2, 1, kh, kw], onehot);
+    });
+    const cols = g.op('Conv', [x, im2col], {
       kernel_shape: [kh, kw],
       strides: conv.stride,
       pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],

@@ -56,6 +56,18 @@ export class GraphBuilder {
     return n;
   }
 
+  private readonly sharedValues = new Map<string, string>();
+
+  /** The value stored under `key`, created by `make` on first use (shared initializers). */
+  shared(key: string, make: () => string): string {
+    let v = this.sharedValues.get(key);
+    if (v === undefined) {
+      v = make();
+      this.sharedValues.set(key, v);
+    }
+    return v;
+  }
+
   /** Float initializer. */
   float(prefix: string, dims: number[], data: Float32Array | number[]): string {
     const name = this.fresh(prefix);

@@ -1,6 +1,7 @@
 // Parity of exported ONNX models on onnxruntime-web (wasm EP, in Node) against the core reference
 // executor on the same weights. Tolerance: relative error < 1e-4 (float32; measured ~1e-7).
 import {
+  countParams,
   initWeights,
   KwError,
   type ModelSpec,
@@ -146,6 +147,16 @@ describe('export details', () => {
     expect(info.ops.MatMul).toBeGreaterThanOrEqual(4);
     expect(info.ops).toEqual(ex.ops);
     expect(info.initializerBytes).toBe(ex.initializerBytes);
+  });
+
+  it('stores each warehouse once: initializer bytes track the parameter count', () => {
+    for (const budget of ['1x', '1/4x']) {
+      const spec = createModel('resnet18', { budget, inputShape: [3, 32, 32], classes: 10 });
+      const ex = toOnnxWithInfo(spec, initWeights(spec));
+      const params = countParams(spec);
+      // + im2col one-hot kernels and shape constants, - BatchNorm folded away: within 3%
+      expect(Math.abs(ex.initializerBytes / 4 / params - 1)).toBeLessThan(0.03);
+    }
   });
 
   it('grouped conv with 5 output channels per group (the WebGPU NHWC bug shape) is exact on wasm; WebGPU asks for NCHW', async () => {

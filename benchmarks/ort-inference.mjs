@@ -1,0 +1,82 @@
+// Exported KW ResNet18 (1x, 1/2x, 1/4x) vs plain ResNet18 on onnxruntime-web's wasm EP, 224x224,
+// batch 1 and 8, 1 and 2 threads. Each thread count runs in its own process (onnxruntime-web
+// fixes the thread count at its first session); inside one process all models run interleaved,
+// round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
+// model file sizes. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
+// Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS (1,2).
+import { execFileSync } from 'node:child_process';
+import { initWeights, planModel, Rng } from '@kernelwarehouse/core';
+import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
+import { createModel } from '@kernelwarehouse/zoo';
+import { compare, machine } from './harness.mjs';
+
+const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
+const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 3);
+const BATCHES = (process.env.KW_BENCH_BATCHES ?? '1,8').split(',').map(Number);
+const THREADS = (process.env.KW_BENCH_THREADS ?? '1,2').split(',').map(Number);
+const MODELS = [
+  ['plain', null],
+  ['KW 1x', 1],
+  ['KW 1/2x', 0.5],
+  ['KW 1/4x', 0.25],
+];
+
+async function child(threads) {
+  const built = [];
+  for (const [label, budget] of MODELS) {
+    const spec = createModel('resnet18', { budget, inputShape: [3, SIZE, SIZE] });
+    const bytes = toOnnx(spec, initWeights(spec, { seed: 0 }));
+    const session = await createSession(bytes, { numThreads: threads });
+    built.push({
+      label,
+      budget,
+      session,
+      bytes: bytes.length,
+      macs: planModel(spec).macs.total,
+      params: planModel(spec).params.total,
+    });
+  }
+  const rng = new Rng(1);
+  const rows = [];
+  for (const n of BATCHES) {
+    const x = { shape: [n, 3, SIZE, SIZE], data: rng.normalArray(n * 3 * SIZE * SIZE) };
+    const res = await compare(
+      built.map((b) => ({
+        name: b.label,
+        fn: () => runSession(b.session, x),
+        ideal: b.macs / built[0].macs,
+      })),
+      { rounds: ROUNDS, warmup: 1 },
+    );
+    res.forEach((r, i) =>
+      rows.push({ threads, batch: n, ...r, bytes: built[i].bytes, params: built[i].params }),
+    );
+  }
+  process.stdout.write(`${JSON.stringify(rows)}\n`);
+}
+
+if (process.argv[2] === '--child') {
+  await child(Number(process.argv[3]));
+} else {
+  const all = [];
+  for (const t of THREADS) {
+    const out = execFileSync(
+      process.execPath,
+      [new URL(import.meta.url).pathname, '--child', String(t)],
+      { encoding: 'utf8', maxBuffer: 1 << 24 },
+    );
+    all.push(...JSON.parse(out.trim().split('\n').pop()));
+  }
+  console.log(
+    `machine: ${await machine()}; onnxruntime-web 1.30.0 wasm; ResNet18 ${SIZE}x${SIZE}; ${ROUNDS} rounds (median)`,
+  );
+  console.log(
+    '\n| threads | batch | model | params | .onnx size | median ms | ms / image | measured ratio | MAC-ideal ratio | measured / ideal |',
+  );
+  console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of all) {
+    console.log(
+      `| ${r.threads} | ${r.batch} | ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${(r.bytes / 2 ** 20).toFixed(1)} MiB | ${r.medianMs.toFixed(0)} | ${(r.medianMs / r.batch).toFixed(1)} | ${r.ratio.toFixed(2)} | ${r.ideal.toFixed(2)} | ${(r.ratio / r.ideal).toFixed(2)} |`,
+    );
+  }
+}
