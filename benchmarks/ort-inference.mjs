@@ -48,9 +48,9 @@ async function child(threads) {
       })),
       { rounds: ROUNDS, warmup: 1 },
     );
-    res.forEach((r, i) =>
-      rows.push({ threads, batch: n, ...r, bytes: built[i].bytes, params: built[i].params }),
-    );
+    res.forEach((r, i) => {
+      rows.push({ threads, batch: n, ...r, bytes: built[i].bytes, params: built[i].params });
+    });
   }
   process.stdout.write(`${JSON.stringify(rows)}\n`);
 }
