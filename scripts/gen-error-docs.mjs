@@ -1,8 +1,8 @@
 #!/usr/bin/env node
+import { KW_ERROR_CODES, KW_ERROR_DESCRIPTIONS } from '../packages/core/dist/index.js';
 // Writes docs/errors.md from KW_ERROR_CODES / KW_ERROR_DESCRIPTIONS in @kernelwarehouse/core
 // (build core first). `--check` exits 1 when the page is out of date.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { KW_ERROR_CODES, KW_ERROR_DESCRIPTIONS } from '../packages/core/dist/index.js';
+import { writeOrCheck } from './lib/generated-page.mjs';
 
 const page = `# Error codes
 
@@ -25,17 +25,4 @@ try {
 ${KW_ERROR_CODES.map((c) => `| \`${c}\` | ${KW_ERROR_DESCRIPTIONS[c]} |`).join('\n')}
 `;
 const target = new URL('../docs/errors.md', import.meta.url);
-if (process.argv.includes('--check')) {
-  let old = '';
-  try {
-    old = readFileSync(target, 'utf8');
-  } catch {}
-  if (old !== page) {
-    console.error('docs/errors.md is out of date: run pnpm docs:errors');
-    process.exit(1);
-  }
-  console.log('docs/errors.md is up to date');
-} else {
-  writeFileSync(target, page);
-  console.log('wrote docs/errors.md');
-}
+writeOrCheck(target, page, 'pnpm docs:errors');

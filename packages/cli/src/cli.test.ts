@@ -1,14 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { main } from './index.js';
-
-async function run(...argv: string[]) {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
+import { run } from '../test/harness.js';
 
 describe('kw plan', () => {
   it('prints warehouses, KW layers and totals for ResNet18 1x', async () => {

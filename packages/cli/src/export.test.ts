@@ -6,14 +6,7 @@ import { Rng, randomInput } from '@kernelwarehouse/core/testing';
 import { createSession, runSession } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
 import { describe, expect, it } from 'vitest';
-import { main } from './index.js';
-
-async function run(...argv: string[]) {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
+import { run } from '../test/harness.js';
 
 describe('kw export and kw onnx-info', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kw-export-'));

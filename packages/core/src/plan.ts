@@ -44,15 +44,18 @@ export interface ModelPlan {
   kernelFloatsPerSample: number;
 }
 
-function convMacs(
-  outShape: readonly number[],
-  o: number,
-  cin: number,
-  groups: number,
-  kh: number,
-  kw: number,
-): number {
-  return outShape[1]! * outShape[2]! * o * (cin / groups) * kh * kw;
+type DenseNode = Extract<NodeSpec, { op: 'conv2d' | 'linear' | 'dynamicConv2d' | 'dynamicLinear' }>;
+
+/** Floats of a (per-sample) kernel: O * (C/g) * kh * kw, or out * in. */
+function kernelSize(node: DenseNode, cin: number): number {
+  return node.op === 'conv2d' || node.op === 'dynamicConv2d'
+    ? node.outChannels * (cin / node.groups) * node.kernelSize[0] * node.kernelSize[1]
+    : node.outFeatures * cin;
+}
+
+/** MACs of the convolution / matmul itself: kernel floats times output positions. */
+function denseMacs(node: DenseNode, cin: number, outShape: readonly number[]): number {
+  return kernelSize(node, cin) * (outShape.length === 3 ? outShape[1]! * outShape[2]! : 1);
 }
 
 /** The spec with every dynamic layer replaced by its static counterpart (same geometry). */
@@ -111,33 +114,11 @@ export function planModel(spec: unknown): ModelPlan {
     const outShape = shapes.get(node.id)!;
     let m: LayerMacs = { conv: 0, attention: 0, assembly: 0 };
     let kernelFloats = 0;
-    if (node.op === 'conv2d') {
-      m.conv = convMacs(
-        outShape,
-        node.outChannels,
-        inShape[0]!,
-        node.groups,
-        node.kernelSize[0],
-        node.kernelSize[1],
-      );
-    } else if (node.op === 'linear') {
-      m.conv = inShape[0]! * node.outFeatures;
+    if (node.op === 'conv2d' || node.op === 'linear') {
+      m.conv = denseMacs(node, inShape[0]!, outShape);
     } else if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
-      const conv =
-        node.op === 'dynamicConv2d'
-          ? convMacs(
-              outShape,
-              node.outChannels,
-              inShape[0]!,
-              node.groups,
-              node.kernelSize[0],
-              node.kernelSize[1],
-            )
-          : inShape[0]! * node.outFeatures;
-      kernelFloats =
-        node.op === 'dynamicConv2d'
-          ? node.outChannels * (inShape[0]! / node.groups) * node.kernelSize[0] * node.kernelSize[1]
-          : node.outFeatures * inShape[0]!;
+      const conv = denseMacs(node, inShape[0]!, outShape);
+      kernelFloats = kernelSize(node, inShape[0]!);
       if (node.method.kind === 'kw') {
         const l = table.kw.layers.get(node.id)!;
         const wh = table.kw.warehouses.find((w) => w.id === l.warehouse)!;

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
+import { formatBudget, planModel } from '@kernelwarehouse/core';
+import { createModel, MODELS } from '@kernelwarehouse/zoo';
 // Generates docs/paper-tables.md: the paper's / official README's parameter tables reproduced
 // from the code (zoo specs + core planner). `--check` exits 1 when the page is out of date.
 // Run from the repo root: pnpm paper-tables   (builds nothing: run `pnpm build` first)
-import { readFileSync, writeFileSync } from 'node:fs';
-import { formatBudget, planModel } from '@kernelwarehouse/core';
-import { createModel, MODELS } from '@kernelwarehouse/zoo';
+import { writeOrCheck } from '../../../scripts/lib/generated-page.mjs';
 
 const fmt = (n) => n.toLocaleString('en-US');
 const lines = [];
@@ -79,17 +79,4 @@ for (const [id, l] of p1.kw.layers) {
 lines.push('');
 const page = `${lines.join('\n')}`;
 const target = new URL('../../../docs/paper-tables.md', import.meta.url);
-if (process.argv.includes('--check')) {
-  let old = '';
-  try {
-    old = readFileSync(target, 'utf8');
-  } catch {}
-  if (old !== page) {
-    console.error('docs/paper-tables.md is out of date: run pnpm paper-tables');
-    process.exit(1);
-  }
-  console.log('docs/paper-tables.md is up to date');
-} else {
-  writeFileSync(target, page);
-  console.log('wrote docs/paper-tables.md');
-}
+writeOrCheck(target, page, 'pnpm paper-tables');

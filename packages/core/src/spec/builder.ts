@@ -154,15 +154,7 @@ export class SpecBuilder {
     stride?: PairIn,
     padding?: PairIn,
   ): string {
-    const k = P(kernelSize, 1);
-    return this.add({
-      id,
-      op: 'maxPool',
-      inputs: [input],
-      kernelSize: k,
-      stride: P(stride, k[0]),
-      padding: P(padding, 0),
-    });
+    return this.pool('maxPool', id, input, kernelSize, stride, padding);
   }
 
   /** Average pooling (padding counted, as PyTorch); stride defaults to the kernel size. */
@@ -173,10 +165,21 @@ export class SpecBuilder {
     stride?: PairIn,
     padding?: PairIn,
   ): string {
+    return this.pool('avgPool', id, input, kernelSize, stride, padding);
+  }
+
+  private pool(
+    op: 'maxPool' | 'avgPool',
+    id: string,
+    input: string,
+    kernelSize: PairIn,
+    stride?: PairIn,
+    padding?: PairIn,
+  ): string {
     const k = P(kernelSize, 1);
     return this.add({
       id,
-      op: 'avgPool',
+      op,
       inputs: [input],
       kernelSize: k,
       stride: P(stride, k[0]),
