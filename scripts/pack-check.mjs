@@ -35,6 +35,11 @@ for (const p of readdirSync(join(root, 'packages'))) {
   tarballs.set(json.name, tgz.startsWith('/') ? tgz : join(out, tgz));
 }
 
+// npm run inside `pnpm run` inherits pnpm's npm_config_* settings, which npm warns about
+const npmEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_config_')),
+);
+
 let failed = 0;
 for (const p of pkgs) {
   const name = p.json.name;
@@ -65,7 +70,7 @@ for (const p of pkgs) {
     execFileSync(
       'npm',
       ['install', '--no-audit', '--no-fund', '--loglevel=error', ...local, ...peers],
-      { cwd: app, stdio: 'pipe' },
+      { cwd: app, stdio: 'pipe', env: npmEnv },
     );
     writeFileSync(join(app, 'example.mjs'), block[1]);
     const stdout = execFileSync(process.execPath, ['example.mjs'], {
