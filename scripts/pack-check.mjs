@@ -19,6 +19,11 @@ const pkgs = readdirSync(join(root, 'packages'))
   }))
   .filter((p) => !p.json.private && (only.length === 0 || only.includes(p.dir)));
 
+// npm run inside `pnpm run` inherits pnpm's npm_config_* settings, which npm warns about
+const npmEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_config_')),
+);
+
 const out = mkdtempSync(join(tmpdir(), 'kw-pack-'));
 const tarballs = new Map();
 const pnpm = ['-y', 'pnpm@10.34.9'];
@@ -30,15 +35,11 @@ for (const p of readdirSync(join(root, 'packages'))) {
   const res = execFileSync('npx', [...pnpm, 'pack', '--pack-destination', out], {
     cwd: dir,
     encoding: 'utf8',
+    env: npmEnv,
   });
   const tgz = res.trim().split('\n').pop().trim();
   tarballs.set(json.name, tgz.startsWith('/') ? tgz : join(out, tgz));
 }
-
-// npm run inside `pnpm run` inherits pnpm's npm_config_* settings, which npm warns about
-const npmEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_config_')),
-);
 
 let failed = 0;
 for (const p of pkgs) {
