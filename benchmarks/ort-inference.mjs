@@ -22,35 +22,49 @@ const MODELS = [
 ];
 
 async function child(threads) {
-  const built = [];
-  for (const [label, budget] of MODELS) {
+  const specs = MODELS.map(([label, budget]) => {
     const spec = createModel('resnet18', { budget, inputShape: [3, SIZE, SIZE] });
-    const bytes = toOnnx(spec, initWeights(spec, { seed: 0 }));
-    const session = await createSession(bytes, { numThreads: threads });
-    built.push({
+    const plan = planModel(spec);
+    return {
       label,
       budget,
-      session,
-      bytes: bytes.length,
-      macs: planModel(spec).macs.total,
-      params: planModel(spec).params.total,
-    });
-  }
+      spec,
+      weights: initWeights(spec, { seed: 0 }),
+      macs: plan.macs.total,
+      params: plan.params.total,
+    };
+  });
   const rng = new Rng(1);
   const rows = [];
   for (const n of BATCHES) {
+    // dynamic batch (default export) for every model, plus the fixed-batch form for KW models
+    const cases = [];
+    for (const m of specs) {
+      for (const fixed of m.budget === null ? [undefined] : [undefined, n]) {
+        const bytes = toOnnx(m.spec, m.weights, { batch: fixed });
+        const session = await createSession(bytes, { numThreads: threads });
+        cases.push({
+          name: `${m.label}${fixed === undefined ? '' : ' (fixed batch, grouped Conv)'}`,
+          session,
+          bytes: bytes.length,
+          macs: m.macs,
+          params: m.params,
+        });
+      }
+    }
     const x = { shape: [n, 3, SIZE, SIZE], data: rng.normalArray(n * 3 * SIZE * SIZE) };
     const res = await compare(
-      built.map((b) => ({
-        name: b.label,
-        fn: () => runSession(b.session, x),
-        ideal: b.macs / built[0].macs,
+      cases.map((c) => ({
+        name: c.name,
+        fn: () => runSession(c.session, x),
+        ideal: c.macs / cases[0].macs,
       })),
       { rounds: ROUNDS, warmup: 1 },
     );
     res.forEach((r, i) => {
-      rows.push({ threads, batch: n, ...r, bytes: built[i].bytes, params: built[i].params });
+      rows.push({ threads, batch: n, ...r, bytes: cases[i].bytes, params: cases[i].params });
     });
+    for (const c of cases) await c.session.release();
   }
   process.stdout.write(`${JSON.stringify(rows)}\n`);
 }

@@ -27,6 +27,14 @@ export interface ToOnnxOptions {
   foldBatchNorm?: boolean;
   /** Name of the graph input. Default `'input'`. */
   inputName?: string;
+  /**
+   * Fix the batch size at export and run each KW convolution as ONE `Conv` with
+   * `group = batch x groups` on the batch folded into the channels (the PyTorch formulation).
+   * Default: undefined, the batch stays dynamic (`N`) and the per-sample convolution is an im2col
+   * (static one-hot depthwise `Conv`) followed by one batched `MatMul`. ONNX `Conv`'s `group` is a
+   * static attribute, so the folded form cannot keep the batch dynamic.
+   */
+  batch?: number;
 }
 
 /** What {@link toOnnxWithInfo} reports besides the bytes. */
@@ -67,10 +75,15 @@ export function toOnnxWithInfo(
   if (!(tau >= 0 && tau <= 1))
     throw new KwError('ARGUMENT_INVALID', `temperature must be in [0, 1], found ${tau}`);
   const fold = options.foldBatchNorm ?? true;
+  const batch = options.batch;
+  if (batch !== undefined && !(Number.isInteger(batch) && batch >= 1)) {
+    throw new KwError('ARGUMENT_INVALID', `batch must be an integer >= 1, found ${batch}`);
+  }
+  const batchDim: Dim = batch ?? 'N';
   const g = new GraphBuilder();
   const inputName = options.inputName ?? 'input';
   const values = new Map<string, string>();
-  values.set('input', g.input(inputName, ['N', ...s.inputShape]));
+  values.set('input', g.input(inputName, [batchDim, ...s.inputShape]));
   const W = (name: string): Tensor => weights.get(name)!;
 
   // uses of each value, to fold BN only into a conv nothing else reads
@@ -205,13 +218,13 @@ export function toOnnxWithInfo(
         }
         const layer = table.kw.layers.get(node.id)!;
         const wh = table.kw.warehouses.find((w) => w.id === layer.warehouse)!;
-        out = kwLayer(g, xs[0]!, node, layer, wh, W, inShape, outShape, tau);
+        out = kwLayer(g, xs[0]!, node, layer, wh, W, inShape, outShape, tau, batch);
         break;
       }
     }
     values.set(node.id, out);
   }
-  for (const o of s.outputs) g.output(o, values.get(o)!, ['N', ...shapes.get(o)!] as Dim[]);
+  for (const o of s.outputs) g.output(o, values.get(o)!, [batchDim, ...shapes.get(o)!] as Dim[]);
   const bytes = g.model(s.name, `${s.name} exported by @kernelwarehouse/ort-web (KW tau = ${tau})`);
   return {
     bytes,
@@ -299,6 +312,7 @@ function kwLayer(
   inShape: number[],
   outShape: number[],
   tau: number,
+  batch: number | undefined,
 ): string {
   const id = node.id;
   const a = (n: string) => W(`${id}.attention.${n}`);
@@ -454,10 +468,23 @@ function kwLayer(
     cells,
     g.int64('shape', [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]),
   ]);
-  const kernel = g.op('Reshape', [
-    g.op('Transpose', [r], { perm: [0, 3, 5, 4, 6, 1, 2] }),
-    g.int64('shape', [-1, groups, og, cg * kh * kw]),
-  ]);
+  const oihw = g.op('Transpose', [r], { perm: [0, 3, 5, 4, 6, 1, 2] });
+  if (batch !== undefined) {
+    // fixed batch: [1, N*C, H, W] conv [N*O, C/g, kh, kw] with group = N * g, as the PyTorch code
+    const wk = g.op('Reshape', [oihw, g.int64('shape', [batch * o, cg, kh, kw])]);
+    const xr = g.op('Reshape', [x, g.int64('shape', [1, batch * cin, inShape[1]!, inShape[2]!])]);
+    let y = g.op('Conv', [xr, wk], {
+      kernel_shape: [kh, kw],
+      strides: conv.stride,
+      pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
+      dilations: conv.dilation,
+      group: batch * groups,
+    });
+    y = g.op('Reshape', [y, g.int64('shape', [batch, o, outShape[1]!, outShape[2]!])]);
+    if (bias) y = g.op('Add', [y, g.float(`${id}.bias`, [o, 1, 1], bias)]);
+    return y;
+  }
+  const kernel = g.op('Reshape', [oihw, g.int64('shape', [-1, groups, og, cg * kh * kw])]);
   // per-sample conv as a batched MatMul over im2col patches (keeps the batch dimension dynamic)
   const L = outShape[1]! * outShape[2]!;
   const simple =

@@ -43,11 +43,13 @@ function randomWeights(spec: ModelSpec, seed: number): WeightMap {
 
 async function parity(
   spec: ModelSpec,
-  opts: { tau?: number; batches?: number[]; seed?: number } = {},
+  opts: { tau?: number; batches?: number[]; seed?: number; fixedBatch?: number } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
   const tau = opts.tau ?? 0;
-  const session = await createSession(toOnnx(spec, w, { temperature: tau }));
+  const session = await createSession(
+    toOnnx(spec, w, { temperature: tau, batch: opts.fixedBatch }),
+  );
   const errs: number[] = [];
   for (const n of opts.batches ?? [1, 3]) {
     const x = randomInput(new Rng(100 + n), [n, ...spec.inputShape]);
@@ -113,6 +115,38 @@ describe('ONNX parity on onnxruntime-web (wasm), batch 1 and 3 from one model', 
       expect(await parity(spec, { tau })).toBeLessThan(TOL);
     });
   }
+});
+
+describe('fixed-batch form (options.batch: one Conv with group = batch x groups)', () => {
+  const cases: [string, ModelSpec, number][] = [
+    ['KW b = 1', tinyKwSpec({ budget: 1 }), 0],
+    ['KW b = 1/2, tau = 0.5', tinyKwSpec({ budget: 0.5, cellRatio: 0.5 }), 0.5],
+    [
+      'KW non-local basis, KW classifier',
+      tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25, kwClassifier: true }),
+      0,
+    ],
+  ];
+  for (const [label, spec, tau] of cases) {
+    it(`${label} at batch 3`, async () => {
+      expect(await parity(spec, { tau, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
+    });
+  }
+
+  it('emits grouped Convs instead of im2col MatMuls, fixes the batch and refuses another one', async () => {
+    const spec = tinyKwSpec({ budget: 1 });
+    const w = initWeights(spec);
+    const fixed = onnxInfo(toOnnx(spec, w, { batch: 3 }));
+    const dynamic = onnxInfo(toOnnx(spec, w));
+    expect(fixed.inputs[0]!.shape).toEqual([3, 3, 8, 8]);
+    expect(dynamic.inputs[0]!.shape[0]).toBe('N');
+    expect((fixed.ops.MatMul ?? 0) + 4).toBe(dynamic.ops.MatMul); // 4 KW convs: no im2col MatMul
+    expect(() => toOnnx(spec, w, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
+    const session = await createSession(toOnnx(spec, w, { batch: 3 }));
+    await expect(runSession(session, randomInput(new Rng(1), [2, 3, 8, 8]))).rejects.toThrow(
+      KwError,
+    );
+  });
 });
 
 describe('zoo backbones at small inputs', () => {
