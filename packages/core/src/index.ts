@@ -25,8 +25,31 @@ export {
   tilingBudgets,
 } from './kw/plan.js';
 export {
+  type CondConvRef,
+  condConvMethod,
+  condConvParamCount,
+  condConvRouting,
+} from './methods/condconv.js';
+export {
+  composeDoConvKernel,
+  type DoConvRef,
+  doConvDiag,
+  doConvDMul,
+  doConvMethod,
+  doConvParamCount,
+} from './methods/doconv.js';
+export {
+  type DyConvRef,
+  dyConvAttention,
+  dyConvHidden,
+  dyConvMethod,
+  dyConvParamCount,
+} from './methods/dyconv.js';
+export { foldSpec } from './methods/fold.js';
+export {
   type DynamicMethod,
   type DynamicNode,
+  type FoldResult,
   type LayerMacs,
   METHODS,
   type MethodForwardOptions,
