@@ -47,6 +47,17 @@ export {
 } from './methods/dyconv.js';
 export { foldSpec } from './methods/fold.js';
 export {
+  type OdConvAttentions,
+  type OdConvHeads,
+  type OdConvRef,
+  odConvAttentions,
+  odConvHeads,
+  odConvHidden,
+  odConvKernel,
+  odConvMethod,
+  odConvParamCount,
+} from './methods/odconv.js';
+export {
   type DynamicMethod,
   type DynamicNode,
   type FoldResult,

@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor.js';
 import { condConvMethod } from './condconv.js';
 import { doConvMethod } from './doconv.js';
 import { dyConvMethod } from './dyconv.js';
+import { odConvMethod } from './odconv.js';
 
 /** A dynamic node as a method sees it. */
 export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
@@ -70,5 +71,8 @@ export interface FoldResult {
 
 /** Every registered non-KW method, by `kind`. */
 export const METHODS: ReadonlyMap<string, DynamicMethod> = new Map<string, DynamicMethod>(
-  [doConvMethod, dyConvMethod, condConvMethod].map((m) => [m.kind, m as unknown as DynamicMethod]),
+  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod].map((m) => [
+    m.kind,
+    m as unknown as DynamicMethod,
+  ]),
 );
