@@ -66,6 +66,23 @@ export {
   type MethodForwardOptions,
 } from './methods/registry.js';
 export {
+  addCentred,
+  foldBnIntoDepthwise,
+  type SlakRef,
+  slakMethod,
+  slakParamCount,
+} from './methods/slak.js';
+export {
+  applyMask,
+  cosinePruneRate,
+  erkDensities,
+  isUpdateStep,
+  pruneByMagnitude,
+  randomMask,
+  regrowRandom,
+  snipDensities,
+} from './methods/sparsity.js';
+export {
   countParams,
   type InitRule,
   type ParamDecl,

@@ -11,6 +11,7 @@ import { condConvMethod } from './condconv.js';
 import { doConvMethod } from './doconv.js';
 import { dyConvMethod } from './dyconv.js';
 import { odConvMethod } from './odconv.js';
+import { slakMethod } from './slak.js';
 
 /** A dynamic node as a method sees it. */
 export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
@@ -71,7 +72,7 @@ export interface FoldResult {
 
 /** Every registered non-KW method, by `kind`. */
 export const METHODS: ReadonlyMap<string, DynamicMethod> = new Map<string, DynamicMethod>(
-  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod].map((m) => [
+  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod, slakMethod].map((m) => [
     m.kind,
     m as unknown as DynamicMethod,
   ]),
