@@ -83,6 +83,13 @@ export {
   snipDensities,
 } from './methods/sparsity.js';
 export {
+  type WeightNetRef,
+  weightNetKernel,
+  weightNetMethod,
+  weightNetParamCount,
+  weightNetReduce,
+} from './methods/weightnet.js';
+export {
   countParams,
   type InitRule,
   type ParamDecl,

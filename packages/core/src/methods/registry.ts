@@ -12,6 +12,7 @@ import { doConvMethod } from './doconv.js';
 import { dyConvMethod } from './dyconv.js';
 import { odConvMethod } from './odconv.js';
 import { slakMethod } from './slak.js';
+import { weightNetMethod } from './weightnet.js';
 
 /** A dynamic node as a method sees it. */
 export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
@@ -72,8 +73,7 @@ export interface FoldResult {
 
 /** Every registered non-KW method, by `kind`. */
 export const METHODS: ReadonlyMap<string, DynamicMethod> = new Map<string, DynamicMethod>(
-  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod, slakMethod].map((m) => [
-    m.kind,
-    m as unknown as DynamicMethod,
-  ]),
+  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod, slakMethod, weightNetMethod].map(
+    (m) => [m.kind, m as unknown as DynamicMethod],
+  ),
 );
