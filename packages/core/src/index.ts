@@ -66,6 +66,12 @@ export {
   type MethodForwardOptions,
 } from './methods/registry.js';
 export {
+  addSqueezeExcite,
+  type SqueezeExciteOptions,
+  seHidden,
+  seParamCount,
+} from './methods/se.js';
+export {
   addCentred,
   foldBnIntoDepthwise,
   type SlakRef,
