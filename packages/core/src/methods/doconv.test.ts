@@ -71,22 +71,16 @@ describe('DO-Conv (peers.md §6)', () => {
     expect(isKwError(err, 'SPEC_BAD_FIELD')).toBe(true);
     expect(String(err)).toMatch(/node "c1".*method\.dMul.*>= kh\*kw = 9/);
     expect(() => doSpec(1, 2, 3, 3, 0)).toThrow(/method\.dMul/);
-    expect(() =>
-      new SpecBuilder('x', [2, 4, 4]).build.call(
-        (() => {
-          const b = new SpecBuilder('x', [2, 4, 4]);
-          b.output(
-            b.dynamicConv2d(
-              'q',
-              b.input,
-              { outChannels: 2, kernelSize: 3 },
-              { kind: 'doconv', dmul: 9 },
-            ),
-          );
-          return b;
-        })(),
+    const typo = new SpecBuilder('x', [2, 4, 4]);
+    typo.output(
+      typo.dynamicConv2d(
+        'q',
+        typo.input,
+        { outChannels: 2, kernelSize: 3 },
+        { kind: 'doconv', dmul: 9 },
       ),
-    ).toThrow(/no setting "dmul"/);
+    );
+    expect(() => typo.build()).toThrow(/node "q".*no setting "dmul"/);
   });
 
   it('parameter count matches f(c/g)D_mul + c MN D_mul (+ bias), d_diag not counted', () => {
@@ -97,11 +91,9 @@ describe('DO-Conv (peers.md §6)', () => {
       [4, 4, 4, 3, 9],
       [1, 4, 6, 1, 1],
     ] as const) {
-      const spec = doSpec(g, c, f, k, undefined, true);
-      const bn = 2 * f;
-      const expected = doConvParamCount(c, f, k, k, g, d === 11 ? 9 : d, true) + bn;
-      if (d === 11) continue;
-      expect(countParams(spec)).toBe(expected);
+      const spec = doSpec(g, c, f, k, k === 1 ? undefined : d, true);
+      // + 2f for the BatchNorm after the conv
+      expect(countParams(spec)).toBe(doConvParamCount(c, f, k, k, g, d, true) + 2 * f);
     }
     const s = doSpec(1, 4, 6, 3, 11);
     expect(countParams(s)).toBe(6 * 4 * 11 + 4 * 9 * 11 + 6 + 12);
