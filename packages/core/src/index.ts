@@ -25,12 +25,76 @@ export {
   tilingBudgets,
 } from './kw/plan.js';
 export {
+  type CondConvRef,
+  condConvMethod,
+  condConvParamCount,
+  condConvRouting,
+} from './methods/condconv.js';
+export {
+  composeDoConvKernel,
+  type DoConvRef,
+  doConvDiag,
+  doConvDMul,
+  doConvMethod,
+  doConvParamCount,
+} from './methods/doconv.js';
+export {
+  type DyConvRef,
+  dyConvAttention,
+  dyConvHidden,
+  dyConvMethod,
+  dyConvParamCount,
+} from './methods/dyconv.js';
+export { foldSpec } from './methods/fold.js';
+export {
+  type OdConvAttentions,
+  type OdConvHeads,
+  type OdConvRef,
+  odConvAttentions,
+  odConvHeads,
+  odConvHidden,
+  odConvKernel,
+  odConvMethod,
+  odConvParamCount,
+} from './methods/odconv.js';
+export {
   type DynamicMethod,
   type DynamicNode,
+  type FoldResult,
   type LayerMacs,
   METHODS,
   type MethodForwardOptions,
 } from './methods/registry.js';
+export {
+  addSqueezeExcite,
+  type SqueezeExciteOptions,
+  seHidden,
+  seParamCount,
+} from './methods/se.js';
+export {
+  addCentred,
+  foldBnIntoDepthwise,
+  type SlakRef,
+  slakMethod,
+  slakParamCount,
+} from './methods/slak.js';
+export {
+  applyMask,
+  cosinePruneRate,
+  erkDensities,
+  isUpdateStep,
+  pruneByMagnitude,
+  randomMask,
+  regrowRandom,
+  snipDensities,
+} from './methods/sparsity.js';
+export {
+  type WeightNetRef,
+  weightNetKernel,
+  weightNetMethod,
+  weightNetParamCount,
+  weightNetReduce,
+} from './methods/weightnet.js';
 export {
   countParams,
   type InitRule,

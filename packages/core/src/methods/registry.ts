@@ -1,7 +1,18 @@
 import type { ParamDecl } from '../params.js';
 import type { Rng } from '../rng.js';
-import type { DynamicConv2dNode, DynamicLinearNode, OtherMethodRef } from '../spec/types.js';
+import type {
+  DynamicConv2dNode,
+  DynamicLinearNode,
+  NodeSpec,
+  OtherMethodRef,
+} from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
+import { condConvMethod } from './condconv.js';
+import { doConvMethod } from './doconv.js';
+import { dyConvMethod } from './dyconv.js';
+import { odConvMethod } from './odconv.js';
+import { slakMethod } from './slak.js';
+import { weightNetMethod } from './weightnet.js';
 
 /** A dynamic node as a method sees it. */
 export type DynamicNode = DynamicConv2dNode | DynamicLinearNode;
@@ -46,7 +57,23 @@ export interface DynamicMethod<R extends OtherMethodRef = OtherMethodRef> {
   ): Tensor;
   /** Initial values for params whose init is 'method'. */
   init?(node: DynamicNode, inShape: readonly number[], rng: Rng): Map<string, Tensor>;
+  /**
+   * Inference-time form, where the method has one (DO-Conv, SLaK): plain nodes that compute
+   * exactly the same function, with their weights under full names. `w(name)` returns this
+   * node's tensor (relative name).
+   */
+  fold?(node: DynamicNode, inShape: readonly number[], w: (name: string) => Tensor): FoldResult;
+}
+
+/** What {@link DynamicMethod.fold} returns: replacement nodes (the last one keeps the node's id) and their weights by full name. */
+export interface FoldResult {
+  nodes: NodeSpec[];
+  weights: Map<string, Tensor>;
 }
 
 /** Every registered non-KW method, by `kind`. */
-export const METHODS: ReadonlyMap<string, DynamicMethod> = new Map<string, DynamicMethod>([]);
+export const METHODS: ReadonlyMap<string, DynamicMethod> = new Map<string, DynamicMethod>(
+  [doConvMethod, dyConvMethod, condConvMethod, odConvMethod, slakMethod, weightNetMethod].map(
+    (m) => [m.kind, m as unknown as DynamicMethod],
+  ),
+);

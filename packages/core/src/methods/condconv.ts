@@ -1,0 +1,101 @@
+/**
+ * CondConv, conditionally parameterised convolution (peers.md §2): n expert kernels mixed per
+ * sample by independent sigmoid routing weights, `W_b = Σ_i σ(R·GAP(x_b) + b_R)_i E_i`.
+ * Names follow timm's port (§2.1): `weight [n, |W|]`, `bias [n, f]`,
+ * `routing_fn.weight [n, c]`, `routing_fn.bias [n]`. The routing here is computed from the
+ * layer's own input; the official EfficientNet shares one routing per block (§2.1), which is
+ * the same function when the block's convs read the same input.
+ */
+import type { ParamDecl } from '../params.js';
+import type { OtherMethodRef } from '../spec/types.js';
+import type { Tensor } from '../tensor.js';
+import {
+  convMacs,
+  decl,
+  fc,
+  gap,
+  intSetting,
+  mixKernels,
+  perSampleConv,
+  rejectUnknown,
+  requireConv,
+  sigmoidInPlace,
+} from './common.js';
+import type { DynamicMethod } from './registry.js';
+
+/** CondConv settings. */
+export interface CondConvRef extends OtherMethodRef {
+  kind: 'condconv';
+  /** Number of experts n (default 4; the paper's presets use 4 and 8, peers.md §2.2). */
+  experts: number;
+}
+
+/**
+ * Per-layer parameters of CondConv (peers.md §2.3): `n·|W|` (+ `n·f` bias) plus the routing
+ * `c·n + n` (counted per layer here; once per block in the official EfficientNet).
+ */
+export function condConvParamCount(
+  c: number,
+  f: number,
+  kh: number,
+  kw: number,
+  experts = 4,
+  groups = 1,
+  bias = false,
+): number {
+  return (experts * f * c * kh * kw) / groups + (bias ? experts * f : 0) + c * experts + experts;
+}
+
+/** Sigmoid routing weights `[N, n]` (peers.md §2.1). */
+export function condConvRouting(x: Tensor, w: (name: string) => Tensor): Float32Array {
+  const r = fc(gap(x), w('routing_fn.weight'), w('routing_fn.bias'));
+  sigmoidInPlace(r.data);
+  return r.data;
+}
+
+/** The CondConv method module (kind `condconv`). */
+export const condConvMethod: DynamicMethod<CondConvRef> = {
+  kind: 'condconv',
+  normalize(where, raw) {
+    rejectUnknown(where, raw, ['experts']);
+    return { kind: 'condconv', experts: intSetting(where, raw, 'experts', 4, 1) };
+  },
+  params(node, inShape): ParamDecl[] {
+    const g = requireConv(node, 'condconv');
+    const n = (node.method as CondConvRef).experts;
+    const c = inShape[0]!;
+    const [kh, kw] = g.kernelSize;
+    const f = g.outChannels;
+    const size = (f * c * kh * kw) / g.groups;
+    const bound = 1 / Math.sqrt(c);
+    const out = [
+      decl('routing_fn.weight', [n, c], { kind: 'uniform', bound }),
+      decl('routing_fn.bias', [n], { kind: 'uniform', bound }),
+      // every expert N(0, sqrt(2/fan_out)), fan_out = k·k·f (EfficientNet, §2.3)
+      decl('weight', [n, size], { kind: 'kaimingNormalFanOut', fanOut: kh * kw * f }),
+    ];
+    if (g.bias) out.push(decl('bias', [n, f], { kind: 'const', value: 0 }));
+    return out;
+  },
+  macs(node, inShape, outShape) {
+    const g = requireConv(node, 'condconv');
+    const n = (node.method as CondConvRef).experts;
+    const [c, h, w] = inShape as [number, number, number];
+    const size = (g.outChannels * c * g.kernelSize[0] * g.kernelSize[1]) / g.groups;
+    return { conv: convMacs(g, c, outShape), attention: c * h * w + c * n, assembly: n * size };
+  },
+  forward(node, x, w) {
+    const g = requireConv(node, 'condconv');
+    const n = (node.method as CondConvRef).experts;
+    const r = condConvRouting(x, w);
+    const bank = w('weight').data;
+    const size = bank.length / n;
+    const biasBank = g.bias ? w('bias').data : undefined;
+    return perSampleConv(
+      x,
+      g,
+      (b) => mixKernels(bank, r, b * n, n, size),
+      biasBank ? (b) => mixKernels(biasBank, r, b * n, n, g.outChannels) : undefined,
+    );
+  },
+};
