@@ -46,6 +46,43 @@ lines.push(
 );
 lines.push('slightly different per-warehouse setting. We pin 4,031,768.');
 lines.push('');
+lines.push('## The other methods on the same backbones');
+lines.push('');
+lines.push(
+  'Rows that peers.md verified against the official code (ODConv README, SE and DY-Conv derivations),',
+);
+lines.push(
+  'built with `createModel(id, { method })` (packages/zoo/src/methods.test.ts pins them).',
+);
+lines.push('');
+lines.push(
+  '| model | method | published params | ours (exact) | ours (M) | difference | MACs/img (G) |',
+);
+lines.push('|---|---|---:|---:|---:|---:|---:|');
+for (const m of MODELS) {
+  for (const row of m.publishedMethods) {
+    const plan = planModel(createModel(m.id, { method: row.method }));
+    const diff = plan.params.total / 1e6 - row.paramsM;
+    lines.push(
+      `| ${m.id} | ${row.label} | ${row.paramsM.toFixed(2)}M | ${fmt(plan.params.total)} | ${(plan.params.total / 1e6).toFixed(3)}M | ${diff >= 0 ? '+' : ''}${diff.toFixed(3)}M | ${(plan.macs.total / 1e9).toFixed(3)} |`,
+    );
+  }
+}
+lines.push('');
+lines.push(
+  'DY-Conv: the code (unofficial, the only one) uses a hidden width int(c/4) + 1; peers.md uses c/4 (45.471M).',
+);
+lines.push(
+  "MACs follow core's accounting (conv + attention incl. its GAP + kernel assembly); the ODConv README's",
+);
+lines.push('MAdds count differently (ResNet18 1x / 4x: 1.838 / 1.916 G there) and are not pinned.');
+lines.push(
+  'SLaK-T is a zoo model of its own (`slak_tiny`, in the first table): 50,703,838 dense parameters, the',
+);
+lines.push(
+  "figure printed from the released checkpoint (the SLaK README's 30M counts non-zero weights at 40% sparsity).",
+);
+lines.push('');
 lines.push("## m_t and n per warehouse (the paper's Table 14, as the code computes it)");
 lines.push('');
 for (const id of ['resnet18', 'resnet50']) {

@@ -1,4 +1,9 @@
-import { KwError, type KwWarehouseSpec, type SpecBuilder } from '@kernelwarehouse/core';
+import {
+  type DynamicMethodRef,
+  KwError,
+  type KwWarehouseSpec,
+  type SpecBuilder,
+} from '@kernelwarehouse/core';
 
 /** Options every zoo model takes. */
 export interface ModelOptions {
@@ -13,6 +18,54 @@ export interface ModelOptions {
   inputShape?: [number, number, number];
   /** Width multiplier of the channel counts. Default 1 (MobileNetV2 ids fix their own). */
   width?: number;
+  /**
+   * One of the other methods instead of KernelWarehouse, placed as its official code places it
+   * (see {@link MethodOption}). Cannot be combined with a KW budget.
+   */
+  method?: MethodOption;
+}
+
+/**
+ * The peer methods a backbone can carry (peers.md): ODConv (`kernels` K: "1x" is K = 1, "4x" K = 4),
+ * DY-Conv (K kernels), CondConv (n experts), DO-Conv (D_mul = kh*kw), WeightNet (M, G) and SE blocks.
+ */
+export type MethodOption =
+  | { kind: 'odconv'; kernels: number }
+  | { kind: 'dyconv'; kernels: number }
+  | { kind: 'condconv'; experts: number }
+  | { kind: 'doconv' }
+  | { kind: 'weightnet'; M?: number; G?: number }
+  | { kind: 'se'; reduction?: number };
+
+/** Where a conv sits, for the methods' placement rules. */
+export type ConvRole = 'stem' | 'block' | 'shortcut' | 'head';
+
+/**
+ * The method reference for a conv of the given role and kernel size, or null for a plain conv:
+ * ODConv, CondConv and WeightNet convert the convs inside the blocks (ODConv's official rule:
+ * stem, shortcuts and classifier static); DY-Conv also the 1x1 shortcuts (its ResNet wiring);
+ * DO-Conv every conv with a kernel larger than 1x1 (1x1 convs get no D in the official code).
+ */
+export function methodRef(
+  m: MethodOption | undefined,
+  role: ConvRole,
+  k: number,
+): DynamicMethodRef | null {
+  if (!m || m.kind === 'se') return null;
+  switch (m.kind) {
+    case 'odconv':
+      return role === 'block' ? { kind: 'odconv', kernels: m.kernels } : null;
+    case 'condconv':
+      return role === 'block' ? { kind: 'condconv', experts: m.experts } : null;
+    case 'weightnet':
+      return role === 'block' ? { kind: 'weightnet', M: m.M ?? 2, G: m.G ?? 2 } : null;
+    case 'dyconv':
+      return role === 'block' || role === 'shortcut'
+        ? { kind: 'dyconv', kernels: m.kernels }
+        : null;
+    case 'doconv':
+      return k > 1 && role !== 'head' ? { kind: 'doconv' } : null;
+  }
 }
 
 /** Settings a builder hands its warehouses. */
@@ -47,11 +100,18 @@ export function resolveOptions(model: string, o: ModelOptions) {
       `${model}: budget must be a finite number > 0, found ${o.budget}`,
     );
   }
+  if (o.method && o.budget !== undefined && o.budget !== null) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: choose a KernelWarehouse budget or method "${o.method.kind}", not both`,
+    );
+  }
   return {
     classes,
     inputShape,
     width,
     budget: o.budget ?? null,
+    method: o.method,
     small: Math.min(inputShape[1], inputShape[2]) <= 64,
   };
 }

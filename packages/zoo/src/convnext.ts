@@ -3,7 +3,7 @@
  * every 7x7 depthwise conv and both pointwise layers are KW, with bias; attention LayerNorm;
  * 12 warehouses). Node ids are the official module paths (`stages.0.0.dwconv`).
  */
-import { type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
+import { KwError, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
 import { kwSettings, type ModelOptions, resolveOptions, Warehouses } from './common.js';
 
 const DEPTHS = [3, 3, 9, 3];
@@ -11,18 +11,47 @@ const DIMS = [96, 192, 384, 768];
 
 /** ConvNeXt-Tiny. Inputs of 64 or less get a 2x2/2 stem instead of 4x4/4. */
 export function convnext_tiny(options: ModelOptions = {}): ModelSpec {
-  const o = resolveOptions('convnext_tiny', options);
+  return convnext('convnext_tiny', options, null);
+}
+
+/** SLaK kernel sizes per stage (official `--kernel_size 51 49 47 13 5`) and width factor 1.3. */
+export const SLAK_T = { kernels: [51, 49, 47, 13], small: 5, widthFactor: 1.3 };
+
+/**
+ * SLaK-T (peers.md §7): the ConvNeXt-T macro-architecture at width 1.3 (dims truncated, as
+ * `int(d * 1.3)`: 124/249/499/998) whose 7x7 depthwise convs are replaced by the decomposed
+ * mixer K x N + N x K + N x N (each with its own BatchNorm), K = 51/49/47/13, N = 5. Node ids follow
+ * SLaK's `stages.i.j.large_kernel`. Dense parameter count: 50,703,838.
+ */
+export function slak_tiny(options: ModelOptions = {}): ModelSpec {
+  if (options.budget !== undefined && options.budget !== null) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      'slak_tiny: KernelWarehouse budgets apply to convnext_tiny, not SLaK',
+    );
+  }
+  return convnext('slak_tiny', options, SLAK_T);
+}
+
+function convnext(id: string, options: ModelOptions, slak: typeof SLAK_T | null): ModelSpec {
+  const o = resolveOptions(id, options);
+  if (o.method) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${id}: method "${o.method.kind}" is not placed on ConvNeXt here; use a KW budget, or slak_tiny for SLaK`,
+    );
+  }
   const kw = o.budget !== null;
-  const dims = DIMS.map((d) => Math.max(1, Math.round(d * o.width)));
-  const b = new SpecBuilder(
-    kw ? `convnext_tiny-kw${o.budget}` : 'convnext_tiny',
-    [...o.inputShape],
-    {
-      model: 'convnext_tiny',
-      budget: o.budget,
-      source: 'OSVAI/KernelWarehouse models/kw_convnext.py',
-    },
-  );
+  const dims = slak
+    ? DIMS.map((d) => Math.max(1, Math.trunc(Math.trunc(d * slak.widthFactor) * o.width)))
+    : DIMS.map((d) => Math.max(1, Math.round(d * o.width)));
+  const b = new SpecBuilder(kw ? `${id}-kw${o.budget}` : id, [...o.inputShape], {
+    model: id,
+    budget: o.budget,
+    source: slak
+      ? 'VITA-Group/SLaK models/SLaK.py (peers.md §7)'
+      : 'OSVAI/KernelWarehouse models/kw_convnext.py',
+  });
   const wh = new Warehouses(b, () => ({
     ...kwSettings(o.budget ?? 1),
     cellInRatio: 1,
@@ -73,12 +102,22 @@ export function convnext_tiny(options: ModelOptions = {}): ModelSpec {
     const d = dims[i]!;
     for (let j = 0; j < DEPTHS[i]!; j++) {
       const pre = `stages.${i}.${j}`;
-      let y = conv(
-        `${pre}.dwconv`,
-        x,
-        { outChannels: d, kernelSize: 7, padding: 3, groups: d },
-        `stage${i}_layer_dwconv0`,
-      );
+      let y: string;
+      if (slak) {
+        const K = slak.kernels[i]!;
+        const geo = { outChannels: d, kernelSize: K, padding: (K - 1) / 2, groups: d };
+        y = b.dynamicConv2d(`${pre}.large_kernel`, x, geo, {
+          kind: 'slak',
+          smallKernel: slak.small,
+        });
+      } else {
+        y = conv(
+          `${pre}.dwconv`,
+          x,
+          { outChannels: d, kernelSize: 7, padding: 3, groups: d },
+          `stage${i}_layer_dwconv0`,
+        );
+      }
       y = b.layerNorm(`${pre}.norm`, y, 1e-6);
       y = conv(
         `${pre}.pwconv1`,

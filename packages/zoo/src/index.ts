@@ -5,14 +5,14 @@
  * @packageDocumentation
  */
 import { KwError, type ModelSpec, parseBudget } from '@kernelwarehouse/core';
-import type { ModelOptions } from './common.js';
-import { convnext_tiny } from './convnext.js';
+import type { MethodOption, ModelOptions } from './common.js';
+import { convnext_tiny, slak_tiny } from './convnext.js';
 import { mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
 import { resnet8Cifar, resnet18, resnet20Cifar, resnet50 } from './resnet.js';
 
-export type { ModelOptions } from './common.js';
-export { makeDivisible } from './common.js';
-export { convnext_tiny } from './convnext.js';
+export type { ConvRole, MethodOption, ModelOptions } from './common.js';
+export { makeDivisible, methodRef } from './common.js';
+export { convnext_tiny, SLAK_T, slak_tiny } from './convnext.js';
 export { mobilenetv2, mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
 export {
   type ResNetConfig,
@@ -34,6 +34,16 @@ export interface PublishedRow {
   source: string;
 }
 
+/** A published row of one of the other methods on this backbone. */
+export interface PublishedMethodRow {
+  /** Row label as published, e.g. "ODConv (4x)". */
+  label: string;
+  method: MethodOption;
+  /** Parameters as published, in millions. */
+  paramsM: number;
+  source: string;
+}
+
 /** A zoo entry. */
 export interface ZooModel {
   id: string;
@@ -43,11 +53,20 @@ export interface ZooModel {
   /** Budgets the paper / official code publish for this backbone. */
   publishedBudgets: number[];
   published: PublishedRow[];
+  /** Published rows of the other methods (ODConv, DY-Conv, SE, ...), where peers.md verified them. */
+  publishedMethods: PublishedMethodRow[];
   /** Builds the spec (budget already parsed). */
   build: (options: ModelOptions) => ModelSpec;
 }
 
 const README = 'OSVAI/KernelWarehouse README.md (Results and Models)';
+const OD = 'OSVAI/ODConv README.md (peers.md §4.6)';
+const od = (K: number, paramsM: number): PublishedMethodRow => ({
+  label: `ODConv (${K}x)`,
+  method: { kind: 'odconv', kernels: K },
+  paramsM,
+  source: OD,
+});
 
 /** Every model of the zoo, by id (timm names for the paper's backbones). */
 export const MODELS: readonly ZooModel[] = [
@@ -64,6 +83,22 @@ export const MODELS: readonly ZooModel[] = [
       { budget: 2, paramsM: 23.24, top1: 75.19, source: README },
       { budget: 4, paramsM: 45.86, top1: 76.05, source: README },
     ],
+    publishedMethods: [
+      od(1, 11.94),
+      od(4, 44.9),
+      {
+        label: 'DY-Conv (4x)',
+        method: { kind: 'dyconv', kernels: 4 },
+        paramsM: 45.47,
+        source: 'ODConv/KW comparison tables; peers.md §3.3 derives 45.471M',
+      },
+      {
+        label: 'SE',
+        method: { kind: 'se' },
+        paramsM: 11.78,
+        source: 'ODConv/KW comparison tables; peers.md §1.1 derives 11.779M',
+      },
+    ],
     build: resnet18,
   },
   {
@@ -77,6 +112,16 @@ export const MODELS: readonly ZooModel[] = [
       { budget: 0.5, paramsM: 17.64, top1: 79.3, source: README },
       { budget: 1, paramsM: 28.05, top1: 80.38, source: README },
       { budget: 4, paramsM: 102.02, top1: 81.05, source: README },
+    ],
+    publishedMethods: [
+      od(1, 28.64),
+      od(4, 90.67),
+      {
+        label: 'SE',
+        method: { kind: 'se' },
+        paramsM: 28.09,
+        source: 'peers.md §1.1 (SE-ResNet50 28.088M)',
+      },
     ],
     build: resnet50,
   },
@@ -92,6 +137,7 @@ export const MODELS: readonly ZooModel[] = [
       { budget: 1, paramsM: 5.17, top1: 74.68, source: README },
       { budget: 4, paramsM: 11.38, top1: 75.92, source: README },
     ],
+    publishedMethods: [od(1, 4.94), od(4, 11.51)],
     build: mobilenetv2_100,
   },
   {
@@ -105,6 +151,7 @@ export const MODELS: readonly ZooModel[] = [
       { budget: 1, paramsM: 2.85, top1: 68.29, source: README },
       { budget: 4, paramsM: 4.65, top1: 70.26, source: README },
     ],
+    publishedMethods: [od(1, 2.43), od(4, 4.44)],
     build: mobilenetv2_050,
   },
   {
@@ -117,7 +164,26 @@ export const MODELS: readonly ZooModel[] = [
       { budget: null, paramsM: 28.59, top1: 82.07, source: README },
       { budget: 1, paramsM: 39.37, top1: 82.51, source: README },
     ],
+    publishedMethods: [],
     build: convnext_tiny,
+  },
+  {
+    id: 'slak_tiny',
+    description:
+      'SLaK-T: ConvNeXt-T at width 1.3 with 51/49/47/13 (+5x5) decomposed depthwise kernels, BN per branch',
+    inputShape: [3, 224, 224],
+    publishedBudgets: [],
+    published: [
+      {
+        budget: null,
+        paramsM: 50.7,
+        top1: 82.5,
+        source:
+          "peers.md §7.2 (dense count 50,703,838, as printed from the released checkpoint; the SLaK README's 30M counts non-zero weights at 40% sparsity) and §7.5 (82.5 top-1)",
+      },
+    ],
+    publishedMethods: [],
+    build: slak_tiny,
   },
   {
     id: 'resnet20_cifar',
@@ -126,6 +192,7 @@ export const MODELS: readonly ZooModel[] = [
     inputShape: [3, 32, 32],
     publishedBudgets: [],
     published: [],
+    publishedMethods: [],
     build: resnet20Cifar,
   },
   {
@@ -134,6 +201,7 @@ export const MODELS: readonly ZooModel[] = [
     inputShape: [3, 32, 32],
     publishedBudgets: [],
     published: [],
+    publishedMethods: [],
     build: resnet8Cifar,
   },
 ];

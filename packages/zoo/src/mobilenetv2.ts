@@ -2,11 +2,13 @@
  * MobileNetV2 (official models/kw_mobilenetv2.py and models/kw1d2x_mobilenetv2.py placement).
  * Node ids are the official module paths (`features.2.conv.1.0`, `classifier`).
  */
-import { KwError, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
+import { type ConvOptions, KwError, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
 import {
+  type ConvRole,
   kwSettings,
   type ModelOptions,
   makeDivisible,
+  methodRef,
   resolveOptions,
   type WarehouseSettings,
   Warehouses,
@@ -55,6 +57,12 @@ const HALF: Record<string, Partial<WarehouseSettings> & { budget: number }> = {
  */
 export function mobilenetv2(id: string, widthMult: number, options: ModelOptions): ModelSpec {
   const o = resolveOptions(id, options);
+  if (o.method?.kind === 'se') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${id}: SE blocks are placed on ResNets only (SE-ResNet); MobileNetV2 takes odconv, dyconv, condconv, doconv or weightnet`,
+    );
+  }
   const width = widthMult * o.width;
   const layout: Layout | null =
     o.budget === null ? null : o.budget === 0.5 ? 'half' : o.budget <= 1 ? 'merged' : 'separate';
@@ -77,6 +85,19 @@ export function mobilenetv2(id: string, widthMult: number, options: ModelOptions
     return { ...kwSettings(o.budget ?? 1), cellInRatio: 1, cellOutRatio: 1 };
   });
   /** conv + BN + ReLU6 (official ConvBNReLU, a Sequential: `.0` conv, `.1` bn, `.2` relu6). */
+  /** A conv: KW when a warehouse is given, else the chosen method where it applies, else plain. */
+  const conv = (
+    id: string,
+    x: string,
+    geo: ConvOptions,
+    warehouse: string | null,
+    role: ConvRole,
+  ) => {
+    if (warehouse !== null)
+      return b.dynamicConv2d(id, x, geo, { kind: 'kw', warehouse: wh.use(warehouse) });
+    const ref = methodRef(o.method, role, Number(geo.kernelSize));
+    return ref ? b.dynamicConv2d(id, x, geo, ref) : b.conv2d(id, x, geo);
+  };
   const convBnRelu = (
     pre: string,
     x: string,
@@ -85,13 +106,10 @@ export function mobilenetv2(id: string, widthMult: number, options: ModelOptions
     stride: number,
     groups: number,
     warehouse: string | null,
+    role: ConvRole = 'block',
   ) => {
     const geo = { outChannels: out, kernelSize: k, stride, padding: (k - 1) / 2, groups };
-    const c =
-      warehouse === null
-        ? b.conv2d(`${pre}.0`, x, geo)
-        : b.dynamicConv2d(`${pre}.0`, x, geo, { kind: 'kw', warehouse: wh.use(warehouse) });
-    return b.relu6(`${pre}.2`, b.batchNorm(`${pre}.1`, c));
+    return b.relu6(`${pre}.2`, b.batchNorm(`${pre}.1`, conv(`${pre}.0`, x, geo, warehouse, role)));
   };
   const pwName = (stage: number, which: 0 | 1) =>
     layout === 'merged' ? `stage${stage}_layer_pwconv` : `stage${stage}_layer_pwconv${which}`;
@@ -113,6 +131,7 @@ export function mobilenetv2(id: string, widthMult: number, options: ModelOptions
     o.small ? 1 : 2,
     1,
     layout === null ? null : 'stage0_conv0',
+    'stem',
   );
   let f = 1;
   SETTINGS.forEach(([t, c, n, s], idx) => {
@@ -130,10 +149,7 @@ export function mobilenetv2(id: string, widthMult: number, options: ModelOptions
       y = convBnRelu(`${pre}.${k++}`, y, hidden, 3, stride, hidden, place(stage, 'dw'));
       const pw1 = place(stage, 'pw1');
       const geo = { outChannels: out, kernelSize: 1 };
-      y =
-        pw1 === null
-          ? b.conv2d(`${pre}.${k++}`, y, geo)
-          : b.dynamicConv2d(`${pre}.${k++}`, y, geo, { kind: 'kw', warehouse: wh.use(pw1) });
+      y = conv(`${pre}.${k++}`, y, geo, pw1, 'block');
       y = b.batchNorm(`${pre}.${k++}`, y);
       x = stride === 1 && input === out ? b.addNodes(`features.${f}.add`, [x, y]) : y;
       input = out;

@@ -2,8 +2,15 @@
  * ResNet18/50 (official models/kw_resnet.py placement) and CIFAR-style ResNets.
  * Node ids are the official PyTorch module paths (`layer1.0.conv1`, `layer2.0.downsample.0`).
  */
-import { type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
-import { kwSettings, type ModelOptions, resolveOptions, Warehouses } from './common.js';
+import { addSqueezeExcite, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
+import {
+  type ConvRole,
+  kwSettings,
+  type ModelOptions,
+  methodRef,
+  resolveOptions,
+  Warehouses,
+} from './common.js';
 
 /** The shape of a ResNet: block type, blocks and base widths per stage, stem. */
 export interface ResNetConfig {
@@ -32,7 +39,10 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
   const wh = new Warehouses(b, () => settings);
   const expansion = cfg.block === 'bottleneck' ? 4 : 1;
   const scale = (c: number) => Math.max(1, Math.round(c * o.width));
-  /** A conv that is KW in warehouse `stage{s}` when s >= 0 and KW is on, else plain. */
+  /**
+   * A conv: KW in warehouse `stage{s}` when KW is on and s >= 0, else the chosen method where its
+   * placement rule converts this role, else plain.
+   */
   const conv = (
     nodeId: string,
     x: string,
@@ -40,24 +50,23 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
     k: number,
     stride: number,
     stage: number | null,
+    role: ConvRole,
   ) => {
     const geo = { outChannels: out, kernelSize: k, stride, padding: (k - 1) / 2 };
-    if (!kw || stage === null || stage < 0) return b.conv2d(nodeId, x, geo);
-    return b.dynamicConv2d(nodeId, x, geo, { kind: 'kw', warehouse: wh.use(`stage${stage}`) });
+    if (kw && stage !== null && stage >= 0) {
+      return b.dynamicConv2d(nodeId, x, geo, { kind: 'kw', warehouse: wh.use(`stage${stage}`) });
+    }
+    const ref = methodRef(o.method, role, k);
+    return ref ? b.dynamicConv2d(nodeId, x, geo, ref) : b.conv2d(nodeId, x, geo);
   };
 
   const stemWidth = scale(cfg.stem === 'cifar' ? cfg.planes[0]! : 64);
   let x: string;
   if (cfg.stem === 'cifar' || o.small) {
-    x = b.conv2d('conv1', b.input, { outChannels: stemWidth, kernelSize: 3, padding: 1 });
+    x = conv('conv1', b.input, stemWidth, 3, 1, null, 'stem');
     x = b.relu('relu', b.batchNorm('bn1', x));
   } else {
-    x = b.conv2d('conv1', b.input, {
-      outChannels: stemWidth,
-      kernelSize: 7,
-      stride: 2,
-      padding: 3,
-    });
+    x = conv('conv1', b.input, stemWidth, 7, 2, null, 'stem');
     x = b.maxPool('maxpool', b.relu('relu', b.batchNorm('bn1', x)), 3, 2, 1);
   }
   let inplanes = stemWidth;
@@ -70,20 +79,39 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
       const first = blk === 0; // "warehouse handover": the stage's first conv and downsample use the previous stage
       let y: string;
       if (cfg.block === 'basic') {
-        y = conv(`${pre}.conv1`, x, planes, 3, stride, first ? Math.max(stage - 1, 0) : stage);
+        y = conv(
+          `${pre}.conv1`,
+          x,
+          planes,
+          3,
+          stride,
+          first ? Math.max(stage - 1, 0) : stage,
+          'block',
+        );
         y = b.relu(`${pre}.relu1`, b.batchNorm(`${pre}.bn1`, y));
-        y = b.batchNorm(`${pre}.bn2`, conv(`${pre}.conv2`, y, planes, 3, 1, stage));
+        y = b.batchNorm(`${pre}.bn2`, conv(`${pre}.conv2`, y, planes, 3, 1, stage, 'block'));
       } else {
-        y = conv(`${pre}.conv1`, x, planes, 1, 1, first ? stage - 1 : stage);
+        y = conv(`${pre}.conv1`, x, planes, 1, 1, first ? stage - 1 : stage, 'block');
         y = b.relu(`${pre}.relu1`, b.batchNorm(`${pre}.bn1`, y));
-        y = conv(`${pre}.conv2`, y, planes, 3, stride, stage);
+        y = conv(`${pre}.conv2`, y, planes, 3, stride, stage, 'block');
         y = b.relu(`${pre}.relu2`, b.batchNorm(`${pre}.bn2`, y));
-        y = b.batchNorm(`${pre}.bn3`, conv(`${pre}.conv3`, y, outC, 1, 1, stage));
+        y = b.batchNorm(`${pre}.bn3`, conv(`${pre}.conv3`, y, outC, 1, 1, stage, 'block'));
       }
+      // SE-ResNet: squeeze-excitation on the residual branch, before the addition (r = 16)
+      if (o.method?.kind === 'se')
+        y = addSqueezeExcite(b, `${pre}.se`, y, outC, { reduction: o.method.reduction ?? 16 });
       let identity = x;
       if (stride !== 1 || inplanes !== outC) {
         // official: KW only when the downsample has a stride (enabled=(stride != 1))
-        const ds = conv(`${pre}.downsample.0`, x, outC, 1, stride, stride !== 1 ? stage - 1 : null);
+        const ds = conv(
+          `${pre}.downsample.0`,
+          x,
+          outC,
+          1,
+          stride,
+          stride !== 1 ? stage - 1 : null,
+          'shortcut',
+        );
         identity = b.batchNorm(`${pre}.downsample.1`, ds);
       }
       x = b.relu(`${pre}.relu`, b.addNodes(`${pre}.add`, [identity, y]));

@@ -27,6 +27,7 @@ const EXACT: Record<string, Record<string, number>> = {
   mobilenetv2_100: { plain: 3_504_872, 0.5: 2_654_396, 1: 5_168_146, 4: 11_379_382 },
   mobilenetv2_050: { plain: 1_968_680, 0.5: 1_466_888, 1: 2_854_522, 4: 4_648_587 },
   convnext_tiny: { plain: 28_589_128, 1: 39_370_674 },
+  slak_tiny: { plain: 50_703_838 },
 };
 
 describe('published parameter counts', () => {
