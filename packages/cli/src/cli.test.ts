@@ -94,6 +94,25 @@ describe('kw plan', () => {
   });
 });
 
+describe('kw plan --method', () => {
+  it('plans the other methods at their official placement', async () => {
+    const od = JSON.parse((await run('plan', 'resnet18', '--method', 'odconv:4', '--json')).out);
+    expect(od.params.total).toBe(44_901_640);
+    expect(od.warehouses).toEqual([]);
+    const se = await run('plan', 'resnet50', '--method', 'se');
+    expect(se.out).toMatch(/params: total\s+28,088,024/);
+    const bad = await run('plan', 'resnet18', '--method', 'magic');
+    expect([bad.code, bad.err]).toEqual([
+      2,
+      'kw plan: unknown --method "magic"; accepted: odconv[:K], dyconv[:K], condconv[:n], doconv, weightnet[:M:G], se\n',
+    ]);
+    expect((await run('plan', 'resnet18', '--method', 'se', '--budget', '1x')).err).toMatch(
+      /not both/,
+    );
+    expect((await run('plan', 'resnet18', '--method', 'odconv:0')).code).toBe(2);
+  });
+});
+
 describe('kw models and the binary', () => {
   it('lists the zoo with published budgets', async () => {
     const r = await run('models');

@@ -10,7 +10,7 @@ import { onnxInfoCommand } from './commands/onnx-info.js';
 import { planCommand } from './commands/plan.js';
 import { type Io, UsageError } from './io.js';
 
-export { parseInput, parseModelArgs, planJson } from './commands/plan.js';
+export { parseInput, parseMethod, parseModelArgs, planJson } from './commands/plan.js';
 export { readFileBytes, writeFileAtomic } from './fsio.js';
 export { type Io, UsageError } from './io.js';
 
@@ -26,7 +26,7 @@ export interface Command {
 export const COMMANDS: Record<string, Command> = {
   plan: {
     run: planCommand,
-    help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain] [--classes N] [--input 224x224x3] [--width W] [--json]',
+    help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain | --method odconv:4|dyconv:4|condconv:8|doconv|weightnet|se] [--classes N] [--input 224x224x3] [--width W] [--json]',
   },
   models: { run: modelsCommand, help: 'kw models [--json]' },
   export: {

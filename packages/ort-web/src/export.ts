@@ -6,11 +6,13 @@
 import {
   CAF_EPS,
   checkWeights,
+  foldSpec,
   KW_ATTENTION_NORM_EPS,
   KwError,
   type KwLayerPlan,
   type KwWarehousePlan,
   kwBeta,
+  METHODS,
   type NodeSpec,
   paramTable,
   type Tensor,
@@ -68,9 +70,17 @@ export function toOnnxWithInfo(
   weights: WeightMap,
   options: ToOnnxOptions = {},
 ): OnnxExport {
+  checkWeights(spec, weights);
+  // methods with an inference-time form (DO-Conv, SLaK) are exported folded into plain convs
+  const foldable = paramTable(spec).analyzed.spec.nodes.some(
+    (n) =>
+      (n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') &&
+      n.method.kind !== 'kw' &&
+      METHODS.get(n.method.kind)?.fold,
+  );
+  if (foldable) ({ spec, weights } = foldSpec(spec, weights));
   const table = paramTable(spec);
   const { spec: s, shapes } = table.analyzed;
-  checkWeights(s, weights);
   const tau = options.temperature ?? 0;
   if (!(tau >= 0 && tau <= 1))
     throw new KwError('ARGUMENT_INVALID', `temperature must be in [0, 1], found ${tau}`);
@@ -213,7 +223,7 @@ export function toOnnxWithInfo(
         if (node.method.kind !== 'kw') {
           throw new KwError(
             'SPEC_UNKNOWN_METHOD',
-            `node "${node.id}": ONNX export of method "${node.method.kind}" is not supported yet`,
+            `node "${node.id}": ONNX export of method "${node.method.kind}" is not supported yet (KernelWarehouse, and DO-Conv / SLaK through their fold, are)`,
           );
         }
         const layer = table.kw.layers.get(node.id)!;

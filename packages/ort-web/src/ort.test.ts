@@ -149,6 +149,34 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
   });
 });
 
+describe('methods with an inference form export folded', () => {
+  const cases: [string, ModelSpec][] = [
+    [
+      'DO-Conv resnet8_cifar',
+      createModel('resnet8_cifar', { method: { kind: 'doconv' }, inputShape: [3, 12, 12] }),
+    ],
+    [
+      'SLaK (tiny width)',
+      createModel('slak_tiny', { inputShape: [3, 16, 16], width: 0.05, classes: 3 }),
+    ],
+  ];
+  for (const [label, spec] of cases) {
+    it(label, async () => {
+      expect(await parity(spec)).toBeLessThan(TOL);
+      const info = onnxInfo(toOnnx(spec, initWeights(spec)));
+      expect(info.ops.MatMul ?? 0).toBe(0); // plain convs only: nothing dynamic left
+    });
+  }
+
+  it('methods without one are refused with a named error', () => {
+    const spec = createModel('resnet8_cifar', {
+      method: { kind: 'odconv', kernels: 4 },
+      inputShape: [3, 8, 8],
+    });
+    expect(() => toOnnx(spec, initWeights(spec))).toThrow(/method "odconv" is not supported yet/);
+  });
+});
+
 describe('zoo backbones at small inputs', () => {
   const zoo: [string, Parameters<typeof createModel>[1]][] = [
     ['resnet8_cifar', { budget: null, classes: 10 }],

@@ -10,7 +10,7 @@ import { parseModelArgs } from './plan.js';
  * [--weights-out w.safetensors] [--temperature T] --out model.onnx`
  */
 export function exportCommand(args: string[], io: Io): number {
-  const { id, budget, classes, width, inputShape, values } = parseModelArgs(args, {
+  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(args, {
     weights: { type: 'string' },
     seed: { type: 'string' },
     'weights-out': { type: 'string' },
@@ -27,7 +27,7 @@ export function exportCommand(args: string[], io: Io): number {
   const temperature = values.temperature === undefined ? 0 : Number(values.temperature);
   if (!(temperature >= 0 && temperature <= 1))
     throw new UsageError(`--temperature must be in [0, 1]; found "${values.temperature}"`);
-  const spec = createModel(id, { budget, classes, width, inputShape });
+  const spec = createModel(id, { budget, classes, width, inputShape, method });
   const weights = values.weights
     ? loadWeights(spec, readFileBytes(values.weights as string))
     : initWeights(spec, { seed });

@@ -6,7 +6,7 @@ import {
   parseBudget,
   planModel,
 } from '@kernelwarehouse/core';
-import { createModel, getModel, listModels } from '@kernelwarehouse/zoo';
+import { createModel, getModel, listModels, type MethodOption } from '@kernelwarehouse/zoo';
 import { human, type Io, int, table, UsageError } from '../io.js';
 
 /** Parse `224x224x3` (H x W x C) into `[C, H, W]`. */
@@ -18,6 +18,35 @@ export function parseInput(text: string): [number, number, number] {
     );
   }
   return [Number(m[3]), Number(m[1]), Number(m[2])];
+}
+
+/**
+ * Parse `--method`: `odconv[:K]`, `dyconv[:K]` (K kernels, default 4), `condconv[:n]` (experts,
+ * default 8), `doconv`, `weightnet[:M:G]` (default 2:2), `se`.
+ */
+export function parseMethod(text: string): MethodOption {
+  const [kind, ...rest] = text.trim().toLowerCase().split(':');
+  const nums = rest.map(Number);
+  if (nums.some((n) => !Number.isInteger(n) || n < 1))
+    throw new UsageError(`bad --method "${text}": numbers after ':' must be integers >= 1`);
+  switch (kind) {
+    case 'odconv':
+      return { kind, kernels: nums[0] ?? 4 };
+    case 'dyconv':
+      return { kind, kernels: nums[0] ?? 4 };
+    case 'condconv':
+      return { kind, experts: nums[0] ?? 8 };
+    case 'doconv':
+      return { kind };
+    case 'weightnet':
+      return { kind, M: nums[0] ?? 2, G: nums[1] ?? 2 };
+    case 'se':
+      return { kind };
+    default:
+      throw new UsageError(
+        `unknown --method "${text}"; accepted: odconv[:K], dyconv[:K], condconv[:n], doconv, weightnet[:M:G], se`,
+      );
+  }
 }
 
 /** Shared option parsing of the model-building commands (plan, export, ...). */
@@ -35,6 +64,7 @@ export function parseModelArgs(
         classes: { type: 'string' },
         input: { type: 'string' },
         width: { type: 'string' },
+        method: { type: 'string' },
         json: { type: 'boolean' },
         ...extra,
       },
@@ -78,7 +108,10 @@ export function parseModelArgs(
   if (width !== undefined && !(width > 0))
     throw new UsageError(`--width must be a number > 0; found "${values.width}"`);
   const inputShape = values.input === undefined ? undefined : parseInput(values.input as string);
-  return { id, budget, classes, width, inputShape, values };
+  const method = values.method === undefined ? undefined : parseMethod(values.method as string);
+  if (method && budget !== null)
+    throw new UsageError('give --budget (KernelWarehouse) or --method, not both');
+  return { id, budget, classes, width, inputShape, method, values };
 }
 
 /** The JSON document of `kw plan --json`. */
@@ -121,8 +154,8 @@ export function planJson(
 
 /** `kw plan <model> [--budget B] [--classes N] [--input HxWxC] [--width W] [--json]`. */
 export function planCommand(args: string[], io: Io): number {
-  const { id, budget, classes, width, inputShape } = parseModelArgs(args);
-  const spec = createModel(id, { budget, classes, width, inputShape });
+  const { id, budget, classes, width, inputShape, method } = parseModelArgs(args);
+  const spec = createModel(id, { budget, classes, width, inputShape, method });
   let plan: ModelPlan;
   try {
     plan = planModel(spec);
@@ -136,7 +169,11 @@ export function planCommand(args: string[], io: Io): number {
     io.out(`${JSON.stringify(planJson(id, budget, plan, spec.inputShape, nClasses), null, 2)}\n`);
     return 0;
   }
-  const bLabel = budget === null ? 'plain' : `KW ${formatBudget(budget)}`;
+  const bLabel = method
+    ? `${method.kind} ${JSON.stringify(method)}`
+    : budget === null
+      ? 'plain'
+      : `KW ${formatBudget(budget)}`;
   io.out(`${id}  ${bLabel}  input ${spec.inputShape.join('x')} (CxHxW)  ${nClasses} classes\n\n`);
   if (plan.kw.warehouses.length) {
     const wrows: (string | number)[][] = [
@@ -169,7 +206,11 @@ export function planCommand(args: string[], io: Io): number {
     }
     io.out(`KW layers\n${table(lrows, ['l', 'l', 'l', 'r', 'r', 'r'])}\n\n`);
   } else {
-    io.out('No KernelWarehouse layers (plain backbone); pass --budget 1x to plan one.\n\n');
+    io.out(
+      method
+        ? `No KernelWarehouse layers (${method.kind}: ${plan.nodes.filter((n) => n.op === 'dynamicConv2d' || n.op === 'dynamicLinear').length} dynamic layers).\n\n`
+        : 'No KernelWarehouse layers (plain backbone); pass --budget 1x to plan one.\n\n',
+    );
   }
   const p = plan.params;
   const trows: (string | number)[][] = [
