@@ -97,9 +97,11 @@ export {
 } from './methods/weightnet.js';
 export {
   countParams,
+  decays,
   type InitRule,
   type ParamDecl,
   type ParamTable,
+  paramDecl,
   paramTable,
   warehouseParamName,
 } from './params.js';

@@ -53,21 +53,23 @@ export function warehouseParamName(warehouseId: string): string {
   return `warehouses.${warehouseId}`;
 }
 
-function decl(
+/**
+ * The official recipe's weight-decay rule (optim_factory.py): 1-D tensors and any tensor named
+ * `bias` (or `*.bias`) are not decayed; buffers never are.
+ */
+export function decays(name: string, shape: readonly number[], role: 'param' | 'buffer'): boolean {
+  return role === 'param' && shape.length > 1 && !/(^|\.)bias$/.test(name);
+}
+
+/** A parameter declaration (`node` undefined for method-relative names and warehouses). */
+export function paramDecl(
   node: string | undefined,
   name: string,
   shape: number[],
   init: InitRule,
   role: 'param' | 'buffer' = 'param',
 ): ParamDecl {
-  return {
-    name,
-    shape,
-    role,
-    decay: role === 'param' && shape.length > 1 && !name.endsWith('.bias'),
-    init,
-    node,
-  };
+  return { name, shape, role, decay: decays(name, shape, role), init, node };
 }
 
 function nodeParams(node: NodeSpec, a: AnalyzedSpec, kw: KwPlan): ParamDecl[] {
@@ -79,37 +81,39 @@ function nodeParams(node: NodeSpec, a: AnalyzedSpec, kw: KwPlan): ParamDecl[] {
       const [kh, kw2] = node.kernelSize;
       const shape = [node.outChannels, c / node.groups, kh, kw2];
       const out = [
-        decl(id, `${id}.weight`, shape, {
+        paramDecl(id, `${id}.weight`, shape, {
           kind: 'kaimingNormalFanOut',
           fanOut: node.outChannels * kh * kw2,
         }),
       ];
       if (node.bias)
-        out.push(decl(id, `${id}.bias`, [node.outChannels], { kind: 'const', value: 0 }));
+        out.push(paramDecl(id, `${id}.bias`, [node.outChannels], { kind: 'const', value: 0 }));
       return out;
     }
     case 'linear': {
       const bound = 1 / Math.sqrt(c);
-      const out = [decl(id, `${id}.weight`, [node.outFeatures, c], { kind: 'uniform', bound })];
+      const out = [
+        paramDecl(id, `${id}.weight`, [node.outFeatures, c], { kind: 'uniform', bound }),
+      ];
       if (node.bias)
-        out.push(decl(id, `${id}.bias`, [node.outFeatures], { kind: 'uniform', bound }));
+        out.push(paramDecl(id, `${id}.bias`, [node.outFeatures], { kind: 'uniform', bound }));
       return out;
     }
     case 'batchNorm':
       return [
-        decl(id, `${id}.weight`, [c], { kind: 'const', value: 1 }),
-        decl(id, `${id}.bias`, [c], { kind: 'const', value: 0 }),
-        decl(id, `${id}.running_mean`, [c], { kind: 'const', value: 0 }, 'buffer'),
-        decl(id, `${id}.running_var`, [c], { kind: 'const', value: 1 }, 'buffer'),
+        paramDecl(id, `${id}.weight`, [c], { kind: 'const', value: 1 }),
+        paramDecl(id, `${id}.bias`, [c], { kind: 'const', value: 0 }),
+        paramDecl(id, `${id}.running_mean`, [c], { kind: 'const', value: 0 }, 'buffer'),
+        paramDecl(id, `${id}.running_var`, [c], { kind: 'const', value: 1 }, 'buffer'),
       ];
     case 'layerNorm':
       return [
-        decl(id, `${id}.weight`, [c], { kind: 'const', value: 1 }),
-        decl(id, `${id}.bias`, [c], { kind: 'const', value: 0 }),
+        paramDecl(id, `${id}.weight`, [c], { kind: 'const', value: 1 }),
+        paramDecl(id, `${id}.bias`, [c], { kind: 'const', value: 0 }),
       ];
     case 'mul':
       return node.inputs.length === 1
-        ? [decl(id, `${id}.gamma`, [c], { kind: 'const', value: node.init ?? 1 })]
+        ? [paramDecl(id, `${id}.gamma`, [c], { kind: 'const', value: node.init ?? 1 })]
         : [];
     case 'dynamicConv2d':
     case 'dynamicLinear': {
@@ -128,27 +132,28 @@ function kwLayerParams(id: string, kw: KwPlan): ParamDecl[] {
   const h = l.hidden;
   const p = `${id}.attention`;
   const fan = (out: number): InitRule => ({ kind: 'kaimingNormalFanOut', fanOut: out });
-  const out = [decl(id, `${p}.fc1.weight`, [h, l.inChannels], fan(h))];
-  if (w.norm === 'layer') out.push(decl(id, `${p}.fc1.bias`, [h], { kind: 'const', value: 0 }));
-  out.push(decl(id, `${p}.norm1.weight`, [h], { kind: 'const', value: 1 }));
-  out.push(decl(id, `${p}.norm1.bias`, [h], { kind: 'const', value: 0 }));
+  const out = [paramDecl(id, `${p}.fc1.weight`, [h, l.inChannels], fan(h))];
+  if (w.norm === 'layer')
+    out.push(paramDecl(id, `${p}.fc1.bias`, [h], { kind: 'const', value: 0 }));
+  out.push(paramDecl(id, `${p}.norm1.weight`, [h], { kind: 'const', value: 1 }));
+  out.push(paramDecl(id, `${p}.norm1.bias`, [h], { kind: 'const', value: 0 }));
   if (w.norm === 'batch') {
-    out.push(decl(id, `${p}.norm1.running_mean`, [h], { kind: 'const', value: 0 }, 'buffer'));
-    out.push(decl(id, `${p}.norm1.running_var`, [h], { kind: 'const', value: 1 }, 'buffer'));
+    out.push(paramDecl(id, `${p}.norm1.running_mean`, [h], { kind: 'const', value: 0 }, 'buffer'));
+    out.push(paramDecl(id, `${p}.norm1.running_var`, [h], { kind: 'const', value: 1 }, 'buffer'));
   }
   if (l.basis) {
     const rows = l.m * (l.basis.nLocal + l.basis.nBasis + 1);
-    out.push(decl(id, `${p}.fc2.weight`, [rows, h], fan(rows)));
+    out.push(paramDecl(id, `${p}.fc2.weight`, [rows, h], fan(rows)));
     out.push(
-      decl(id, `${p}.fc3.weight`, [l.basis.nNonlocal, l.basis.nBasis], fan(l.basis.nNonlocal)),
+      paramDecl(id, `${p}.fc3.weight`, [l.basis.nNonlocal, l.basis.nBasis], fan(l.basis.nNonlocal)),
     );
-    out.push(decl(id, `${p}.basis_bias`, [l.logits], { kind: 'const', value: 0 }));
+    out.push(paramDecl(id, `${p}.basis_bias`, [l.logits], { kind: 'const', value: 0 }));
   } else {
-    out.push(decl(id, `${p}.fc2.weight`, [l.logits, h], fan(l.logits)));
-    out.push(decl(id, `${p}.fc2.bias`, [l.logits], { kind: 'const', value: 0 }));
+    out.push(paramDecl(id, `${p}.fc2.weight`, [l.logits, h], fan(l.logits)));
+    out.push(paramDecl(id, `${p}.fc2.bias`, [l.logits], { kind: 'const', value: 0 }));
   }
   if (l.biasParams)
-    out.push(decl(id, `${id}.bias`, [l.weightShape[0]!], { kind: 'const', value: 0 }));
+    out.push(paramDecl(id, `${id}.bias`, [l.weightShape[0]!], { kind: 'const', value: 0 }));
   return out;
 }
 
@@ -164,7 +169,10 @@ export function paramTable(spec: unknown): ParamTable {
   const analyzed = analyzeSpec(spec);
   const kw = planKw(analyzed);
   const params: ParamDecl[] = kw.warehouses.map((w) =>
-    decl(undefined, warehouseParamName(w.id), w.shape, { kind: 'kwWarehouse', warehouse: w.id }),
+    paramDecl(undefined, warehouseParamName(w.id), w.shape, {
+      kind: 'kwWarehouse',
+      warehouse: w.id,
+    }),
   );
   for (const node of analyzed.spec.nodes) params.push(...nodeParams(node, analyzed, kw));
   const byName = new Map<string, ParamDecl>();

@@ -264,3 +264,20 @@ describe('budgets', () => {
     expectKw(() => planKw(analyzeSpec(b.build())), 'PLAN_MIXED_DIMENSIONS', /"w"/);
   });
 });
+
+describe('weight decay rule (official optim_factory)', () => {
+  it('1-D tensors, biases and buffers are not decayed; names merely containing "bias" are', async () => {
+    const { decays, paramTable } = await import('../src/index.js');
+    expect(decays('fc.weight', [2, 2], 'param')).toBe(true);
+    expect(decays('fc.bias', [2, 2], 'param')).toBe(false);
+    expect(decays('bias', [2, 2], 'param')).toBe(false);
+    expect(decays('basis_bias', [4], 'param')).toBe(false);
+    expect(decays('unbiased.weight', [2, 2], 'param')).toBe(true);
+    expect(decays('gamma', [8], 'param')).toBe(false);
+    expect(decays('running_var', [8, 8], 'buffer')).toBe(false);
+    const t = paramTable(tinyKwSpec({ kwClassifier: true }));
+    expect(t.byName.get('warehouses.stage0')!.decay).toBe(true);
+    expect(t.byName.get('fc.bias')!.decay).toBe(false);
+    expect(t.byName.get('block.conv1.attention.fc2.bias')!.decay).toBe(false);
+  });
+});

@@ -4,7 +4,7 @@
  * See peers.md §0 for notation.
  */
 import { describeValue, KwError } from '../errors.js';
-import type { InitRule, ParamDecl } from '../params.js';
+import { type InitRule, type ParamDecl, paramDecl } from '../params.js';
 import { type Conv2dParams, channelMeans, conv2dImage } from '../reference/ops.js';
 import type { ConvGeometry, Pair } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
@@ -79,14 +79,7 @@ export function decl(
   init: InitRule,
   role: 'param' | 'buffer' = 'param',
 ): ParamDecl {
-  return {
-    name,
-    shape,
-    role,
-    decay: role === 'param' && shape.length > 1 && !name.endsWith('bias'),
-    init,
-    node: undefined,
-  };
+  return paramDecl(undefined, name, shape, init, role);
 }
 
 /** Output spatial size of a conv. */
