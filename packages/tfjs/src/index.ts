@@ -1,0 +1,15 @@
+/**
+ * `@kernelwarehouse/tfjs`: KernelWarehouse specs as TensorFlow.js layers models.
+ */
+export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
+export { type LayerWeightDecl, SpecNode } from './layers.js';
+export {
+  type BuildOptions,
+  buildModel,
+  exportWeights,
+  fromModelOutput,
+  loadWeights,
+  setTemperature,
+  specVariables,
+  toModelInput,
+} from './model.js';
