@@ -1,6 +1,8 @@
 /**
  * `@kernelwarehouse/tfjs`: KernelWarehouse specs as TensorFlow.js layers models.
  */
+
+export { registerTrainingKernels, TRAINING_KERNELS } from './grads.js';
 export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
 export { type LayerWeightDecl, SpecNode } from './layers.js';
 export {
