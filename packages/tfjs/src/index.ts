@@ -15,3 +15,4 @@ export {
   specVariables,
   toModelInput,
 } from './model.js';
+export { applyWeightDecay, decayGroups, stepTemperature, temperatureCallback } from './train.js';
