@@ -10,7 +10,14 @@ import {
   type NodeSpec,
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { batchNormLast, groupedConv, type LayerWeightDecl, layerNormLast } from './layers.js';
+import {
+  batchNormLast,
+  decodePayload,
+  encodePayload,
+  groupedConv,
+  type LayerWeightDecl,
+  layerNormLast,
+} from './layers.js';
 
 type Kwargs = Record<string, unknown>;
 
@@ -229,8 +236,8 @@ export class KWLayer extends tf.layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    const base = super.getConfig();
-    return { ...base, ...(this.cfg as unknown as tf.serialization.ConfigDict), name: this.name };
+    const { name: _name, ...cfg } = this.cfg;
+    return { ...super.getConfig(), payload: encodePayload(cfg) };
   }
 
   /** Rebuild from {@link getConfig} output. */
@@ -238,7 +245,8 @@ export class KWLayer extends tf.layers.Layer {
     cls: tf.serialization.SerializableConstructor<T>,
     config: tf.serialization.ConfigDict,
   ): T {
-    return new cls(config as unknown as KwLayerConfig);
+    const cfg = decodePayload<KwLayerConfig>(config.payload as string);
+    return new cls({ ...cfg, name: config.name as string });
   }
 }
 tf.serialization.registerClass(KWLayer);

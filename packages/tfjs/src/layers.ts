@@ -58,12 +58,28 @@ abstract class SpecLayerBase extends tf.layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return {
-      ...super.getConfig(),
-      node: this.node as unknown as tf.serialization.ConfigDictValue,
-      decls: this.decls as unknown as tf.serialization.ConfigDictValue,
-    };
+    return { ...super.getConfig(), payload: encodePayload({ node: this.node, decls: this.decls }) };
   }
+}
+
+/**
+ * tfjs-layers rewrites every string and key of a layer config between camelCase and
+ * snake_case when saving and loading, which would corrupt node ids and weight names. The
+ * layer's own settings therefore travel as hex-encoded JSON, which both rewrites leave alone.
+ */
+export function encodePayload(value: unknown): string {
+  const bytes = new TextEncoder().encode(JSON.stringify(value));
+  let out = '';
+  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  return out;
+}
+
+/** Inverse of {@link encodePayload}. */
+export function decodePayload<T>(hex: string): T {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i++)
+    bytes[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return JSON.parse(new TextDecoder().decode(bytes)) as T;
 }
 
 /** OIHW weight -> HWIO. */
@@ -172,6 +188,15 @@ function gelu(x: tf.Tensor): tf.Tensor {
 export class SpecNode extends SpecLayerBase {
   /** Class name used by `serialization.registerClass`. */
   static className = 'KwSpecNode';
+
+  /** Rebuild from {@link SpecLayerBase.getConfig} output. */
+  static override fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
+    const p = decodePayload<{ node: NodeSpec; decls: LayerWeightDecl[] }>(config.payload as string);
+    return new cls({ ...p, name: config.name, trainable: config.trainable });
+  }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
     const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
