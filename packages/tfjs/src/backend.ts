@@ -76,7 +76,11 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
         : skipped.length
           ? `first available; skipped ${skipped.join('; ')}`
           : 'first in the preference order';
-      const report = options.report === undefined ? console.info : options.report;
+      const report =
+        options.report === undefined
+          ? (line: string) =>
+              (globalThis as unknown as { console: { info(s: string): void } }).console.info(line)
+          : options.report;
       if (report && !reported) {
         reported = true;
         report(`@kernelwarehouse/tfjs: using backend "${backend}" (${c}): ${reason}`);

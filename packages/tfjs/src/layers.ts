@@ -68,18 +68,19 @@ abstract class SpecLayerBase extends tf.layers.Layer {
  * layer's own settings therefore travel as hex-encoded JSON, which both rewrites leave alone.
  */
 export function encodePayload(value: unknown): string {
-  const bytes = new TextEncoder().encode(JSON.stringify(value));
+  const json = JSON.stringify(value);
   let out = '';
-  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  for (let i = 0; i < json.length; i++) out += json.charCodeAt(i).toString(16).padStart(4, '0');
   return out;
 }
 
 /** Inverse of {@link encodePayload}. */
 export function decodePayload<T>(hex: string): T {
-  const bytes = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < bytes.length; i++)
-    bytes[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return JSON.parse(new TextDecoder().decode(bytes)) as T;
+  let json = '';
+  for (let i = 0; i < hex.length; i += 4) {
+    json += String.fromCharCode(Number.parseInt(hex.slice(i, i + 4), 16));
+  }
+  return JSON.parse(json) as T;
 }
 
 /** OIHW weight -> HWIO. */

@@ -70,7 +70,7 @@ export function decayGroups(
   const noDecay: tf.LayerVariable[] = [];
   for (const [name, v] of specVariables(model)) {
     const d = table.byName.get(name);
-    if (!d || d.role !== 'param') continue;
+    if (d?.role !== 'param') continue;
     (d.decay ? decay : noDecay).push(v);
   }
   return { decay, noDecay };
