@@ -12,7 +12,7 @@ export {
 } from './backend.js';
 export { registerTrainingKernels, TRAINING_KERNELS } from './grads.js';
 export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
-export { type LayerWeightDecl, SpecNode } from './layers.js';
+export { type Kwargs, type LayerWeightDecl, SpecNode } from './layers.js';
 export {
   type BuildOptions,
   buildModel,

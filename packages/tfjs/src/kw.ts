@@ -15,11 +15,10 @@ import {
   decodePayload,
   encodePayload,
   groupedConv,
+  type Kwargs,
   type LayerWeightDecl,
   layerNormLast,
 } from './layers.js';
-
-type Kwargs = Record<string, unknown>;
 
 /** Eps of the attention norm (PyTorch default). */
 const NORM_EPS = 1e-5;

@@ -7,7 +7,8 @@
 import type { NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 
-type Kwargs = Record<string, unknown>;
+/** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
+export type Kwargs = Record<string, unknown>;
 type LayerVariable = tf.LayerVariable;
 
 /** One declared tensor of a layer: short name (e.g. `weight`) and shape. */
@@ -49,10 +50,12 @@ abstract class SpecLayerBase extends tf.layers.Layer {
     return this.decls.map((d) => [`${this.node.id}.${d.name}`, this.vars.get(d.name)!]);
   }
 
+  /** Current value of this layer's tensor `name`. */
   protected v(name: string): tf.Tensor {
     return this.vars.get(name)!.read();
   }
 
+  /** Whether tfjs called this layer in training mode. */
   protected isTraining(kwargs: Kwargs): boolean {
     return kwargs.training === true;
   }
