@@ -1,0 +1,102 @@
+/**
+ * Backend choice: `tensorflow` (tfjs-node-gpu, then tfjs-node), then `wasm`, then `cpu`.
+ * Each native package is an optional peer, loaded only by dynamic import; a missing one is
+ * skipped. The choice and the reason are reported once per process.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { registerTrainingKernels } from './grads.js';
+
+/** A candidate backend, in order of preference. */
+export type BackendCandidate = 'tfjs-node-gpu' | 'tfjs-node' | 'wasm' | 'cpu';
+
+/** Default preference order. */
+export const BACKEND_ORDER: readonly BackendCandidate[] = [
+  'tfjs-node-gpu',
+  'tfjs-node',
+  'wasm',
+  'cpu',
+];
+
+/** Options of {@link chooseBackend}. */
+export interface ChooseBackendOptions {
+  /** Use this one (fail if it cannot load) instead of the preference order. */
+  force?: BackendCandidate;
+  /** Where the single report line goes (default `console.info`); `null` silences it. */
+  report?: ((line: string) => void) | null;
+  /** Module loader (tests inject one); default dynamic `import()`. */
+  importer?: (name: string) => Promise<unknown>;
+  /** Register the wasm training kernels when wasm is chosen (default true). */
+  trainingKernels?: boolean;
+}
+
+/** Result of {@link chooseBackend}. */
+export interface BackendChoice {
+  candidate: BackendCandidate;
+  /** The tfjs backend name now active (`tensorflow`, `wasm` or `cpu`). */
+  backend: string;
+  /** Why it was chosen, including what was skipped. */
+  reason: string;
+}
+
+let reported = false;
+
+async function tryCandidate(
+  c: BackendCandidate,
+  importer: (n: string) => Promise<unknown>,
+): Promise<string> {
+  if (c === 'tfjs-node-gpu' || c === 'tfjs-node') {
+    await importer(`@tensorflow/${c}`);
+    if (!(await tf.setBackend('tensorflow')))
+      throw new Error('backend "tensorflow" did not initialise');
+    return 'tensorflow';
+  }
+  if (c === 'wasm') await importer('@tensorflow/tfjs-backend-wasm');
+  if (!(await tf.setBackend(c))) throw new Error(`backend "${c}" did not initialise`);
+  return c;
+}
+
+/**
+ * Pick and activate the fastest available backend (or the forced one) and report the choice
+ * once. On wasm, the training kernels of `registerTrainingKernels` are registered.
+ *
+ * @example
+ * const { backend, reason } = await chooseBackend(); // e.g. 'wasm' (tfjs-node-gpu, tfjs-node not installed)
+ */
+export async function chooseBackend(options: ChooseBackendOptions = {}): Promise<BackendChoice> {
+  const importer = options.importer ?? ((n: string) => import(n));
+  const order = options.force ? [options.force] : BACKEND_ORDER;
+  const skipped: string[] = [];
+  for (const c of order) {
+    try {
+      const backend = await tryCandidate(c, importer);
+      await tf.ready();
+      if (backend === 'wasm' && options.trainingKernels !== false) registerTrainingKernels('wasm');
+      const reason = options.force
+        ? `forced by the caller`
+        : skipped.length
+          ? `first available; skipped ${skipped.join('; ')}`
+          : 'first in the preference order';
+      const report =
+        options.report === undefined
+          ? (line: string) =>
+              (globalThis as unknown as { console: { info(s: string): void } }).console.info(line)
+          : options.report;
+      if (report && !reported) {
+        reported = true;
+        report(`@kernelwarehouse/tfjs: using backend "${backend}" (${c}): ${reason}`);
+      }
+      return { candidate: c, backend, reason };
+    } catch (e) {
+      const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+      skipped.push(`${c} (${msg})`);
+      if (options.force)
+        throw new Error(`chooseBackend: forced backend ${c} is not available: ${msg}`);
+    }
+  }
+  throw new Error(`chooseBackend: no backend available: ${skipped.join('; ')}`);
+}
+
+/** Allow the next {@link chooseBackend} call to report again (tests). */
+export function resetBackendReport(): void {
+  reported = false;
+}

@@ -1,0 +1,88 @@
+/**
+ * Training helpers: the KW temperature schedule (a `tf.Callback` for `model.fit` and a plain
+ * function for custom loops) and decoupled weight decay that skips 1-D params and biases.
+ */
+import {
+  type ModelSpec,
+  paramTable,
+  type TemperatureSchedule,
+  temperatureAt,
+} from '@kernelwarehouse/core';
+import * as tf from '@tensorflow/tfjs';
+import { setTemperature, specVariables } from './model.js';
+
+/**
+ * Set tau of every KW layer for micro-batch `step` of `epoch` (0-based) by core's
+ * `temperatureAt`; returns the value. Call it before each step of a custom loop.
+ *
+ * @example
+ * for (let step = 0; step < steps; step++) { stepTemperature(model, sched, epoch, step); ... }
+ */
+export function stepTemperature(
+  model: tf.LayersModel,
+  schedule: TemperatureSchedule,
+  epoch: number,
+  step: number,
+): number {
+  const tau = temperatureAt(schedule, epoch, step);
+  setTemperature(model, Math.min(1, Math.max(0, tau)));
+  return tau;
+}
+
+/**
+ * A `tf.Callback` for `model.fit` that steps tau every batch (and sets 0 at the end of
+ * training, the inference setting). `onTau` receives each value (optional).
+ *
+ * @example
+ * await model.fit(x, y, { epochs: 2, batchSize: 32,
+ *   callbacks: [temperatureCallback(model, { epochs: 1, itersPerEpoch: 32 })] });
+ */
+export function temperatureCallback(
+  model: tf.LayersModel,
+  schedule: TemperatureSchedule,
+  onTau?: (tau: number) => void,
+): tf.CustomCallback {
+  let epoch = 0;
+  return new tf.CustomCallback({
+    onEpochBegin: async (e) => {
+      epoch = e;
+    },
+    onBatchBegin: async (batch) => {
+      const tau = stepTemperature(model, schedule, epoch, batch);
+      onTau?.(tau);
+    },
+    onTrainEnd: async () => {
+      setTemperature(model, 0);
+    },
+  });
+}
+
+/**
+ * Split a model's trainable variables by the official recipe: `decay` (weights with more than
+ * one dimension) and `noDecay` (1-D params and biases), from core's `ParamDecl.decay`.
+ */
+export function decayGroups(
+  model: tf.LayersModel,
+  spec: ModelSpec,
+): { decay: tf.LayerVariable[]; noDecay: tf.LayerVariable[] } {
+  const table = paramTable(spec);
+  const decay: tf.LayerVariable[] = [];
+  const noDecay: tf.LayerVariable[] = [];
+  for (const [name, v] of specVariables(model)) {
+    const d = table.byName.get(name);
+    if (d?.role !== 'param') continue;
+    (d.decay ? decay : noDecay).push(v);
+  }
+  return { decay, noDecay };
+}
+
+/**
+ * Decoupled weight decay (as AdamW / the official SGD recipe's effect): `w -= rate * w` for
+ * the `decay` group only. Call after each optimizer step with `rate = lr * weightDecay`.
+ */
+export function applyWeightDecay(model: tf.LayersModel, spec: ModelSpec, rate: number): void {
+  if (rate === 0) return;
+  tf.tidy(() => {
+    for (const v of decayGroups(model, spec).decay) v.write(tf.mul(v.read(), 1 - rate));
+  });
+}

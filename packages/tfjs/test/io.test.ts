@@ -1,0 +1,102 @@
+import { loadWeights as coreLoad, initWeights, saveWeights } from '@kernelwarehouse/core';
+import { Rng, randomInput, tinyKwSpec } from '@kernelwarehouse/core/testing';
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import {
+  buildModel,
+  chooseBackend,
+  exportWeights,
+  fromModelOutput,
+  loadWeights,
+  resetBackendReport,
+  toModelInput,
+} from '../src/index.js';
+import { useBackend } from './helpers.js';
+
+async function saveArtifacts(model: tf.LayersModel): Promise<tf.io.ModelArtifacts> {
+  let out: tf.io.ModelArtifacts | undefined;
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      out = a;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  return out!;
+}
+
+const bytes = (a: tf.io.ModelArtifacts) =>
+  new Uint8Array(tf.io.concatenateArrayBuffers([a.weightData as ArrayBuffer].flat()));
+
+describe('weights in and out', () => {
+  it('exportWeights -> safetensors -> loadWeights -> exportWeights is byte-identical', async () => {
+    await useBackend('cpu');
+    const spec = tinyKwSpec({ budget: 2, kwClassifier: true });
+    const w = initWeights(spec, { seed: 21 });
+    const model = buildModel(spec, w);
+    const a = saveWeights(spec, exportWeights(model));
+    expect(a).toEqual(saveWeights(spec, w));
+    const fresh = buildModel(spec);
+    loadWeights(fresh, coreLoad(spec, a));
+    const b = saveWeights(spec, exportWeights(fresh));
+    expect(Buffer.from(b).equals(Buffer.from(a))).toBe(true);
+    expect(() => loadWeights(fresh, new Map())).toThrow(
+      /loadWeights: missing tensor "stem.weight"/,
+    );
+  });
+
+  it('model.save -> tf.loadLayersModel -> save round-trips byte-identically; warehouses saved once', async () => {
+    await useBackend('cpu');
+    const spec = tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.5 });
+    const model = buildModel(spec, initWeights(spec, { seed: 5 }));
+    const a = await saveArtifacts(model);
+    const names = a.weightSpecs!.map((s) => s.name);
+    expect(names.filter((n) => n.includes('warehouses.stage0'))).toHaveLength(1);
+    expect(names.filter((n) => n.includes('warehouses.stage1'))).toHaveLength(1);
+    const loaded = await tf.loadLayersModel(tf.io.fromMemory(a));
+    const b = await saveArtifacts(loaded);
+    expect(JSON.stringify(b.modelTopology)).toBe(JSON.stringify(a.modelTopology));
+    expect(b.weightSpecs).toEqual(a.weightSpecs);
+    expect(Buffer.from(bytes(b)).equals(Buffer.from(bytes(a)))).toBe(true);
+    // and the loaded model computes the same function
+    const x = toModelInput(randomInput(new Rng(3), [2, ...spec.inputShape]));
+    const y0 = fromModelOutput(model.predict(x) as tf.Tensor).data;
+    const y1 = fromModelOutput(loaded.predict(x) as tf.Tensor).data;
+    expect(Array.from(y1)).toEqual(Array.from(y0));
+  });
+});
+
+describe('backend choice', () => {
+  it('falls back past missing tfjs-node(-gpu) to wasm and reports once', async () => {
+    resetBackendReport();
+    const lines: string[] = [];
+    const tried: string[] = [];
+    const importer = async (n: string) => {
+      tried.push(n);
+      if (n.includes('tfjs-node')) throw new Error(`Cannot find package '${n}'`);
+      return import('@tensorflow/tfjs-backend-wasm');
+    };
+    const c = await chooseBackend({ importer, report: (l) => lines.push(l) });
+    expect(c.backend).toBe('wasm');
+    expect(tried.slice(0, 2)).toEqual(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+    expect(c.reason).toMatch(/skipped tfjs-node-gpu .*tfjs-node/);
+    expect(tf.getBackend()).toBe('wasm');
+    await chooseBackend({ importer, report: (l) => lines.push(l) });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/using backend "wasm"/);
+  });
+
+  it('the real importer also falls back (tfjs-node is not installed here); force works and fails loudly', async () => {
+    const c = await chooseBackend({ report: null });
+    expect(['wasm', 'tensorflow']).toContain(c.backend);
+    const f = await chooseBackend({ force: 'cpu', report: null });
+    expect(f.backend).toBe('cpu');
+    expect(tf.getBackend()).toBe('cpu');
+    await expect(
+      chooseBackend({
+        force: 'tfjs-node',
+        report: null,
+        importer: async () => Promise.reject(new Error('nope')),
+      }),
+    ).rejects.toThrow(/forced backend tfjs-node is not available: nope/);
+  });
+});
