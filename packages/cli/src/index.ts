@@ -8,6 +8,7 @@ import { exportCommand } from './commands/export.js';
 import { modelsCommand } from './commands/models.js';
 import { onnxInfoCommand } from './commands/onnx-info.js';
 import { planCommand } from './commands/plan.js';
+import { trainCommand } from './commands/train.js';
 import { type Io, UsageError } from './io.js';
 
 export { parseInput, parseMethod, parseModelArgs, planJson } from './commands/plan.js';
@@ -34,6 +35,10 @@ export const COMMANDS: Record<string, Command> = {
     help: 'kw export <model> [--budget B] [--classes N] [--input HxWxC] [--weights w.safetensors | --seed S] [--weights-out w.safetensors] [--temperature T] --out model.onnx',
   },
   'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
+  train: {
+    run: trainCommand,
+    help: 'kw train [--model resnet8_cifar] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 1000] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--out DIR]',
+  },
 };
 
 function usage(): string {

@@ -1,0 +1,64 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { run } from '../test/harness.js';
+
+describe('kw train (the main job, tiny configuration)', () => {
+  it('trains plain and KW on real MNIST (wasm), exports, and ONNX agrees with tfjs', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
+    const r = await run(
+      'train',
+      '--budgets',
+      'plain,1x',
+      '--train-size',
+      '256',
+      '--test-size',
+      '200',
+      '--epochs',
+      '1',
+      '--batch',
+      '32',
+      '--out',
+      out,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/method\s+params\s+vs plain\s+test acc/);
+    expect(r.out).toMatch(/plain\s+77,754\s+\+0\.0%/);
+    expect(r.out).toMatch(/KW 1x\s+123,108\s+\+58\.3%/);
+    for (const f of [
+      'plain.safetensors',
+      'plain.onnx',
+      'KW-1x.safetensors',
+      'KW-1x.onnx',
+      'report.md',
+      'results.json',
+    ]) {
+      expect(existsSync(join(out, f)), f).toBe(true);
+    }
+    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    expect(res.results).toHaveLength(2);
+    for (const x of res.results) {
+      expect(x.onnxAgreement).toBeGreaterThanOrEqual(0.999);
+      expect(x.onnxMaxRelError).toBeLessThan(1e-4);
+      expect(x.testAccuracy).toBeGreaterThan(0);
+    }
+    expect(r.err).toMatch(/epoch 1\/1 \[#+\] 8\/8 loss \d/);
+  }, 180_000);
+
+  it('refuses bad options with exit code 2', async () => {
+    for (const [argv, pattern] of [
+      [['train', '--budgets', 'plain,abc'], /bad budget "abc"/],
+      [['train', '--epochs', '0'], /--epochs must be an integer >= 1/],
+      [['train', '--model', 'resnet19'], /unknown model "resnet19"/],
+      [['train', '--backend', 'webgl'], /--backend must be wasm or cpu/],
+      [['train', '--train-size', '99999999'], /exceed the data set \(60000 train, 10000 test/],
+    ] as [string[], RegExp][]) {
+      const r = await run(...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.err).toMatch(pattern);
+    }
+    const r = await run('train', '--dataset', 'cifar');
+    expect(r.err).toMatch(/unknown dataset "cifar"; accepted: mnist, fashion-mnist/);
+  });
+});
