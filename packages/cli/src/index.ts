@@ -37,7 +37,7 @@ export const COMMANDS: Record<string, Command> = {
   'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
   train: {
     run: trainCommand,
-    help: 'kw train [--model resnet8_cifar] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 1000] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--out DIR]',
+    help: 'kw train [--model resnet8_cifar] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--out DIR]',
   },
 };
 

@@ -54,7 +54,7 @@ const fmtTime = (s: number) =>
 
 /**
  * `kw train [--model resnet8_cifar] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--budgets plain,1x,1/2x]
- * [--epochs 2] [--train-size 2000] [--test-size 1000] [--batch 64] [--lr 0.005] [--temp-epochs E]
+ * [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E]
  * [--backend wasm|cpu] [--seed 0] [--out runs/NAME]`: trains the plain backbone and KernelWarehouse
  * variants on real data, exports each to ONNX, checks ONNX against tfjs, and writes a run folder.
  */
@@ -70,7 +70,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         budgets: { type: 'string', default: 'plain,1x,1/2x' },
         epochs: { type: 'string', default: '2' },
         'train-size': { type: 'string', default: '2000' },
-        'test-size': { type: 'string', default: '1000' },
+        'test-size': { type: 'string', default: '500' },
         batch: { type: 'string', default: '64' },
         lr: { type: 'string', default: '0.005' },
         'temp-epochs': { type: 'string' },
