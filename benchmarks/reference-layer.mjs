@@ -2,34 +2,15 @@
 // same shape, side by side. The reference is slow on purpose (clarity, float64 sums); this
 // benchmark shows what the KW machinery costs on top of the convolution itself, next to the
 // MAC-ideal ratio from planModel. Run: pnpm --filter @kernelwarehouse/benchmarks bench:reference
-import {
-  initWeights,
-  planModel,
-  Rng,
-  runReference,
-  SpecBuilder,
-  tensor,
-} from '@kernelwarehouse/core';
+import { initWeights, planModel, Rng, runReference, tensor } from '@kernelwarehouse/core';
 import { compare, machine, printTable } from './harness.mjs';
+import { stageSpec } from './stage-spec.mjs';
 
 const C = Number(process.env.KW_BENCH_C ?? 32);
 const S = Number(process.env.KW_BENCH_SIZE ?? 16);
 const N = Number(process.env.KW_BENCH_BATCH ?? 4);
 
-// two layers in one warehouse, as in a stage (plain: the same two convs)
-function stage(budget) {
-  const b = new SpecBuilder(`bench-${budget ?? 'plain'}`, [C, S, S]);
-  const geo = { outChannels: C, kernelSize: 3, padding: 1 };
-  if (budget === null) {
-    b.output(b.conv2d('conv2', b.conv2d('conv1', b.input, geo), geo));
-  } else {
-    const ratio = budget < 1 ? 0.5 : 1;
-    b.warehouse({ id: 'w', budget, cellInRatio: ratio, cellOutRatio: ratio });
-    const x = b.dynamicConv2d('conv1', b.input, geo, { kind: 'kw', warehouse: 'w' });
-    b.output(b.dynamicConv2d('conv2', x, geo, { kind: 'kw', warehouse: 'w' }));
-  }
-  return b.build();
-}
+const stage = (budget) => stageSpec(budget, C, S);
 
 const rng = new Rng(0);
 const x = tensor([N, C, S, S], rng.normalArray(N * C * S * S));

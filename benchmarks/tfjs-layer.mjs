@@ -2,10 +2,11 @@
 // forward and one training step (forward + gradients + Adam update), same backend, side by side
 // in one run, next to the MAC-ideal ratio from planModel. Backend: KW_BENCH_BACKEND (wasm default).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:tfjs
-import { initWeights, planModel, Rng, SpecBuilder } from '@kernelwarehouse/core';
+import { initWeights, planModel, Rng } from '@kernelwarehouse/core';
 import { buildModel, chooseBackend } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { compare, machine, printTable } from './harness.mjs';
+import { stageSpec } from './stage-spec.mjs';
 
 const C = Number(process.env.KW_BENCH_C ?? 32);
 const S = Number(process.env.KW_BENCH_SIZE ?? 16);
@@ -13,19 +14,7 @@ const N = Number(process.env.KW_BENCH_BATCH ?? 8);
 const backend = process.env.KW_BENCH_BACKEND ?? 'wasm';
 const choice = await chooseBackend({ force: backend, report: null });
 
-function stage(budget) {
-  const b = new SpecBuilder(`bench-${budget ?? 'plain'}`, [C, S, S]);
-  const geo = { outChannels: C, kernelSize: 3, padding: 1 };
-  if (budget === null) {
-    b.output(b.conv2d('conv2', b.conv2d('conv1', b.input, geo), geo));
-  } else {
-    const ratio = budget < 1 ? 0.5 : 1;
-    b.warehouse({ id: 'w', budget, cellInRatio: ratio, cellOutRatio: ratio });
-    const x = b.dynamicConv2d('conv1', b.input, geo, { kind: 'kw', warehouse: 'w' });
-    b.output(b.dynamicConv2d('conv2', x, geo, { kind: 'kw', warehouse: 'w' }));
-  }
-  return b.build();
-}
+const stage = (budget) => stageSpec(budget, C, S);
 
 const x = tf.tensor4d(new Rng(0).normalArray(N * S * S * C), [N, S, S, C]);
 const target = tf.randomNormal([N, S, S, C]);

@@ -194,3 +194,26 @@ export function perSampleConv(
 export function kernelPair(g: ConvGeometry): Pair {
   return g.kernelSize;
 }
+
+/**
+ * Forward of a mixture of whole kernels (CondConv experts, DY-Conv kernels): per sample,
+ * `W_b = sum_i r[b, i] * W_i` (and the same for the biases), then a per-sample convolution.
+ * `r` holds `[N, count]` mixture weights.
+ */
+export function mixtureForward(
+  x: Tensor,
+  g: ConvGeometry,
+  w: (name: string) => Tensor,
+  r: Float32Array,
+  count: number,
+): Tensor {
+  const bank = w('weight').data;
+  const size = bank.length / count;
+  const biasBank = g.bias ? w('bias').data : undefined;
+  return perSampleConv(
+    x,
+    g,
+    (b) => mixKernels(bank, r, b * count, count, size),
+    biasBank ? (b) => mixKernels(biasBank, r, b * count, count, g.outChannels) : undefined,
+  );
+}

@@ -15,8 +15,7 @@ import {
   fc,
   gap,
   intSetting,
-  mixKernels,
-  perSampleConv,
+  mixtureForward,
   rejectUnknown,
   requireConv,
   sigmoidInPlace,
@@ -87,15 +86,6 @@ export const condConvMethod: DynamicMethod<CondConvRef> = {
   forward(node, x, w) {
     const g = requireConv(node, 'condconv');
     const n = (node.method as CondConvRef).experts;
-    const r = condConvRouting(x, w);
-    const bank = w('weight').data;
-    const size = bank.length / n;
-    const biasBank = g.bias ? w('bias').data : undefined;
-    return perSampleConv(
-      x,
-      g,
-      (b) => mixKernels(bank, r, b * n, n, size),
-      biasBank ? (b) => mixKernels(biasBank, r, b * n, n, g.outChannels) : undefined,
-    );
+    return mixtureForward(x, g, w, condConvRouting(x, w), n);
   },
 };

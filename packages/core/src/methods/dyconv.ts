@@ -14,8 +14,7 @@ import {
   fc,
   gap,
   intSetting,
-  mixKernels,
-  perSampleConv,
+  mixtureForward,
   posSetting,
   rejectUnknown,
   requireConv,
@@ -124,16 +123,6 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
   forward(node: DynamicNode, x, w) {
     const g = requireConv(node, 'dyconv');
     const m = node.method as DyConvRef;
-    const pi = dyConvAttention(x, w, m.temperature);
-    const K = m.kernels;
-    const bank = w('weight').data;
-    const size = bank.length / K;
-    const biasBank = g.bias ? w('bias').data : undefined;
-    return perSampleConv(
-      x,
-      g,
-      (b) => mixKernels(bank, pi, b * K, K, size),
-      biasBank ? (b) => mixKernels(biasBank, pi, b * K, K, g.outChannels) : undefined,
-    );
+    return mixtureForward(x, g, w, dyConvAttention(x, w, m.temperature), m.kernels);
   },
 };
