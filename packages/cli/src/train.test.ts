@@ -33,6 +33,8 @@ describe('kw train (the main job, tiny configuration)', () => {
       'KW-1x.onnx',
       'report.md',
       'results.json',
+      'loss.svg',
+      'tau.svg',
     ]) {
       expect(existsSync(join(out, f)), f).toBe(true);
     }
@@ -44,6 +46,12 @@ describe('kw train (the main job, tiny configuration)', () => {
       expect(x.testAccuracy).toBeGreaterThan(0);
     }
     expect(r.err).toMatch(/epoch 1\/1 \[#+\] 8\/8 loss \d/);
+    // tau falls from ~1 to 0 over the first half epoch (default --temp-epochs = epochs / 2), per step
+    const taus = res.results[1].curve.map((c: { tau: number }) => c.tau);
+    expect(taus).toHaveLength(8);
+    expect(taus[0]).toBeGreaterThan(0.7);
+    expect(taus.at(-1)).toBe(0);
+    expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/<polyline[^>]+points="[\d., ]+"/);
   }, 180_000);
 
   it('refuses bad options with exit code 2', async () => {

@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import { datasetDir, type ImageSet, loadIdxFolder } from '../data.js';
 import { writeFileAtomic } from '../fsio.js';
 import { type Io, table, UsageError } from '../io.js';
+import { lineChart } from '../svg.js';
 
 /** One trained variant's results. */
 export interface TrainResult {
@@ -33,6 +34,8 @@ export interface TrainResult {
   finalLoss: number;
   onnxAgreement: number;
   onnxMaxRelError: number;
+  /** Training loss and tau per step (x = fractional epoch). */
+  curve: { epoch: number; loss: number; tau: number }[];
 }
 
 function tensors(set: ImageSet, from: number, n: number, classes: number) {
@@ -159,10 +162,12 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     });
     const t0 = performance.now();
     let lastLoss = Number.NaN;
+    const curve: TrainResult['curve'] = [];
     let tau = 1;
     const progress = new tf.CustomCallback({
       onBatchEnd: async (step, logs) => {
         lastLoss = logs?.loss ?? lastLoss;
+        curve.push({ epoch: progressEpoch + (step + 1) / stepsPerEpoch, loss: lastLoss, tau });
         const done = step + 1;
         const el = (performance.now() - t0) / 1000;
         const seen = (progressEpoch * stepsPerEpoch + done) * batch;
@@ -256,6 +261,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       finalLoss: lastLoss,
       onnxAgreement: same / testSize,
       onnxMaxRelError: maxAbs / scale,
+      curve,
     });
     probs.dispose();
   }
@@ -305,7 +311,33 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
   writeFileAtomic(join(out, 'results.json'), `${JSON.stringify({ config, results }, null, 2)}\n`);
   writeFileAtomic(
     join(out, 'report.md'),
-    `# kw train: ${modelId} on ${v.dataset}\n\nCommand: \`kw train ${args.join(' ')}\`\n\nConfig: ${JSON.stringify(config)}\n\n\`\`\`\n${summary}\n\`\`\`\n\nOn a network this small the KW attention (hidden width >= 16, m*(n+1) logits per layer) outweighs the warehouse, so KW adds parameters here; the savings of KW 1/2x appear at ResNet scale (\`kw plan resnet18 --budget 1/2x\`: 0.64x).\n\nEach model: \`<method>.safetensors\` (weights, spec names) and \`<method>.onnx\` (opset 17, dynamic batch, tau = 0). "ONNX = tfjs": share of test images with the same predicted class from onnxruntime-web (wasm) and from tfjs.\n`,
+    `# kw train: ${modelId} on ${v.dataset}\n\nCommand: \`kw train ${args.join(' ')}\`\n\nConfig: ${JSON.stringify(config)}\n\n\`\`\`\n${summary}\n\`\`\`\n\nOn a network this small the KW attention (hidden width >= 16, m*(n+1) logits per layer) outweighs the warehouse, so KW adds parameters here; the savings of KW 1/2x appear at ResNet scale (\`kw plan resnet18 --budget 1/2x\`: 0.64x).\n\n![training loss](loss.svg)\n\n![tau](tau.svg)\n\nEach model: \`<method>.safetensors\` (weights, spec names) and \`<method>.onnx\` (opset 17, dynamic batch, tau = 0). "ONNX = tfjs": share of test images with the same predicted class from onnxruntime-web (wasm) and from tfjs.\n`,
+  );
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];
+  writeFileAtomic(
+    join(out, 'loss.svg'),
+    lineChart(
+      `${modelId} on ${v.dataset}: training loss`,
+      'epoch',
+      'loss (per batch)',
+      results.map((r, i) => ({
+        name: r.label,
+        color: colors[i % colors.length]!,
+        points: r.curve.map((c) => [c.epoch, c.loss] as [number, number]),
+      })),
+    ),
+  );
+  writeFileAtomic(
+    join(out, 'tau.svg'),
+    lineChart('KW temperature tau (per micro-batch)', 'epoch', 'tau', [
+      {
+        name: 'tau',
+        color: '#d62728',
+        points: (results.find((r) => r.budget !== null) ?? results[0]!).curve.map(
+          (c) => [c.epoch, c.tau] as [number, number],
+        ),
+      },
+    ]),
   );
   const bad = results.filter((r) => r.onnxAgreement < 0.999 || !(r.onnxMaxRelError < 1e-4));
   if (bad.length) {
