@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every ```js code block of the READMEs and docs/ as an ES module, so the examples in
 // the docs cannot rot. A block runs from the folder of the package it documents (so its
-// imports resolve through the workspace), or from packages/core for docs/ pages.
+// imports resolve through the workspace), or from docs/ (a private workspace package that
+// depends on every package) for docs/ pages.
 // A block whose first line is `// no-run` is skipped (used for shell-dependent snippets).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ let failed = 0;
 for (const file of files) {
   const text = readFileSync(file, 'utf8');
   const blocks = [...text.matchAll(/```(?:js|javascript|mjs)\n([\s\S]*?)```/g)].map((m) => m[1]);
-  const cwd = file.includes('/packages/') ? dirname(file) : join(root, 'packages', 'core');
+  const cwd = file.includes('/packages/') ? dirname(file) : join(root, 'docs');
   blocks.forEach((code, i) => {
     if (code.startsWith('// no-run')) return;
     const dir = mkdtempSync(join(cwd, '.doc-example-'));
