@@ -45,6 +45,50 @@ describe('kw export and kw onnx-info', () => {
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('--triton-repo writes a Triton model repository entry: NAME/1/model.onnx and NAME/config.pbtxt', async () => {
+    const repo = join(dir, 'models');
+    const r = await run(
+      'export',
+      'resnet8_cifar',
+      '--budget',
+      '1x',
+      '--triton-repo',
+      repo,
+      '--triton-name',
+      'r8_kw1x',
+      '--max-batch',
+      '32',
+      '--instances',
+      '2',
+    );
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(
+      /config\.pbtxt: Triton onnxruntime backend, max_batch_size 32, 2 instance/,
+    );
+    const onnx = new Uint8Array(readFileSync(join(repo, 'r8_kw1x', '1', 'model.onnx')));
+    const config = readFileSync(join(repo, 'r8_kw1x', 'config.pbtxt'), 'utf8');
+    expect(config).toMatch(/^name: "r8_kw1x"$/m);
+    expect(config).toMatch(/^max_batch_size: 32$/m);
+    expect(config).toMatch(/name: "input"\s+data_type: TYPE_FP32\s+dims: \[ 3, 32, 32 \]/);
+    expect(config).toMatch(/name: "fc"\s+data_type: TYPE_FP32\s+dims: \[ 10 \]/);
+    // the model file is the plain export of the same spec and weights
+    const plainOut = join(dir, 'r8kw.onnx');
+    expect((await run('export', 'resnet8_cifar', '--budget', '1x', '--out', plainOut)).code).toBe(
+      0,
+    );
+    expect(onnx).toEqual(new Uint8Array(readFileSync(plainOut)));
+    // flags that only make sense with a repository, and both destinations at once, are usage errors
+    expect((await run('export', 'resnet8_cifar', '--out', plainOut, '--max-batch', '4')).code).toBe(
+      2,
+    );
+    expect(
+      (await run('export', 'resnet8_cifar', '--out', plainOut, '--triton-repo', repo)).code,
+    ).toBe(2);
+    const bad = await run('export', 'resnet8_cifar', '--triton-repo', repo, '--triton-name', 'a b');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--triton-name must be letters/);
+  });
+
   it('onnx-info prints inputs, outputs, opset and the op histogram', async () => {
     const onnx = join(dir, 'r8.onnx');
     const r = await run('onnx-info', onnx);
@@ -80,7 +124,7 @@ describe('kw export and kw onnx-info', () => {
     expect(r3.err).toMatch(/SAFETENSORS_/);
     expect(existsSync(join(dir, 'y.onnx'))).toBe(false);
     const r4 = await run('export', 'resnet8_cifar');
-    expect([r4.code, r4.err]).toEqual([2, 'kw export: --out model.onnx is required\n']);
+    expect([r4.code, r4.err]).toEqual([2, 'kw export: --out model.onnx (or --triton-repo DIR) is required\n']);
     const r5 = await run(
       'export',
       'resnet8_cifar',

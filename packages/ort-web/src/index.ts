@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 export { type OnnxExport, type ToOnnxOptions, toOnnx, toOnnxWithInfo } from './export.js';
-export { type OnnxInfo, onnxInfo } from './info.js';
+export { type OnnxInfo, onnxInfo, type ValueInfo } from './info.js';
 export { IR_VERSION, OPSET } from './onnx.js';
 export { createSession, executionProviders, runSession, type SessionOptions } from './session.js';
+export { type TritonConfigOptions, tritonConfig } from './triton.js';

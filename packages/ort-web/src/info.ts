@@ -1,6 +1,15 @@
 import { KwError } from '@kernelwarehouse/core';
 import { type Field, readFields } from './protobuf.js';
 
+/** A graph input or output as {@link onnxInfo} reads it. */
+export interface ValueInfo {
+  name: string;
+  /** Dims; a symbolic dim (such as the dynamic batch `N`) is its name, an unknown one `'?'`. */
+  shape: (number | string)[];
+  /** ONNX `TensorProto.DataType` (1 = float32, 7 = int64, ...); 0 when the file does not say. */
+  elemType: number;
+}
+
 /** What {@link onnxInfo} reads from an ONNX file. */
 export interface OnnxInfo {
   irVersion: number;
@@ -8,8 +17,10 @@ export interface OnnxInfo {
   opsets: Record<string, number>;
   producer: string;
   graphName: string;
-  inputs: { name: string; shape: (number | string)[] }[];
-  outputs: { name: string; shape: (number | string)[] }[];
+  /** Graph inputs: name, dims (a string for a symbolic dim) and ONNX element type (1 = float32). */
+  inputs: ValueInfo[];
+  /** Graph outputs, as {@link OnnxInfo.inputs}. */
+  outputs: ValueInfo[];
   /** Node count per op type. */
   ops: Record<string, number>;
   nodes: number;
@@ -22,12 +33,15 @@ const td = new TextDecoder('utf-8', { fatal: false });
 const str = (f: Field | undefined) => (f?.bytes ? td.decode(f.bytes) : '');
 const first = (fs: Field[], n: number) => fs.find((f) => f.field === n);
 
-function valueInfo(bytes: Uint8Array) {
+function valueInfo(bytes: Uint8Array): ValueInfo {
   const v = readFields(bytes, 'ValueInfoProto');
   const shape: (number | string)[] = [];
   const type = first(v, 2);
+  let elemType = 0;
   if (type?.bytes) {
     const tt = first(readFields(type.bytes, 'TypeProto'), 1);
+    const et = tt?.bytes ? first(readFields(tt.bytes, 'TypeProto.Tensor'), 1) : undefined;
+    if (et && et.wire === 0) elemType = et.value;
     const sh = tt?.bytes ? first(readFields(tt.bytes, 'TypeProto.Tensor'), 2) : undefined;
     if (sh?.bytes) {
       for (const d of readFields(sh.bytes, 'TensorShapeProto').filter((f) => f.field === 1)) {
@@ -37,7 +51,7 @@ function valueInfo(bytes: Uint8Array) {
       }
     }
   }
-  return { name: str(first(v, 1)), shape };
+  return { name: str(first(v, 1)), shape, elemType };
 }
 
 /**
