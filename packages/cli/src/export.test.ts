@@ -124,7 +124,10 @@ describe('kw export and kw onnx-info', () => {
     expect(r3.err).toMatch(/SAFETENSORS_/);
     expect(existsSync(join(dir, 'y.onnx'))).toBe(false);
     const r4 = await run('export', 'resnet8_cifar');
-    expect([r4.code, r4.err]).toEqual([2, 'kw export: --out model.onnx (or --triton-repo DIR) is required\n']);
+    expect([r4.code, r4.err]).toEqual([
+      2,
+      'kw export: --out model.onnx (or --triton-repo DIR) is required\n',
+    ]);
     const r5 = await run(
       'export',
       'resnet8_cifar',
