@@ -25,7 +25,7 @@ export interface ChooseBackendOptions {
   report?: ((line: string) => void) | null;
   /** Module loader (tests inject one); default dynamic `import()`. */
   importer?: (name: string) => Promise<unknown>;
-  /** Register the wasm training kernels when wasm is chosen (default true). */
+  /** Register `registerTrainingKernels` when wasm or cpu is chosen (default true). */
   trainingKernels?: boolean;
 }
 
@@ -57,7 +57,8 @@ async function tryCandidate(
 
 /**
  * Pick and activate the fastest available backend (or the forced one) and report the choice
- * once. On wasm, the training kernels of `registerTrainingKernels` are registered.
+ * once. On wasm and cpu, the training kernels of `registerTrainingKernels` are registered
+ * (wasm lacks them; cpu's own are ~12x slower).
  *
  * @example
  * const { backend, reason } = await chooseBackend(); // e.g. 'wasm' (tfjs-node-gpu, tfjs-node not installed)
@@ -70,7 +71,8 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
     try {
       const backend = await tryCandidate(c, importer);
       await tf.ready();
-      if (backend === 'wasm' && options.trainingKernels !== false) registerTrainingKernels('wasm');
+      if ((backend === 'wasm' || backend === 'cpu') && options.trainingKernels !== false)
+        registerTrainingKernels(backend);
       const reason = options.force
         ? `forced by the caller`
         : skipped.length

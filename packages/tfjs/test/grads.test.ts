@@ -66,6 +66,47 @@ describe('wasm training kernels', () => {
     expect(worst).toBeLessThan(1e-5);
   });
 
+  it('on cpu they match the stock kernels, and cases they do not cover go to the stock kernels', async () => {
+    await useBackend('cpu');
+    // a depthwise conv with channel multiplier 2 is outside the rebuilt kernels (dilated conv
+    // gradients are refused by tfjs itself, on every backend, before any kernel runs)
+    const other = () => {
+      const rng = new Rng(77);
+      const x = tf.tensor4d(rng.normalArray(2 * 9 * 9 * 3), [2, 9, 9, 3]);
+      const wd = tf.tensor4d(rng.normalArray(3 * 3 * 3 * 2), [3, 3, 3, 2]);
+      const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.square(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'))),
+      )([x, wd]);
+      const out = g.map((t) => t.dataSync() as Float32Array);
+      tf.dispose([x, wd, ...g]);
+      return out;
+    };
+    const want = cfgs.flatMap((c) => [grads(c, false), grads(c, true)]);
+    const wantOther = other();
+    expect(registerTrainingKernels('cpu').sort()).toEqual([...TRAINING_KERNELS].sort());
+    const got = cfgs.flatMap((c) => [grads(c, false), grads(c, true)]);
+    let worst = 0;
+    got.forEach((pair, i) => {
+      pair.forEach((g, j) => {
+        worst = Math.max(worst, relErr(g, want[i]![j]!));
+      });
+    });
+    expect(worst).toBeLessThan(1e-5);
+    // the fallback is the stock kernel itself: bit-identical
+    other().forEach((g, i) => {
+      expect(g).toEqual(wantOther[i]);
+    });
+    // wasm has no stock kernel to fall back to: a clear error
+    await useBackend('wasm');
+    registerTrainingKernels('wasm');
+    const x = tf.ones([1, 7, 7, 2]) as tf.Tensor4D;
+    const w = tf.ones([3, 3, 2, 2]) as tf.Tensor4D;
+    expect(() =>
+      tf.grads((a: tf.Tensor) => tf.sum(tf.depthwiseConv2d(a as tf.Tensor4D, w, 1, 'same')))([x]),
+    ).toThrow(/channel multiplier must be 1/);
+    tf.dispose([x, w]);
+  });
+
   it('KW model gradients on wasm match cpu, and a KW layer matches finite differences', async () => {
     const spec = tinyKwSpec({ budget: 2, cellRatio: 0.5 });
     const weights = initWeights(spec, { seed: 3 });
