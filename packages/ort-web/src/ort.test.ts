@@ -204,8 +204,8 @@ describe('export details', () => {
     const info = onnxInfo(ex.bytes);
     expect(info.opsets['']).toBe(17);
     expect(info.irVersion).toBe(8);
-    expect(info.inputs).toEqual([{ name: 'input', shape: ['N', 3, 8, 8] }]);
-    expect(info.outputs).toEqual([{ name: 'fc', shape: ['N', 4] }]);
+    expect(info.inputs).toEqual([{ name: 'input', shape: ['N', 3, 8, 8], elemType: 1 }]);
+    expect(info.outputs).toEqual([{ name: 'fc', shape: ['N', 4], elemType: 1 }]);
     expect(info.ops.MatMul).toBeGreaterThanOrEqual(4);
     expect(info.ops).toEqual(ex.ops);
     expect(info.initializerBytes).toBe(ex.initializerBytes);

@@ -76,13 +76,84 @@ export async function createSession(
   }
 }
 
+const describeData = (d: unknown) =>
+  d === null || d === undefined
+    ? String(d)
+    : ((d as object).constructor?.name ?? typeof d) +
+      (typeof (d as { length?: unknown }).length === 'number'
+        ? ` of length ${(d as { length: number }).length}`
+        : '');
+
+/**
+ * Check an input against the session's declared input before onnxruntime sees it, so a wrong
+ * tensor gets a KwError naming the dim, the expected and the found value (onnxruntime's own
+ * messages name neither the model's layout nor the fix).
+ */
+function checkInput(session: ort.InferenceSession, input: Tensor): void {
+  const name = session.inputNames[0]!;
+  if (!(input?.data instanceof Float32Array)) {
+    throw new KwError(
+      'TENSOR_DTYPE',
+      `input "${name}" must be a Tensor with Float32Array data; found ${describeData(input?.data)}`,
+      { expected: 'Float32Array', found: describeData(input?.data) },
+    );
+  }
+  const shape = input.shape;
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `input "${name}" has an invalid shape ${Array.isArray(shape) ? `[${shape.join(', ')}]` : JSON.stringify(shape)}: dims must be integers >= 1`,
+      { found: shape },
+    );
+  }
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (size !== input.data.length) {
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `input "${name}" has shape [${shape.join(', ')}] (${size} values) but ${input.data.length} values of data`,
+      { expected: size, found: input.data.length },
+    );
+  }
+  const meta = (
+    session as unknown as { inputMetadata?: { name: string; shape?: (number | string)[] }[] }
+  ).inputMetadata?.find((m) => m.name === name);
+  const want = meta?.shape;
+  if (want) {
+    const show = `[${want.join(', ')}]`;
+    if (want.length !== shape.length) {
+      throw new KwError(
+        'TENSOR_SHAPE',
+        `input "${name}" expects rank ${want.length} ${show} (NCHW); found rank ${shape.length} [${shape.join(', ')}]`,
+        { expected: want, found: shape },
+      );
+    }
+    want.forEach((d, i) => {
+      if (typeof d === 'number' && d !== shape[i]) {
+        const what = want.length === 4 ? ['batch', 'channels', 'height', 'width'][i] : `dim ${i}`;
+        throw new KwError(
+          'TENSOR_SHAPE',
+          `input "${name}" expects ${show} (NCHW); found [${shape.join(', ')}]: ${what} is ${shape[i]}, expected ${d}`,
+          { expected: want, found: shape, dim: i },
+        );
+      }
+    });
+  }
+  const bad = input.data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) {
+    throw new KwError(
+      'TENSOR_NOT_FINITE',
+      `input "${name}" holds ${input.data[bad]} at flat index ${bad}; every value must be finite`,
+      { index: bad, found: input.data[bad] },
+    );
+  }
+}
+
 /**
  * Run a session on one NCHW float32 batch; returns the outputs (core Tensors) in the session's
  * output order. The input's shape is checked against the model's first input.
  */
 export async function runSession(session: ort.InferenceSession, input: Tensor): Promise<Tensor[]> {
-  if (!(input?.data instanceof Float32Array))
-    throw new KwError('TENSOR_DTYPE', 'input must be a Tensor with Float32Array data');
+  checkInput(session, input);
   const feeds = {
     [session.inputNames[0]!]: new ort.Tensor('float32', input.data, [...input.shape]),
   };

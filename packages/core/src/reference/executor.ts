@@ -106,6 +106,7 @@ function checkInput(inputShape: number[], input: Tensor): void {
   }
   const ok =
     input.shape.length === inputShape.length + 1 &&
+    Number.isInteger(input.shape[0]) &&
     input.shape[0]! >= 1 &&
     inputShape.every((d, i) => input.shape[i + 1] === d);
   if (!ok) {

@@ -1,0 +1,124 @@
+// Issue 7's adapter corpus: tensors of the wrong rank, channels, size, length, dtype or with
+// non-finite values, fed to the core reference executor and to an exported ONNX session. Both
+// must refuse each with the same KwError code and a message that names what was found; neither
+// may return NaN or an empty result.
+import {
+  initWeights,
+  isKwError,
+  type KwErrorCode,
+  runReference,
+  type Tensor,
+} from '@kernelwarehouse/core';
+import { tinyKwSpec } from '@kernelwarehouse/core/testing';
+import { describe, expect, it } from 'vitest';
+import { createSession, runSession, toOnnx } from './index.js';
+
+const spec = tinyKwSpec({ budget: 1 }); // input [N, 3, 8, 8]
+const weights = initWeights(spec, { seed: 1 });
+const f32 = (n: number, v = 0.5) => new Float32Array(n).fill(v);
+const withAt = (n: number, i: number, v: number) => {
+  const d = f32(n);
+  d[i] = v;
+  return d;
+};
+
+/** [label, input, code, what the message must name] */
+export const BAD_TENSORS: [string, unknown, KwErrorCode, RegExp][] = [
+  [
+    'rank 3 (batch dim missing)',
+    { shape: [3, 8, 8], data: f32(192) },
+    'TENSOR_SHAPE',
+    /\[3, 8, 8\]/,
+  ],
+  ['rank 5', { shape: [1, 1, 3, 8, 8], data: f32(192) }, 'TENSOR_SHAPE', /\[1, 1, 3, 8, 8\]/],
+  ['rank 2 (flattened)', { shape: [1, 192], data: f32(192) }, 'TENSOR_SHAPE', /\[1, 192\]/],
+  [
+    '4 channels instead of 3',
+    { shape: [1, 4, 8, 8], data: f32(256) },
+    'TENSOR_SHAPE',
+    /\[1, 4, 8, 8\]/,
+  ],
+  [
+    'NHWC instead of NCHW',
+    { shape: [1, 8, 8, 3], data: f32(192) },
+    'TENSOR_SHAPE',
+    /\[1, 8, 8, 3\]/,
+  ],
+  ['height 9', { shape: [2, 3, 9, 8], data: f32(432) }, 'TENSOR_SHAPE', /\[2, 3, 9, 8\]/],
+  ['width 7', { shape: [1, 3, 8, 7], data: f32(168) }, 'TENSOR_SHAPE', /\[1, 3, 8, 7\]/],
+  ['empty batch', { shape: [0, 3, 8, 8], data: f32(0) }, 'TENSOR_SHAPE', /\[0, 3, 8, 8\]/],
+  ['data shorter than the shape', { shape: [1, 3, 8, 8], data: f32(100) }, 'TENSOR_SHAPE', /100/],
+  ['data longer than the shape', { shape: [1, 3, 8, 8], data: f32(193) }, 'TENSOR_SHAPE', /193/],
+  ['fractional dim', { shape: [1.5, 3, 8, 8], data: f32(288) }, 'TENSOR_SHAPE', /1\.5/],
+  [
+    'Float64Array data',
+    { shape: [1, 3, 8, 8], data: new Float64Array(192) },
+    'TENSOR_DTYPE',
+    /Float32Array/,
+  ],
+  [
+    'plain number[] data',
+    { shape: [1, 3, 8, 8], data: Array(192).fill(0) },
+    'TENSOR_DTYPE',
+    /Float32Array/,
+  ],
+  [
+    'Int32Array data',
+    { shape: [1, 3, 8, 8], data: new Int32Array(192) },
+    'TENSOR_DTYPE',
+    /Float32Array/,
+  ],
+  ['no data', { shape: [1, 3, 8, 8] }, 'TENSOR_DTYPE', /Float32Array/],
+  ['null', null, 'TENSOR_DTYPE', /Float32Array/],
+  [
+    'NaN inside',
+    { shape: [1, 3, 8, 8], data: withAt(192, 77, Number.NaN) },
+    'TENSOR_NOT_FINITE',
+    /77.*NaN|NaN.*77/,
+  ],
+  [
+    '+Infinity inside',
+    { shape: [1, 3, 8, 8], data: withAt(192, 5, Number.POSITIVE_INFINITY) },
+    'TENSOR_NOT_FINITE',
+    /Infinity/,
+  ],
+  [
+    '-Infinity at the end',
+    { shape: [1, 3, 8, 8], data: withAt(192, 191, Number.NEGATIVE_INFINITY) },
+    'TENSOR_NOT_FINITE',
+    /191/,
+  ],
+];
+
+async function refusal(f: () => unknown): Promise<unknown> {
+  try {
+    const r = await f();
+    return { returned: r };
+  } catch (e) {
+    return e;
+  }
+}
+
+describe('wrong tensors to the executors', () => {
+  it(`${BAD_TENSORS.length} bad inputs: reference and ONNX session refuse each with the same named KwError`, async () => {
+    const session = await createSession(toOnnx(spec, weights));
+    for (const [label, x, code, names] of BAD_TENSORS) {
+      const ref = await refusal(() => runReference(spec, weights, x as Tensor));
+      const ort = await refusal(() => runSession(session, x as Tensor));
+      for (const [who, e] of [
+        ['reference', ref],
+        ['ort-web', ort],
+      ] as const) {
+        expect(
+          isKwError(e, code),
+          `${who}, ${label}: ${String((e as Error)?.message ?? JSON.stringify(e))}`,
+        ).toBe(true);
+        expect((e as Error).message, `${who}, ${label}`).toMatch(names);
+      }
+    }
+    // and a good input still runs after all that
+    const [y] = await runSession(session, { shape: [2, 3, 8, 8], data: f32(384) });
+    expect(y!.shape).toEqual([2, 4]);
+    expect(y!.data.every(Number.isFinite)).toBe(true);
+  });
+});
