@@ -1,0 +1,269 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isKwError } from '@kernelwarehouse/core';
+import { describe, expect, it } from 'vitest';
+import { run } from '../test/harness.js';
+import { readCheckpoint } from './checkpoint.js';
+import { type AtomicFs, writeFileAtomic } from './fsio.js';
+
+const KW = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'kw.js');
+// 6 steps per epoch, 2 epochs, 2 variants: a few seconds per run on wasm
+const TINY = [
+  '--methods',
+  'plain,kw:1x',
+  '--train-size',
+  '192',
+  '--test-size',
+  '64',
+  '--epochs',
+  '2',
+  '--batch',
+  '32',
+];
+
+/** Start `kw train` as a child process; resolves stderr lines as they come. */
+function start(args: string[]): { child: ChildProcess; err: () => string; exit: Promise<number> } {
+  const child = spawn(process.execPath, [KW, 'train', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  child.stdout!.on('data', () => {});
+  const exit = new Promise<number>((res) =>
+    child.on('exit', (code, sig) => res(code ?? (sig === 'SIGKILL' ? 137 : -1))),
+  );
+  return { child, err: () => err, exit };
+}
+
+async function waitFor(get: () => string, pattern: RegExp, ms = 60_000): Promise<void> {
+  const t0 = Date.now();
+  while (!pattern.test(get())) {
+    if (Date.now() - t0 > ms)
+      throw new Error(`timed out waiting for ${pattern}; stderr:\n${get()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const tmp = (name: string) => join(mkdtempSync(join(tmpdir(), `kw-${name}-`)), 'run');
+
+describe('kw train checkpoints and --resume', () => {
+  it('SIGINT mid-epoch exits 130 with a checkpoint; --resume finishes bit-identical to an uninterrupted run (wasm)', async () => {
+    const out = tmp('sigint');
+    const p = start([...TINY, '--checkpoint-every', '2', '--out', out]);
+    // the KW variant has written a mid-epoch checkpoint: interrupt it
+    await waitFor(p.err, /KW 1x\s+epoch 1\/2 \[#+\.+\] 2\/6 .*\(checkpoint\)/);
+    p.child.kill('SIGINT');
+    expect(await p.exit, p.err()).toBe(130);
+    expect(p.err()).toMatch(/stopped \(SIGINT\) in kw:1x seed 0 \(next: epoch 1 step \d\/6\)/);
+    expect(p.err()).toContain(`resume with: kw train --resume ${out}`);
+    const { manifest } = readCheckpoint<{
+      finished: { method: string }[];
+      current: { method: string; epoch: number; step: number; curve: unknown[] };
+    }>(join(out, 'checkpoint'));
+    expect(manifest.state.finished.map((r) => r.method)).toEqual(['plain']);
+    expect(manifest.state.current.method).toBe('kw:1x');
+    expect(manifest.state.current.epoch).toBe(0);
+    expect(manifest.state.current.step).toBeGreaterThanOrEqual(3);
+    expect(manifest.state.current.step).toBeLessThan(6);
+    expect(manifest.state.current.curve).toHaveLength(manifest.state.current.step);
+    expect(existsSync(join(out, 'KW-1x.safetensors'))).toBe(false);
+
+    // flags that contradict the saved options are refused
+    const bad = await run('train', '--resume', out, '--epochs', '3');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--epochs 3 differs from the run's 2/);
+
+    const resumed = await run('train', '--resume', out, ...TINY);
+    expect(resumed.code, resumed.err).toBe(0);
+    expect(resumed.err).toMatch(
+      /resuming .*1 variant\(s\) done, kw:1x seed 0 continues at epoch 1/,
+    );
+    // the resumed run retrained only the rest of KW 1x
+    expect(resumed.err).not.toMatch(/plain\s+epoch/);
+    expect(existsSync(join(out, 'checkpoint'))).toBe(false);
+
+    const straight = tmp('straight');
+    const r = await run('train', ...TINY, '--out', straight);
+    expect(r.code, r.err).toBe(0);
+    for (const f of ['plain.safetensors', 'KW-1x.safetensors']) {
+      // tolerance: 0 (bit-identical). Weight init, the per-epoch shuffle, tau and the Adam state
+      // (moments, step count and its beta powers) are restored exactly, and tfjs wasm is
+      // deterministic on one machine.
+      expect(Buffer.compare(readFileSync(join(out, f)), readFileSync(join(straight, f))), f).toBe(
+        0,
+      );
+    }
+    const a = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    const b = JSON.parse(readFileSync(join(straight, 'results.json'), 'utf8'));
+    expect(a.results.map((x: { curve: unknown }) => x.curve)).toEqual(
+      b.results.map((x: { curve: unknown }) => x.curve),
+    );
+  }, 180_000);
+
+  it('SIGKILL at random moments never leaves a checkpoint that does not load', async () => {
+    const out = tmp('sigkill');
+    let generations = 0;
+    for (let k = 0; k < 4; k++) {
+      const args = k === 0 ? [...TINY, '--out', out] : ['--resume', out];
+      const p = start([...args, '--checkpoint-every', '1']);
+      // wait until training runs, then kill after a random delay (within checkpoint writes or not)
+      await waitFor(p.err, /epoch \d\/2 \[/);
+      await new Promise((r) => setTimeout(r, Math.random() * 1500));
+      p.child.kill('SIGKILL');
+      await p.exit;
+      const ck = readCheckpoint<{ current: unknown }>(join(out, 'checkpoint'));
+      expect(ck.manifest.generation).toBeGreaterThan(generations);
+      generations = ck.manifest.generation;
+      // no file of another generation is needed; stray temp files may remain from the kill
+      for (const f of readdirSync(join(out, 'checkpoint')))
+        expect(f === 'checkpoint.json' || /^g\d+\.|\.tmp$/.test(f), f).toBe(true);
+    }
+    const done = await run('train', '--resume', out);
+    expect(done.code, done.err).toBe(0);
+    expect(existsSync(join(out, 'results.json'))).toBe(true);
+  }, 240_000);
+
+  it('a truncated or corrupted checkpoint gives an error naming the file', async () => {
+    const out = tmp('corrupt');
+    const p = start([...TINY, '--checkpoint-every', '2', '--out', out]);
+    await waitFor(p.err, /plain\s+epoch 1\/2 .* 2\/6 .*\(checkpoint\)/);
+    p.child.kill('SIGINT');
+    expect(await p.exit).toBe(130);
+    const dir = join(out, 'checkpoint');
+    const manifest = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
+    const weights = join(dir, manifest.files.weights.file);
+    const bytes = readFileSync(weights);
+
+    truncateSync(weights, 1000);
+    let r = await run('train', '--resume', out);
+    expect(r.code).toBe(1);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toContain(`checkpoint file ${weights} is corrupt: 1000 bytes`);
+
+    const flipped = Buffer.from(bytes);
+    flipped[flipped.length - 5] ^= 0xff;
+    writeFileSync(weights, flipped);
+    r = await run('train', '--resume', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`checkpoint file ${weights} is corrupt: its SHA-256 differs`);
+
+    writeFileSync(weights, bytes);
+    writeFileSync(join(dir, 'checkpoint.json'), '{"format": "kw-train-chec');
+    r = await run('train', '--resume', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      `checkpoint ${join(dir, 'checkpoint.json')} is corrupt: not valid JSON`,
+    );
+
+    const empty = mkdtempSync(join(tmpdir(), 'kw-empty-'));
+    r = await run('train', '--resume', empty);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      `no checkpoint to resume: ${join(empty, 'checkpoint', 'checkpoint.json')}`,
+    );
+  }, 120_000);
+
+  it('an output folder that cannot be written gives one clear line, exit 1, and no files', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kw-ro-'));
+    let out: string;
+    if (process.getuid?.() === 0) {
+      // root ignores chmod: a regular file in the path makes it unwritable for anyone (ENOTDIR)
+      writeFileSync(join(root, 'file'), 'x');
+      out = join(root, 'file', 'sub');
+    } else {
+      mkdirSync(join(root, 'ro'));
+      chmodSync(join(root, 'ro'), 0o555);
+      out = join(root, 'ro', 'run');
+    }
+    const r = await run('train', ...TINY, '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toMatch(
+      new RegExp(
+        `^kw train: \\[IO_ERROR\\] cannot write to folder ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: (the folder is not writable|a part of the path is a file, not a folder)`,
+      ),
+    );
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('unknown or untrainable --methods and bad --preset are usage errors', async () => {
+    for (const [argv, pattern] of [
+      [['train', '--methods', 'plain,foo'], /bad method "foo" in --methods; accepted: plain, kw:B/],
+      [['train', '--methods', 'kw:abc'], /bad method "kw:abc"/],
+      [
+        ['train', '--methods', 'plain,odconv:4', '--train-size', '64', '--test-size', '64'],
+        /method "odconv:4" cannot be trained with tfjs: buildModel: method "odconv"/,
+      ],
+      [['train', '--methods', 'plain', '--budgets', '1x'], /give --methods or --budgets/],
+      [['train', '--preset', 'huge'], /unknown preset "huge"; accepted: paper-direction/],
+      [['train', '--seeds', '0'], /--seeds must be an integer >= 1/],
+      [['train', '--checkpoint-every=-1'], /--checkpoint-every must be an integer >= 0/],
+    ] as [string[], RegExp][]) {
+      const r = await run(...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.err).toMatch(pattern);
+    }
+  });
+});
+
+describe('writeFileAtomic', () => {
+  const failing = (at: keyof AtomicFs, code: string): AtomicFs & { removed: string[] } => {
+    const fs = {
+      removed: [] as string[],
+      openSync: () => 7,
+      writeSync: (_fd: number, _b: Uint8Array, _o: number, l: number) => l,
+      fsyncSync: () => {},
+      closeSync: () => {},
+      renameSync: () => {},
+      rmSync: (p: string) => {
+        fs.removed.push(p);
+      },
+    };
+    (fs as Record<string, unknown>)[at] = () => {
+      throw Object.assign(new Error(`${code}: injected`), { code });
+    };
+    return fs;
+  };
+
+  it('a full disk (ENOSPC in write or fsync) leaves the target as it was and names it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kw-fsio-'));
+    const target = join(dir, 'results.json');
+    writeFileSync(target, 'old');
+    for (const at of ['writeSync', 'fsyncSync'] as const) {
+      const fs = failing(at, 'ENOSPC');
+      let err: unknown;
+      try {
+        writeFileAtomic(target, 'new bytes', fs);
+      } catch (e) {
+        err = e;
+      }
+      expect(isKwError(err, 'IO_ERROR')).toBe(true);
+      expect((err as Error).message).toBe(
+        `[IO_ERROR] cannot write ${target}: the disk is full; nothing was written`,
+      );
+      // the temporary file beside the target was removed, the target untouched
+      expect(fs.removed).toHaveLength(1);
+      expect(dirname(fs.removed[0]!)).toBe(dir);
+      expect(readFileSync(target, 'utf8')).toBe('old');
+    }
+  });
+
+  it('writes, fsyncs and renames on the real disk, leaving no temporary file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kw-fsio-'));
+    writeFileAtomic(join(dir, 'a.bin'), new Uint8Array([1, 2, 3]));
+    expect([...readFileSync(join(dir, 'a.bin'))]).toEqual([1, 2, 3]);
+    expect(readdirSync(dir)).toEqual(['a.bin']);
+  });
+});
