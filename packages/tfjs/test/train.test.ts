@@ -75,7 +75,9 @@ describe('training', () => {
     const hist = await model.fit(x, y, {
       epochs,
       batchSize,
-      shuffle: true,
+      // no shuffle: model.fit shuffles with Math.random, which made this test flaky (held-out
+      // accuracy after 120 steps ranged around the bound); the MNIST files are in random order
+      shuffle: false,
       callbacks: [temperatureCallback(model, sched, (t) => taus.push(t))],
     });
     const perStep = (performance.now() - t0) / 1000 / taus.length;
