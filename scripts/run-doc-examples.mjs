@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Runs every ```js code block of the READMEs and docs/ as an ES module, so the examples in
 // the docs cannot rot. A block runs from the folder of the package it documents (so its
-// imports resolve through the workspace), or from packages/core for docs/ pages.
+// imports resolve through the workspace), or from packages/core for docs/ pages (from
+// packages/tfjs for a docs/ block that imports @kernelwarehouse/tfjs, whose TensorFlow.js and
+// zoo dependencies only that package has).
 // A block whose first line is `// no-run` is skipped (used for shell-dependent snippets).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,9 +29,13 @@ let failed = 0;
 for (const file of files) {
   const text = readFileSync(file, 'utf8');
   const blocks = [...text.matchAll(/```(?:js|javascript|mjs)\n([\s\S]*?)```/g)].map((m) => m[1]);
-  const cwd = file.includes('/packages/') ? dirname(file) : join(root, 'packages', 'core');
+  const docCwd = file.includes('/packages/') ? dirname(file) : join(root, 'packages', 'core');
   blocks.forEach((code, i) => {
     if (code.startsWith('// no-run')) return;
+    const cwd =
+      !file.includes('/packages/') && code.includes("from '@kernelwarehouse/tfjs'")
+        ? join(root, 'packages', 'tfjs')
+        : docCwd;
     const dir = mkdtempSync(join(cwd, '.doc-example-'));
     const script = join(dir, 'example.mjs');
     writeFileSync(script, code);
