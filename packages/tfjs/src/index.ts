@@ -12,13 +12,34 @@ export {
 } from './backend.js';
 export { registerTrainingKernels, TRAINING_KERNELS } from './grads.js';
 export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
-export { type Kwargs, type LayerWeightDecl, SpecNode } from './layers.js';
+export {
+  type ConvGeometryLike,
+  type Kwargs,
+  type LayerWeightDecl,
+  oihwBatchToHwio,
+  perSampleConv,
+  SpecLayerBase,
+  SpecNode,
+} from './layers.js';
+export {
+  CondConv2D,
+  DOConv2D,
+  DyConv2D,
+  METHOD_LAYERS,
+  MethodConvLayer,
+  type MethodLayerArgs,
+  ODConv2D,
+  SLaKConv2D,
+  WeightNet2D,
+} from './methods.js';
 export {
   type BuildOptions,
   buildModel,
   exportWeights,
+  foldModel,
   fromModelOutput,
   loadWeights,
+  setMethodTemperature,
   setTemperature,
   specVariables,
   toModelInput,

@@ -5,6 +5,7 @@
  */
 import {
   CAF_EPS,
+  KwError,
   type KwLayerPlan,
   type KwWarehousePlan,
   type NodeSpec,
@@ -14,10 +15,10 @@ import {
   batchNormLast,
   decodePayload,
   encodePayload,
-  groupedConv,
   type Kwargs,
   type LayerWeightDecl,
   layerNormLast,
+  perSampleConv,
 } from './layers.js';
 
 /** Eps of the attention norm (PyTorch default). */
@@ -74,7 +75,13 @@ export class KWLayer extends tf.layers.Layer {
       registry.set(key, this.warehouseVar);
     } else {
       this.warehouseVar = registry.get(key);
-      if (!this.warehouseVar) throw new Error(`KW layer ${this.name}: warehouse ${key} not built`);
+      if (!this.warehouseVar) {
+        throw new KwError(
+          'SPEC_UNKNOWN_WAREHOUSE',
+          `KW layer ${this.name}: warehouse "${this.cfg.warehouse.id}" has no built owner layer in this model (${key})`,
+          { node: this.cfg.node.id, warehouse: this.cfg.warehouse.id },
+        );
+      }
     }
     for (const d of this.cfg.decls) {
       this.vars.set(
@@ -215,19 +222,7 @@ export class KWLayer extends tf.layers.Layer {
       const n = this.cfg.node;
       let y: tf.Tensor;
       if (n.op === 'dynamicConv2d') {
-        const ks = nb === 1 ? [k] : tf.unstack(k);
-        const xs = nb === 1 ? [x] : tf.split(x, nb, 0);
-        const outs = xs.map((xi, b) =>
-          groupedConv(
-            xi as tf.Tensor4D,
-            tf.reshape(ks[b]!, k.shape.slice(1) as [number, number, number, number]) as tf.Tensor4D,
-            n.groups,
-            n.stride,
-            n.padding,
-            n.dilation,
-          ),
-        );
-        y = outs.length === 1 ? outs[0]! : tf.concat(outs, 0);
+        y = perSampleConv(x, k, n);
       } else {
         // [N, I] x [N, I, O] -> [N, O]
         const w = tf.reshape(k, [nb, k.shape[3]!, k.shape[4]!]);

@@ -19,8 +19,10 @@ export interface LayerWeightDecl {
 }
 
 /** Base of every spec layer: declared weights, addressable by their spec names. */
-abstract class SpecLayerBase extends tf.layers.Layer {
+export abstract class SpecLayerBase extends tf.layers.Layer {
+  /** The spec node this layer realises. */
   readonly node: NodeSpec;
+  /** The tensors this layer owns (names relative to the node id). */
   readonly decls: LayerWeightDecl[];
   protected vars = new Map<string, LayerVariable>();
 
@@ -132,6 +134,52 @@ export function groupedConv(
     ),
     3,
   ) as tf.Tensor4D;
+}
+
+/** The conv geometry a per-sample convolution needs (a subset of a conv node). */
+export interface ConvGeometryLike {
+  groups: number;
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+}
+
+/**
+ * Per-sample convolution of NHWC `x` (`[N, H, W, C]`): sample b is convolved with its own
+ * HWIO kernel `kernels[b]` (`kernels` is `[N, kh, kw, I/g, O]`) in `g.groups` groups. tfjs has
+ * no grouped conv over the batch, so the batch is split (batch 1 is one plain conv).
+ */
+export function perSampleConv(x: tf.Tensor, kernels: tf.Tensor, g: ConvGeometryLike): tf.Tensor {
+  const nb = x.shape[0]!;
+  const kShape = kernels.shape.slice(1) as [number, number, number, number];
+  const ks = nb === 1 ? [kernels] : tf.unstack(kernels);
+  const xs = nb === 1 ? [x] : tf.split(x, nb, 0);
+  const outs = xs.map((xi, b) =>
+    groupedConv(
+      xi as tf.Tensor4D,
+      tf.reshape(ks[b]!, kShape) as tf.Tensor4D,
+      g.groups,
+      g.stride,
+      g.padding,
+      g.dilation,
+    ),
+  );
+  return outs.length === 1 ? outs[0]! : tf.concat(outs, 0);
+}
+
+/**
+ * Per-sample OIHW kernels `[N, O, I/g, kh, kw]` (any shape with that element order) as the
+ * HWIO stack `[N, kh, kw, I/g, O]` {@link perSampleConv} takes.
+ */
+export function oihwBatchToHwio(
+  k: tf.Tensor,
+  o: number,
+  ig: number,
+  kh: number,
+  kw: number,
+): tf.Tensor {
+  const nb = k.shape[0]!;
+  return tf.transpose(tf.reshape(k, [nb, o, ig, kh, kw]), [0, 3, 4, 2, 1]);
 }
 
 /** BatchNorm over the last axis of `x` (NHWC or `[N, F]`), PyTorch semantics. */

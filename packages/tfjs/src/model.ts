@@ -3,8 +3,10 @@
  * the spec's names; temperature control.
  */
 import {
+  foldSpec,
   INPUT,
   initWeights,
+  KwError,
   kwBeta,
   type ModelSpec,
   paramTable,
@@ -14,6 +16,7 @@ import {
 import * as tf from '@tensorflow/tfjs';
 import { KWConv2D, KWLayer, KWLinear } from './kw.js';
 import { type LayerWeightDecl, SpecNode } from './layers.js';
+import { DyConv2D, METHOD_LAYERS, ODConv2D } from './methods.js';
 
 let modelCounter = 0;
 
@@ -84,9 +87,15 @@ export function buildModel(
         modelKey: key,
       });
     } else if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
-      throw new Error(
-        `buildModel: method "${node.method.kind}" of node "${node.id}" has no tfjs layer yet`,
-      );
+      const Cls = METHOD_LAYERS[node.method.kind];
+      if (!Cls) {
+        throw new KwError(
+          'SPEC_UNKNOWN_METHOD',
+          `buildModel: method "${node.method.kind}" of node "${node.id}" has no tfjs layer; known: kw, ${Object.keys(METHOD_LAYERS).join(', ')}`,
+          { node: node.id, actual: node.method.kind },
+        );
+      }
+      layer = new Cls({ node, decls });
     } else {
       layer = new SpecNode({ node, decls });
     }
@@ -124,11 +133,17 @@ export function exportWeights(model: tf.LayersModel): WeightMap {
 export function loadWeights(model: tf.LayersModel, weights: WeightMap): void {
   for (const [name, v] of specVariables(model)) {
     const t: Tensor | undefined = weights.get(name);
-    if (!t) throw new Error(`loadWeights: missing tensor "${name}"`);
+    if (!t) {
+      throw new KwError('WEIGHTS_MISSING', `loadWeights: missing tensor "${name}"`, {
+        name,
+      });
+    }
     const want = v.shape.join(',');
     if (t.shape.join(',') !== want) {
-      throw new Error(
+      throw new KwError(
+        'WEIGHTS_SHAPE',
         `loadWeights: "${name}" expected shape [${want}], found [${t.shape.join(',')}]`,
+        { name, expected: [...v.shape], actual: [...t.shape] },
       );
     }
     tf.tidy(() => {
@@ -139,8 +154,52 @@ export function loadWeights(model: tf.LayersModel, weights: WeightMap): void {
 
 /** Set tau of every KernelWarehouse layer of a model. */
 export function setTemperature(model: tf.LayersModel, tau: number): void {
-  if (!(tau >= 0 && tau <= 1)) throw new Error(`temperature must be in [0, 1], found ${tau}`);
+  if (!(tau >= 0 && tau <= 1)) {
+    throw new KwError('ARGUMENT_INVALID', `temperature must be in [0, 1], found ${tau}`, {
+      expected: '[0, 1]',
+      actual: tau,
+    });
+  }
   for (const l of model.layers) if (l instanceof KWLayer) l.temperature = tau;
+}
+
+/**
+ * Set the softmax / sigmoid temperature of every DY-Conv and ODConv layer of a model (each
+ * starts at its node's `method.temperature`). Anneal it 30 → 1 during training with core's
+ * `temperatureAt`; run inference at 1.
+ */
+export function setMethodTemperature(model: tf.LayersModel, tau: number): void {
+  if (!(Number.isFinite(tau) && tau > 0)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `method temperature must be a finite number > 0, found ${tau}`,
+      {
+        expected: '> 0',
+        actual: tau,
+      },
+    );
+  }
+  for (const l of model.layers) {
+    if (l instanceof DyConv2D || l instanceof ODConv2D) l.temperature = tau;
+  }
+}
+
+/**
+ * The inference form of a model with DO-Conv / SLaK layers: its weights are read, folded by
+ * core's `foldSpec` (DO-Conv kernels composed, SLaK branches and BatchNorms merged into one or
+ * two depthwise convs) and built as a new model of plain tf layers. `spec` is the spec `model`
+ * was built from. Other nodes keep their weights; the result equals `model` in inference mode.
+ *
+ * @example
+ * const plain = foldModel(model, spec);
+ */
+export function foldModel(
+  model: tf.LayersModel,
+  spec: ModelSpec,
+  options: BuildOptions = {},
+): tf.LayersModel {
+  const folded = foldSpec(spec, exportWeights(model));
+  return buildModel(folded.spec, folded.weights, options);
 }
 
 /** NCHW Float32 tensor (core layout) -> NHWC tf tensor (model input layout). */
