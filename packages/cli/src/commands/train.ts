@@ -654,6 +654,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         train,
         out,
         slugOf(label, seed),
+        batch,
       );
       results.push({
         method: choice.key,
@@ -675,7 +676,11 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
   } finally {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
-    tf.dispose([tr.x, tr.y, te.x, te.y]);
+    // a failed wasm kernel can leave the backend unusable: never let this cleanup hide the error
+    // that got us here
+    try {
+      tf.dispose([tr.x, tr.y, te.x, te.y]);
+    } catch {}
   }
 
   // the table: one row per method, mean ± std over seeds when there are several
@@ -808,8 +813,11 @@ async function evaluate(
   train: ImageSet,
   out: string,
   slug: string,
+  batch: number,
 ): Promise<{ testAccuracy: number; onnxAgreement: number; onnxMaxRelError: number }> {
-  const logitsT = model.predict(te.x, { batchSize: 256 }) as tf.Tensor;
+  // predict in training-sized batches: a KW layer assembles one kernel per sample, so a wide
+  // model at batch 256 outgrew the wasm heap (4 GB) and crashed the long preset
+  const logitsT = model.predict(te.x, { batchSize: batch }) as tf.Tensor;
   const logits = logitsT.dataSync() as Float32Array;
   logitsT.dispose();
   const argmax = (a: ArrayLike<number>, i: number) => {
