@@ -44,4 +44,12 @@ export {
   specVariables,
   toModelInput,
 } from './model.js';
-export { applyWeightDecay, decayGroups, stepTemperature, temperatureCallback } from './train.js';
+export {
+  applyWeightDecay,
+  decayGroups,
+  methodSchedule,
+  methodTemperatureCallback,
+  stepMethodTemperature,
+  stepTemperature,
+  temperatureCallback,
+} from './train.js';

@@ -9,7 +9,7 @@ import {
   temperatureAt,
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { setTemperature, specVariables } from './model.js';
+import { setMethodTemperature, setTemperature, specVariables } from './model.js';
 
 /**
  * Set tau of every KW layer for micro-batch `step` of `epoch` (0-based) by core's
@@ -53,6 +53,65 @@ export function temperatureCallback(
     },
     onTrainEnd: async () => {
       setTemperature(model, 0);
+    },
+  });
+}
+
+/**
+ * The official DY-Conv / ODConv softmax-temperature schedule (ODConv `main.py`, `utils/misc.py`):
+ * 30 -> 1 linearly per micro-batch over the first `epochs` (default 10) epochs, then 1.
+ *
+ * @example
+ * const sched = methodSchedule(itersPerEpoch); // { epochs: 10, initValue: 30, endValue: 1, ... }
+ */
+export function methodSchedule(itersPerEpoch: number, epochs = 10): TemperatureSchedule {
+  return { epochs, itersPerEpoch, initValue: 30, endValue: 1 };
+}
+
+/**
+ * Set the softmax temperature of every DY-Conv and ODConv layer for micro-batch `step` of
+ * `epoch` (0-based) by core's `temperatureAt`; `initValue` / `endValue` default to the official
+ * 30 -> 1 ({@link methodSchedule}). Returns the value. KW's tau is separate ({@link stepTemperature}).
+ *
+ * @example
+ * stepMethodTemperature(model, methodSchedule(steps), epoch, step);
+ */
+export function stepMethodTemperature(
+  model: tf.LayersModel,
+  schedule: TemperatureSchedule,
+  epoch: number,
+  step: number,
+): number {
+  const t = temperatureAt({ initValue: 30, endValue: 1, ...schedule }, epoch, step);
+  setMethodTemperature(model, t);
+  return t;
+}
+
+/**
+ * A `tf.Callback` for `model.fit` that steps the DY-Conv / ODConv temperature every batch by
+ * `schedule` (30 -> 1 unless it says otherwise) and sets the end value (default 1, the
+ * inference setting) when training ends. Use it beside {@link temperatureCallback} for models that mix KW and
+ * these methods.
+ *
+ * @example
+ * await model.fit(x, y, { epochs: 20, batchSize: 32,
+ *   callbacks: [methodTemperatureCallback(model, methodSchedule(itersPerEpoch))] });
+ */
+export function methodTemperatureCallback(
+  model: tf.LayersModel,
+  schedule: TemperatureSchedule,
+  onTemperature?: (t: number) => void,
+): tf.CustomCallback {
+  let epoch = 0;
+  return new tf.CustomCallback({
+    onEpochBegin: async (e) => {
+      epoch = e;
+    },
+    onBatchBegin: async (batch) => {
+      onTemperature?.(stepMethodTemperature(model, schedule, epoch, batch));
+    },
+    onTrainEnd: async () => {
+      setMethodTemperature(model, schedule.endValue ?? 1);
     },
   });
 }

@@ -27,11 +27,14 @@ import {
   fromModelOutput,
   loadWeights,
   MethodConvLayer,
+  methodSchedule,
+  methodTemperatureCallback,
   registerTrainingKernels,
   SpecNode,
   setMethodTemperature,
   setTemperature,
   specVariables,
+  stepMethodTemperature,
   toModelInput,
 } from '../src/index.js';
 import { relErr, useBackend } from './helpers.js';
@@ -614,4 +617,49 @@ afterAll(() => {
       .map(([k, v]) => `${k}: ${v.toExponential(2)}`)
       .join('\n'),
   );
+});
+
+describe('DY-Conv / ODConv temperature schedule', () => {
+  it('methodTemperatureCallback anneals 30 -> 1 per batch in model.fit and leaves 1', async () => {
+    await useBackend('cpu');
+    const spec = oneLayer(
+      'dy-sched',
+      [3, 6, 6],
+      { outChannels: 4, kernelSize: 3, padding: 1 },
+      { kind: 'dyconv', kernels: 3 },
+    );
+    const model = buildModel(spec, initWeights(spec, { seed: 3 }));
+    const layer = model.layers.find((l) => l instanceof MethodConvLayer) as unknown as {
+      temperature: number;
+    };
+    const n = 8;
+    const batchSize = 2;
+    const x = tf.randomNormal([n, 6, 6, 3]);
+    const y = tf.randomNormal([n, ...(model.outputs[0]!.shape.slice(1) as number[])]);
+    model.compile({ optimizer: tf.train.sgd(1e-3), loss: 'meanSquaredError' });
+    const sched = methodSchedule(n / batchSize, 2); // 2 epochs of 4 batches: 30 -> 1
+    const seen: number[] = [];
+    const inLayer: number[] = [];
+    await model.fit(x, y, {
+      epochs: 3,
+      batchSize,
+      shuffle: false,
+      callbacks: [
+        methodTemperatureCallback(model, sched, (t) => seen.push(t)),
+        new tf.CustomCallback({ onBatchEnd: async () => void inLayer.push(layer.temperature) }),
+      ],
+    });
+    expect(seen.length).toBe(12);
+    // by hand: T = 8, t = 1..12, value = 1 + 29 * max(0, (8 - t) / 8)
+    seen.forEach((v, i) => expect(v).toBeCloseTo(1 + 29 * Math.max(0, (8 - (i + 1)) / 8), 10));
+    expect(inLayer).toEqual(seen); // the layer ran each batch at the scheduled value
+    expect(layer.temperature).toBe(1);
+    expect(stepMethodTemperature(model, { epochs: 1, itersPerEpoch: 10 }, 0, 4)).toBeCloseTo(
+      1 + 29 * 0.5,
+      10,
+    );
+    expect(layer.temperature).toBeCloseTo(15.5, 10);
+    tf.dispose([x, y]);
+    model.dispose();
+  });
 });
