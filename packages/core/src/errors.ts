@@ -39,6 +39,9 @@ export const KW_ERROR_CODES = [
   'TENSOR_NOT_FINITE',
   // options / arguments
   'ARGUMENT_INVALID',
+  // backends
+  'BACKEND_UNAVAILABLE',
+  'BACKEND_UNSUPPORTED',
   // io
   'IO_ERROR',
   'ONNX_INVALID',
@@ -67,6 +70,10 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   PLAN_CELL_DOES_NOT_DIVIDE:
     "The cell (gcd times the cell ratios) does not divide a member layer's channels; the official code would silently floor.",
   PLAN_MIXED_DIMENSIONS: 'Conv and linear layers were put into one warehouse.',
+  BACKEND_UNAVAILABLE:
+    'No TensorFlow.js backend could be started, or the one forced by the caller is not installed or did not initialise; the message lists each candidate and why it was skipped.',
+  BACKEND_UNSUPPORTED:
+    'The active backend cannot run this case (for example a dilated conv gradient on tfjs wasm, which has no kernel for it); the message names the case.',
   WEIGHTS_MISSING: 'A tensor the spec needs is not in the weights.',
   WEIGHTS_UNEXPECTED: 'The weights hold tensors the spec does not declare.',
   WEIGHTS_SHAPE: "A tensor's shape differs from the spec's.",

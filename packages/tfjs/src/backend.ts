@@ -3,6 +3,7 @@
  * Each native package is an optional peer, loaded only by dynamic import; a missing one is
  * skipped. The choice and the reason are reported once per process.
  */
+import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { registerTrainingKernels } from './grads.js';
 
@@ -92,10 +93,20 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
       const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
       skipped.push(`${c} (${msg})`);
       if (options.force)
-        throw new Error(`chooseBackend: forced backend ${c} is not available: ${msg}`);
+        throw new KwError(
+          'BACKEND_UNAVAILABLE',
+          `chooseBackend: forced backend ${c} is not available: ${msg}`,
+          { candidate: c },
+        );
     }
   }
-  throw new Error(`chooseBackend: no backend available: ${skipped.join('; ')}`);
+  throw new KwError(
+    'BACKEND_UNAVAILABLE',
+    `chooseBackend: no backend available: ${skipped.join('; ')}`,
+    {
+      skipped,
+    },
+  );
 }
 
 /** Allow the next {@link chooseBackend} call to report again (tests). */

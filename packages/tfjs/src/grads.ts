@@ -16,10 +16,15 @@
  * before (cpu has all four; its own are exact but slow: ~12x slower than these for a batch-8
  * 16x16x32 conv); where there is none (wasm), they throw with a clear message.
  */
+import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 
 /** A case the rebuilt kernels do not cover; the backend's own kernel (if any) takes it. */
-class UnsupportedCase extends Error {}
+class UnsupportedCase extends KwError {
+  constructor(message: string) {
+    super('BACKEND_UNSUPPORTED', message);
+  }
+}
 
 type Pads = { top: number; bottom: number; left: number; right: number };
 type Attrs = Record<string, unknown>;

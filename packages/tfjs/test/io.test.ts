@@ -97,6 +97,6 @@ describe('backend choice', () => {
         report: null,
         importer: async () => Promise.reject(new Error('nope')),
       }),
-    ).rejects.toThrow(/forced backend tfjs-node is not available: nope/);
+    ).rejects.toThrow(/\[BACKEND_UNAVAILABLE\].*forced backend tfjs-node is not available: nope/);
   });
 });
