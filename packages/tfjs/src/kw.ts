@@ -13,6 +13,7 @@ import {
 import * as tf from '@tensorflow/tfjs';
 import {
   batchNormLast,
+  convOutputShape,
   decodePayload,
   encodePayload,
   type Kwargs,
@@ -138,10 +139,8 @@ export class KWLayer extends tf.layers.Layer {
     } else {
       h = batchNormLast(
         h,
-        this.v('attention.norm1.weight'),
-        this.v('attention.norm1.bias'),
-        this.vars.get('attention.norm1.running_mean')!,
-        this.vars.get('attention.norm1.running_var')!,
+        this.vars,
+        'attention.norm1',
         NORM_EPS,
         NORM_MOMENTUM,
         training && nb > 1,
@@ -202,14 +201,7 @@ export class KWLayer extends tf.layers.Layer {
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
     const s = inputShape as tf.Shape;
     const n = this.cfg.node;
-    if (n.op === 'dynamicConv2d') {
-      const k = n.kernelSize;
-      const h =
-        Math.floor((s[1]! + 2 * n.padding[0] - n.dilation[0] * (k[0] - 1) - 1) / n.stride[0]) + 1;
-      const w =
-        Math.floor((s[2]! + 2 * n.padding[1] - n.dilation[1] * (k[1] - 1) - 1) / n.stride[1]) + 1;
-      return [s[0]!, h, w, n.outChannels];
-    }
+    if (n.op === 'dynamicConv2d') return convOutputShape(s, n);
     return [s[0]!, this.cfg.layer.weightShape[0]!];
   }
 

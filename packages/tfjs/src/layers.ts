@@ -65,6 +65,15 @@ export abstract class SpecLayerBase extends tf.layers.Layer {
   override getConfig(): tf.serialization.ConfigDict {
     return { ...super.getConfig(), payload: encodePayload({ node: this.node, decls: this.decls }) };
   }
+
+  /** Rebuild from {@link SpecLayerBase.getConfig} output. */
+  static override fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
+    const p = decodePayload<{ node: NodeSpec; decls: LayerWeightDecl[] }>(config.payload as string);
+    return new cls({ ...p, name: config.name, trainable: config.trainable });
+  }
 }
 
 /**
@@ -182,17 +191,44 @@ export function oihwBatchToHwio(
   return tf.transpose(tf.reshape(k, [nb, o, ig, kh, kw]), [0, 3, 4, 2, 1]);
 }
 
-/** BatchNorm over the last axis of `x` (NHWC or `[N, F]`), PyTorch semantics. */
+/** NHWC output shape `[N, H', W', O]` of a (dynamic) conv node on an NHWC input shape. */
+export function convOutputShape(
+  s: tf.Shape,
+  n: {
+    kernelSize: [number, number];
+    stride: [number, number];
+    padding: [number, number];
+    dilation: [number, number];
+    outChannels: number;
+  },
+): tf.Shape {
+  const k = n.kernelSize;
+  const h =
+    Math.floor((s[1]! + 2 * n.padding[0] - n.dilation[0] * (k[0] - 1) - 1) / n.stride[0]) + 1;
+  const w =
+    Math.floor((s[2]! + 2 * n.padding[1] - n.dilation[1] * (k[1] - 1) - 1) / n.stride[1]) + 1;
+  return [s[0]!, h, w, n.outChannels];
+}
+
+/**
+ * BatchNorm over the last axis of `x` (NHWC or `[N, F]`), PyTorch semantics, with the
+ * parameters `<prefix>.weight`, `.bias`, `.running_mean`, `.running_var` of `vars` (prefix ''
+ * for plain `weight`, ...). In training mode it uses the batch statistics and updates the
+ * running ones.
+ */
 export function batchNormLast(
   x: tf.Tensor,
-  weight: tf.Tensor,
-  bias: tf.Tensor,
-  mean: LayerVariable,
-  variance: LayerVariable,
+  vars: ReadonlyMap<string, LayerVariable>,
+  prefix: string,
   eps: number,
   momentum: number,
   training: boolean,
 ): tf.Tensor {
+  const at = (n: string) => vars.get(prefix ? `${prefix}.${n}` : n)!;
+  const weight = at('weight').read();
+  const bias = at('bias').read();
+  const mean = at('running_mean');
+  const variance = at('running_var');
   if (!training) {
     return tf.add(
       tf.mul(tf.sub(x, mean.read()), tf.mul(weight, tf.rsqrt(tf.add(variance.read(), eps)))),
@@ -241,15 +277,6 @@ export class SpecNode extends SpecLayerBase {
   /** Class name used by `serialization.registerClass`. */
   static className = 'KwSpecNode';
 
-  /** Rebuild from {@link SpecLayerBase.getConfig} output. */
-  static override fromConfig<T extends tf.serialization.Serializable>(
-    cls: tf.serialization.SerializableConstructor<T>,
-    config: tf.serialization.ConfigDict,
-  ): T {
-    const p = decodePayload<{ node: NodeSpec; decls: LayerWeightDecl[] }>(config.payload as string);
-    return new cls({ ...p, name: config.name, trainable: config.trainable });
-  }
-
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
     const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
     const n = this.node;
@@ -296,16 +323,7 @@ export class SpecNode extends SpecLayerBase {
           return n.bias ? tf.add(y, this.v('bias')) : y;
         }
         case 'batchNorm':
-          return batchNormLast(
-            x,
-            this.v('weight'),
-            this.v('bias'),
-            this.vars.get('running_mean')!,
-            this.vars.get('running_var')!,
-            n.eps,
-            n.momentum,
-            this.isTraining(kwargs),
-          );
+          return batchNormLast(x, this.vars, '', n.eps, n.momentum, this.isTraining(kwargs));
         case 'layerNorm':
           return layerNormLast(x, this.v('weight'), this.v('bias'), n.eps);
         case 'relu':

@@ -20,7 +20,7 @@ import {
 import * as tf from '@tensorflow/tfjs';
 import {
   batchNormLast,
-  decodePayload,
+  convOutputShape,
   groupedConv,
   type Kwargs,
   type LayerWeightDecl,
@@ -89,24 +89,8 @@ export abstract class MethodConvLayer extends SpecLayerBase {
     return this.node as DynamicConv2dNode;
   }
 
-  /** Rebuild from `getConfig` output. */
-  static override fromConfig<T extends tf.serialization.Serializable>(
-    cls: tf.serialization.SerializableConstructor<T>,
-    config: tf.serialization.ConfigDict,
-  ): T {
-    const p = decodePayload<{ node: NodeSpec; decls: LayerWeightDecl[] }>(config.payload as string);
-    return new cls({ ...p, name: config.name, trainable: config.trainable });
-  }
-
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = inputShape as tf.Shape;
-    const n = this.conv;
-    const k = n.kernelSize;
-    const h =
-      Math.floor((s[1]! + 2 * n.padding[0] - n.dilation[0] * (k[0] - 1) - 1) / n.stride[0]) + 1;
-    const w =
-      Math.floor((s[2]! + 2 * n.padding[1] - n.dilation[1] * (k[1] - 1) - 1) / n.stride[1]) + 1;
-    return [s[0]!, h, w, n.outChannels];
+    return convOutputShape(inputShape as tf.Shape, this.conv);
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor {
@@ -230,16 +214,7 @@ export class ODConv2D extends MethodConvLayer {
     );
     const z = fc(gap(x), this.v('attention.fc.weight'));
     const v = tf.relu(
-      batchNormLast(
-        z,
-        this.v('attention.bn.weight'),
-        this.v('attention.bn.bias'),
-        this.vars.get('attention.bn.running_mean')!,
-        this.vars.get('attention.bn.running_var')!,
-        BN_EPS,
-        BN_MOMENTUM,
-        training && nb > 1,
-      ),
+      batchNormLast(z, this.vars, 'attention.bn', BN_EPS, BN_MOMENTUM, training && nb > 1),
     );
     const logits = (name: string) =>
       tf.div(
@@ -380,18 +355,7 @@ export class SLaKConv2D extends MethodConvLayer {
       const h = w.shape[2]!;
       const ww = w.shape[3]!;
       const y = groupedConv(x, oihwToHwio(w), c, [1, 1], [(h - 1) / 2, (ww - 1) / 2], [1, 1]);
-      outs.push(
-        batchNormLast(
-          y,
-          this.v(`${b}.bn.weight`),
-          this.v(`${b}.bn.bias`),
-          this.vars.get(`${b}.bn.running_mean`)!,
-          this.vars.get(`${b}.bn.running_var`)!,
-          m.eps,
-          BN_MOMENTUM,
-          training,
-        ),
-      );
+      outs.push(batchNormLast(y, this.vars, `${b}.bn`, m.eps, BN_MOMENTUM, training));
     }
     return tf.addN(outs);
   }

@@ -42,17 +42,30 @@ export function temperatureCallback(
   schedule: TemperatureSchedule,
   onTau?: (tau: number) => void,
 ): tf.CustomCallback {
+  return perBatchCallback(
+    (epoch, batch) => stepTemperature(model, schedule, epoch, batch),
+    () => setTemperature(model, 0),
+    onTau,
+  );
+}
+
+/** A callback that calls `step(epoch, batch)` before every batch and `end()` after training. */
+function perBatchCallback(
+  step: (epoch: number, batch: number) => number,
+  end: () => void,
+  onValue?: (v: number) => void,
+): tf.CustomCallback {
   let epoch = 0;
   return new tf.CustomCallback({
     onEpochBegin: async (e) => {
       epoch = e;
     },
     onBatchBegin: async (batch) => {
-      const tau = stepTemperature(model, schedule, epoch, batch);
-      onTau?.(tau);
+      const v = step(epoch, batch);
+      onValue?.(v);
     },
     onTrainEnd: async () => {
-      setTemperature(model, 0);
+      end();
     },
   });
 }
@@ -102,18 +115,11 @@ export function methodTemperatureCallback(
   schedule: TemperatureSchedule,
   onTemperature?: (t: number) => void,
 ): tf.CustomCallback {
-  let epoch = 0;
-  return new tf.CustomCallback({
-    onEpochBegin: async (e) => {
-      epoch = e;
-    },
-    onBatchBegin: async (batch) => {
-      onTemperature?.(stepMethodTemperature(model, schedule, epoch, batch));
-    },
-    onTrainEnd: async () => {
-      setMethodTemperature(model, schedule.endValue ?? 1);
-    },
-  });
+  return perBatchCallback(
+    (epoch, batch) => stepMethodTemperature(model, schedule, epoch, batch),
+    () => setMethodTemperature(model, schedule.endValue ?? 1),
+    onTemperature,
+  );
 }
 
 /**

@@ -651,7 +651,9 @@ describe('DY-Conv / ODConv temperature schedule', () => {
     });
     expect(seen.length).toBe(12);
     // by hand: T = 8, t = 1..12, value = 1 + 29 * max(0, (8 - t) / 8)
-    seen.forEach((v, i) => expect(v).toBeCloseTo(1 + 29 * Math.max(0, (8 - (i + 1)) / 8), 10));
+    seen.forEach((v, i) => {
+      expect(v).toBeCloseTo(1 + 29 * Math.max(0, (8 - (i + 1)) / 8), 10);
+    });
     expect(inLayer).toEqual(seen); // the layer ran each batch at the scheduled value
     expect(layer.temperature).toBe(1);
     expect(stepMethodTemperature(model, { epochs: 1, itersPerEpoch: 10 }, 0, 4)).toBeCloseTo(
