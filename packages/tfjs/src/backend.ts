@@ -5,6 +5,7 @@
  */
 import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { registerFastWasmKernels } from './fast-wasm.js';
 import { registerTrainingKernels } from './grads.js';
 
 /** A candidate backend, in order of preference. */
@@ -28,6 +29,8 @@ export interface ChooseBackendOptions {
   importer?: (name: string) => Promise<unknown>;
   /** Register `registerTrainingKernels` when wasm or cpu is chosen (default true). */
   trainingKernels?: boolean;
+  /** Register {@link registerFastWasmKernels} when wasm is chosen (default true). */
+  fastKernels?: boolean;
 }
 
 /** Result of {@link chooseBackend}. */
@@ -74,6 +77,7 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
       await tf.ready();
       if ((backend === 'wasm' || backend === 'cpu') && options.trainingKernels !== false)
         registerTrainingKernels(backend);
+      if (backend === 'wasm' && options.fastKernels !== false) registerFastWasmKernels();
       const reason = options.force
         ? `forced by the caller`
         : skipped.length

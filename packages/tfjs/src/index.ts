@@ -10,6 +10,11 @@ export {
   chooseBackend,
   resetBackendReport,
 } from './backend.js';
+export {
+  FAST_WASM_KERNELS,
+  registerFastWasmKernels,
+  unregisterFastWasmKernels,
+} from './fast-wasm.js';
 export { registerTrainingKernels, TRAINING_KERNELS } from './grads.js';
 export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
 export {

@@ -1,10 +1,13 @@
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs';
+import { registerFastWasmKernels } from '../src/fast-wasm.js';
 
 /** Switch backend (wasm is initialised on first use). */
 export async function useBackend(name: 'cpu' | 'wasm'): Promise<void> {
   await tf.setBackend(name);
   await tf.ready();
+  // as chooseBackend does: every wasm test runs on the faster data-movement / matMul kernels
+  if (name === 'wasm') registerFastWasmKernels();
 }
 
 /** max |a-b| / max(|b|_inf, floor) */

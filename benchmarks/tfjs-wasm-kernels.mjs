@@ -1,0 +1,114 @@
+// The stock tfjs wasm kernels against @kernelwarehouse/tfjs's faster Slice / Unpack / SplitV /
+// Reverse / BatchMatMul (src/fast-wasm.ts), side by side in one run (cases interleaved round
+// after round): the data-movement ops a per-sample conv uses, the assembly matMul's gradient
+// orientations, and whole training steps of a KW ResNet-8 (width 4, 28x28x1, batch 64) and of
+// the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
+// stock / fast speed-ups.
+// Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
+import { initWeights } from '@kernelwarehouse/core';
+import {
+  buildModel,
+  chooseBackend,
+  registerFastWasmKernels,
+  setTemperature,
+  unregisterFastWasmKernels,
+} from '@kernelwarehouse/tfjs';
+import { createModel } from '@kernelwarehouse/zoo';
+import * as tf from '@tensorflow/tfjs';
+import { compare, machine } from './harness.mjs';
+
+await chooseBackend({ force: 'wasm', report: null });
+const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
+const batch = Number(process.env.KW_BENCH_BATCH ?? 64);
+
+/** A case run once with the stock kernels and once with the fast ones. */
+const pair = (name, fn) => [
+  {
+    name: `${name} (stock)`,
+    fn: () => {
+      unregisterFastWasmKernels();
+      return tf.tidy(() => void fn().dataSync());
+    },
+  },
+  {
+    name: `${name} (fast)`,
+    fn: () => {
+      registerFastWasmKernels();
+      return tf.tidy(() => void fn().dataSync());
+    },
+  },
+];
+
+const kernels = tf.randomNormal([16, 3, 3, 256, 256]);
+const x = tf.randomNormal([batch, 14, 14, 256]);
+const alpha = tf.randomNormal([288, 29]);
+const w = tf.randomNormal([29, 16384]);
+const dcells = tf.randomNormal([288, 16384]);
+const micro = [
+  ['unstack 16 kernels 3x3x256x256', () => tf.stack(tf.unstack(kernels).map((k) => tf.sum(k)))],
+  [`split a ${batch}x14x14x256 batch`, () => tf.stack(tf.split(x, batch, 0).map((k) => tf.sum(k)))],
+  ['reverse 16 kernels spatially', () => tf.sum(tf.reverse(kernels, [1, 2]))],
+  ['matMul TN 288x29 ^T x 288x16384 (dW)', () => tf.sum(tf.matMul(alpha, dcells, true, false))],
+  ['matMul NT 288x16384 x 29x16384 ^T (dA)', () => tf.sum(tf.matMul(dcells, w, false, true))],
+];
+
+/** One training step (forward, gradients, Adam) of a ResNet-8 width 4 on random data. */
+function stepper(budget) {
+  const spec = createModel('resnet8_cifar', {
+    inputShape: [1, 28, 28],
+    classes: 10,
+    width: 4,
+    ...(budget ? { budget } : {}),
+  });
+  const model = buildModel(spec, initWeights(spec, { seed: 0 }));
+  setTemperature(model, 0.5);
+  const probs = tf.model({
+    inputs: model.inputs,
+    outputs: tf.layers.softmax().apply(model.outputs[0]),
+  });
+  probs.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
+  const xb = tf.randomUniform([batch, 28, 28, 1]);
+  const yb = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32'), 10);
+  return async () => {
+    await probs.trainOnBatch(xb, yb);
+  };
+}
+const steps = [
+  ['train step, plain ResNet-8 w4', stepper(null)],
+  ['train step, KW 1x ResNet-8 w4', stepper('1x')],
+  ['train step, KW 1/2x ResNet-8 w4', stepper('1/2x')],
+];
+const asyncPair = (name, fn) => [
+  {
+    name: `${name} (stock)`,
+    fn: async () => {
+      unregisterFastWasmKernels();
+      await fn();
+    },
+  },
+  {
+    name: `${name} (fast)`,
+    fn: async () => {
+      registerFastWasmKernels();
+      await fn();
+    },
+  },
+];
+
+console.log(`# tfjs wasm: stock kernels vs @kernelwarehouse/tfjs fast kernels\n`);
+console.log(`${await machine()}; batch ${batch}; median of ${rounds} interleaved rounds\n`);
+console.log('| case | stock ms | fast ms | speed-up |');
+console.log('|---|---:|---:|---:|');
+for (const [name, fn] of micro) {
+  const [s, f] = await compare(pair(name, fn), { rounds, warmup: 1 });
+  console.log(
+    `| ${name} | ${s.medianMs.toFixed(1)} | ${f.medianMs.toFixed(1)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
+  );
+}
+for (const [name, fn] of steps) {
+  const [s, f] = await compare(asyncPair(name, fn), { rounds, warmup: 1 });
+  console.log(
+    `| ${name} (batch ${batch}) | ${s.medianMs.toFixed(0)} | ${f.medianMs.toFixed(0)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
+  );
+}
+registerFastWasmKernels();

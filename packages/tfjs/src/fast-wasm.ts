@@ -1,0 +1,238 @@
+/**
+ * Faster versions of five tfjs wasm kernels that per-sample convolution leans on. Measured in
+ * tfjs-backend-wasm 4.22 (benchmarks/tfjs-wasm-kernels.mjs):
+ *
+ * - `Slice` copies the WHOLE input out of the wasm heap (`readSync`) before taking its part, so
+ *   splitting a batch of B kernels into B slices moves B times the batch: O(B^2). `Unpack` and
+ *   `SplitV` call that slice once per output. Here a contiguous slice is one `memcpy` inside
+ *   the heap; other slices go to the stock kernel.
+ * - `Reverse` loops per element in JavaScript; reversing leading axes (the spatial flip of an
+ *   HWIO kernel in the conv input gradient) is a permutation of contiguous blocks, copied here
+ *   block by block.
+ * - `BatchMatMul` / `_FusedMatMul` with `transposeA` or `transposeB` run up to 30x slower than
+ *   the same product on explicitly transposed operands (the gradients of every matMul have
+ *   one of the flags set); here the operand is transposed by the Transpose kernel first.
+ *
+ * Results are bit-identical for the copies and equal to float rounding for the products.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+type TensorInfo = tf.TensorInfo;
+type Attrs = Record<string, unknown>;
+interface KernelArgs {
+  inputs: Record<string, TensorInfo>;
+  backend: unknown;
+  attrs?: Attrs;
+}
+/** The parts of tfjs-backend-wasm's BackendWasm used here (public methods of that class). */
+interface WasmBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object): void;
+}
+type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[];
+
+/** Smallest contiguous block (elements) worth a block copy in Reverse. */
+const MIN_BLOCK = 16;
+
+function stock(name: string): tf.KernelConfig {
+  const k = tf.getKernel(name, 'wasm');
+  if (!k)
+    throw new Error(`tfjs wasm has no ${name} kernel (is @tensorflow/tfjs-backend-wasm loaded?)`);
+  return k;
+}
+
+/** A contiguous slice as one copy inside the heap, or `undefined` when it is not contiguous. */
+function contiguousSlice(
+  x: TensorInfo,
+  begin: number[],
+  size: number[],
+  b: WasmBackend,
+): TensorInfo | undefined {
+  if (x.dtype === 'string' || !tf.slice_util.isSliceContinous(x.shape, begin, size)) return;
+  const out = b.makeOutput(size, x.dtype);
+  const n = tf.util.sizeFromShape(size);
+  const off = tf.slice_util.computeFlatOffset(begin, tf.util.computeStrides(x.shape));
+  // views taken after makeOutput: an allocation may grow (and move) the heap
+  b.typedArrayFromHeap(out).set(b.typedArrayFromHeap(x).subarray(off, off + n));
+  return out;
+}
+
+function makeSlice(prev: KernelFn): KernelFn {
+  return (args) => {
+    const x = args.inputs.x!;
+    const [begin, size] = tf.slice_util.parseSliceParams(
+      x as unknown as tf.Tensor,
+      args.attrs!.begin as number[],
+      args.attrs!.size as number[],
+    );
+    return contiguousSlice(x, begin, size, args.backend as WasmBackend) ?? prev(args);
+  };
+}
+
+/** `parts` slices of `x` along `axis` with the given sizes, each fast where contiguous. */
+function sliceAlong(
+  args: KernelArgs,
+  x: TensorInfo,
+  axis: number,
+  sizes: number[],
+  slicer: KernelFn,
+): TensorInfo[] {
+  const begin = new Array<number>(x.shape.length).fill(0);
+  return sizes.map((s) => {
+    const size = [...x.shape];
+    size[axis] = s;
+    const out = slicer({
+      inputs: { x },
+      backend: args.backend,
+      attrs: { begin: [...begin], size },
+    });
+    begin[axis]! += s;
+    return out as TensorInfo;
+  });
+}
+
+function makeUnpack(slicer: KernelFn): KernelFn {
+  return (args) => {
+    const value = args.inputs.value!;
+    const axis = tf.util.parseAxisParam(args.attrs!.axis as number, value.shape)[0]!;
+    const outShape = value.shape.filter((_, i) => i !== axis);
+    const parts = sliceAlong(args, value, axis, new Array(value.shape[axis]!).fill(1), slicer);
+    return parts.map((p) => ({ dataId: p.dataId, dtype: p.dtype, shape: outShape }));
+  };
+}
+
+function makeSplitV(slicer: KernelFn): KernelFn {
+  return (args) => {
+    const x = args.inputs.x!;
+    const axis = tf.util.parseAxisParam(args.attrs!.axis as number, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(
+      x as unknown as tf.Tensor,
+      args.attrs!.numOrSizeSplits as number | number[],
+      axis,
+    );
+    return sliceAlong(args, x, axis, sizes, slicer);
+  };
+}
+
+function makeReverse(prev: KernelFn): KernelFn {
+  return (args) => {
+    const x = args.inputs.x!;
+    const dims = tf.util.parseAxisParam(args.attrs!.dims as number | number[], x.shape);
+    if (x.dtype === 'string' || dims.length === 0) return prev(args);
+    const last = Math.max(...dims);
+    const block = tf.util.sizeFromShape(x.shape.slice(last + 1));
+    if (block < MIN_BLOCK) return prev(args);
+    const b = args.backend as WasmBackend;
+    const out = b.makeOutput([...x.shape], x.dtype);
+    const src = b.typedArrayFromHeap(x);
+    const dst = b.typedArrayFromHeap(out);
+    const outer = x.shape.slice(0, last + 1);
+    const strides = tf.util.computeStrides(outer);
+    const flip = outer.map((_, d) => dims.includes(d));
+    const count = tf.util.sizeFromShape(outer);
+    for (let o = 0; o < count; o++) {
+      // output block o reads the input block with the flipped coordinates
+      let rest = o;
+      let s = 0;
+      for (let d = 0; d < outer.length; d++) {
+        const stride = d < outer.length - 1 ? strides[d]! : 1;
+        const c = Math.floor(rest / stride);
+        rest -= c * stride;
+        s += (flip[d] ? outer[d]! - 1 - c : c) * stride;
+      }
+      dst.set(src.subarray(s * block, (s + 1) * block), o * block);
+    }
+    return out;
+  };
+}
+
+/** `x` with its last two axes swapped, through the backend's Transpose kernel. */
+function swapLast(x: TensorInfo, args: KernelArgs, transpose: KernelFn): TensorInfo {
+  const r = x.shape.length;
+  const perm = [...Array(r - 2).keys(), r - 1, r - 2];
+  return transpose({ inputs: { x }, backend: args.backend, attrs: { perm } }) as TensorInfo;
+}
+
+function makeMatMul(prev: KernelFn, transpose: KernelFn): KernelFn {
+  return (args) => {
+    const attrs = args.attrs!;
+    if (!attrs.transposeA && !attrs.transposeB) return prev(args);
+    const b = args.backend as WasmBackend;
+    const temps: TensorInfo[] = [];
+    const inputs = { ...args.inputs };
+    if (attrs.transposeA) temps.push((inputs.a = swapLast(inputs.a!, args, transpose)));
+    if (attrs.transposeB) temps.push((inputs.b = swapLast(inputs.b!, args, transpose)));
+    try {
+      return prev({ ...args, inputs, attrs: { ...attrs, transposeA: false, transposeB: false } });
+    } finally {
+      for (const t of temps) b.disposeData(t.dataId);
+    }
+  };
+}
+
+/** The kernel names {@link registerFastWasmKernels} replaces. */
+export const FAST_WASM_KERNELS = [
+  'Slice',
+  'Unpack',
+  'SplitV',
+  'Reverse',
+  'BatchMatMul',
+  '_FusedMatMul',
+];
+
+/** The stock configs replaced by {@link registerFastWasmKernels} (empty when not registered). */
+const replaced = new Map<string, tf.KernelConfig>();
+
+/**
+ * Register the faster wasm `Slice`, `Unpack`, `SplitV`, `Reverse`, `BatchMatMul` and
+ * `_FusedMatMul` kernels described above, each in front of the stock one (which still takes
+ * the cases they do not cover). Idempotent; `chooseBackend` calls it when it picks wasm.
+ * Returns the kernel names registered by this call.
+ *
+ * @example
+ * await tf.setBackend('wasm'); registerFastWasmKernels();
+ */
+export function registerFastWasmKernels(): string[] {
+  if (replaced.size) return [];
+  const configs = Object.fromEntries([...FAST_WASM_KERNELS, 'Transpose'].map((n) => [n, stock(n)]));
+  const prev = Object.fromEntries(
+    Object.entries(configs).map(([n, c]) => [n, c.kernelFunc as unknown as KernelFn]),
+  );
+  const slice = makeSlice(prev.Slice!);
+  const impls: Record<string, KernelFn> = {
+    Slice: slice,
+    Unpack: makeUnpack(slice),
+    SplitV: makeSplitV(slice),
+    Reverse: makeReverse(prev.Reverse!),
+    BatchMatMul: makeMatMul(prev.BatchMatMul!, prev.Transpose!),
+    _FusedMatMul: makeMatMul(prev._FusedMatMul!, prev.Transpose!),
+  };
+  for (const [kernelName, kernelFunc] of Object.entries(impls)) {
+    tf.unregisterKernel(kernelName, 'wasm');
+    // keep the stock setupFunc / disposeFunc: they bind the wasm functions the stock kernel uses
+    tf.registerKernel({
+      ...configs[kernelName]!,
+      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
+    });
+    replaced.set(kernelName, configs[kernelName]!);
+  }
+  return Object.keys(impls);
+}
+
+/**
+ * Put the stock wasm kernels back (undoes {@link registerFastWasmKernels}; benchmarks compare
+ * the two this way). Returns the kernel names restored.
+ *
+ * @example
+ * unregisterFastWasmKernels(); // stock tfjs wasm kernels again
+ */
+export function unregisterFastWasmKernels(): string[] {
+  const names = [...replaced.keys()];
+  for (const [name, config] of replaced) {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(config);
+  }
+  replaced.clear();
+  return names;
+}

@@ -1,0 +1,148 @@
+// The faster wasm kernels (src/fast-wasm.ts) against the cpu backend on fresh random tensors:
+// slices, unpack, split and reverse are copies and must be bit-identical; matMul products
+// equal to float32 rounding (relative error < 1e-5: the summation order may differ).
+import { Rng } from '@kernelwarehouse/core/testing';
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import {
+  FAST_WASM_KERNELS,
+  registerFastWasmKernels,
+  unregisterFastWasmKernels,
+} from '../src/index.js';
+import { relErr, useBackend } from './helpers.js';
+
+const rng = new Rng(2024);
+
+/** `f` on the same random inputs on cpu and on wasm (with the fast kernels), outputs as arrays. */
+async function both(
+  shapes: number[][],
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<[Float32Array[], Float32Array[]]> {
+  const data = shapes.map((s) => rng.normalArray(s.reduce((a, b) => a * b, 1)));
+  const run = async (backend: 'cpu' | 'wasm') => {
+    await useBackend(backend);
+    const before = tf.memory().numTensors;
+    const xs = shapes.map((s, i) => tf.tensor(data[i]!, s));
+    const out = tf.tidy(() => f(...xs));
+    const list = Array.isArray(out) ? out : [out];
+    const arrays = list.map((t) => t.dataSync() as Float32Array);
+    tf.dispose([...xs, ...list]);
+    expect(tf.memory().numTensors).toBe(before); // nothing leaked by the kernels
+    return arrays;
+  };
+  return [await run('cpu'), await run('wasm')];
+}
+
+describe('fast wasm kernels', () => {
+  it('registers once, in front of the stock kernels, and can be undone', async () => {
+    await useBackend('wasm');
+    const fast = tf.getKernel('Slice', 'wasm')!.kernelFunc;
+    expect(registerFastWasmKernels()).toEqual([]); // useBackend registered them already
+    expect(unregisterFastWasmKernels().sort()).toEqual([...FAST_WASM_KERNELS].sort());
+    const stockSlice = tf.getKernel('Slice', 'wasm')!.kernelFunc;
+    expect(stockSlice).not.toBe(fast);
+    expect(registerFastWasmKernels().sort()).toEqual([...FAST_WASM_KERNELS].sort());
+    expect(tf.getKernel('Slice', 'wasm')!.kernelFunc).not.toBe(stockSlice);
+  });
+
+  const copies: [string, number[][], (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[]][] = [
+    ['slice, contiguous (leading axis)', [[6, 3, 3, 5, 7]], (x) => tf.slice(x!, [2], [3])],
+    ['slice, contiguous (one row of a 2-D)', [[9, 40]], (x) => tf.slice(x!, [4, 0], [1, 40])],
+    ['slice, strided (stock path)', [[6, 5, 4]], (x) => tf.slice(x!, [1, 1, 1], [3, 3, 2])],
+    ['slice, empty', [[4, 5]], (x) => tf.slice(x!, [2, 0], [0, 5])],
+    ['unstack axis 0', [[5, 3, 3, 4, 6]], (x) => tf.unstack(x!)],
+    ['unstack axis 2 (not contiguous)', [[2, 3, 4]], (x) => tf.unstack(x!, 2)],
+    ['split axis 0, sizes', [[7, 6, 5]], (x) => tf.split(x!, [2, 4, 1], 0)],
+    ['split axis 1 (not contiguous)', [[3, 6, 5]], (x) => tf.split(x!, 3, 1)],
+    ['reverse spatial of HWIO', [[3, 3, 8, 16]], (x) => tf.reverse(x!, [0, 1])],
+    ['reverse batched spatial', [[4, 3, 5, 6, 7]], (x) => tf.reverse(x!, [1, 2])],
+    ['reverse axis 0 of 2-D', [[5, 33]], (x) => tf.reverse(x!, 0)],
+    ['reverse last axis (stock path)', [[5, 33]], (x) => tf.reverse(x!, -1)],
+  ];
+  for (const [label, shapes, f] of copies) {
+    it(`${label}: bit-identical to cpu`, async () => {
+      const [want, got] = await both(shapes, f);
+      expect(got.length).toBe(want.length);
+      got.forEach((g, i) => {
+        expect(g).toEqual(want[i]);
+      });
+    });
+  }
+
+  const products: [string, number[][], (...xs: tf.Tensor[]) => tf.Tensor][] = [
+    [
+      'matMul NN',
+      [
+        [17, 29],
+        [29, 40],
+      ],
+      (a, b) => tf.matMul(a!, b!),
+    ],
+    [
+      'matMul TN',
+      [
+        [29, 17],
+        [29, 40],
+      ],
+      (a, b) => tf.matMul(a!, b!, true, false),
+    ],
+    [
+      'matMul NT',
+      [
+        [17, 29],
+        [40, 29],
+      ],
+      (a, b) => tf.matMul(a!, b!, false, true),
+    ],
+    [
+      'matMul TT',
+      [
+        [29, 17],
+        [40, 29],
+      ],
+      (a, b) => tf.matMul(a!, b!, true, true),
+    ],
+    [
+      'batched matMul TN',
+      [
+        [3, 29, 17],
+        [3, 29, 40],
+      ],
+      (a, b) => tf.matMul(a!, b!, true, false),
+    ],
+    [
+      'batched matMul NT, broadcast',
+      [
+        [3, 17, 29],
+        [1, 40, 29],
+      ],
+      (a, b) => tf.matMul(a!, b!, false, true),
+    ],
+    [
+      'fused matMul NT + bias + relu',
+      [[17, 29], [40, 29], [40]],
+      (a, b, c) =>
+        tf.fused.matMul({ a: a!, b: b!, transposeB: true, bias: c!, activation: 'relu' }),
+    ],
+    [
+      'gradients of a matMul (both flags inside)',
+      [
+        [17, 29],
+        [29, 40],
+      ],
+      (a, b) => {
+        const [ga, gb] = tf.grads((x: tf.Tensor, y: tf.Tensor) =>
+          tf.sum(tf.square(tf.matMul(x, y))),
+        )([a!, b!]);
+        return tf.concat([tf.reshape(ga!, [-1]), tf.reshape(gb!, [-1])]);
+      },
+    ],
+  ];
+  for (const [label, shapes, f] of products) {
+    it(`${label}: equal to cpu (rel < 1e-5)`, async () => {
+      const [[want], [got]] = await both(shapes, f);
+      expect(got!.length).toBe(want!.length);
+      expect(relErr(got!, want!)).toBeLessThan(1e-5);
+    });
+  }
+});
