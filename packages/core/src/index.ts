@@ -119,7 +119,13 @@ export * as ops from './reference/ops.js';
 export { Rng } from './rng.js';
 export { type ConvOptions, type PairIn, SpecBuilder } from './spec/builder.js';
 export * from './spec/types.js';
-export { type AnalyzedSpec, analyzeSpec, OPS, validateSpec } from './spec/validate.js';
+export {
+  type AnalyzedSpec,
+  analyzeSpec,
+  MAX_TENSOR_ELEMENTS,
+  OPS,
+  validateSpec,
+} from './spec/validate.js';
 export {
   assertShape,
   maxRelativeError,

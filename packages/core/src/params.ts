@@ -8,7 +8,7 @@ import { KwError } from './errors.js';
 import { type KwPlan, planKw } from './kw/plan.js';
 import { METHODS } from './methods/registry.js';
 import type { NodeSpec } from './spec/types.js';
-import { type AnalyzedSpec, analyzeSpec } from './spec/validate.js';
+import { type AnalyzedSpec, analyzeSpec, checkSize } from './spec/validate.js';
 import { numel } from './tensor.js';
 
 /** How a tensor is initialised by {@link initWeights}. */
@@ -177,6 +177,7 @@ export function paramTable(spec: unknown): ParamTable {
   for (const node of analyzed.spec.nodes) params.push(...nodeParams(node, analyzed, kw));
   const byName = new Map<string, ParamDecl>();
   for (const p of params) {
+    checkSize(`parameter "${p.name}"`, 'shape', p.shape);
     if (byName.has(p.name)) {
       throw new KwError(
         'SPEC_DUPLICATE_ID',

@@ -151,6 +151,12 @@ const cases = {
   ],
   'reduction-zero': [(s) => (s.warehouses[0].reduction = 0), 'SPEC_BAD_FIELD', 'reduction'],
   'norm-unknown': [(s) => (s.warehouses[0].norm = 'instance'), 'SPEC_BAD_FIELD', 'norm'],
+  'huge-channels': [
+    (s) => (N(s, 'stem').outChannels = 1e9),
+    'SPEC_SHAPE',
+    'at most 2^31 - 1 per tensor',
+  ],
+  'huge-input': [(s) => (s.inputShape = [3, 40000, 40000]), 'SPEC_SHAPE', 'inputShape'],
   'mixed-conv-linear': [
     (s) => {
       N(s, 'fc').method.warehouse = 'stage1';

@@ -10,6 +10,7 @@ import {
   planKw,
   SpecBuilder,
 } from '../src/index.js';
+import { fuzz } from './fuzz.js';
 
 const layerArb = fc.record({
   outMul: fc.integer({ min: 1, max: 4 }),
@@ -78,7 +79,7 @@ describe('partition properties', () => {
           expect(l.m * wh.cellOut * wh.cellIn).toBe(o * ig * kh * kw);
         }
       }),
-      { seed: 20240607, numRuns: 150 },
+      fuzz(20240607, 150),
     );
   });
 
@@ -115,7 +116,7 @@ describe('partition properties', () => {
         expect(owned).toBe(wh.n);
         expect(wh.n).toBe(Math.max(Math.trunc(wh.mt * c.budget), 1));
       }),
-      { seed: 7, numRuns: 150 },
+      fuzz(7, 150),
     );
   });
 
@@ -133,7 +134,7 @@ describe('partition properties', () => {
           });
         },
       ),
-      { seed: 3, numRuns: 100 },
+      fuzz(3, 100),
     );
   });
 });

@@ -19,6 +19,7 @@ import {
   writeSafetensors,
 } from '../src/index.js';
 import { Rng, tinyKwSpec } from '../src/testing.js';
+import { fuzz } from './fuzz.js';
 
 /** A file from a raw header object and a data buffer. */
 function file(
@@ -303,9 +304,9 @@ describe('hostile safetensors corpus', () => {
           }
         },
       ),
-      { seed: 77, numRuns: 400 },
+      fuzz(77, 400),
     );
-    expect(refused).toBeGreaterThan(50);
+    expect(refused).toBeGreaterThan(fuzz(77, 400).numRuns / 8); // most edits break the file
   });
 
   it('a random header never makes the reader allocate beyond the file', () => {

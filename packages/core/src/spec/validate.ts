@@ -232,6 +232,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   Array.from(inShape as unknown[]).forEach((d, i) => {
     posInt('spec', `inputShape[${i}]`, d);
   });
+  checkSize('spec', 'inputShape', inShape as number[]);
   if (!Array.isArray(input.nodes) || input.nodes.length === 0) {
     fail('SPEC_MISSING_FIELD', 'spec', 'field "nodes" must be a non-empty array');
   }
@@ -504,8 +505,29 @@ function normalizeNode(
       out = [...x];
       break;
   }
+  checkSize(where, 'output', out);
   shapes.set(id, out);
   return node;
+}
+
+/**
+ * The most elements one tensor may hold (per sample for activations): 2^31 - 1, 8 GB of
+ * float32, beyond any Float32Array an engine allocates. It also keeps parameter and MAC sums of
+ * any spec below 2^53, where JavaScript numbers count exactly.
+ */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
+/** Refuse a shape with more than {@link MAX_TENSOR_ELEMENTS} elements. */
+export function checkSize(where: string, what: string, shape: readonly number[]): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n > MAX_TENSOR_ELEMENTS) {
+    fail(
+      'SPEC_SHAPE',
+      where,
+      `${what} [${shape.join(', ')}] has ${n.toExponential(3)} elements; at most 2^31 - 1 per tensor`,
+      { expected: `<= ${MAX_TENSOR_ELEMENTS}`, actual: n },
+    );
+  }
 }
 
 function methodRef(where: string, raw: unknown, whIds: Set<string>) {
