@@ -161,8 +161,14 @@ function makeMatMul(prev: KernelFn, transpose: KernelFn): KernelFn {
     const b = args.backend as WasmBackend;
     const temps: TensorInfo[] = [];
     const inputs = { ...args.inputs };
-    if (attrs.transposeA) temps.push((inputs.a = swapLast(inputs.a!, args, transpose)));
-    if (attrs.transposeB) temps.push((inputs.b = swapLast(inputs.b!, args, transpose)));
+    if (attrs.transposeA) {
+      inputs.a = swapLast(inputs.a!, args, transpose);
+      temps.push(inputs.a);
+    }
+    if (attrs.transposeB) {
+      inputs.b = swapLast(inputs.b!, args, transpose);
+      temps.push(inputs.b);
+    }
     try {
       return prev({ ...args, inputs, attrs: { ...attrs, transposeA: false, transposeB: false } });
     } finally {
