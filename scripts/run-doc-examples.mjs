@@ -6,6 +6,7 @@
 // empty temporary folder, with `kw` on the PATH as this checkout's CLI.
 // A block whose first line is `// no-run: why` (js) or `# no-run: why` (sh) is skipped and
 // listed with its reason: long trainings and interactive Ctrl-C runs, which tests cover.
+// `node scripts/run-doc-examples.mjs methods/` runs only the pages whose path contains the text.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +26,8 @@ const walk = (d) => {
   }
 };
 walk(join(root, 'docs'));
+const only = process.argv[2];
+if (only) files.splice(0, files.length, ...files.filter((f) => relative(root, f).includes(only)));
 
 // `kw` for sh blocks: this checkout's CLI
 const bin = mkdtempSync(join(tmpdir(), 'kw-doc-bin-'));

@@ -45,6 +45,34 @@ describe('kw export and kw onnx-info', () => {
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('--method exports a peer-method model (ODConv 4x) that computes what the reference computes', async () => {
+    const onnx = join(dir, 'od.onnx');
+    const st = join(dir, 'od.safetensors');
+    const r = await run(
+      'export',
+      'resnet8_cifar',
+      '--method',
+      'odconv:4',
+      '--input',
+      '16x16x3',
+      '--out',
+      onnx,
+      '--weights-out',
+      st,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/input input \[N, 3, 16, 16\]/);
+    const spec = createModel('resnet8_cifar', {
+      method: { kind: 'odconv', kernels: 4 },
+      inputShape: [3, 16, 16],
+    });
+    const w = loadWeights(spec, new Uint8Array(readFileSync(st)));
+    const session = await createSession(new Uint8Array(readFileSync(onnx)));
+    const x = randomInput(new Rng(4), [3, 3, 16, 16]);
+    const [y] = await runSession(session, x);
+    expect(maxRelativeError(y!.data, runReference(spec, w, x).get('fc')!.data)).toBeLessThan(1e-4);
+  });
+
   it('--triton-repo writes a Triton model repository entry: NAME/1/model.onnx and NAME/config.pbtxt', async () => {
     const repo = join(dir, 'models');
     const r = await run(

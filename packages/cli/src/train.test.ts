@@ -54,6 +54,36 @@ describe('kw train (the main job, tiny configuration)', () => {
     expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/<polyline[^>]+points="[\d., ]+"/);
   }, 180_000);
 
+  it('trains every peer method (tfjs layers), exports each to ONNX, and ONNX agrees with tfjs', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
+    const methods = ['odconv:4', 'dyconv:4', 'condconv:4', 'weightnet', 'se', 'doconv'];
+    const r = await run(
+      'train',
+      '--methods',
+      methods.join(','),
+      '--width',
+      '0.5',
+      '--train-size',
+      '64',
+      '--test-size',
+      '64',
+      '--epochs',
+      '1',
+      '--out',
+      out,
+    );
+    expect(r.code, r.err).toBe(0);
+    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    expect(res.results.map((x: { method: string }) => x.method)).toEqual(methods);
+    for (const x of res.results) {
+      expect(x.onnxAgreement, x.method).toBe(1);
+      expect(x.onnxMaxRelError, x.method).toBeLessThan(1e-4);
+      expect(Number.isFinite(x.finalLoss), x.method).toBe(true);
+    }
+    for (const m of methods)
+      expect(existsSync(join(out, `${m.replace(':', '-')}.onnx`)), m).toBe(true);
+  }, 180_000);
+
   it('refuses bad options with exit code 2', async () => {
     for (const [argv, pattern] of [
       [['train', '--budgets', 'plain,abc'], /bad budget "abc"/],

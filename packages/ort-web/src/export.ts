@@ -19,6 +19,7 @@ import {
   type WeightMap,
   warehouseParamName,
 } from '@kernelwarehouse/core';
+import { gapNC, methodLayer, perSampleConv } from './methods.js';
 import { type Dim, GraphBuilder, IR_VERSION, OPSET } from './onnx.js';
 
 /** Options of {@link toOnnx}. */
@@ -221,10 +222,8 @@ export function toOnnxWithInfo(
       case 'dynamicConv2d':
       case 'dynamicLinear': {
         if (node.method.kind !== 'kw') {
-          throw new KwError(
-            'SPEC_UNKNOWN_METHOD',
-            `node "${node.id}": ONNX export of method "${node.method.kind}" is not supported yet (KernelWarehouse, and DO-Conv / SLaK through their fold, are)`,
-          );
+          out = methodLayer(g, xs[0]!, node, W, inShape, outShape, batch);
+          break;
         }
         const layer = table.kw.layers.get(node.id)!;
         const wh = table.kw.warehouses.find((w) => w.id === layer.warehouse)!;
@@ -330,17 +329,7 @@ function kwLayer(
   const c = layer.inChannels;
   const n = wh.n;
   const m = layer.m;
-  // GAP -> [N, C], as two one-axis means (W, then H): a one-shot mean over H*W rounds worse,
-  // and a trained attention's BatchNorm, which subtracts nearly equal numbers, amplifies that
-  // rounding 10-100x into the logits (a trained KW ResNet8 1/2x on MNIST: ONNX vs the float64
-  // reference 3.9e-5 with GlobalAveragePool, 2.9e-6 with this)
-  const pooled =
-    inShape.length === 3
-      ? g.op('ReduceMean', [g.op('ReduceMean', [x], { axes: [3], keepdims: 0 })], {
-          axes: [2],
-          keepdims: 0,
-        })
-      : x;
+  const pooled = gapNC(g, x, inShape.length);
   // fc1 (+ BatchNorm1d folded in at inference, or LayerNorm)
   let hid: string;
   if (wh.norm === 'batch') {
@@ -477,68 +466,23 @@ function kwLayer(
   }
   const conv = node as NodeSpec & { op: 'dynamicConv2d' };
   const [kh, kw] = conv.kernelSize;
-  const groups = conv.groups;
-  const cin = inShape[0]!;
-  const cg = cin / groups;
-  const og = o / groups;
   // [N, kh, kw, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in, kh, kw] = [N, O, I/g, kh, kw]
   const r = g.op('Reshape', [
     cells,
     g.int64('shape', [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]),
   ]);
   const oihw = g.op('Transpose', [r], { perm: [0, 3, 5, 4, 6, 1, 2] });
-  if (batch !== undefined) {
-    // fixed batch: [1, N*C, H, W] conv [N*O, C/g, kh, kw] with group = N * g, as the PyTorch code
-    const wk = g.op('Reshape', [oihw, g.int64('shape', [batch * o, cg, kh, kw])]);
-    const xr = g.op('Reshape', [x, g.int64('shape', [1, batch * cin, inShape[1]!, inShape[2]!])]);
-    let y = g.op('Conv', [xr, wk], {
-      kernel_shape: [kh, kw],
-      strides: conv.stride,
-      pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
-      dilations: conv.dilation,
-      group: batch * groups,
-    });
-    y = g.op('Reshape', [y, g.int64('shape', [batch, o, outShape[1]!, outShape[2]!])]);
-    if (bias) y = g.op('Add', [y, g.float(`${id}.bias`, [o, 1, 1], bias)]);
-    return y;
-  }
-  const kernel = g.op('Reshape', [oihw, g.int64('shape', [-1, groups, og, cg * kh * kw])]);
-  // per-sample conv as a batched MatMul over im2col patches (keeps the batch dimension dynamic)
-  const L = outShape[1]! * outShape[2]!;
-  const simple =
-    kh === 1 &&
-    kw === 1 &&
-    conv.stride[0] === 1 &&
-    conv.stride[1] === 1 &&
-    conv.padding[0] === 0 &&
-    conv.padding[1] === 0;
-  let patches: string;
-  if (simple) {
-    patches = g.op('Reshape', [x, g.int64('shape', [-1, groups, cg, L])]);
-  } else {
-    const k2 = kh * kw;
-    // one-hot depthwise kernel that copies each input channel's kh*kw taps to their own channels
-    const im2col = g.shared(`im2col:${cin}:${kh}:${kw}`, () => {
-      const onehot = new Float32Array(cin * k2 * k2);
-      for (let ch = 0; ch < cin; ch++)
-        for (let s = 0; s < k2; s++) onehot[(ch * k2 + s) * k2 + s] = 1;
-      return g.float('im2col', [cin * k2, 1, kh, kw], onehot);
-    });
-    const cols = g.op('Conv', [x, im2col], {
-      kernel_shape: [kh, kw],
-      strides: conv.stride,
-      pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
-      dilations: conv.dilation,
-      group: cin,
-    });
-    patches = g.op('Reshape', [cols, g.int64('shape', [-1, groups, cg * k2, L])]);
-  }
-  let y = g.op('Reshape', [
-    g.op('MatMul', [kernel, patches]),
-    g.int64('shape', [-1, o, outShape[1]!, outShape[2]!]),
-  ]);
-  if (bias) y = g.op('Add', [y, g.float(`${id}.bias`, [o, 1, 1], bias)]);
-  return y;
+  return perSampleConv(
+    g,
+    x,
+    id,
+    conv,
+    oihw,
+    inShape,
+    outShape,
+    batch,
+    bias ? { shared: bias } : undefined,
+  );
 }
 
 function transpose(a: Float32Array, rows: number, cols: number): Float32Array {

@@ -2,6 +2,7 @@
 // executor on the same weights. Tolerance: relative error < 1e-4 (float32; measured ~1e-7).
 import {
   countParams,
+  type DynamicMethodRef,
   initWeights,
   KwError,
   type ModelSpec,
@@ -167,13 +168,88 @@ describe('methods with an inference form export folded', () => {
       expect(info.ops.MatMul ?? 0).toBe(0); // plain convs only: nothing dynamic left
     });
   }
+});
 
-  it('methods without one are refused with a named error', () => {
-    const spec = createModel('resnet8_cifar', {
-      method: { kind: 'odconv', kernels: 4 },
-      inputShape: [3, 8, 8],
+/**
+ * Three dynamic convs that walk each method's branches: a 3x3 grouped conv with padding (and a
+ * bias where the method has one), a strided 1x1 conv, a depthwise 3x3 conv; then a linear head.
+ * Every conv is an output: the signal shrinks through randomly initialised dynamic layers, and
+ * a parity measured only on the head would not see an error in the last one.
+ */
+function methodSpec(method: DynamicMethodRef, bias = false): ModelSpec {
+  const b = new SpecBuilder(`m-${method.kind}`, [6, 7, 7]);
+  const grouped = method.kind === 'weightnet' ? 1 : 2; // WeightNet: groups 1 or depthwise only
+  let x = b.dynamicConv2d(
+    'a',
+    b.input,
+    { outChannels: 8, kernelSize: 3, padding: 1, groups: grouped, bias },
+    method,
+  );
+  b.output(x);
+  x = b.dynamicConv2d('p', b.relu('ar', x), { outChannels: 12, kernelSize: 1, stride: 2 }, method);
+  b.output(x);
+  x = b.dynamicConv2d('d', x, { outChannels: 12, kernelSize: 3, padding: 1, groups: 12 }, method);
+  b.output(x); // each conv is an output, compared at its own scale
+  b.output(b.linear('fc', b.flatten('fl', b.globalAvgPool('gp', b.relu('dr', x))), 5));
+  return b.build();
+}
+
+describe('methods without an inference fold export as their attention + per-sample conv', () => {
+  const cases: [string, ModelSpec][] = [
+    ['CondConv, 3 experts, with biases', methodSpec({ kind: 'condconv', experts: 3 }, true)],
+    [
+      'DY-Conv, K = 4, softmax temperature 7, with biases',
+      methodSpec({ kind: 'dyconv', kernels: 4, temperature: 7 }, true),
+    ],
+    ['ODConv 4x, temperature 3', methodSpec({ kind: 'odconv', kernels: 4, temperature: 3 })],
+    ['ODConv 1x (no kernel head)', methodSpec({ kind: 'odconv', kernels: 1 })],
+    ['WeightNet M = 2, G = 2 (lambda 1)', methodSpec({ kind: 'weightnet' })],
+    ['WeightNet M = 4, G = 2 (lambda 2)', methodSpec({ kind: 'weightnet', M: 4, G: 2 })],
+  ];
+  for (const [label, spec] of cases) {
+    it(`${label}: batch 1 and 3, dynamic batch`, async () => {
+      expect(await parity(spec)).toBeLessThan(TOL);
     });
-    expect(() => toOnnx(spec, initWeights(spec))).toThrow(/method "odconv" is not supported yet/);
+    it(`${label}: fixed batch 3 (grouped Conv)`, async () => {
+      expect(await parity(spec, { batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
+    });
+  }
+
+  const zoo: [string, Parameters<typeof createModel>[1]][] = [
+    ['resnet8_cifar CondConv', { method: { kind: 'condconv', experts: 4 } }],
+    ['resnet8_cifar DY-Conv', { method: { kind: 'dyconv', kernels: 4 } }],
+    ['resnet8_cifar ODConv 4x', { method: { kind: 'odconv', kernels: 4 } }],
+    ['resnet8_cifar WeightNet', { method: { kind: 'weightnet' } }],
+    ['resnet8_cifar SE', { method: { kind: 'se' } }],
+  ];
+  for (const [label, opts] of zoo) {
+    it(label, async () => {
+      const spec = createModel('resnet8_cifar', { ...opts, inputShape: [3, 12, 12] });
+      expect(await parity(spec)).toBeLessThan(TOL);
+    });
+  }
+  it('mobilenetv2_050 ODConv 4x (depthwise: no filter head)', async () => {
+    const spec = createModel('mobilenetv2_050', {
+      method: { kind: 'odconv', kernels: 4 },
+      inputShape: [3, 16, 16],
+      classes: 5,
+    });
+    expect(await parity(spec)).toBeLessThan(TOL);
+  }, 120_000);
+
+  it('the graph carries the attention ops of each method and no refusal is left', () => {
+    const ops = (method: DynamicMethodRef) => {
+      const spec = methodSpec(method);
+      return onnxInfo(toOnnx(spec, initWeights(spec))).ops;
+    };
+    expect(ops({ kind: 'condconv', experts: 3 }).Sigmoid).toBe(3);
+    expect(ops({ kind: 'dyconv', kernels: 4 }).Softmax).toBe(3);
+    const od = ops({ kind: 'odconv', kernels: 4 });
+    // kernel head everywhere; channel head everywhere; filter head not on the depthwise conv;
+    // spatial head not on the 1x1 conv
+    expect(od.Softmax).toBe(3);
+    expect(od.Sigmoid).toBe(3 + 2 + 2);
+    expect(ops({ kind: 'weightnet' }).Sigmoid).toBe(3);
   });
 });
 
