@@ -42,6 +42,7 @@ export const KW_ERROR_CODES = [
   // backends
   'BACKEND_UNAVAILABLE',
   'BACKEND_UNSUPPORTED',
+  'BACKEND_FAILED',
   // io
   'IO_ERROR',
   'ONNX_INVALID',
@@ -74,6 +75,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
     'No TensorFlow.js backend could be started, or the one forced by the caller is not installed or did not initialise; the message lists each candidate and why it was skipped.',
   BACKEND_UNSUPPORTED:
     'The active backend cannot run this case (for example a dilated conv gradient on tfjs wasm, which has no kernel for it); the message names the case.',
+  BACKEND_FAILED:
+    'The backend reported that a kernel failed while it kept running (tfjs wasm prints an XNNPACK failure, most often out of memory, and leaves the output uncomputed); the results since the last check are invalid. Lower the batch size or the model width.',
   WEIGHTS_MISSING: 'A tensor the spec needs is not in the weights.',
   WEIGHTS_UNEXPECTED: 'The weights hold tensors the spec does not declare.',
   WEIGHTS_SHAPE: "A tensor's shape differs from the spec's.",

@@ -58,3 +58,4 @@ export {
   stepTemperature,
   temperatureCallback,
 } from './train.js';
+export { type WasmFailureWatch, watchWasmFailures } from './wasm-guard.js';

@@ -20,6 +20,7 @@ import {
   loadWeights as loadModelWeights,
   setTemperature,
   stepTemperature,
+  watchWasmFailures,
 } from '@kernelwarehouse/tfjs';
 import { createModel, getModel, type MethodOption } from '@kernelwarehouse/zoo';
 import * as tf from '@tensorflow/tfjs';
@@ -116,7 +117,9 @@ const DEFAULTS: RunOptions = {
  * wide (width 4: KW 1/2x has 0.78x the plain parameters at 28x28x1; at width 3 or less KW adds
  * parameters), 3 seeds, mean ± std of test accuracy; 2000 images for 2 epochs, tau 1 -> 0 over
  * the first 20 % of training (0.4 epochs: the official ResNet recipe anneals over 20 of 100
- * epochs). About an hour on 2 CPU cores (wasm; see docs/training.md for the measured time).
+ * epochs). Batch 32: at batch 64 the width-4 KW layers' per-sample kernels brought the wasm heap
+ * to its 4 GB limit and XNNPACK failed to create convolutions. About an hour on 2 CPU cores
+ * (wasm; see docs/training.md for the measured time).
  */
 export const PRESETS: Record<string, Partial<RunOptions>> = {
   'paper-direction': {
@@ -126,7 +129,7 @@ export const PRESETS: Record<string, Partial<RunOptions>> = {
     trainSize: 2000,
     testSize: 1000,
     epochs: 2,
-    batch: 64,
+    batch: 32,
     lr: 0.005,
     tempEpochs: 0.4,
     seeds: 3,
@@ -317,7 +320,7 @@ function newestCheckpointedRun(): string {
 
 /**
  * `kw train [--model resnet8_cifar] [--width W] [--dataset mnist|fashion-mnist] [--data-dir DIR]
- * [--methods plain,kw:1x,kw:1/2x | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000]
+ * [--methods plain,kw:1x,kw:1/2x,odconv:4,... | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000]
  * [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0]
  * [--seeds 1] [--preset paper-direction] [--checkpoint-every 50] [--out runs/NAME] [--resume [RUN_DIR]]`:
  * trains the plain backbone and KernelWarehouse variants on real data, exports each to ONNX,
@@ -520,6 +523,19 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     return 130;
   };
 
+  // tfjs wasm reports a failed XNNPACK op (out of memory near the 4 GB heap) only on stderr and
+  // goes on with the op's output uncomputed: stop instead of training on garbage
+  const watch = watchWasmFailures();
+  const checkKernels = (where: string) => {
+    try {
+      watch.check(where);
+    } catch (e) {
+      throw new KwError(
+        'BACKEND_FAILED',
+        `${(e as Error).message.replace(/^\[\w+\] /, '')}. Nothing from this step was kept; a fresh process starts with an empty heap: kw train --resume ${shellQuote(out)} continues from the last checkpoint`,
+      );
+    }
+  };
   try {
     const save = async (job: JobState, model?: tf.LayersModel, optimizer?: tf.Optimizer) => {
       const t = performance.now();
@@ -603,6 +619,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
           const yb = tf.gather(tr.y, idx);
           const logs = (await probs.trainOnBatch(xb, yb)) as number[];
           tf.dispose([idx, xb, yb]);
+          checkKernels(`${tag.trim()} epoch ${epoch + 1} step ${step + 1}`);
           job.lastLoss = logs[0]!;
           acc = logs[1] ?? 0;
           job.imagesTrained += Math.min(trainSize, (step + 1) * batch) - step * batch;
@@ -656,6 +673,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         out,
         slugOf(label, seed),
         batch,
+        () => checkKernels(`${tag.trim()} test predictions`),
       );
       results.push({
         method: choice.key,
@@ -675,6 +693,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       if (stopSignal) return interrupted(job);
     }
   } finally {
+    watch.stop();
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     // a failed wasm kernel can leave the backend unusable: never let this cleanup hide the error
@@ -815,12 +834,14 @@ async function evaluate(
   out: string,
   slug: string,
   batch: number,
+  checkKernels: () => void,
 ): Promise<{ testAccuracy: number; onnxAgreement: number; onnxMaxRelError: number }> {
   // predict in training-sized batches: a KW layer assembles one kernel per sample, so a wide
   // model at batch 256 outgrew the wasm heap (4 GB) and crashed the long preset
   const logitsT = model.predict(te.x, { batchSize: batch }) as tf.Tensor;
   const logits = logitsT.dataSync() as Float32Array;
   logitsT.dispose();
+  checkKernels();
   const argmax = (a: ArrayLike<number>, i: number) => {
     let best = 0;
     for (let k = 1; k < classes; k++) if (a[i * classes + k]! > a[i * classes + best]!) best = k;
