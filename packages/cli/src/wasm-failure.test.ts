@@ -20,8 +20,12 @@ describe('kw train and a failed wasm kernel', () => {
     let calls = 0;
     const spy = vi
       .spyOn(tf.LayersModel.prototype, 'trainOnBatch')
-      .mockImplementation(async function (this: tf.LayersModel, x, y, w) {
-        const logs = await original.call(this, x, y, w);
+      .mockImplementation(async function (
+        this: tf.LayersModel,
+        x: Parameters<typeof original>[0],
+        y: Parameters<typeof original>[1],
+      ) {
+        const logs = await original.call(this, x, y);
         if (++calls === 3) fs.writeSync(2, LINE);
         return logs;
       });
