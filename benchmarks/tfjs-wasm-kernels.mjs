@@ -1,7 +1,7 @@
 // The stock tfjs wasm kernels against @kernelwarehouse/tfjs's faster Slice / Unpack / SplitV /
 // Reverse / BatchMatMul (src/fast-wasm.ts), side by side in one run (cases interleaved round
 // after round): the data-movement ops a per-sample conv uses, the assembly matMul's gradient
-// orientations, and whole training steps of a KW ResNet-8 (width 4, 28x28x1, batch 64) and of
+// orientations, and whole training steps of a KW ResNet-8 (width 4, 28x28x1, batch 32 as the preset; KW_BENCH_BATCH) and of
 // the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
 // stock / fast speed-ups.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
@@ -19,7 +19,7 @@ import { compare, machine } from './harness.mjs';
 
 await chooseBackend({ force: 'wasm', report: null });
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
-const batch = Number(process.env.KW_BENCH_BATCH ?? 64);
+const batch = Number(process.env.KW_BENCH_BATCH ?? 32);
 
 /** A case run once with the stock kernels and once with the fast ones. */
 const pair = (name, fn) => [

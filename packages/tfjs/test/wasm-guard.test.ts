@@ -1,10 +1,11 @@
-// The watch for tfjs-backend-wasm's stderr-only kernel failures. The failure line below is
-// copied from a real run (the long preset at batch 64 filled the 4 GB wasm heap); producing it
-// for real needs a 4 GB heap, so the line is written the way the wasm module writes it
-// (fs.writeSync on fd 2).
+// The watch for tfjs-backend-wasm's stderr-only kernel failures. The failure lines below are
+// copied from a real run (the long preset at batch 64 filled the 4 GB wasm heap); producing them
+// for real needs a 4 GB heap, so they are written the way the wasm module writes them
+// (fs.writeSync on fd 2). A stub under the watch takes the writes, so the test's output stays
+// clean and the pass-through is checked.
 import fs from 'node:fs';
 import { KwError } from '@kernelwarehouse/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { watchWasmFailures } from '../src/index.js';
 
 const LINE =
@@ -12,9 +13,23 @@ const LINE =
 const SETUP =
   'XNN status for xnn_setup_convolution2d_nhwc_f32 is not successful. Got status 2. Use -c dbg to see XNN logs.\n';
 
+type Write = typeof fs.writeSync;
+const realWrite = fs.writeSync;
+let written: [number, string][] = [];
+const stub = ((fd: number, data: string | Uint8Array) => {
+  written.push([fd, typeof data === 'string' ? data : Buffer.from(data).toString()]);
+  return 0;
+}) as Write;
+
 describe('watchWasmFailures', () => {
-  const originalWrite = fs.writeSync;
-  afterEach(() => expect(fs.writeSync).toBe(originalWrite)); // every watch unhooked
+  beforeEach(() => {
+    written = [];
+    (fs as { writeSync: Write }).writeSync = stub;
+  });
+  afterEach(() => {
+    expect(fs.writeSync).toBe(stub); // every watch unhooked
+    (fs as { writeSync: Write }).writeSync = realWrite;
+  });
 
   it('turns the XNNPACK failure lines into BACKEND_FAILED at the next check, then starts afresh', () => {
     const watch = watchWasmFailures();
@@ -24,6 +39,8 @@ describe('watchWasmFailures', () => {
       fs.writeSync(2, LINE);
       fs.writeSync(2, new TextEncoder().encode(SETUP));
       fs.writeSync(2, 'an unrelated warning\n');
+      expect(written.map(([fd]) => fd)).toEqual([2, 2, 2]); // every line still reaches stderr
+      expect(written[1]![1]).toBe(SETUP);
       expect(watch.failures).toEqual([
         'xnn_create_convolution2d_nhwc_f32 failed with status 6 (out of memory)',
         'xnn_setup_convolution2d_nhwc_f32 failed with status 2 (invalid parameter)',
@@ -45,13 +62,14 @@ describe('watchWasmFailures', () => {
     }
   });
 
-  it('ignores lines on stdout and after stop; stop leaves a later wrapper in place', () => {
+  it('ignores stdout and lines after stop; stop leaves a later wrapper in place', () => {
     const watch = watchWasmFailures();
-    fs.writeSync(1, ''); // stdout is not watched (an empty write keeps the test output clean)
+    fs.writeSync(1, LINE);
     watch.stop();
     watch.stop();
-    fs.writeSync(2, '');
+    fs.writeSync(2, LINE);
     expect(watch.failures).toEqual([]);
+    expect(written).toHaveLength(2);
     // a wrapper installed after ours survives our stop
     const a = watchWasmFailures();
     const mine = fs.writeSync;
@@ -60,6 +78,6 @@ describe('watchWasmFailures', () => {
     expect(fs.writeSync).not.toBe(mine);
     b.stop();
     expect(fs.writeSync).toBe(mine); // b restored what it found: a's inert wrapper
-    (fs as { writeSync: typeof fs.writeSync }).writeSync = originalWrite;
+    (fs as { writeSync: Write }).writeSync = stub;
   });
 });
