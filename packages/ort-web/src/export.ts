@@ -19,7 +19,7 @@ import {
   type WeightMap,
   warehouseParamName,
 } from '@kernelwarehouse/core';
-import { gapNC, methodLayer, perSampleConv } from './methods.js';
+import { foldBnRows, gapNC, methodLayer, perSampleConv } from './methods.js';
 import { type Dim, GraphBuilder, IR_VERSION, OPSET } from './onnx.js';
 
 /** Options of {@link toOnnx}. */
@@ -253,19 +253,18 @@ function foldBn(
   bn: NodeSpec & { op: 'batchNorm' },
   W: (n: string) => Tensor,
 ) {
-  const gamma = W(`${bn.id}.weight`).data;
-  const beta = W(`${bn.id}.bias`).data;
-  const mean = W(`${bn.id}.running_mean`).data;
-  const variance = W(`${bn.id}.running_var`).data;
-  const per = weight.length / o;
-  const w2 = new Float32Array(weight.length);
-  const b2 = new Float32Array(o);
-  for (let c = 0; c < o; c++) {
-    const scale = gamma[c]! / Math.sqrt(variance[c]! + bn.eps);
-    for (let i = 0; i < per; i++) w2[c * per + i] = weight[c * per + i]! * scale;
-    b2[c] = ((bias ? bias[c]! : 0) - mean[c]!) * scale + beta[c]!;
-  }
-  return { weight: w2, bias: b2 };
+  return foldBnRows(
+    weight,
+    bias,
+    o,
+    {
+      gamma: W(`${bn.id}.weight`).data,
+      beta: W(`${bn.id}.bias`).data,
+      mean: W(`${bn.id}.running_mean`).data,
+      variance: W(`${bn.id}.running_var`).data,
+    },
+    bn.eps,
+  );
 }
 
 function convOp(
@@ -333,18 +332,18 @@ function kwLayer(
   // fc1 (+ BatchNorm1d folded in at inference, or LayerNorm)
   let hid: string;
   if (wh.norm === 'batch') {
-    const w1 = a('fc1.weight').data;
-    const gam = a('norm1.weight').data;
-    const bet = a('norm1.bias').data;
-    const mu = a('norm1.running_mean').data;
-    const va = a('norm1.running_var').data;
-    const wf = new Float32Array(h * c);
-    const bf = new Float32Array(h);
-    for (let r = 0; r < h; r++) {
-      const scale = gam[r]! / Math.sqrt(va[r]! + KW_ATTENTION_NORM_EPS);
-      for (let k = 0; k < c; k++) wf[r * c + k] = w1[r * c + k]! * scale;
-      bf[r] = bet[r]! - mu[r]! * scale;
-    }
+    const { weight: wf, bias: bf } = foldBnRows(
+      a('fc1.weight').data,
+      undefined,
+      h,
+      {
+        gamma: a('norm1.weight').data,
+        beta: a('norm1.bias').data,
+        mean: a('norm1.running_mean').data,
+        variance: a('norm1.running_var').data,
+      },
+      KW_ATTENTION_NORM_EPS,
+    );
     hid = g.op(
       'Gemm',
       [pooled, g.float(`${id}.fc1`, [h, c], wf), g.float(`${id}.fc1_b`, [h], bf)],

@@ -61,6 +61,29 @@ export function dense(
   );
 }
 
+/**
+ * Fold an inference BatchNorm into the layer before it: row r of `weight` (`[rows, ...]`) is
+ * scaled by `gamma[r] / sqrt(var[r] + eps)`, and the bias becomes
+ * `(bias[r] - mean[r]) * scale + beta[r]` (a missing bias is 0). Convs and FCs alike.
+ */
+export function foldBnRows(
+  weight: Float32Array,
+  bias: Float32Array | undefined,
+  rows: number,
+  bn: { gamma: Float32Array; beta: Float32Array; mean: Float32Array; variance: Float32Array },
+  eps: number,
+): { weight: Float32Array; bias: Float32Array } {
+  const per = weight.length / rows;
+  const w2 = new Float32Array(weight.length);
+  const b2 = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const scale = bn.gamma[r]! / Math.sqrt(bn.variance[r]! + eps);
+    for (let i = 0; i < per; i++) w2[r * per + i] = weight[r * per + i]! * scale;
+    b2[r] = ((bias ? bias[r]! : 0) - bn.mean[r]!) * scale + bn.beta[r]!;
+  }
+  return { weight: w2, bias: b2 };
+}
+
 /** A per-sample bias: one vector for all samples, or a `[N, O]` value. */
 export type SampleBias = { shared: Float32Array } | { perSample: string } | undefined;
 
@@ -249,19 +272,19 @@ function odConvKernelGraph(
   const a = odConvHidden(c, m.reduction, m.minHidden);
   const heads = odConvHeads(c, f, groups, kh, kw, K);
   // fc (no bias) with the attention BatchNorm folded in (running statistics)
-  const fw = w('attention.fc.weight');
-  const gam = w('attention.bn.weight');
-  const bet = w('attention.bn.bias');
-  const mu = w('attention.bn.running_mean');
-  const va = w('attention.bn.running_var');
-  const wf = new Float32Array(a * c);
-  const bf = new Float32Array(a);
-  for (let r = 0; r < a; r++) {
-    const scale = gam[r]! / Math.sqrt(va[r]! + ODCONV_BN_EPS);
-    for (let k = 0; k < c; k++) wf[r * c + k] = fw[r * c + k]! * scale;
-    bf[r] = bet[r]! - mu[r]! * scale;
-  }
-  const v = g.op('Relu', [dense(g, pooled, `${id}.fc`, wf, a, c, bf)]);
+  const folded = foldBnRows(
+    w('attention.fc.weight'),
+    undefined,
+    a,
+    {
+      gamma: w('attention.bn.weight'),
+      beta: w('attention.bn.bias'),
+      mean: w('attention.bn.running_mean'),
+      variance: w('attention.bn.running_var'),
+    },
+    ODCONV_BN_EPS,
+  );
+  const v = g.op('Relu', [dense(g, pooled, `${id}.fc`, folded.weight, a, c, folded.bias)]);
   const head = (name: string, out: number, act: 'Sigmoid' | 'Softmax') => {
     const z = withTemperature(
       g,
