@@ -1,5 +1,5 @@
 // Prints the ONNX parity figures quoted in docs and notes: max relative error of onnxruntime-web
-// (wasm, in Node) against the core reference for each KW variant and zoo backbone, batch 1 and 3
+// (wasm, in Node) against the core reference for each KW variant, zoo backbone and method, batch 1 and 3
 // from one exported (dynamic-batch) model. Run: pnpm --filter @kernelwarehouse/benchmarks parity
 import { initWeights, maxRelativeError, runReference } from '@kernelwarehouse/core';
 import { perturb, Rng, randomInput, tinyKwSpec } from '@kernelwarehouse/core/testing';
@@ -42,6 +42,31 @@ const cases = [
   [
     'convnext_tiny KW 1x (16x16, width 0.125)',
     createModel('convnext_tiny', { budget: 1, inputShape: [3, 16, 16], width: 0.125 }),
+    0,
+  ],
+  ...[
+    ['CondConv', { kind: 'condconv', experts: 4 }],
+    ['DY-Conv', { kind: 'dyconv', kernels: 4 }],
+    ['ODConv 4x', { kind: 'odconv', kernels: 4 }],
+    ['WeightNet', { kind: 'weightnet' }],
+    ['DO-Conv (folded)', { kind: 'doconv' }],
+    ['SE', { kind: 'se' }],
+  ].map(([label, method]) => [
+    `resnet8_cifar ${label} (12x12)`,
+    createModel('resnet8_cifar', { method, inputShape: [3, 12, 12] }),
+    0,
+  ]),
+  [
+    'mobilenetv2_050 ODConv 4x (16x16)',
+    createModel('mobilenetv2_050', {
+      method: { kind: 'odconv', kernels: 4 },
+      inputShape: [3, 16, 16],
+    }),
+    0,
+  ],
+  [
+    'slak_tiny (folded; 16x16, width 0.05)',
+    createModel('slak_tiny', { inputShape: [3, 16, 16], width: 0.05, classes: 3 }),
     0,
   ],
 ];
