@@ -1,6 +1,6 @@
 // A real browser: headless Debian Chromium loads a page served on 127.0.0.1 from this package
 // (our dist/ code through an import map, onnxruntime-web from node_modules), runs an exported KW
-// model on the `wasm` EP and on the `webgpu` EP (SwiftShader adapter, --enable-unsafe-webgpu),
+// model (KW, ODConv and DY-Conv layers) on the `wasm` EP and on the `webgpu` EP (SwiftShader adapter, --enable-unsafe-webgpu),
 // and both are compared with the core reference in Node. .ci/run installs chromium with apt-get;
 // elsewhere the test is skipped (with a message) when /usr/bin/chromium is absent.
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -37,7 +37,10 @@ const TYPES: Record<string, string> = {
   '.html': 'text/html',
 };
 
-/** A KW model with a grouped KW conv of 5 output channels per group (the WebGPU NHWC bug shape). */
+/**
+ * A KW model with a grouped KW conv of 5 output channels per group (the WebGPU NHWC bug shape),
+ * then an ODConv and a DY-Conv layer.
+ */
 function browserSpec(): ModelSpec {
   const b = new SpecBuilder('browser', [4, 6, 6]);
   b.warehouse({ id: 'w', budget: 1 });
@@ -54,8 +57,22 @@ function browserSpec(): ModelSpec {
     { outChannels: 10, kernelSize: 3, stride: 2, padding: 1 },
     { kind: 'kw', warehouse: 'w' },
   );
+  // the other methods' subgraphs on the same EPs: ODConv (four heads, broadcast Muls) and DY-Conv
+  const od = b.dynamicConv2d(
+    'od',
+    x,
+    { outChannels: 8, kernelSize: 3, padding: 1, groups: 2 },
+    { kind: 'odconv', kernels: 4 },
+  );
+  x = b.dynamicConv2d(
+    'dy',
+    b.relu('r3', od),
+    { outChannels: 8, kernelSize: 1, bias: true },
+    { kind: 'dyconv', kernels: 4 },
+  );
   b.output(b.linear('fc', b.flatten('f', b.globalAvgPool('p', x)), 3));
   b.output('kw1'); // the grouped KW conv itself, where a layout bug would show undiluted
+  b.output('od');
   return b.build();
 }
 
