@@ -123,6 +123,18 @@ describe('kw models and the binary', () => {
     ).toContain('convnext_tiny');
   });
 
+  it('kw <command> --help prints the usage of that command (exit 0); kw alone prints all (exit 2)', async () => {
+    for (const c of ['train', 'plan', 'export', 'onnx-info', 'models']) {
+      const r = await run(c, '--help');
+      expect(r.code, c).toBe(0);
+      expect(r.out, c).toMatch(new RegExp(`^usage: kw ${c}`));
+    }
+    expect((await run('train', '-h')).out).toMatch(/--preset paper-direction/);
+    const all = await run();
+    expect(all.code).toBe(2);
+    expect(all.out.split('\n').filter((l) => l.startsWith('  kw '))).toHaveLength(5);
+  });
+
   it('bin/kw.js runs as a process with the same exit codes', () => {
     const bin = fileURLToPath(new URL('../bin/kw.js', import.meta.url));
     const ok = execFileSync(process.execPath, [bin, 'plan', 'resnet18', '--budget', '4x'], {

@@ -62,6 +62,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
     io.err(`kw: unknown command "${name}"; accepted: ${Object.keys(COMMANDS).join(', ')}\n`);
     return 2;
   }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.out(`usage: ${cmd.help}\n`);
+    return 0;
+  }
   try {
     return await cmd.run(rest, io);
   } catch (e) {
