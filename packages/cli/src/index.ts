@@ -37,7 +37,7 @@ export const COMMANDS: Record<string, Command> = {
   'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
   train: {
     run: trainCommand,
-    help: 'kw train [--model resnet8_cifar] [--width W] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--methods plain,kw:1x,kw:1/2x,odconv:4,... | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--seeds 1] [--checkpoint-every 50] [--out DIR] [--resume [RUN_DIR]] [--preset paper-direction (width-4 ResNet-8, 3 seeds, ~1 h on 2 cores)]',
+    help: 'kw train [--model resnet8_cifar] [--width W] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--methods plain,kw:1x,kw:1/2x,odconv:4,... | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--seeds 1] [--checkpoint-every 50] [--bn-passes 32] [--out DIR] [--resume [RUN_DIR]] [--preset paper-direction (width-4 ResNet-8, 3 seeds, ~1 h on 2 cores)]',
   },
 };
 

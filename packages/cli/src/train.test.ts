@@ -46,6 +46,9 @@ describe('kw train (the main job, tiny configuration)', () => {
       expect(x.testAccuracy).toBeGreaterThan(0);
     }
     expect(r.err).toMatch(/epoch 1\/1 \[#+\] 8\/8 loss \d/);
+    expect(r.err).toMatch(
+      /BatchNorm statistics re-estimated over 32 training batches before testing/,
+    );
     // tau falls from ~1 to 0 over the first half epoch (default --temp-epochs = epochs / 2), per step
     const taus = res.results[1].curve.map((c: { tau: number }) => c.tau);
     expect(taus).toHaveLength(8);
@@ -88,6 +91,8 @@ describe('kw train (the main job, tiny configuration)', () => {
     for (const [argv, pattern] of [
       [['train', '--budgets', 'plain,abc'], /bad budget "abc"/],
       [['train', '--epochs', '0'], /--epochs must be an integer >= 1/],
+      [['train', '--bn-passes=-1'], /--bn-passes must be an integer >= 0/],
+      [['train', '--bn-passes', '1.5'], /--bn-passes must be an integer >= 0/],
       [['train', '--model', 'resnet19'], /unknown model "resnet19"/],
       [['train', '--backend', 'webgl'], /--backend must be wasm or cpu/],
       [['train', '--train-size', '99999999'], /exceed the data set \(60000 train, 10000 test/],

@@ -54,6 +54,8 @@ export {
   decayGroups,
   methodSchedule,
   methodTemperatureCallback,
+  type RecalibrateOptions,
+  recalibrateBatchNorm,
   stepMethodTemperature,
   stepTemperature,
   temperatureCallback,

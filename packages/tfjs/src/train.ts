@@ -3,6 +3,7 @@
  * function for custom loops) and decoupled weight decay that skips 1-D params and biases.
  */
 import {
+  KwError,
   type ModelSpec,
   paramTable,
   type TemperatureSchedule,
@@ -150,4 +151,56 @@ export function applyWeightDecay(model: tf.LayersModel, spec: ModelSpec, rate: n
   tf.tidy(() => {
     for (const v of decayGroups(model, spec).decay) v.write(tf.mul(v.read(), 1 - rate));
   });
+}
+
+/** Options of {@link recalibrateBatchNorm}. */
+export interface RecalibrateOptions {
+  /** Images per forward pass (default 64). */
+  batchSize?: number;
+  /** Forward passes (default 32; each moves the running statistics by the layer's momentum). */
+  batches?: number;
+  /** Called after each pass, e.g. for a progress line. */
+  onBatch?: (done: number, total: number) => void;
+}
+
+/**
+ * Re-estimate every BatchNorm's running statistics (plain BatchNorm layers and the attention
+ * BatchNorms of KW, ODConv, ...) for the current weights: forward passes in training mode, no
+ * gradients, over batches of `x` taken in order (wrapping around). Returns the passes run.
+ *
+ * Why: the running statistics are an average over the last ~1/momentum training steps, taken
+ * while the weights were still moving. A KW attention's BatchNorm sees features with a small
+ * variance, so a small lag in its running mean shifts the attention, and with it every
+ * assembled kernel: after a short run (kw train's 2 epochs at a constant learning rate) KW
+ * models classified MNIST at 42 % with batch statistics and 25 % with the running ones. Plain
+ * BatchNorm layers are re-estimated too, so every method is evaluated the same way.
+ *
+ * @example
+ * recalibrateBatchNorm(model, trainImages, { batchSize: 64, batches: 32 });
+ * const logits = model.predict(testImages); // inference mode, fresh running statistics
+ */
+export function recalibrateBatchNorm(
+  model: tf.LayersModel,
+  x: tf.Tensor,
+  options: RecalibrateOptions = {},
+): number {
+  const batchSize = options.batchSize ?? 64;
+  const batches = options.batches ?? 32;
+  if (!(Number.isInteger(batchSize) && batchSize >= 2))
+    throw new KwError('ARGUMENT_INVALID', `batchSize must be an integer >= 2, found ${batchSize}`);
+  if (!(Number.isInteger(batches) && batches >= 0))
+    throw new KwError('ARGUMENT_INVALID', `batches must be an integer >= 0, found ${batches}`);
+  const n = x.shape[0]!;
+  if (n < 2)
+    throw new KwError('TENSOR_SHAPE', `recalibrateBatchNorm needs >= 2 images, found ${n}`);
+  const size = Math.min(batchSize, n);
+  for (let b = 0; b < batches; b++) {
+    // full batches only: the last one of a pass over x ends at its last image
+    const start = Math.min((b * size) % n, n - size);
+    tf.tidy(() => {
+      model.apply(tf.slice(x, start, size), { training: true });
+    });
+    options.onBatch?.(b + 1, batches);
+  }
+  return batches;
 }

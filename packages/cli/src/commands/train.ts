@@ -18,6 +18,7 @@ import {
   chooseBackend,
   exportWeights,
   loadWeights as loadModelWeights,
+  recalibrateBatchNorm,
   setTemperature,
   stepTemperature,
   watchWasmFailures,
@@ -72,6 +73,11 @@ export interface RunOptions {
   backend: 'wasm' | 'cpu';
   seed: number;
   seeds: number;
+  /**
+   * Training-mode forward passes (batches of training images, no gradients) that re-estimate
+   * every BatchNorm's running statistics before the test set is evaluated; 0 = none.
+   */
+  bnPasses: number;
 }
 
 /** Where an unfinished variant stands in a checkpoint. */
@@ -110,6 +116,7 @@ const DEFAULTS: RunOptions = {
   backend: 'wasm',
   seed: 0,
   seeds: 1,
+  bnPasses: 32,
 };
 
 /**
@@ -152,6 +159,7 @@ const FLAG: Record<keyof RunOptions, string> = {
   backend: '--backend',
   seed: '--seed',
   seeds: '--seeds',
+  bnPasses: '--bn-passes',
 };
 
 /** A parsed `--methods` entry. */
@@ -244,6 +252,7 @@ const TRAIN_FLAGS = {
   out: { type: 'string' },
   resume: { type: 'string' },
   'checkpoint-every': { type: 'string' },
+  'bn-passes': { type: 'string' },
 } as const;
 
 type Flags = Partial<Record<keyof typeof TRAIN_FLAGS, string>>;
@@ -296,6 +305,7 @@ function resolveOptions(v: Flags, base: RunOptions): RunOptions {
     backend,
     seed: num('seed', 0) ?? base.seed,
     seeds: num('seeds', 1) ?? base.seeds,
+    bnPasses: num('bn-passes', 0) ?? base.bnPasses,
   };
 }
 
@@ -386,7 +396,12 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         `checkpoint ${join(ckDir, 'checkpoint.json')} is corrupt: no run options`,
         { path: join(ckDir, 'checkpoint.json') },
       );
-    const saved = { ...DEFAULTS, ...state.options };
+    // a checkpoint from before --bn-passes existed evaluated without re-estimation: keep that
+    const saved = {
+      ...DEFAULTS,
+      ...state.options,
+      bnPasses: (state.options as Partial<RunOptions>).bnPasses ?? 0,
+    };
     const asked = resolveOptions(v, v.preset !== undefined ? base : saved);
     const diffs = (Object.keys(FLAG) as (keyof RunOptions)[]).filter(
       (k) => JSON.stringify(asked[k]) !== JSON.stringify(saved[k]),
@@ -481,7 +496,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
   const te = tensors(test, 0, testSize, classes);
   const stepsPerEpoch = Math.ceil(trainSize / batch);
   io.err(
-    `kw train: ${modelId}${opts.width ? ` (width ${opts.width})` : ''} on ${opts.dataset} (${trainSize} train / ${testSize} test images, ${train.height}x${train.width}x1), ${epochs} epochs, batch ${batch}, tau 1 -> 0 over ${tempEpochs} epochs, ${seeds > 1 ? `${seeds} seeds, ` : ''}backend ${tf.getBackend()}\n`,
+    `kw train: ${modelId}${opts.width ? ` (width ${opts.width})` : ''} on ${opts.dataset} (${trainSize} train / ${testSize} test images, ${train.height}x${train.width}x1), ${epochs} epochs, batch ${batch}, tau 1 -> 0 over ${tempEpochs} epochs, ${seeds > 1 ? `${seeds} seeds, ` : ''}backend ${tf.getBackend()}${opts.bnPasses > 0 ? `; BatchNorm statistics re-estimated over ${opts.bnPasses} training batches before testing` : ''}\n`,
   );
   if (resumed) {
     const c = resumed.state.current;
@@ -663,6 +678,12 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         }
       }
       setTemperature(model, 0);
+      if (opts.bnPasses > 0) {
+        // the running statistics lag the weights after a short run at a constant learning rate;
+        // re-estimate them for the final weights (every method alike) before testing
+        recalibrateBatchNorm(model, tr.x, { batchSize: batch, batches: opts.bnPasses });
+        checkKernels(`${tag.trim()} BatchNorm re-estimation`);
+      }
       const result = await evaluate(
         model,
         spec,
