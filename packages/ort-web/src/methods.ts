@@ -9,6 +9,7 @@
 import {
   type DyConvRef,
   dyConvHidden,
+  foldBnIntoDepthwise,
   KwError,
   type NodeSpec,
   type OdConvRef,
@@ -62,9 +63,9 @@ export function dense(
 }
 
 /**
- * Fold an inference BatchNorm into the layer before it: row r of `weight` (`[rows, ...]`) is
- * scaled by `gamma[r] / sqrt(var[r] + eps)`, and the bias becomes
- * `(bias[r] - mean[r]) * scale + beta[r]` (a missing bias is 0). Convs and FCs alike.
+ * Fold an inference BatchNorm into the layer before it (core's `foldBnIntoDepthwise`, which
+ * scales row r of `weight` by `gamma[r] / sqrt(var[r] + eps)`): a layer bias b enters as a
+ * shifted mean, `beta + (b - mean) * scale`. Convs and FCs alike.
  */
 export function foldBnRows(
   weight: Float32Array,
@@ -73,15 +74,8 @@ export function foldBnRows(
   bn: { gamma: Float32Array; beta: Float32Array; mean: Float32Array; variance: Float32Array },
   eps: number,
 ): { weight: Float32Array; bias: Float32Array } {
-  const per = weight.length / rows;
-  const w2 = new Float32Array(weight.length);
-  const b2 = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const scale = bn.gamma[r]! / Math.sqrt(bn.variance[r]! + eps);
-    for (let i = 0; i < per; i++) w2[r * per + i] = weight[r * per + i]! * scale;
-    b2[r] = ((bias ? bias[r]! : 0) - bn.mean[r]!) * scale + bn.beta[r]!;
-  }
-  return { weight: w2, bias: b2 };
+  const mean = bias ? Float32Array.from(bn.mean, (m, r) => m - bias[r]!) : bn.mean;
+  return foldBnIntoDepthwise(weight, rows, bn.gamma, bn.beta, mean, bn.variance, eps);
 }
 
 /** A per-sample bias: one vector for all samples, or a `[N, O]` value. */
