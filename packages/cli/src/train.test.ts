@@ -55,7 +55,7 @@ describe('kw train (the main job, tiny configuration)', () => {
     expect(taus[0]).toBeGreaterThan(0.7);
     expect(taus.at(-1)).toBe(0);
     expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/<polyline[^>]+points="[\d., ]+"/);
-  }, 180_000);
+  });
 
   it('trains every peer method (tfjs layers), exports each to ONNX, and ONNX agrees with tfjs', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
@@ -85,7 +85,7 @@ describe('kw train (the main job, tiny configuration)', () => {
     }
     for (const m of methods)
       expect(existsSync(join(out, `${m.replace(':', '-')}.onnx`)), m).toBe(true);
-  }, 180_000);
+  });
 
   it('refuses bad options with exit code 2', async () => {
     for (const [argv, pattern] of [

@@ -62,5 +62,5 @@ describe('kw train and a failed wasm kernel', () => {
       spy.mockRestore();
       (fs as { writeSync: typeof fs.writeSync }).writeSync = realWrite;
     }
-  }, 120_000);
+  });
 });

@@ -41,6 +41,6 @@ describe('onnxruntime-node runs the exported bytes', () => {
       const ref = runReference(spec, w, x, { temperature: 0.25 }).get(spec.outputs[0]!)!;
       expect(maxRelativeError(yNode, ref.data)).toBeLessThan(1e-4);
       expect(maxRelativeError(yNode, yWeb!.data)).toBeLessThan(1e-4);
-    }, 60_000);
+    });
   }
 });

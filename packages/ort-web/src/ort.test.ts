@@ -235,7 +235,7 @@ describe('methods without an inference fold export as their attention + per-samp
       classes: 5,
     });
     expect(await parity(spec)).toBeLessThan(TOL);
-  }, 120_000);
+  });
 
   it('the graph carries the attention ops of each method and no refusal is left', () => {
     const ops = (method: DynamicMethodRef) => {
@@ -267,7 +267,7 @@ describe('zoo backbones at small inputs', () => {
   for (const [id, opts] of zoo) {
     it(`${id} ${opts?.budget ?? 'plain'}`, async () => {
       expect(await parity(createModel(id, opts), { batches: [1, 3] })).toBeLessThan(TOL);
-    }, 120_000);
+    });
   }
 });
 

@@ -236,7 +236,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
           note(`${method} | ${backend} | ${mode}`, e);
           expect(got.shape).toEqual(want.shape);
           expect(e).toBeLessThan(TOL);
-        }, 60_000);
+        });
       }
     }
 
@@ -345,7 +345,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
         expect(tf.memory().numTensors).toBe(start);
         tf.dispose([x, y]);
         model.dispose();
-      }, 60_000);
+      });
     }
   });
 }

@@ -1,6 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { type ModelSpec, paramTable, SpecBuilder, temperatureAt } from '@kernelwarehouse/core';
+import {
+  initWeights,
+  type ModelSpec,
+  paramTable,
+  SpecBuilder,
+  temperatureAt,
+} from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import {
@@ -8,6 +14,7 @@ import {
   buildModel,
   decayGroups,
   KWLayer,
+  recalibrateBatchNorm,
   registerTrainingKernels,
   specVariables,
   stepTemperature,
@@ -46,12 +53,15 @@ function mnistKwSpec(): ModelSpec {
   return b.build();
 }
 
+/** The weight seed of the MNIST test (KW_MNIST_SEED overrides it, to measure the bound's margin). */
+const MNIST_SEED = Number(process.env.KW_MNIST_SEED ?? 0);
+
 describe('training', () => {
   it('a KW model learns real MNIST on wasm with model.fit and tau stepping per batch', async () => {
     await useBackend('wasm');
     registerTrainingKernels('wasm');
     const spec = mnistKwSpec();
-    const model = buildModel(spec);
+    const model = buildModel(spec, initWeights(spec, { seed: MNIST_SEED }));
     const n = 1920;
     const batchSize = 32;
     const { x, y } = mnist(n);
@@ -81,6 +91,9 @@ describe('training', () => {
       callbacks: [temperatureCallback(model, sched, (t) => taus.push(t))],
     });
     const perStep = (performance.now() - t0) / 1000 / taus.length;
+    // the running BatchNorm statistics after 120 steps still hold ~30 % of their initial values
+    // (momentum 0.99): re-estimated as kw train does, the held-out numbers measure the weights
+    recalibrateBatchNorm(model, x, { batchSize: 64, batches: n / 64 });
     const [after, accAfter] = evalLoss();
     console.log(
       `MNIST KW on wasm: train loss/epoch ${(hist.history.loss as number[]).map((v) => v.toFixed(3)).join(' -> ')}, held-out loss ${before!.toFixed(3)} -> ${after!.toFixed(3)}, acc ${accBefore!.toFixed(3)} -> ${accAfter!.toFixed(3)}, ${perStep.toFixed(3)} s/step (batch ${batchSize}, ${taus.length} steps)`,
@@ -91,6 +104,10 @@ describe('training', () => {
     expect(taus.at(-1)).toBe(0);
     // the callback leaves the inference setting
     for (const l of model.layers) if (l instanceof KWLayer) expect(l.temperature).toBe(0);
+    // Measured over weight seeds 0-7 (KW_MNIST_SEED=s, this test as written): held-out accuracy
+    // 0.414, 0.477, 0.488, 0.531, 0.484, 0.488, 0.496, 0.570 (chance 0.1), held-out loss at most
+    // 0.64x its start. Without the BatchNorm re-estimation it was 0.277-0.465 and seed 3 failed
+    // the loss bound. The bounds below hold for every one of those seeds with a wide margin.
     expect(after).toBeLessThan(before! * 0.9);
     expect(accAfter).toBeGreaterThan(0.25);
     const tl = hist.history.loss as number[];
@@ -103,7 +120,7 @@ describe('training', () => {
     await useBackend('wasm');
     registerTrainingKernels('wasm');
     const spec = mnistKwSpec();
-    const model = buildModel(spec);
+    const model = buildModel(spec, initWeights(spec, { seed: MNIST_SEED }));
     const { decay, noDecay } = decayGroups(model, spec);
     const vars = specVariables(model);
     const table = paramTable(spec).params.filter((p) => p.role === 'param');

@@ -50,7 +50,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
         model.dispose?.();
         expect(got.shape).toEqual(ref.shape);
         expect(relErr(got.data, ref.data)).toBeLessThan(1e-4);
-      }, 120_000);
+      });
     }
   });
 }

@@ -137,5 +137,5 @@ describe('method placement', () => {
       expect(y.data.every(Number.isFinite), id).toBe(true);
       expect(y.shape[0]).toBe(2);
     }
-  }, 120_000);
+  });
 });

@@ -178,10 +178,12 @@ describe('options and other budgets', () => {
   });
 
   it('small variants run on the reference executor, batch 1 and 2 agree per sample', () => {
+    // the smallest inputs and widths that still build every stage (issue 15: 93 s on a loaded
+    // machine at 32x32 and ConvNeXt width 0.25; the per-sample property does not need more)
     for (const [id, opts] of [
-      ['resnet8_cifar', { budget: 1 }],
+      ['resnet8_cifar', { budget: 1, inputShape: [3, 16, 16] }],
       ['mobilenetv2_050', { budget: '1/2x', inputShape: [3, 16, 16], classes: 5 }],
-      ['convnext_tiny', { budget: 1, inputShape: [3, 16, 16], classes: 3, width: 0.25 }],
+      ['convnext_tiny', { budget: 1, inputShape: [3, 16, 16], classes: 3, width: 0.125 }],
     ] as const) {
       const spec = createModel(id, opts as never);
       const w = initWeights(spec, { seed: 1 });
@@ -195,5 +197,5 @@ describe('options and other budgets', () => {
       }).get(spec.outputs[0]!)!;
       expect(maxRelativeError(y0.data, y.data.slice(0, y0.data.length))).toBeLessThan(1e-5);
     }
-  }, 120_000);
+  });
 });
