@@ -46,6 +46,8 @@ export const KW_ERROR_CODES = [
   // io
   'IO_ERROR',
   'ONNX_INVALID',
+  // training data
+  'DATA_INVALID',
 ] as const;
 
 /** What each code means and what to do about it (rendered into docs/errors.md). */
@@ -85,7 +87,7 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   WEIGHTS_NOT_FINITE: 'A weight is NaN or infinite.',
   SAFETENSORS_TRUNCATED: 'The file ends before its header or data does.',
   SAFETENSORS_HEADER:
-    'The safetensors header is not valid JSON of the expected form, or claims an absurd length.',
+    'The safetensors header is not valid JSON of the expected form: a key given twice, JSON nested deeper than 64 levels, or an absurd length.',
   SAFETENSORS_OFFSETS:
     'Tensor byte ranges are out of bounds, overlap, leave gaps, or disagree with dtype and shape.',
   SAFETENSORS_DTYPE: 'A tensor has a dtype this reader does not know.',
@@ -95,8 +97,11 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   ARGUMENT_INVALID:
     'An option or argument is out of range (temperature outside [0, 1], bad mode, unknown capture id, ...).',
   IO_ERROR:
-    'Reading or writing a file failed (missing file, full disk, read-only folder); nothing half-written is left behind.',
-  ONNX_INVALID: 'Bytes given as an ONNX model are truncated or not an ONNX ModelProto.',
+    'Reading or writing a file failed: a missing file, a path that is not a regular file (a device, a FIFO, a folder), a file larger than its format allows, a gzip file that is corrupt or inflates past what its header needs, a full disk, a read-only file system, no permission, a file where a folder should be. The message names the path and the reason; when a command writes several files, none is left behind.',
+  ONNX_INVALID:
+    'Bytes given as an ONNX model are truncated or not an ONNX ModelProto (a varint above 2^64, a length past the end, an unknown wire type).',
+  DATA_INVALID:
+    'A data set does not fit a classification task: labels must be 0..K-1 with K >= 2 and every class present in the training set, and the test set may only use those classes. The message names the file, the index and the label.',
 };
 
 /** One of {@link KW_ERROR_CODES}. */
@@ -128,12 +133,55 @@ export function describeValue(v: unknown): string {
   if (typeof v === 'number') s = Number.isNaN(v) ? 'NaN' : String(v);
   else if (typeof v === 'string') s = JSON.stringify(v);
   else if (v === undefined) s = 'undefined';
-  else {
-    try {
-      s = JSON.stringify(v) ?? String(v);
-    } catch {
-      s = Object.prototype.toString.call(v);
+  else s = boundedJson(v, 121);
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+/**
+ * JSON-like text of `v`, stopping once `limit` characters are written. Iterative, so a value
+ * nested 10^5 deep (a hostile file header) renders its first characters instead of overflowing
+ * the stack as `JSON.stringify` does; cycles print as `[Circular]`.
+ */
+export function boundedJson(v: unknown, limit = 120): string {
+  let out = '';
+  // a stack of things still to print: a value, or a literal piece of text
+  const todo: ({ text: string; closes?: object } | { value: unknown; key?: string })[] = [
+    { value: v },
+  ];
+  // the objects being printed (a value met again inside itself is a cycle)
+  const open = new Set<object>();
+  while (todo.length && out.length < limit) {
+    const t = todo.pop()!;
+    if ('text' in t) {
+      out += t.text;
+      if (t.closes) open.delete(t.closes);
+      continue;
+    }
+    if (t.key !== undefined) out += `${JSON.stringify(t.key)}:`;
+    const x = t.value;
+    if (x === null || typeof x === 'boolean') out += String(x);
+    else if (typeof x === 'number') out += Number.isFinite(x) ? String(x) : 'null';
+    else if (typeof x === 'string') out += JSON.stringify(x.length > limit ? x.slice(0, limit) : x);
+    else if (typeof x === 'bigint') out += `${x}n`;
+    else if (typeof x !== 'object') out += String(x);
+    else if (open.has(x)) out += '"[Circular]"';
+    else if (ArrayBuffer.isView(x)) out += `${Object.prototype.toString.call(x)}`;
+    else {
+      const isArr = Array.isArray(x);
+      const entries: [string | undefined, unknown][] = isArr
+        ? (x as unknown[]).slice(0, limit).map((e) => [undefined, e])
+        : Object.keys(x)
+            .slice(0, limit)
+            .map((k) => [k, (x as Record<string, unknown>)[k]]);
+      out += isArr ? '[' : '{';
+      open.add(x);
+      todo.push({ text: isArr ? ']' : '}', closes: x });
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [k, e] = entries[i]!;
+        todo.push({ value: e, key: k });
+        if (i > 0) todo.push({ text: ',' });
+      }
     }
   }
-  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+  return todo.length ? `${out}...` : out;
 }

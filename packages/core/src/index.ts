@@ -5,6 +5,8 @@
  * @packageDocumentation
  */
 export {
+  boundedJson,
+  describeValue,
   isKwError,
   KW_ERROR_CODES,
   KW_ERROR_DESCRIPTIONS,
@@ -122,6 +124,7 @@ export * from './spec/types.js';
 export {
   type AnalyzedSpec,
   analyzeSpec,
+  MAX_MODEL_ELEMENTS,
   MAX_TENSOR_ELEMENTS,
   OPS,
   validateSpec,

@@ -8,7 +8,7 @@ import { KwError } from './errors.js';
 import { type KwPlan, planKw } from './kw/plan.js';
 import { METHODS } from './methods/registry.js';
 import type { NodeSpec } from './spec/types.js';
-import { type AnalyzedSpec, analyzeSpec, checkSize } from './spec/validate.js';
+import { type AnalyzedSpec, analyzeSpec, checkModelSize, checkSize } from './spec/validate.js';
 import { numel } from './tensor.js';
 
 /** How a tensor is initialised by {@link initWeights}. */
@@ -46,7 +46,8 @@ export interface ParamTable {
   analyzed: AnalyzedSpec;
 }
 
-const tables = new WeakMap<object, ParamTable>();
+// keyed by analyzeSpec's result, which is a fresh object whenever the spec changed since
+const tables = new WeakMap<AnalyzedSpec, ParamTable>();
 
 /** Name of the tensor holding a warehouse's cells. */
 export function warehouseParamName(warehouseId: string): string {
@@ -162,11 +163,9 @@ function kwLayerParams(id: string, kw: KwPlan): ParamDecl[] {
  * then nodes in spec order). Validates and plans the spec on the way.
  */
 export function paramTable(spec: unknown): ParamTable {
-  if (typeof spec === 'object' && spec !== null) {
-    const hit = tables.get(spec);
-    if (hit) return hit;
-  }
   const analyzed = analyzeSpec(spec);
+  const hit = tables.get(analyzed);
+  if (hit) return hit;
   const kw = planKw(analyzed);
   const params: ParamDecl[] = kw.warehouses.map((w) =>
     paramDecl(undefined, warehouseParamName(w.id), w.shape, {
@@ -176,8 +175,10 @@ export function paramTable(spec: unknown): ParamTable {
   );
   for (const node of analyzed.spec.nodes) params.push(...nodeParams(node, analyzed, kw));
   const byName = new Map<string, ParamDecl>();
+  let total = 0;
   for (const p of params) {
     checkSize(`parameter "${p.name}"`, 'shape', p.shape);
+    total += numel(p.shape);
     if (byName.has(p.name)) {
       throw new KwError(
         'SPEC_DUPLICATE_ID',
@@ -186,9 +187,9 @@ export function paramTable(spec: unknown): ParamTable {
     }
     byName.set(p.name, p);
   }
+  checkModelSize(analyzed.spec.name, total);
   const table = { params, byName, kw, analyzed };
-  if (typeof spec === 'object' && spec !== null) tables.set(spec, table);
-  tables.set(analyzed.spec, table);
+  tables.set(analyzed, table);
   return table;
 }
 

@@ -154,8 +154,10 @@ const cases = {
   'huge-channels': [
     (s) => (N(s, 'stem').outChannels = 1e9),
     'SPEC_SHAPE',
-    'at most 2^31 - 1 per tensor',
+    'at most 2^29 - 1 per tensor',
   ],
+  'duplicate-output': [(s) => s.outputs.push('fc'), 'SPEC_DUPLICATE_ID', 'a second time'],
+  'output-proto': [(s) => s.outputs.push('__proto__'), 'SPEC_UNKNOWN_INPUT', 'not a node'],
   'huge-input': [(s) => (s.inputShape = [3, 40000, 40000]), 'SPEC_SHAPE', 'inputShape'],
   'mixed-conv-linear': [
     (s) => {

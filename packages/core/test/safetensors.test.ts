@@ -268,6 +268,76 @@ describe('hostile safetensors corpus', () => {
       'WEIGHTS_MISSING',
       /missing/,
     ],
+    // issue 15: depth, duplicate keys, dtypes and keys named like Object.prototype members
+    [
+      'JSON nested 10^5 deep in a shape',
+      file(
+        `{"a":{"dtype":"F32","shape":${'['.repeat(1e5)}${']'.repeat(1e5)},"data_offsets":[0,4]}}`,
+        four,
+      ),
+      'SAFETENSORS_HEADER',
+      /nested deeper than 64 levels/,
+    ],
+    [
+      'JSON nested 10^4 deep in __metadata__',
+      file(`{"__metadata__":{"k":${'{"a":'.repeat(1e4)}1${'}'.repeat(1e4)}}}`),
+      'SAFETENSORS_HEADER',
+      /nested deeper than 64 levels/,
+    ],
+    [
+      'JSON nested 65 deep (one past the limit) in data_offsets',
+      file(
+        `{"a":{"dtype":"F32","shape":[1],"data_offsets":${'['.repeat(63)}${']'.repeat(63)}}}`,
+        four,
+      ),
+      'SAFETENSORS_HEADER',
+      /nested deeper than 64/,
+    ],
+    [
+      'JSON nested 64 deep is read (and refused for its form, not its depth)',
+      file(
+        `{"a":{"dtype":"F32","shape":[1],"data_offsets":${'['.repeat(62)}${']'.repeat(62)}}}`,
+        four,
+      ),
+      'SAFETENSORS_OFFSETS',
+      /data_offsets must be/,
+    ],
+    [
+      'a tensor given twice (JSON.parse would keep the last)',
+      file(
+        '{"fc.bias":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"fc.bias":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
+        four,
+      ),
+      'SAFETENSORS_HEADER',
+      /key "fc.bias" twice/,
+    ],
+    [
+      'a key given twice inside an entry',
+      file('{"a":{"dtype":"F8","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', four),
+      'SAFETENSORS_HEADER',
+      /key "dtype" twice/,
+    ],
+    [
+      'a key given twice, once escaped',
+      file('{"__metadata__":{"k":"1","\\u006b":"2"}}'),
+      'SAFETENSORS_HEADER',
+      /key "k" twice/,
+    ],
+    [
+      '__metadata__ given twice',
+      file('{"__metadata__":{"a":"1"},"__metadata__":{"b":"2"}}'),
+      'SAFETENSORS_HEADER',
+      /key "__metadata__" twice/,
+    ],
+    ...['toString', '__proto__', 'constructor', 'hasOwnProperty', 'valueOf'].map(
+      (d) =>
+        [
+          `dtype ${d}`,
+          file(`{"a":{"dtype":"${d}","shape":[1],"data_offsets":[0,4]}}`, four),
+          'SAFETENSORS_DTYPE',
+          new RegExp(`unknown dtype "${d}"`),
+        ] as [string, Uint8Array, KwErrorCode, RegExp],
+    ),
     [
       'int dtype for a float param',
       file({ 'fc.bias': { dtype: 'I32', shape: [4], data_offsets: [0, 16] } }, new Uint8Array(16)),
@@ -314,6 +384,63 @@ describe('hostile safetensors corpus', () => {
       fuzz(77, 400),
     );
     expect(refused).toBeGreaterThan(fuzz(77, 400).numRuns / 8); // most edits break the file
+  });
+
+  it('keys named like Object.prototype members stay keys: __metadata__ and tensor names', () => {
+    const t = { shape: [1], data: new Float32Array([2.5]) };
+    const names = ['__proto__', 'constructor', 'toString', 'hasOwnProperty'];
+    const meta = Object.fromEntries([
+      ['__proto__', 'p'],
+      ['constructor', 'c'],
+    ]);
+    const bytes = writeSafetensors(new Map(names.map((n) => [n, t])), meta);
+    const f = readSafetensors(bytes);
+    expect([...f.tensors.keys()].sort()).toEqual([...names].sort());
+    for (const n of names)
+      expect(Array.from(f.tensors.get(n)!.data as Float32Array)).toEqual([2.5]);
+    expect(Object.entries(f.metadata)).toEqual([
+      ['__proto__', 'p'],
+      ['constructor', 'c'],
+    ]);
+    // and from a header written by hand
+    const g = readSafetensors(file('{"__metadata__":{"__proto__":"x","toString":"y"}}'));
+    expect(Object.keys(g.metadata)).toEqual(['__proto__', 'toString']);
+    expect(g.metadata.toString).toBe('y');
+  });
+
+  it('random JSON nesting up to 2000 deep in any header field: a result or a KwError', () => {
+    let deepRefused = 0;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 2000 }),
+        fc.boolean(),
+        fc.constantFrom('shape', 'data_offsets', 'dtype', 'extra', 'meta'),
+        (depth, arrays, field) => {
+          const v = arrays
+            ? `${'['.repeat(depth)}${']'.repeat(depth)}`
+            : `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+          const entry: Record<string, string> = {
+            dtype: '"F32"',
+            shape: '[1]',
+            data_offsets: '[0,4]',
+          };
+          if (field !== 'meta') entry[field] = v;
+          const body = Object.entries(entry)
+            .map(([k, x]) => `"${k}":${x}`)
+            .join(',');
+          const header = `{${field === 'meta' ? `"__metadata__":{"k":${v}},` : ''}"a":{${body}}}`;
+          try {
+            readSafetensors(file(header, four));
+          } catch (e) {
+            if (!(e instanceof KwError))
+              throw new Error(`non-KwError at depth ${depth}: ${String(e)}`);
+            if (/nested deeper/.test(e.message)) deepRefused++;
+          }
+        },
+      ),
+      fuzz(15, 200),
+    );
+    expect(deepRefused).toBeGreaterThan(0);
   });
 
   it('a random header never makes the reader allocate beyond the file', () => {

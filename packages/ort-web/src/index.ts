@@ -7,4 +7,4 @@ export { type OnnxExport, type ToOnnxOptions, toOnnx, toOnnxWithInfo } from './e
 export { type OnnxInfo, onnxInfo, type ValueInfo } from './info.js';
 export { IR_VERSION, OPSET } from './onnx.js';
 export { createSession, executionProviders, runSession, type SessionOptions } from './session.js';
-export { type TritonConfigOptions, tritonConfig } from './triton.js';
+export { isModelName, type TritonConfigOptions, tritonConfig } from './triton.js';

@@ -13,7 +13,7 @@ export interface ValueInfo {
 /** What {@link onnxInfo} reads from an ONNX file. */
 export interface OnnxInfo {
   irVersion: number;
-  /** Opset per domain (`''` is the default ONNX domain). */
+  /** Opset per domain (`''` is the default ONNX domain). A null-prototype object: a domain may be named `__proto__`. */
   opsets: Record<string, number>;
   producer: string;
   graphName: string;
@@ -21,12 +21,32 @@ export interface OnnxInfo {
   inputs: ValueInfo[];
   /** Graph outputs, as {@link OnnxInfo.inputs}. */
   outputs: ValueInfo[];
-  /** Node count per op type. */
+  /** Node count per op type. A null-prototype object: op types such as `constructor` count like any other. */
   ops: Record<string, number>;
   nodes: number;
   initializers: number;
   /** Bytes of initializer data (raw_data or typed fields). */
   initializerBytes: number;
+  /**
+   * `Constant` nodes (of the default domain) that carry a tensor: models exported with their
+   * weights as Constant nodes have 0 initializers but their weights here.
+   */
+  constants: number;
+  /** Bytes of tensor data held by those Constant nodes. */
+  constantBytes: number;
+}
+
+/** Bytes of a TensorProto's data (raw_data or a typed data field). */
+function tensorBytes(t: Field[]): number {
+  let n = 0;
+  for (const d of t)
+    if (
+      d.wire === 2 &&
+      d.bytes &&
+      (d.field === 9 || d.field === 4 || d.field === 7 || d.field === 5)
+    )
+      n += d.bytes.length;
+  return n;
 }
 
 const td = new TextDecoder('utf-8', { fatal: false });
@@ -74,31 +94,38 @@ export function onnxInfo(bytes: Uint8Array): OnnxInfo {
       'not an ONNX ModelProto: no ir_version (field 1) and graph (field 7)',
     );
   }
-  const opsets: Record<string, number> = {};
+  const opsets: Record<string, number> = Object.create(null);
   for (const f of top.filter((x) => x.field === 8 && x.bytes)) {
     const o = readFields(f.bytes!, 'OperatorSetIdProto');
     opsets[str(first(o, 1))] = first(o, 2)?.value ?? 0;
   }
   const g = readFields(graph.bytes, 'GraphProto');
-  const ops: Record<string, number> = {};
+  // null prototype: an op type named "constructor" or "__proto__" is counted like any other
+  const ops: Record<string, number> = Object.create(null);
   let nodes = 0;
+  let constants = 0;
+  let constantBytes = 0;
   for (const f of g.filter((x) => x.field === 1 && x.bytes)) {
-    const op = str(first(readFields(f.bytes!, 'NodeProto'), 4));
+    const node = readFields(f.bytes!, 'NodeProto');
+    const op = str(first(node, 4));
     ops[op] = (ops[op] ?? 0) + 1;
     nodes++;
+    if (op === 'Constant' && !str(first(node, 7))) {
+      // attribute (field 5) "value" carries a TensorProto in field 5 (t)
+      for (const a of node.filter((x) => x.field === 5 && x.bytes)) {
+        const t = first(readFields(a.bytes!, 'AttributeProto'), 5);
+        if (t?.bytes) {
+          constants++;
+          constantBytes += tensorBytes(readFields(t.bytes, 'TensorProto'));
+        }
+      }
+    }
   }
   let initializerBytes = 0;
   let initializers = 0;
   for (const f of g.filter((x) => x.field === 5 && x.bytes)) {
-    const t = readFields(f.bytes!, 'TensorProto');
     initializers++;
-    for (const d of t)
-      if (
-        d.wire === 2 &&
-        d.bytes &&
-        (d.field === 9 || d.field === 4 || d.field === 7 || d.field === 5)
-      )
-        initializerBytes += d.bytes.length;
+    initializerBytes += tensorBytes(readFields(f.bytes!, 'TensorProto'));
   }
   return {
     irVersion: ir.value,
@@ -111,5 +138,7 @@ export function onnxInfo(bytes: Uint8Array): OnnxInfo {
     nodes,
     initializers,
     initializerBytes,
+    constants,
+    constantBytes,
   };
 }

@@ -109,7 +109,10 @@ export class Writer {
 export interface Field {
   field: number;
   wire: number;
-  /** varint / fixed32 / fixed64 value (as a JS number; large int64 may lose precision). */
+  /**
+   * varint (read as a signed int64: ONNX int32 / int64 / enum), fixed32 or fixed64 value, as a JS
+   * number (int64 beyond 2^53 loses precision).
+   */
   value: number;
   /** length-delimited payload. */
   bytes: Uint8Array | undefined;
@@ -125,20 +128,27 @@ export function readFields(buf: Uint8Array, what = 'message'): Field[] {
   const bad = (msg: string): never => {
     throw new KwError('ONNX_INVALID', `${what}: ${msg} at byte ${p} of ${buf.length}`);
   };
+  // A varint is at most 10 bytes and 64 bits: the 10th byte may only carry bit 63. Its value is
+  // read as a signed int64 (two's complement), which is what ONNX's int32 / int64 / enum fields
+  // mean: a dim of -1 arrives as 2^64 - 1 and is read back as -1, not 18446744073709552000.
   const varint = (): number => {
-    let result = 0;
-    let mul = 1;
+    let lo = 0; // bits 0..27
+    let hi = 0n; // bits 28..63
     for (let i = 0; i < 10; i++) {
       if (p >= buf.length) bad('truncated varint');
       const b = buf[p++]!;
-      result += (b & 0x7f) * mul;
-      mul *= 128;
-      if (b < 0x80) return result;
+      if (i < 4) lo += (b & 0x7f) * 2 ** (7 * i);
+      else hi |= BigInt(b & 0x7f) << BigInt(7 * i - 28);
+      if (b < 0x80) {
+        if (i === 9 && b > 1) bad('varint above 2^64');
+        return hi === 0n ? lo : Number(BigInt.asIntN(64, (hi << 28n) | BigInt(lo)));
+      }
     }
     return bad('varint longer than 10 bytes');
   };
   while (p < buf.length) {
     const key = varint();
+    if (key < 0 || key >= 2 ** 32) bad('field key above 32 bits');
     const field = Math.floor(key / 8);
     const wire = key % 8;
     if (field === 0) bad('field number 0');
@@ -163,7 +173,7 @@ export function readFields(buf: Uint8Array, what = 'message'): Field[] {
       p += 4;
     } else if (wire === 2) {
       const len = varint();
-      if (len > buf.length - p) bad(`length ${len} runs past the end`);
+      if (len < 0 || len > buf.length - p) bad(`length ${len} runs past the end`);
       fields.push({ field, wire, value: len, bytes: buf.subarray(p, p + len) });
       p += len;
     } else bad(`unknown wire type ${wire}`);

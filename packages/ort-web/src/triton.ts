@@ -40,6 +40,24 @@ const TYPES: Record<number, string> = {
   16: 'TYPE_BF16',
 };
 
+/**
+ * True for a name that can be one folder of a Triton model repository: letters, digits, `_`,
+ * `.`, `-`, 1 to 255 characters, and not `.` or `..` (which would name the repository itself or
+ * its parent, so files would land outside it).
+ */
+export function isModelName(name: unknown): name is string {
+  return (
+    typeof name === 'string' &&
+    name.length <= 255 &&
+    /^[A-Za-z0-9_.-]+$/.test(name) &&
+    name !== '.' &&
+    name !== '..'
+  );
+}
+
+/** A protobuf text-format string literal (quotes, backslashes and control characters escaped). */
+const pbString = (s: string) => JSON.stringify(s);
+
 const positiveInt = (v: unknown, what: string, min: number) => {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
     throw new KwError(
@@ -65,10 +83,10 @@ const positiveInt = (v: unknown, what: string, min: number) => {
  */
 export function tritonConfig(onnx: Uint8Array | OnnxInfo, options: TritonConfigOptions): string {
   const info = onnx instanceof Uint8Array ? onnxInfo(onnx) : onnx;
-  if (typeof options?.name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(options.name)) {
+  if (!isModelName(options?.name)) {
     throw new KwError(
       'ARGUMENT_INVALID',
-      `tritonConfig: name must be a folder name of letters, digits, '_', '.', '-'; found ${JSON.stringify(options?.name)}`,
+      `tritonConfig: name must be a folder name of letters, digits, '_', '.', '-' (not "." or "..", at most 255 characters); found ${JSON.stringify(String(options?.name)).slice(0, 120)}`,
       { field: 'name', found: options?.name },
     );
   }
@@ -111,10 +129,10 @@ export function tritonConfig(onnx: Uint8Array | OnnxInfo, options: TritonConfigO
     const dims = (maxBatch > 0 ? v.shape.slice(1) : v.shape).map((d) =>
       typeof d === 'number' ? d : -1,
     );
-    return `  {\n    name: "${v.name}"\n    data_type: ${type}\n    dims: [ ${dims.join(', ')} ]\n  }`;
+    return `  {\n    name: ${pbString(v.name)}\n    data_type: ${type}\n    dims: [ ${dims.join(', ')} ]\n  }`;
   };
   const lines = [
-    `name: "${options.name}"`,
+    `name: ${pbString(options.name)}`,
     'platform: "onnxruntime_onnx"',
     `max_batch_size: ${maxBatch}`,
     `input [\n${info.inputs.map(tensor).join(',\n')}\n]`,

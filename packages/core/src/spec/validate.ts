@@ -41,7 +41,74 @@ export interface AnalyzedSpec {
   byId: Map<string, NodeSpec>;
 }
 
-const cache = new WeakMap<object, AnalyzedSpec>();
+/**
+ * Results of earlier validations, keyed by the object validated and guarded by its fingerprint:
+ * an object mutated after it was validated (stride set to 0, another specVersion) fingerprints
+ * differently and is validated again, never answered with the stale result.
+ */
+const cache = new WeakMap<object, { print: string; result: AnalyzedSpec }>();
+
+/**
+ * A text that differs whenever two values could validate differently: every own enumerable key
+ * in order, typed leaves (so -0, NaN, undefined, holes and null stay apart), objects met twice as
+ * references. Iterative: a hostile nesting depth cannot overflow the stack.
+ */
+export function specFingerprint(v: unknown): string {
+  const parts: string[] = [];
+  const seen = new Map<object, number>();
+  const todo: unknown[] = [v];
+  const END = Symbol('end');
+  while (todo.length) {
+    const x = todo.pop();
+    if (x === END) {
+      parts.push(')');
+      continue;
+    }
+    switch (typeof x) {
+      case 'number':
+        parts.push(Object.is(x, -0) ? 'n-0' : `n${x}`);
+        break;
+      case 'string':
+        parts.push(`s${x.length}:${x}`);
+        break;
+      case 'object': {
+        if (x === null) {
+          parts.push('z');
+          break;
+        }
+        const ref = seen.get(x);
+        if (ref !== undefined) {
+          parts.push(`r${ref}`);
+          break;
+        }
+        seen.set(x, seen.size);
+        todo.push(END);
+        if (Array.isArray(x)) {
+          parts.push(`a${x.length}(`);
+          for (let i = x.length - 1; i >= 0; i--) todo.push(i in x ? x[i] : HOLE);
+        } else {
+          const keys = Object.keys(x);
+          parts.push(`o${keys.length}(`);
+          for (let i = keys.length - 1; i >= 0; i--) {
+            todo.push((x as Record<string, unknown>)[keys[i]!]);
+            todo.push(`${keys[i]}`);
+          }
+        }
+        break;
+      }
+      case 'undefined':
+        parts.push('u');
+        break;
+      case 'symbol':
+        parts.push(x === HOLE ? 'h' : 'y');
+        break;
+      default:
+        parts.push(`${typeof x}:${String(x)}`);
+    }
+  }
+  return parts.join(',');
+}
+const HOLE = Symbol('hole');
 
 function fail(
   code: ConstructorParameters<typeof KwError>[0],
@@ -188,13 +255,14 @@ function normalizeWarehouse(raw: unknown, i: number): KwWarehouseSpec {
  * const { spec, shapes } = analyzeSpec(JSON.parse(text));
  */
 export function analyzeSpec(input: unknown): AnalyzedSpec {
-  if (isObj(input)) {
-    const hit = cache.get(input);
-    if (hit) return hit;
-  }
+  if (!isObj(input)) return analyzeUncached(input);
+  const print = specFingerprint(input);
+  const hit = cache.get(input);
+  if (hit && hit.print === print) return hit.result;
   const result = analyzeUncached(input);
-  if (isObj(input)) cache.set(input, result);
-  cache.set(result.spec, result);
+  cache.set(input, { print, result });
+  if ((result.spec as object) !== input)
+    cache.set(result.spec, { print: specFingerprint(result.spec), result });
   return result;
 }
 
@@ -260,6 +328,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
   if (!Array.isArray(outputsRaw) || outputsRaw.length === 0) {
     fail('SPEC_MISSING_FIELD', 'spec', 'field "outputs" must be a non-empty array of node ids');
   }
+  const outputSet = new Set<string>();
   const outputs = Array.from(outputsRaw as unknown[]).map((o: unknown, i: number) => {
     if (typeof o !== 'string' || !byId.has(o)) {
       fail(
@@ -268,6 +337,13 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
         `outputs[${i}] names ${describeValue(o)}, which is not a node`,
       );
     }
+    // an output is named by its node id (ONNX output names, result maps): twice is ambiguous
+    if (outputSet.has(o))
+      fail('SPEC_DUPLICATE_ID', 'spec', `outputs[${i}] names ${describeValue(o)} a second time`, {
+        field: `outputs[${i}]`,
+        actual: o,
+      });
+    outputSet.add(o);
     return o;
   });
 
@@ -511,11 +587,21 @@ function normalizeNode(
 }
 
 /**
- * The most elements one tensor may hold (per sample for activations): 2^31 - 1, 8 GB of
- * float32, beyond any Float32Array an engine allocates. It also keeps parameter and MAC sums of
- * any spec below 2^53, where JavaScript numbers count exactly.
+ * The most elements one tensor may hold (per sample for activations; every parameter): 2^29 - 1,
+ * the largest float32 tensor whose bytes stay below 2^31 (2 GiB). That is the size every backend
+ * can take: an ONNX protobuf holds at most 2^31 - 1 bytes, wasm32 memory (tfjs-wasm,
+ * onnxruntime-web) addresses 4 GiB for everything at once, and V8 typed arrays are indexed by
+ * int32 on some platforms. (It was 2^31 - 1 elements: a layer of 8 GiB passed validation and
+ * crashed the ONNX export with a RangeError.) It also keeps parameter and MAC sums of any spec
+ * below 2^53, where JavaScript numbers count exactly.
  */
-export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+export const MAX_TENSOR_ELEMENTS = 2 ** 29 - 1;
+
+/**
+ * The most float32 elements all parameters and buffers of one spec may hold together: the same
+ * 2^29 - 1, because an exported ONNX model (one protobuf) carries all of them in 2 GiB.
+ */
+export const MAX_MODEL_ELEMENTS = 2 ** 29 - 1;
 
 /** Refuse a shape with more than {@link MAX_TENSOR_ELEMENTS} elements. */
 export function checkSize(where: string, what: string, shape: readonly number[]): void {
@@ -524,8 +610,20 @@ export function checkSize(where: string, what: string, shape: readonly number[])
     fail(
       'SPEC_SHAPE',
       where,
-      `${what} [${shape.join(', ')}] has ${n.toExponential(3)} elements; at most 2^31 - 1 per tensor`,
+      `${what} [${shape.join(', ')}] has ${n.toExponential(3)} elements; at most 2^29 - 1 per tensor (2 GiB of float32, what every backend can hold)`,
       { expected: `<= ${MAX_TENSOR_ELEMENTS}`, actual: n },
+    );
+  }
+}
+
+/** Refuse a spec whose parameters and buffers hold more than {@link MAX_MODEL_ELEMENTS} together. */
+export function checkModelSize(name: string, total: number): void {
+  if (total > MAX_MODEL_ELEMENTS) {
+    fail(
+      'SPEC_SHAPE',
+      `spec "${name}"`,
+      `its parameters and buffers hold ${total.toExponential(3)} elements together; at most 2^29 - 1 (2 GiB of float32, the most one ONNX model file can carry)`,
+      { expected: `<= ${MAX_MODEL_ELEMENTS}`, actual: total },
     );
   }
 }

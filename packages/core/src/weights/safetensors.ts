@@ -4,7 +4,7 @@
  * the data buffer (offsets relative to its start). Every bound is checked before any
  * allocation, no code runs on load, and names live in a Map (no prototype pollution).
  */
-import { KwError } from '../errors.js';
+import { describeValue, KwError } from '../errors.js';
 import type { Tensor, WeightMap } from '../tensor.js';
 
 // The web-platform text codecs (Node, browsers, Deno, Bun all have them); reached through
@@ -14,19 +14,84 @@ const codecs = globalThis as unknown as {
   TextDecoder: new (label: string, o: { fatal: boolean }) => { decode(b: Uint8Array): string };
 };
 
-/** dtypes this reader knows, with their byte sizes. */
-export const SAFETENSORS_DTYPES: Readonly<Record<string, number>> = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U8: 1,
-  BOOL: 1,
-};
+/**
+ * dtypes this reader knows, with their byte sizes. A null-prototype object: a dtype named
+ * `toString` or `__proto__` is unknown, not an inherited function.
+ */
+export const SAFETENSORS_DTYPES: Readonly<Record<string, number>> = Object.freeze(
+  Object.assign(Object.create(null) as Record<string, number>, {
+    F64: 8,
+    F32: 4,
+    F16: 2,
+    BF16: 2,
+    I64: 8,
+    I32: 4,
+    I16: 2,
+    I8: 1,
+    U8: 1,
+    BOOL: 1,
+  }),
+);
+
+/** Byte size of a known dtype, undefined for any other string (own keys only). */
+function dtypeSize(dtype: unknown): number | undefined {
+  return typeof dtype === 'string' && Object.hasOwn(SAFETENSORS_DTYPES, dtype)
+    ? SAFETENSORS_DTYPES[dtype]
+    : undefined;
+}
+
+/**
+ * Deepest JSON nesting a header may have. A valid header is 3 deep (object, tensor entry, shape
+ * list); the limit refuses hostile nesting (10^5 levels) before anything recursive sees it.
+ */
+export const MAX_HEADER_DEPTH = 64;
+
+/**
+ * One pass over header text that JSON.parse accepted: refuses nesting deeper than
+ * {@link MAX_HEADER_DEPTH} and a key given twice in one object (JSON.parse keeps the last one
+ * silently; the Rust reference refuses). Iterative: no recursion on hostile depth.
+ */
+function scanHeader(text: string): void {
+  // per open container: null for an array, the keys seen so far for an object
+  const stack: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // a string: find its end, honouring escapes
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22)
+        j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        const keys = stack[stack.length - 1]!;
+        if (keys.has(key))
+          throw new KwError(
+            'SAFETENSORS_HEADER',
+            `header gives the key ${describeValue(key)} twice in one object (a reader would silently keep one)`,
+            { key },
+          );
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {
+      stack.push(c === 0x7b ? new Set() : null);
+      if (stack.length > MAX_HEADER_DEPTH)
+        throw new KwError(
+          'SAFETENSORS_HEADER',
+          `header JSON is nested deeper than ${MAX_HEADER_DEPTH} levels (a valid header has 3)`,
+          { expected: `<= ${MAX_HEADER_DEPTH}` },
+        );
+      expectKey = c === 0x7b;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      expectKey = false;
+    } else if (c === 0x2c) {
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
+    }
+  }
+}
 
 /** Largest header we accept (the reference implementation uses 100 MB). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -99,22 +164,24 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
       `header of ${n} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit`,
     );
   let header: unknown;
+  let text: string;
   try {
-    header = JSON.parse(
-      new codecs.TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)),
-    );
+    text = new codecs.TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n));
+    header = JSON.parse(text);
   } catch (e) {
     throw new KwError(
       'SAFETENSORS_HEADER',
       `header is not valid UTF-8 JSON: ${(e as Error).message}`,
     );
   }
+  scanHeader(text);
   if (typeof header !== 'object' || header === null || Array.isArray(header)) {
     throw new KwError('SAFETENSORS_HEADER', 'header must be a JSON object of tensor entries');
   }
   const dataStart = 8 + n;
   const dataLen = bytes.length - dataStart;
-  const metadata: Record<string, string> = {};
+  // null prototype: a key "__proto__" is a key like any other
+  const metadata: Record<string, string> = Object.create(null);
   const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] =
     [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
@@ -131,14 +198,15 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
       }
       continue;
     }
-    const where = `tensor "${name}"`;
+    const where = `tensor ${describeValue(name)}`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
       throw new KwError('SAFETENSORS_HEADER', `${where}: entry must be an object`);
     const e = raw as Record<string, unknown>;
-    if (typeof e.dtype !== 'string' || !(e.dtype in SAFETENSORS_DTYPES)) {
+    const size = dtypeSize(e.dtype);
+    if (size === undefined) {
       throw new KwError(
         'SAFETENSORS_DTYPE',
-        `${where}: unknown dtype ${JSON.stringify(e.dtype)}; known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
+        `${where}: unknown dtype ${describeValue(e.dtype)}; known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`,
       );
     }
     if (
@@ -147,7 +215,7 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     ) {
       throw new KwError(
         'SAFETENSORS_HEADER',
-        `${where}: shape must be a list of non-negative integers, found ${JSON.stringify(e.shape)}`,
+        `${where}: shape must be a list of non-negative integers, found ${describeValue(e.shape)}`,
       );
     }
     const off = e.data_offsets;
@@ -158,7 +226,7 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     ) {
       throw new KwError(
         'SAFETENSORS_OFFSETS',
-        `${where}: data_offsets must be [begin, end] non-negative integers, found ${JSON.stringify(off)}`,
+        `${where}: data_offsets must be [begin, end] non-negative integers, found ${describeValue(off)}`,
       );
     }
     const [begin, end] = off as [number, number];
@@ -169,14 +237,14 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
       );
     }
     const numel = (e.shape as number[]).reduce((a, b) => a * b, 1);
-    const want = numel * SAFETENSORS_DTYPES[e.dtype]!;
+    const want = numel * size;
     if (end - begin !== want) {
       throw new KwError(
         'SAFETENSORS_OFFSETS',
         `${where}: ${e.dtype} shape [${(e.shape as number[]).join(', ')}] needs ${want} bytes, data_offsets span ${end - begin}`,
       );
     }
-    entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin, end });
+    entries.push({ name, dtype: e.dtype as string, shape: e.shape as number[], begin, end });
   }
   // ranges must tile the data buffer: no overlap, no gap, nothing trailing
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -211,8 +279,7 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
 
 function decode(bytes: Uint8Array, at: number, len: number, dtype: string): StoredTensor['data'] {
   const dv = new DataView(bytes.buffer, bytes.byteOffset + at, len);
-  const size = SAFETENSORS_DTYPES[dtype]!;
-  const count = len / size;
+  const count = len / dtypeSize(dtype)!;
   switch (dtype) {
     case 'F32': {
       const out = new Float32Array(count);
@@ -266,7 +333,8 @@ export function writeSafetensors(
   metadata: Record<string, string> = {},
 ): Uint8Array {
   const names = [...tensors.keys()].sort();
-  const header: Record<string, unknown> = {};
+  // null prototype: a tensor named "__proto__" is written like any other
+  const header: Record<string, unknown> = Object.create(null);
   if (Object.keys(metadata).length)
     header.__metadata__ = Object.fromEntries(
       Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : 1)),
@@ -305,7 +373,7 @@ function encode(name: string, t: Tensor | StoredTensor, dtype: string): Uint8Arr
       'WEIGHTS_SHAPE',
       `tensor "${name}": shape [${t.shape.join(', ')}] needs ${numel} values, data has ${t.data.length}`,
     );
-  const size = SAFETENSORS_DTYPES[dtype];
+  const size = dtypeSize(dtype);
   if (!size)
     throw new KwError('SAFETENSORS_DTYPE', `tensor "${name}": cannot write dtype ${dtype}`);
   const out = new Uint8Array(numel * size);
