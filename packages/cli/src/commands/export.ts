@@ -1,9 +1,8 @@
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { initWeights, loadWeights, saveWeights } from '@kernelwarehouse/core';
-import { toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
+import { isModelName, toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
-import { readFileBytes, writeFileAtomic } from '../fsio.js';
+import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
 import { parseModelArgs } from './plan.js';
 
@@ -42,9 +41,9 @@ export function exportCommand(args: string[], io: Io): number {
   const maxBatch = intFlag('max-batch', 8, 0);
   const instances = intFlag('instances', 1, 1);
   const tritonName = (values['triton-name'] as string | undefined) ?? '';
-  if (repo && tritonName && !/^[A-Za-z0-9_.-]+$/.test(tritonName))
+  if (repo && tritonName && !isModelName(tritonName))
     throw new UsageError(
-      `--triton-name must be letters, digits, '_', '.', '-'; found "${tritonName}"`,
+      `--triton-name must be letters, digits, '_', '.', '-' (not "." or ".."); found ${JSON.stringify(tritonName)}`,
     );
   if (!values.out && !repo)
     throw new UsageError('--out model.onnx (or --triton-repo DIR) is required');
@@ -61,15 +60,18 @@ export function exportCommand(args: string[], io: Io): number {
     ? loadWeights(spec, readFileBytes(values.weights as string))
     : initWeights(spec, { seed });
   const ex = toOnnxWithInfo(spec, weights, { temperature });
-  const name = tritonName || spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
+  const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
+  // a folder name: never "." or ".." (the repository itself or its parent)
+  const name = tritonName || (isModelName(derived) ? derived : `model${derived}`);
   const out = repo ? join(repo, name, '1', 'model.onnx') : (values.out as string);
   // the config is made (and checked) before anything is written
   const config = repo ? tritonConfig(ex.bytes, { name, maxBatchSize: maxBatch, instances }) : '';
-  if (repo) mkdirSync(join(repo, name, '1'), { recursive: true });
-  writeFileAtomic(out, ex.bytes);
-  if (repo) writeFileAtomic(join(repo, name, 'config.pbtxt'), config);
+  // all outputs or none: every file is made first, then written to temporary files and renamed
+  const files: OutputFile[] = [{ path: out, bytes: ex.bytes }];
+  if (repo) files.push({ path: join(repo, name, 'config.pbtxt'), bytes: config });
   if (values['weights-out'])
-    writeFileAtomic(values['weights-out'] as string, saveWeights(spec, weights));
+    files.push({ path: values['weights-out'] as string, bytes: saveWeights(spec, weights) });
+  writeOutputs(files, repo ? [join(repo, name, '1')] : []);
   io.out(
     `${out}: ${spec.name}, opset ${ex.opset}, IR ${ex.irVersion}, input ${ex.inputName} [N, ${spec.inputShape.join(', ')}], ` +
       `${Object.values(ex.ops).reduce((a, b) => a + b, 0)} nodes, initializers ${human(ex.initializerBytes, 'B')}, ` +

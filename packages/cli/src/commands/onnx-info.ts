@@ -7,12 +7,19 @@ export function onnxInfoCommand(args: string[], io: Io): number {
   const files = args.filter((a) => !a.startsWith('--'));
   if (files.length !== 1)
     throw new UsageError('give exactly one model file: kw onnx-info model.onnx [--json]');
-  const info = onnxInfo(readFileBytes(files[0]!));
+  // an ONNX model is one protobuf: at most 2^31 - 1 bytes
+  const info = onnxInfo(
+    readFileBytes(files[0]!, { maxBytes: 2 ** 31 - 1, what: 'an ONNX model (one protobuf)' }),
+  );
   if (args.includes('--json')) {
     io.out(`${JSON.stringify(info, null, 2)}\n`);
     return 0;
   }
   const dims = (s: (number | string)[]) => `[${s.join(', ')}]`;
+  const weights =
+    info.constants > 0
+      ? `${info.initializers} initializers, ${human(info.initializerBytes, 'B')} of initializer data; ${info.constants} Constant nodes hold ${human(info.constantBytes, 'B')} of tensor data (weights stored as Constant nodes)`
+      : `${info.initializers} initializers, ${human(info.initializerBytes, 'B')} of initializer data`;
   io.out(
     `${files[0]}: IR ${info.irVersion}, opsets ${Object.entries(info.opsets)
       .map(([d, v]) => `${d || 'ai.onnx'} ${v}`)
@@ -20,9 +27,7 @@ export function onnxInfoCommand(args: string[], io: Io): number {
   );
   io.out(`inputs:  ${info.inputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
   io.out(`outputs: ${info.outputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
-  io.out(
-    `${info.nodes} nodes, ${info.initializers} initializers, ${human(info.initializerBytes, 'B')} of initializer data\n\n`,
-  );
+  io.out(`${info.nodes} nodes, ${weights}\n\n`);
   const rows: (string | number)[][] = [['op', 'count']];
   for (const [op, n] of Object.entries(info.ops).sort((a, b) => b[1] - a[1])) rows.push([op, n]);
   io.out(`${table(rows, ['l', 'r'])}\n`);

@@ -32,7 +32,7 @@ import {
   saveOptimizerState,
   writeCheckpoint,
 } from '../checkpoint.js';
-import { datasetDir, type ImageSet, loadIdxFolder } from '../data.js';
+import { checkDataset, datasetDir, type ImageSet, loadIdxFolder } from '../data.js';
 import { makeDir, writeFileAtomic } from '../fsio.js';
 import { type Io, table, UsageError } from '../io.js';
 import { lineChart } from '../svg.js';
@@ -456,7 +456,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       `--train-size/--test-size exceed the data set (${train.count} train, ${test.count} test images)`,
     );
   }
-  const classes = Math.max(...train.labels) + 1;
+  const classes = checkDataset(train, test);
   const inputShape: [number, number, number] = [1, train.height, train.width];
   const specOf = (c: MethodChoice): ModelSpec => {
     try {
