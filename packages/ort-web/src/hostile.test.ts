@@ -1,9 +1,11 @@
 // Hostile ONNX bytes and names (issue 15): signed int64 dims, varints above 2^64, op types and
 // opset domains that are Object.prototype's names, weights held in Constant nodes, Triton model
 // names that would leave the repository. Each gives a correct result or a named KwError.
-import { isKwError } from '@kernelwarehouse/core';
+import { initWeights, isKwError, KwError, SpecBuilder } from '@kernelwarehouse/core';
+import { tinyKwSpec } from '@kernelwarehouse/core/testing';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { onnxInfo, tritonConfig } from './index.js';
+import { onnxInfo, toOnnx, tritonConfig } from './index.js';
 import { readFields, Writer } from './protobuf.js';
 
 /** A ModelProto with the given nodes (op type, domain), opset domains, initializers, I/O dims. */
@@ -85,7 +87,7 @@ describe('untrusted names as keys', () => {
       }),
     );
     expect(info.ops.constructor).toBe(1);
-    expect(info.ops.__proto__).toBe(2);
+    expect(Object.getOwnPropertyDescriptor(info.ops, '__proto__')?.value).toBe(2);
     expect(info.ops.toString).toBe(1);
     expect(info.ops.hasOwnProperty).toBe(1);
     expect(Object.keys(info.ops).sort()).toEqual(
@@ -98,7 +100,9 @@ describe('untrusted names as keys', () => {
       ['constructor', 2],
     ]);
     // JSON output (kw onnx-info --json) keeps them too
-    expect(JSON.parse(JSON.stringify(info)).ops.__proto__).toBe(2);
+    expect(
+      Object.getOwnPropertyDescriptor(JSON.parse(JSON.stringify(info)).ops, '__proto__')?.value,
+    ).toBe(2);
   });
 });
 
@@ -143,5 +147,64 @@ describe('Triton model names become folders', () => {
     const text = tritonConfig(m, { name: 'm' });
     expect(text).toContain('name: "in\\"put\\n}"');
     expect(text.split('\n').filter((l) => l === '}').length).toBe(1); // only dynamic_batching's
+  });
+});
+
+describe('sizes', () => {
+  it('a layer that fit the old 2^31 - 1 limit but no typed array: SPEC_SHAPE before any allocation', () => {
+    const b = new SpecBuilder('big', [16]);
+    b.output(b.linear('fc', b.input, 2 ** 26)); // 2^30 weights: passed, then a RangeError in toOnnx
+    let err: unknown;
+    try {
+      toOnnx(b.build(), new Map());
+    } catch (e) {
+      err = e;
+    }
+    expect(isKwError(err, 'SPEC_SHAPE'), String(err)).toBe(true);
+    expect((err as Error).message).toMatch(/parameter "fc.weight".*at most 2\^29 - 1/);
+  });
+});
+
+/** fast-check settings: the CI seed and run count unless KW_FUZZ_SEED / KW_FUZZ_SCALE say otherwise. */
+function fuzz(ciSeed: number, ciRuns: number): { seed: number; numRuns: number } {
+  const scale = Number(process.env.KW_FUZZ_SCALE ?? 1);
+  const seed = process.env.KW_FUZZ_SEED;
+  return {
+    seed: seed === undefined ? ciSeed : Number(seed),
+    numRuns: Math.max(1, Math.round(ciRuns * scale)),
+  };
+}
+
+describe('ONNX fuzz', () => {
+  const spec = tinyKwSpec({ budget: 1 });
+  const good = toOnnx(spec, initWeights(spec));
+
+  it('random byte edits (varint bytes set to 0xff/0x80 included) and cuts: onnxInfo and tritonConfig return or throw a KwError', () => {
+    let refused = 0;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.nat({ max: good.length - 1 }),
+            fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0xff, 0x80, 0x7f, 0x01)),
+          ),
+          { minLength: 1, maxLength: 8 },
+        ),
+        fc.option(fc.nat({ max: good.length }), { nil: undefined }),
+        (edits, cut) => {
+          const b = good.slice(0, cut ?? good.length);
+          for (const [i, v] of edits) if (i < b.length) b[i] = v;
+          try {
+            const info = onnxInfo(b);
+            tritonConfig(info, { name: 'm', maxBatchSize: 0 });
+          } catch (e) {
+            if (!(e instanceof KwError)) throw new Error(`non-KwError: ${String(e)}`);
+            refused++;
+          }
+        },
+      ),
+      fuzz(23, 400),
+    );
+    expect(refused).toBeGreaterThan(0);
   });
 });
