@@ -97,8 +97,8 @@ export function kwCaf<T>(ops: Ops<T>, logits: T, g: KwLayerGroup, tau: number): 
 }
 
 /**
- * Per-sample kernels from attentions `[N, m, n]` and the warehouse: `[N, O, I/g, kh, kw]`
- * (`[N, O, I]` for a linear layer). Cell i of a layer is `i = s·(G_out·G_in) + o·G_in + q` with
+ * Per-sample kernels from attentions `[N, m, n]` and the warehouse: `[N, O, I/g, kh, kw]` in
+ * element order (`[N, O, I]` for a linear layer). Cell i of a layer is `i = s·(G_out·G_in) + o·G_in + q` with
  * `s = h·kw + w` (official reshape/permute).
  */
 export function kwAssemble<T>(ops: Ops<T>, alpha: T, g: KwLayerGroup): T {
@@ -107,7 +107,7 @@ export function kwAssemble<T>(ops: Ops<T>, alpha: T, g: KwLayerGroup): T {
     wh.n,
     wh.cellOut * wh.cellIn,
   ]);
-  const cells = ops.matMul(ops.reshape(alpha, [-1, wh.n]), warehouse); // [N·m, cOut·cIn]
+  const cells = ops.matMul(alpha, warehouse); // [N, m, cOut·cIn]
   const [o, ig] = layer.weightShape as [number, number];
   if (layer.kind === 'linear') {
     const r = ops.reshape(cells, [-1, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
@@ -115,8 +115,9 @@ export function kwAssemble<T>(ops: Ops<T>, alpha: T, g: KwLayerGroup): T {
   }
   const [kh, kw] = [layer.weightShape[2]!, layer.weightShape[3]!];
   const r = ops.reshape(cells, [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
-  // [N, kh, kw, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in, kh, kw]
-  return ops.reshape(ops.transpose(r, [0, 3, 5, 4, 6, 1, 2]), [-1, o, ig, kh, kw]);
+  // [N, kh, kw, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in, kh, kw], which is
+  // [N, O, I/g, kh, kw] in element order (what a per-sample conv takes)
+  return ops.transpose(r, [0, 3, 5, 4, 6, 1, 2]);
 }
 
 /** The KW layer forward: attention, CAF at `tau`, assembly, per-sample conv (or matmul) + bias. */
@@ -136,7 +137,8 @@ export function kwForward<T>(
   }
   const o = g.layer.weightShape[0]!;
   const i = g.layer.weightShape[1]!;
-  const y = ops.reshape(ops.matMul(ops.reshape(x, [-1, 1, i]), kernels, true), [-1, o]);
+  // [N, O, I] x [N, I, 1] -> [N, O]
+  const y = ops.reshape(ops.matMul(kernels, ops.reshape(x, [-1, i, 1])), [-1, o]);
   return bias ? ops.add(y, bias) : y;
 }
 
