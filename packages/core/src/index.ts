@@ -86,6 +86,8 @@ export {
   METHODS,
   type NormalizeContext,
 } from './methods/registry.js';
+export { methodTextForms, type ParsedMethod, parseMethodText } from './methods/text.js';
+export type { MethodTextForm } from './methods/types.js';
 export {
   addSqueezeExcite,
   type SqueezeExciteOptions,

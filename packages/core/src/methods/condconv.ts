@@ -60,6 +60,7 @@ export const CONDCONV_DEFAULT_EXPERTS = 8;
 /** The CondConv method module (kind `condconv`). */
 export const condConvMethod: DynamicMethod<CondConvRef> = {
   kind: 'condconv',
+  textForm: { fields: ['experts'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['experts']);
     return {

@@ -139,6 +139,7 @@ function composed(
 /** The DO-Conv method module (kind `doconv`). */
 export const doConvMethod: DynamicMethod<DoConvRef> = {
   kind: 'doconv',
+  textForm: { fields: ['dMul'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['dMul']);
     const out: DoConvRef = { kind: 'doconv' };

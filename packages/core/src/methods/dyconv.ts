@@ -69,6 +69,7 @@ export function dyConvAttention<T>(ops: Ops<T>, x: T, temperature: number): T {
 /** The DY-Conv method module (kind `dyconv`). */
 export const dyConvMethod: DynamicMethod<DyConvRef> = {
   kind: 'dyconv',
+  textForm: { fields: ['kernels'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['kernels', 'ratio', 'temperature']);
     return {

@@ -9,6 +9,7 @@
 import { type InitRule, type ParamDecl, paramDecl, warehouseParamName } from '../decl.js';
 import { describeValue, KwError } from '../errors.js';
 import { CAF_EPS } from '../kw/attention.js';
+import { parseBudget } from '../kw/budget.js';
 import { type KwLayerPlan, type KwPlan, type KwWarehousePlan, kwBeta, planKw } from '../kw/plan.js';
 import { ReferenceOps } from '../ops/reference.js';
 import type { ConvAttrs, Ops } from '../ops/seam.js';
@@ -176,6 +177,12 @@ export function kwAttention(
 /** The KernelWarehouse method module (kind `kw`). */
 export const kwMethod: DynamicMethod<KwMethodRef, KwPlan> = {
   kind: 'kw',
+  textForm: {
+    fields: ['budget'],
+    parse: (_field, text) => parseBudget(text),
+    // a warehouse setting, not a node one: `kw` alone is the 1x budget
+    settings: (raw) => ({ kind: 'kw', budget: raw.budget ?? 1 }),
+  },
   normalize(where, raw, ctx) {
     for (const k of Object.keys(raw)) {
       if (k !== 'kind' && k !== 'warehouse') {

@@ -184,6 +184,7 @@ export function odConvAttentionValues(
 /** The ODConv method module (kind `odconv`). */
 export const odConvMethod: DynamicMethod<OdConvRef> = {
   kind: 'odconv',
+  textForm: { fields: ['kernels'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['kernels', 'reduction', 'minHidden', 'temperature']);
     return {

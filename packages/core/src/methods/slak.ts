@@ -107,6 +107,7 @@ export function addCentred(
 /** The SLaK method module (kind `slak`). */
 export const slakMethod: DynamicMethod<SlakRef> = {
   kind: 'slak',
+  textForm: { fields: ['smallKernel'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['smallKernel', 'eps', 'fold']);
     const n = intSetting(where, raw, 'smallKernel', 5, 1);

@@ -65,6 +65,17 @@ export interface FoldResult {
 }
 
 /**
+ * How a method is written on the command line: `kind:a:b` fills `fields` in order (integers
+ * unless `parse` reads the field), then `settings` (default: the method's `normalize`) fills the
+ * defaults. See `parseMethodText`.
+ */
+export interface MethodTextForm {
+  fields: readonly string[];
+  parse?(field: string, text: string): unknown;
+  settings?(raw: Record<string, unknown>, where: string): Record<string, unknown>;
+}
+
+/**
  * One dynamic method (`R`: its normalized settings, `G`: its plan across layers, for methods
  * whose layers share tensors, as KernelWarehouse's warehouses).
  */
@@ -72,6 +83,8 @@ export interface DynamicMethod<R extends { kind: string } = OtherMethodRef, G = 
   kind: string;
   /** Validate and fill defaults of the node's `method` settings; throw KwError naming `where`. */
   normalize(where: string, raw: Record<string, unknown>, ctx?: NormalizeContext): R;
+  /** The command-line form (`odconv:4`, `weightnet:2:2`, `kw:1/2x`); absent: `kind` only. */
+  textForm?: MethodTextForm;
   /** The group (warehouse id) a node with these settings joins, if the method shares across layers. */
   groupOf?(settings: R): string | undefined;
   /** Plan across layers (called once per spec, after validation). */

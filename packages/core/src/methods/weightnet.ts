@@ -115,6 +115,7 @@ export function weightNetKernel(
 
 export const weightNetMethod: DynamicMethod<WeightNetRef> = {
   kind: 'weightnet',
+  textForm: { fields: ['M', 'G'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['M', 'G']);
     return {
