@@ -86,8 +86,6 @@ export {
   METHODS,
   type NormalizeContext,
 } from './methods/registry.js';
-export { methodTextForms, type ParsedMethod, parseMethodText } from './methods/text.js';
-export type { MethodTextForm } from './methods/types.js';
 export {
   addSqueezeExcite,
   type SqueezeExciteOptions,
@@ -111,6 +109,8 @@ export {
   regrowRandom,
   snipDensities,
 } from './methods/sparsity.js';
+export { methodTextForms, type ParsedMethod, parseMethodText } from './methods/text.js';
+export type { MethodTextForm } from './methods/types.js';
 export {
   type WeightNetRef,
   weightNetKernel,

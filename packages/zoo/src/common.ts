@@ -67,7 +67,10 @@ export function methodRef(
   if (!placed) return null;
   const method = getMethod(m.kind);
   if (!method) {
-    throw new KwError('SPEC_UNKNOWN_METHOD', `method "${String(m.kind)}" is not registered in core`);
+    throw new KwError(
+      'SPEC_UNKNOWN_METHOD',
+      `method "${String(m.kind)}" is not registered in core`,
+    );
   }
   return method.normalize(`method option ${JSON.stringify(m)}`, { ...m }) as DynamicMethodRef;
 }

@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util';
 import {
   formatBudget,
   isKwError,
-  methodTextForms,
   type ModelPlan,
+  methodTextForms,
   parseBudget,
   parseMethodText,
   planModel,
@@ -12,8 +12,8 @@ import {
   createModel,
   getModel,
   listModels,
-  MODEL_METHODS,
   type MethodOption,
+  MODEL_METHODS,
 } from '@kernelwarehouse/zoo';
 import { human, type Io, int, table, UsageError } from '../io.js';
 
