@@ -70,8 +70,11 @@ export interface FoldResult {
  * defaults. See `parseMethodText`.
  */
 export interface MethodTextForm {
+  /** Settings filled by the positional values, in order. */
   fields: readonly string[];
+  /** Read one positional value (default: a decimal integer). */
   parse?(field: string, text: string): unknown;
+  /** Settings with defaults from the raw values (default: the method's `normalize`). */
   settings?(raw: Record<string, unknown>, where: string): Record<string, unknown>;
 }
 

@@ -113,6 +113,7 @@ export function weightNetKernel(
   return weightNetKernels(ops, a, { T, S, lambda }).data;
 }
 
+/** The WeightNet method module (kind `weightnet`). */
 export const weightNetMethod: DynamicMethod<WeightNetRef> = {
   kind: 'weightnet',
   textForm: { fields: ['M', 'G'] },
