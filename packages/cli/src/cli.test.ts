@@ -1,5 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { CONDCONV_DEFAULT_EXPERTS, parseMethodText, planModel } from '@kernelwarehouse/core';
+import { createModel } from '@kernelwarehouse/zoo';
 import { describe, expect, it } from 'vitest';
 import { run } from '../test/harness.js';
 
@@ -104,12 +106,25 @@ describe('kw plan --method', () => {
     const bad = await run('plan', 'resnet18', '--method', 'magic');
     expect([bad.code, bad.err]).toEqual([
       2,
-      'kw plan: unknown --method "magic"; accepted: odconv[:K], dyconv[:K], condconv[:n], doconv, weightnet[:M:G], se\n',
+      'kw plan: unknown --method "magic"; accepted: condconv[:experts], dyconv[:kernels], odconv[:kernels], weightnet[:M][:G], doconv[:dMul], se\n',
     ]);
     expect((await run('plan', 'resnet18', '--method', 'se', '--budget', '1x')).err).toMatch(
       /not both/,
     );
     expect((await run('plan', 'resnet18', '--method', 'odconv:0')).code).toBe(2);
+    expect((await run('plan', 'resnet18', '--method', 'odconv:4x')).code).toBe(2);
+  });
+
+  it('kw plan, the zoo and core share one set of method defaults (CondConv: 8 experts)', async () => {
+    const cli = JSON.parse((await run('plan', 'resnet18', '--method', 'condconv', '--json')).out);
+    const eight = JSON.parse(
+      (await run('plan', 'resnet18', '--method', 'condconv:8', '--json')).out,
+    );
+    const zoo = planModel(createModel('resnet18', { method: { kind: 'condconv' } }));
+    expect(cli.params.total).toBe(eight.params.total);
+    expect(cli.params.total).toBe(zoo.params.total);
+    expect(parseMethodText('condconv').settings.experts).toBe(CONDCONV_DEFAULT_EXPERTS);
+    expect(CONDCONV_DEFAULT_EXPERTS).toBe(8);
   });
 });
 

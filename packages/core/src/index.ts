@@ -27,6 +27,7 @@ export {
   tilingBudgets,
 } from './kw/plan.js';
 export {
+  CONDCONV_DEFAULT_EXPERTS,
   type CondConvRef,
   condConvMethod,
   condConvParamCount,
@@ -37,6 +38,7 @@ export {
   type DoConvRef,
   doConvDiag,
   doConvDMul,
+  doConvKernel,
   doConvMethod,
   doConvParamCount,
 } from './methods/doconv.js';
@@ -49,10 +51,25 @@ export {
 } from './methods/dyconv.js';
 export { foldSpec } from './methods/fold.js';
 export {
+  KW_ATTENTION_NORM_EPS,
+  KW_ATTENTION_NORM_MOMENTUM,
+  type KwConvGeometry,
+  type KwForwardOptions,
+  type KwLayerGroup,
+  kwAssemble,
+  kwAttention,
+  kwCaf,
+  kwForward,
+  kwLayerGroup,
+  kwLogits,
+  kwMethod,
+} from './methods/kw.js';
+export {
   type OdConvAttentions,
   type OdConvHeads,
   type OdConvRef,
   odConvAttentions,
+  odConvAttentionValues,
   odConvHeads,
   odConvHidden,
   odConvKernel,
@@ -60,12 +77,16 @@ export {
   odConvParamCount,
 } from './methods/odconv.js';
 export {
+  type AnyMethod,
   type DynamicMethod,
   type DynamicNode,
   type FoldResult,
+  type ForwardContext,
+  getMethod,
+  type LayerContext,
   type LayerMacs,
   METHODS,
-  type MethodForwardOptions,
+  type NormalizeContext,
 } from './methods/registry.js';
 export {
   addSqueezeExcite,
@@ -90,17 +111,29 @@ export {
   regrowRandom,
   snipDensities,
 } from './methods/sparsity.js';
+export { methodTextForms, type ParsedMethod, parseMethodText } from './methods/text.js';
+export type { MethodTextForm } from './methods/types.js';
 export {
   type WeightNetRef,
   weightNetKernel,
+  weightNetKernels,
   weightNetMethod,
   weightNetParamCount,
   weightNetReduce,
 } from './methods/weightnet.js';
+export { ReferenceOps, type ReferenceOpsOptions } from './ops/reference.js';
+export {
+  type ConvAttrs,
+  convOutputLength,
+  convOutputSize,
+  type Ops,
+  type SampleBias,
+} from './ops/seam.js';
 export {
   countParams,
   decays,
   type InitRule,
+  layerContext,
   type ParamDecl,
   type ParamTable,
   paramDecl,
@@ -109,14 +142,6 @@ export {
 } from './params.js';
 export { type ModelPlan, type NodePlan, planModel, staticBaseline } from './plan.js';
 export { type RunOptions, runReference } from './reference/executor.js';
-export {
-  KW_ATTENTION_NORM_EPS,
-  type KwConvGeometry,
-  type KwForwardOptions,
-  kwAssemble,
-  kwAttention,
-  kwForward,
-} from './reference/kw.js';
 export * as ops from './reference/ops.js';
 export { Rng } from './rng.js';
 export { type ConvOptions, type PairIn, SpecBuilder } from './spec/builder.js';

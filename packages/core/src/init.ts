@@ -1,6 +1,6 @@
 import { KwError } from './errors.js';
 import { METHODS } from './methods/registry.js';
-import { type ParamDecl, paramTable } from './params.js';
+import { layerContext, type ParamDecl, paramTable } from './params.js';
 import { Rng } from './rng.js';
 import type { DynamicConv2dNode, DynamicLinearNode } from './spec/types.js';
 import { numel, type Tensor, type WeightMap } from './tensor.js';
@@ -69,7 +69,7 @@ function initOne(
             'SPEC_UNKNOWN_METHOD',
             `node "${r.node}": method "${node.method.kind}" has no init`,
           );
-        m = method.init(node, table.analyzed.shapes.get(node.inputs[0]!)!, rng);
+        m = method.init(layerContext(table, node), rng);
         methodInits.set(r.node, m);
       }
       const t = m.get(p.name.slice(r.node.length + 1));

@@ -5,7 +5,7 @@
 
 import type { KwPlan } from './kw/plan.js';
 import { type LayerMacs, METHODS } from './methods/registry.js';
-import { type ParamTable, paramTable } from './params.js';
+import { layerContext, type ParamTable, paramTable } from './params.js';
 import type { ModelSpec, NodeSpec } from './spec/types.js';
 import { numel } from './tensor.js';
 
@@ -117,22 +117,8 @@ export function planModel(spec: unknown): ModelPlan {
     if (node.op === 'conv2d' || node.op === 'linear') {
       m.conv = denseMacs(node, inShape[0]!, outShape);
     } else if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
-      const conv = denseMacs(node, inShape[0]!, outShape);
       kernelFloats = kernelSize(node, inShape[0]!);
-      if (node.method.kind === 'kw') {
-        const l = table.kw.layers.get(node.id)!;
-        const wh = table.kw.warehouses.find((w) => w.id === l.warehouse)!;
-        // GAP over the layer input (counted as one MAC per element) + the attention FCs
-        let att = inShape.reduce((a, d) => a * d, 1) + l.inChannels * l.hidden;
-        if (l.basis)
-          att +=
-            l.hidden * l.m * (l.basis.nLocal + l.basis.nBasis + 1) +
-            l.m * l.basis.nBasis * l.basis.nNonlocal;
-        else att += l.hidden * l.logits;
-        m = { conv, attention: att, assembly: wh.n * kernelFloats };
-      } else {
-        m = METHODS.get(node.method.kind)!.macs(node, inShape, outShape);
-      }
+      m = METHODS.get(node.method.kind)!.macs(layerContext(table, node), outShape);
     }
     const params = byNode.get(node.id) ?? 0;
     attention += attnByNode.get(node.id) ?? 0;

@@ -86,3 +86,15 @@ export function tinyKwSpec(o: TinyKwOptions = {}): ModelSpec {
   b.output(x);
   return b.build();
 }
+
+export {
+  type BackendRunner,
+  CONFORMANCE_TOLERANCE,
+  type ConformanceCase,
+  type ConformanceCheck,
+  type ConformanceRun,
+  conformanceCases,
+  conformanceChecks,
+  conformanceWeights,
+  uncoveredMethods,
+} from './conformance.js';

@@ -1,26 +1,22 @@
 /**
- * spec + weights -> ONNX. Every core op maps to standard ONNX ops (opset 17); KernelWarehouse
- * layers become a subgraph (GAP -> attention -> CAF at the exported tau -> MatMul with the
- * warehouse -> cell re-ordering -> per-sample convolution) with a dynamic batch dimension.
+ * spec + weights -> ONNX. Every core op maps to standard ONNX ops (opset 17); a dynamic layer
+ * (KernelWarehouse or any other registered method) becomes the subgraph its one forward in core
+ * builds on the ONNX implementation of the op seam (`ops.ts`), with a dynamic batch dimension.
  */
 import {
-  CAF_EPS,
   checkWeights,
   foldSpec,
-  KW_ATTENTION_NORM_EPS,
   KwError,
-  type KwLayerPlan,
-  type KwWarehousePlan,
-  kwBeta,
+  layerContext,
   METHODS,
   type NodeSpec,
   paramTable,
   type Tensor,
   type WeightMap,
-  warehouseParamName,
 } from '@kernelwarehouse/core';
-import { foldBnRows, gapNC, methodLayer, perSampleConv } from './methods.js';
+import { foldBnRows } from './methods.js';
 import { type Dim, GraphBuilder, IR_VERSION, OPSET } from './onnx.js';
+import { OnnxOps } from './ops.js';
 
 /** Options of {@link toOnnx}. */
 export interface ToOnnxOptions {
@@ -75,9 +71,7 @@ export function toOnnxWithInfo(
   // methods with an inference-time form (DO-Conv, SLaK) are exported folded into plain convs
   const foldable = paramTable(spec).analyzed.spec.nodes.some(
     (n) =>
-      (n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') &&
-      n.method.kind !== 'kw' &&
-      METHODS.get(n.method.kind)?.fold,
+      (n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') && METHODS.get(n.method.kind)?.fold,
   );
   if (foldable) ({ spec, weights } = foldSpec(spec, weights));
   const table = paramTable(spec);
@@ -221,13 +215,25 @@ export function toOnnxWithInfo(
         break;
       case 'dynamicConv2d':
       case 'dynamicLinear': {
-        if (node.method.kind !== 'kw') {
-          out = methodLayer(g, xs[0]!, node, W, inShape, outShape, batch);
-          break;
-        }
-        const layer = table.kw.layers.get(node.id)!;
-        const wh = table.kw.warehouses.find((w) => w.id === layer.warehouse)!;
-        out = kwLayer(g, xs[0]!, node, layer, wh, W, inShape, outShape, tau, batch);
+        const ops = new OnnxOps({
+          g,
+          id: node.id,
+          inShape,
+          outShape,
+          batch,
+          weight: (name) => weights.get(name),
+        });
+        const y = METHODS.get(node.method.kind)!.forward(
+          ops,
+          { name: xs[0]! },
+          {
+            ...layerContext(table, node),
+            outShape,
+            temperature: tau,
+            methodTemperature: undefined,
+          },
+        );
+        out = ops.v(y);
         break;
       }
     }
@@ -307,185 +313,4 @@ function layerNormChannels(
   const t = g.op('Transpose', [x], { perm: [0, 2, 3, 1] });
   const n = g.op('LayerNormalization', [t, s, b], { axis: -1, epsilon: { float: eps } });
   return g.op('Transpose', [n], { perm: [0, 3, 1, 2] });
-}
-
-/** The KW attention, CAF and assembly: returns `[N, m, n]` attentions and the per-sample kernels. */
-function kwLayer(
-  g: GraphBuilder,
-  x: string,
-  node: NodeSpec & { op: 'dynamicConv2d' | 'dynamicLinear' },
-  layer: KwLayerPlan,
-  wh: KwWarehousePlan,
-  W: (n: string) => Tensor,
-  inShape: number[],
-  outShape: number[],
-  tau: number,
-  batch: number | undefined,
-): string {
-  const id = node.id;
-  const a = (n: string) => W(`${id}.attention.${n}`);
-  const h = layer.hidden;
-  const c = layer.inChannels;
-  const n = wh.n;
-  const m = layer.m;
-  const pooled = gapNC(g, x, inShape.length);
-  // fc1 (+ BatchNorm1d folded in at inference, or LayerNorm)
-  let hid: string;
-  if (wh.norm === 'batch') {
-    const { weight: wf, bias: bf } = foldBnRows(
-      a('fc1.weight').data,
-      undefined,
-      h,
-      {
-        gamma: a('norm1.weight').data,
-        beta: a('norm1.bias').data,
-        mean: a('norm1.running_mean').data,
-        variance: a('norm1.running_var').data,
-      },
-      KW_ATTENTION_NORM_EPS,
-    );
-    hid = g.op(
-      'Gemm',
-      [pooled, g.float(`${id}.fc1`, [h, c], wf), g.float(`${id}.fc1_b`, [h], bf)],
-      { transB: 1 },
-    );
-  } else {
-    const lin = g.op(
-      'Gemm',
-      [
-        pooled,
-        g.float(`${id}.fc1`, [h, c], a('fc1.weight').data),
-        g.float(`${id}.fc1_b`, [h], a('fc1.bias').data),
-      ],
-      { transB: 1 },
-    );
-    hid = g.op(
-      'LayerNormalization',
-      [
-        lin,
-        g.float('ln_s', [h], a('norm1.weight').data),
-        g.float('ln_b', [h], a('norm1.bias').data),
-      ],
-      {
-        axis: -1,
-        epsilon: { float: KW_ATTENTION_NORM_EPS },
-      },
-    );
-  }
-  hid = g.op('Relu', [hid]);
-  // logits [N, m*(n+1)]
-  let logits: string;
-  if (layer.basis) {
-    const { nLocal, nNonlocal, nBasis } = layer.basis;
-    const per = nLocal + nBasis + 1;
-    const raw = g.op('MatMul', [
-      hid,
-      g.float(`${id}.fc2T`, [h, m * per], transpose(a('fc2.weight').data, m * per, h)),
-    ]);
-    const rows = g.op('Reshape', [raw, g.int64('shape', [-1, per])]);
-    const sl = (from: number, to: number) =>
-      g.op('Slice', [rows, g.int64('st', [from]), g.int64('en', [to]), g.int64('ax', [1])]);
-    const local = sl(0, nLocal);
-    const zero = sl(per - 1, per);
-    const parts: string[] = [];
-    if (nNonlocal > 0) {
-      const non = g.op('MatMul', [
-        sl(nLocal, nLocal + nBasis),
-        g.float(
-          `${id}.fc3T`,
-          [nBasis, nNonlocal],
-          transpose(a('fc3.weight').data, nNonlocal, nBasis),
-        ),
-      ]);
-      const cut = Math.min(layer.start, nNonlocal);
-      const nsl = (from: number, to: number) =>
-        g.op('Slice', [non, g.int64('st', [from]), g.int64('en', [to]), g.int64('ax', [1])]);
-      if (cut > 0) parts.push(nsl(0, cut));
-      parts.push(local);
-      if (cut < nNonlocal) parts.push(nsl(cut, nNonlocal));
-    } else parts.push(local);
-    parts.push(zero);
-    const cat = g.op('Concat', parts, { axis: 1 });
-    logits = g.op('Add', [
-      g.op('Reshape', [cat, g.int64('shape', [-1, m * (n + 1)])]),
-      g.float(`${id}.basis_bias`, [m * (n + 1)], a('basis_bias').data),
-    ]);
-  } else {
-    logits = g.op(
-      'Gemm',
-      [
-        hid,
-        g.float(`${id}.fc2`, [m * (n + 1), h], a('fc2.weight').data),
-        g.float(`${id}.fc2_b`, [m * (n + 1)], a('fc2.bias').data),
-      ],
-      { transB: 1 },
-    );
-  }
-  // CAF: z / (sum|z| + 1e-3) per mixture, (1 - tau) * z + tau * beta, zero cell dropped
-  const z = g.op('Reshape', [logits, g.int64('shape', [-1, m, n + 1])]);
-  const denom = g.op('Add', [
-    g.op('ReduceSum', [g.op('Abs', [z]), g.int64('axes', [2])], { keepdims: 1 }),
-    g.scalar('eps', CAF_EPS),
-  ]);
-  let alpha = g.op('Div', [z, denom]);
-  if (tau > 0) {
-    const beta = new Float32Array(m * (n + 1));
-    kwBeta(layer, wh).forEach((j, i) => {
-      beta[i * (n + 1) + j] = tau;
-    });
-    alpha = g.op('Add', [
-      g.op('Mul', [alpha, g.scalar('one_minus_tau', 1 - tau)]),
-      g.float(`${id}.beta`, [m, n + 1], beta),
-    ]);
-  }
-  alpha = g.op('Slice', [alpha, g.int64('st', [0]), g.int64('en', [n]), g.int64('ax', [2])]);
-  // assembly: [N, m, n] x [n, c_out*c_in] -> [N, m, c_out*c_in] -> kernel
-  // the warehouse initializer is shared by every layer that draws from it (stored once)
-  const warehouse = g.shared(`warehouse:${wh.id}`, () =>
-    g.float(`${wh.id}.warehouse`, [n, wh.cellOut * wh.cellIn], W(warehouseParamName(wh.id)).data),
-  );
-  const cells = g.op('MatMul', [alpha, warehouse]);
-  const o = layer.weightShape[0]!;
-  const ig = layer.weightShape[1]!;
-  const bias = layer.biasParams ? W(`${id}.bias`).data : undefined;
-  if (layer.kind === 'linear') {
-    // [N, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in] -> [N, O, I]
-    const r = g.op('Reshape', [
-      cells,
-      g.int64('shape', [-1, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]),
-    ]);
-    const k = g.op('Reshape', [
-      g.op('Transpose', [r], { perm: [0, 1, 3, 2, 4] }),
-      g.int64('shape', [-1, o, ig]),
-    ]);
-    const xcol = g.op('Unsqueeze', [x, g.int64('axes', [2])]);
-    let y = g.op('Reshape', [g.op('MatMul', [k, xcol]), g.int64('shape', [-1, o])]);
-    if (bias) y = g.op('Add', [y, g.float(`${id}.bias`, [o], bias)]);
-    return y;
-  }
-  const conv = node as NodeSpec & { op: 'dynamicConv2d' };
-  const [kh, kw] = conv.kernelSize;
-  // [N, kh, kw, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in, kh, kw] = [N, O, I/g, kh, kw]
-  const r = g.op('Reshape', [
-    cells,
-    g.int64('shape', [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]),
-  ]);
-  const oihw = g.op('Transpose', [r], { perm: [0, 3, 5, 4, 6, 1, 2] });
-  return perSampleConv(
-    g,
-    x,
-    id,
-    conv,
-    oihw,
-    inShape,
-    outShape,
-    batch,
-    bias ? { shared: bias } : undefined,
-  );
-}
-
-function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
-  return t;
 }

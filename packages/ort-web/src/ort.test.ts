@@ -11,7 +11,15 @@ import {
   SpecBuilder,
   type WeightMap,
 } from '@kernelwarehouse/core';
-import { perturb, Rng, randomInput, tinyKwSpec } from '@kernelwarehouse/core/testing';
+import {
+  type BackendRunner,
+  CONFORMANCE_TOLERANCE,
+  conformanceChecks,
+  perturb,
+  Rng,
+  randomInput,
+  tinyKwSpec,
+} from '@kernelwarehouse/core/testing';
 import { createModel } from '@kernelwarehouse/zoo';
 import { describe, expect, it } from 'vitest';
 import {
@@ -25,7 +33,7 @@ import {
   toOnnxWithInfo,
 } from './index.js';
 
-const TOL = 1e-4;
+const TOL = CONFORMANCE_TOLERANCE;
 
 /** Every tensor randomised, BN variances positive: no path is trivially zero or identity. */
 function randomWeights(spec: ModelSpec, seed: number): WeightMap {
@@ -96,20 +104,29 @@ function allOpsSpec(): ModelSpec {
   return b.build();
 }
 
+/** An exported model on onnxruntime-web (wasm EP) as a conformance runner: inference only. */
+const runner: BackendRunner = {
+  modes: ['inference'],
+  async run(spec, weights, x, run) {
+    const session = await createSession(toOnnx(spec, weights, { temperature: run.temperature }));
+    return (await runSession(session, x))[0]!;
+  },
+};
+
+describe('core conformance suite on onnxruntime-web (wasm)', () => {
+  for (const check of conformanceChecks(runner.modes)) {
+    it(check.name, async () => {
+      const r = await check.measure(runner);
+      expect(r.shape).toEqual(r.want);
+      expect(r.error).toBeLessThan(CONFORMANCE_TOLERANCE);
+    });
+  }
+});
+
 describe('ONNX parity on onnxruntime-web (wasm), batch 1 and 3 from one model', () => {
   const cases: [string, ModelSpec, number][] = [
     ['plain spec with every op', allOpsSpec(), 0],
-    ['KW b = 1', tinyKwSpec({ budget: 1 }), 0],
-    ['KW b = 1, tau = 0.5', tinyKwSpec({ budget: 1 }), 0.5],
-    ['KW b = 2', tinyKwSpec({ budget: 2 }), 0],
-    [
-      'KW b = 1/2, cells halved, KW classifier',
-      tinyKwSpec({ budget: 0.5, cellRatio: 0.5, kwClassifier: true }),
-      0,
-    ],
     ['KW b = 1/2, tau = 1 (the one-to-one init)', tinyKwSpec({ budget: 0.5, cellRatio: 0.5 }), 1],
-    ['KW LayerNorm attention', tinyKwSpec({ budget: 1, norm: 'layer', kwClassifier: true }), 0],
-    ['KW non-local basis', tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25 }), 0.3],
   ];
   for (const [label, spec, tau] of cases) {
     it(label, async () => {

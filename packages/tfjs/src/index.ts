@@ -16,7 +16,6 @@ export {
   unregisterFastWasmKernels,
 } from './fast-wasm.js';
 export { registerTrainingKernels, TRAINING_KERNELS } from './grads.js';
-export { KWConv2D, KWLayer, KWLinear, type KwLayerConfig } from './kw.js';
 export {
   type ConvGeometryLike,
   type Kwargs,
@@ -30,10 +29,16 @@ export {
   CondConv2D,
   DOConv2D,
   DyConv2D,
+  DynamicLayer,
+  type GroupSpec,
+  KWConv2D,
+  KWLayer,
+  KWLinear,
   METHOD_LAYERS,
   MethodConvLayer,
   type MethodLayerArgs,
   ODConv2D,
+  SharedTensor,
   SLaKConv2D,
   WeightNet2D,
 } from './methods.js';
@@ -44,11 +49,13 @@ export {
   foldModel,
   fromModelOutput,
   loadWeights,
+  MAX_MODEL_NODES,
   setMethodTemperature,
   setTemperature,
   specVariables,
   toModelInput,
 } from './model.js';
+export { TfOps } from './ops.js';
 export {
   applyWeightDecay,
   decayGroups,

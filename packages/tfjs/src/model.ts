@@ -3,22 +3,28 @@
  * the spec's names; temperature control.
  */
 import {
+  type AnalyzedSpec,
+  type DynamicNode,
   foldSpec,
+  getMethod,
   INPUT,
   initWeights,
   KwError,
-  kwBeta,
   type ModelSpec,
   paramTable,
   type Tensor,
   type WeightMap,
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { KWConv2D, KWLayer, KWLinear } from './kw.js';
 import { type LayerWeightDecl, SpecNode } from './layers.js';
-import { DyConv2D, METHOD_LAYERS, ODConv2D } from './methods.js';
+import { DynamicLayer, type GroupSpec, METHOD_LAYERS, SharedTensor } from './methods.js';
 
-let modelCounter = 0;
+/**
+ * Most nodes {@link buildModel} builds into one `tf.LayersModel`. tfjs-layers orders and
+ * serialises the layer graph recursively, so a deeper chain overflows the call stack (measured:
+ * a plain relu chain of 5,000 nodes); the limit refuses such specs with `BACKEND_UNSUPPORTED` first.
+ */
+export const MAX_MODEL_NODES = 2000;
 
 /** Options of {@link buildModel}. */
 export interface BuildOptions {
@@ -42,7 +48,13 @@ export function buildModel(
 ): tf.LayersModel {
   const table = paramTable(spec);
   const s = table.analyzed.spec;
-  const key = `kw${++modelCounter}`;
+  if (s.nodes.length > MAX_MODEL_NODES) {
+    throw new KwError(
+      'BACKEND_UNSUPPORTED',
+      `buildModel: spec "${s.name}" has ${s.nodes.length} nodes; a tfjs LayersModel holds at most ${MAX_MODEL_NODES} (tfjs-layers walks the layer graph recursively and overflows the stack on deeper chains)`,
+      { expected: `<= ${MAX_MODEL_NODES}`, actual: s.nodes.length },
+    );
+  }
   const [c, ...rest] = s.inputShape;
   const shape = s.inputShape.length === 3 ? [...rest, c!] : [...s.inputShape];
   const input = tf.input(
@@ -51,55 +63,43 @@ export function buildModel(
       : { shape, name: 'input' },
   );
   const acts = new Map<string, tf.SymbolicTensor>([[INPUT, input]]);
-  const owned = new Set<string>();
+  // tensors shared across layers (KW warehouses): one layer each, owned by this model
+  const shared = new Map<string, tf.SymbolicTensor>();
+  for (const p of table.params) {
+    if (p.node !== undefined) continue;
+    const layer = new SharedTensor({ specName: p.name, shape: p.shape });
+    shared.set(p.name, layer.apply(input) as tf.SymbolicTensor);
+  }
   for (const node of s.nodes) {
-    const decls: LayerWeightDecl[] = [];
-    for (const p of table.params) {
-      if (p.node !== node.id) continue;
-      decls.push({
-        name: p.name.slice(node.id.length + 1),
-        shape: p.shape,
-        trainable: p.role === 'param',
-      });
-    }
     const xs = node.inputs.map((i) => acts.get(i)!);
-    let layer: tf.layers.Layer;
-    if ((node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') && node.method.kind === 'kw') {
-      const lp = table.kw.layers.get(node.id)!;
-      const wh = table.kw.warehouses.find((w) => w.id === lp.warehouse)!;
-      const owner = !owned.has(wh.id);
-      owned.add(wh.id);
-      const Cls = node.op === 'dynamicConv2d' ? KWConv2D : KWLinear;
-      layer = new Cls({
+    let out: tf.SymbolicTensor;
+    if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
+      const Cls =
+        METHOD_LAYERS[`${node.method.kind}:${node.op}`] ??
+        METHOD_LAYERS[node.method.kind] ??
+        DynamicLayer;
+      const layer = new Cls({
         node,
-        decls,
-        layer: lp,
-        warehouse: {
-          id: wh.id,
-          n: wh.n,
-          cellOut: wh.cellOut,
-          cellIn: wh.cellIn,
-          norm: wh.norm,
-          shape: wh.shape,
-        },
-        beta: Array.from(kwBeta(lp, wh)),
-        owner,
-        modelKey: key,
+        inShape: [...table.analyzed.shapes.get(node.inputs[0]!)!],
+        group: groupSpec(table.analyzed, node),
       });
-    } else if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
-      const Cls = METHOD_LAYERS[node.method.kind];
-      if (!Cls) {
-        throw new KwError(
-          'SPEC_UNKNOWN_METHOD',
-          `buildModel: method "${node.method.kind}" of node "${node.id}" has no tfjs layer; known: kw, ${Object.keys(METHOD_LAYERS).join(', ')}`,
-          { node: node.id, actual: node.method.kind },
-        );
-      }
-      layer = new Cls({ node, decls });
+      const sharedName = layer.sharedName();
+      const inputs = sharedName === undefined ? xs[0]! : [xs[0]!, shared.get(sharedName)!];
+      out = layer.apply(inputs) as tf.SymbolicTensor;
     } else {
-      layer = new SpecNode({ node, decls });
+      const decls: LayerWeightDecl[] = [];
+      for (const p of table.params) {
+        if (p.node !== node.id) continue;
+        decls.push({
+          name: p.name.slice(node.id.length + 1),
+          shape: p.shape,
+          trainable: p.role === 'param',
+        });
+      }
+      const layer = new SpecNode({ node, decls });
+      out = layer.apply(xs.length === 1 ? xs[0]! : xs) as tf.SymbolicTensor;
     }
-    acts.set(node.id, layer.apply(xs.length === 1 ? xs[0]! : xs) as tf.SymbolicTensor);
+    acts.set(node.id, out);
   }
   const model = tf.model({
     inputs: input,
@@ -108,6 +108,23 @@ export function buildModel(
   });
   loadWeights(model, weights ?? initWeights(s));
   return model;
+}
+
+/**
+ * The group spec of a node whose method shares tensors across layers: its warehouse's spec and
+ * every member node (in spec order) with its input shape; undefined for other nodes.
+ */
+function groupSpec(a: AnalyzedSpec, node: DynamicNode): GroupSpec | undefined {
+  const group = getMethod(node.method.kind)?.groupOf?.(node.method);
+  if (group === undefined) return undefined;
+  const members: GroupSpec['members'] = [];
+  for (const n of a.spec.nodes) {
+    if (n.op !== 'dynamicConv2d' && n.op !== 'dynamicLinear') continue;
+    if (n.method.kind !== node.method.kind) continue;
+    if (getMethod(n.method.kind)?.groupOf?.(n.method) !== group) continue;
+    members.push({ node: n, inShape: [...a.shapes.get(n.inputs[0]!)!] });
+  }
+  return { warehouses: a.spec.warehouses.filter((w) => w.id === group), members };
 }
 
 /** Every `[spec name, variable]` of a model built by {@link buildModel} (warehouses once). */
@@ -160,7 +177,7 @@ export function setTemperature(model: tf.LayersModel, tau: number): void {
       actual: tau,
     });
   }
-  for (const l of model.layers) if (l instanceof KWLayer) l.temperature = tau;
+  for (const l of model.layers) if (l instanceof DynamicLayer) l.tau = tau;
 }
 
 /**
@@ -179,9 +196,7 @@ export function setMethodTemperature(model: tf.LayersModel, tau: number): void {
       },
     );
   }
-  for (const l of model.layers) {
-    if (l instanceof DyConv2D || l instanceof ODConv2D) l.temperature = tau;
-  }
+  for (const l of model.layers) if (l instanceof DynamicLayer) l.methodTemperature = tau;
 }
 
 /**

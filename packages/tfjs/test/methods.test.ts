@@ -604,7 +604,7 @@ describe('errors are KwErrors with codes', () => {
       bias: false,
       method: { kind: 'condconv', experts: 2 },
     } as NodeSpec;
-    expect(code(() => new CondConv2D({ node: linear, decls: [] }))).toBe('SPEC_BAD_FIELD');
+    expect(code(() => new CondConv2D({ node: linear }))).toBe('SPEC_BAD_FIELD');
     const unknown = withMethod(spec, { kind: 'nosuchmethod' });
     expect(code(() => buildModel(unknown))).toBe('SPEC_UNKNOWN_METHOD');
     model.dispose();

@@ -1,5 +1,6 @@
 import {
   type DynamicMethodRef,
+  getMethod,
   KwError,
   type KwWarehouseSpec,
   type SpecBuilder,
@@ -28,14 +29,19 @@ export interface ModelOptions {
 /**
  * The peer methods a backbone can carry (peers.md): ODConv (`kernels` K: "1x" is K = 1, "4x" K = 4),
  * DY-Conv (K kernels), CondConv (n experts), DO-Conv (D_mul = kh*kw), WeightNet (M, G) and SE blocks.
+ * Settings left out take the method's defaults from core (its `normalize`, the same defaults
+ * `kw plan --method` and specs get); any other setting of the method passes through.
  */
 export type MethodOption =
-  | { kind: 'odconv'; kernels: number }
-  | { kind: 'dyconv'; kernels: number }
-  | { kind: 'condconv'; experts: number }
-  | { kind: 'doconv' }
-  | { kind: 'weightnet'; M?: number; G?: number }
+  | { kind: 'odconv'; kernels?: number; [setting: string]: unknown }
+  | { kind: 'dyconv'; kernels?: number; [setting: string]: unknown }
+  | { kind: 'condconv'; experts?: number; [setting: string]: unknown }
+  | { kind: 'doconv'; dMul?: number; [setting: string]: unknown }
+  | { kind: 'weightnet'; M?: number; G?: number; [setting: string]: unknown }
   | { kind: 'se'; reduction?: number };
+
+/** The method kinds a zoo backbone places (`se` is an SE block, the others dynamic convs). */
+export const MODEL_METHODS = ['odconv', 'dyconv', 'condconv', 'doconv', 'weightnet', 'se'] as const;
 
 /** Where a conv sits, for the methods' placement rules. */
 export type ConvRole = 'stem' | 'block' | 'shortcut' | 'head';
@@ -52,20 +58,21 @@ export function methodRef(
   k: number,
 ): DynamicMethodRef | null {
   if (!m || m.kind === 'se') return null;
-  switch (m.kind) {
-    case 'odconv':
-      return role === 'block' ? { kind: 'odconv', kernels: m.kernels } : null;
-    case 'condconv':
-      return role === 'block' ? { kind: 'condconv', experts: m.experts } : null;
-    case 'weightnet':
-      return role === 'block' ? { kind: 'weightnet', M: m.M ?? 2, G: m.G ?? 2 } : null;
-    case 'dyconv':
-      return role === 'block' || role === 'shortcut'
-        ? { kind: 'dyconv', kernels: m.kernels }
-        : null;
-    case 'doconv':
-      return k > 1 && role !== 'head' ? { kind: 'doconv' } : null;
+  const placed =
+    m.kind === 'doconv'
+      ? k > 1 && role !== 'head'
+      : m.kind === 'dyconv'
+        ? role === 'block' || role === 'shortcut'
+        : role === 'block';
+  if (!placed) return null;
+  const method = getMethod(m.kind);
+  if (!method) {
+    throw new KwError(
+      'SPEC_UNKNOWN_METHOD',
+      `method "${String(m.kind)}" is not registered in core`,
+    );
   }
+  return method.normalize(`method option ${JSON.stringify(m)}`, { ...m }) as DynamicMethodRef;
 }
 
 /** Settings a builder hands its warehouses. */

@@ -3,10 +3,18 @@ import {
   formatBudget,
   isKwError,
   type ModelPlan,
+  methodTextForms,
   parseBudget,
+  parseMethodText,
   planModel,
 } from '@kernelwarehouse/core';
-import { createModel, getModel, listModels, type MethodOption } from '@kernelwarehouse/zoo';
+import {
+  createModel,
+  getModel,
+  listModels,
+  type MethodOption,
+  MODEL_METHODS,
+} from '@kernelwarehouse/zoo';
 import { human, type Io, int, table, UsageError } from '../io.js';
 
 /** Parse `224x224x3` (H x W x C) into `[C, H, W]`. */
@@ -21,31 +29,25 @@ export function parseInput(text: string): [number, number, number] {
 }
 
 /**
- * Parse `--method`: `odconv[:K]`, `dyconv[:K]` (K kernels, default 4), `condconv[:n]` (experts,
- * default 8), `doconv`, `weightnet[:M:G]` (default 2:2), `se`.
+ * Parse `--method`: a zoo method in core's text form, `odconv[:kernels]`, `dyconv[:kernels]`,
+ * `condconv[:experts]`, `doconv[:dMul]`, `weightnet[:M[:G]]`, or `se`. Settings and defaults
+ * come from the method's own `normalize` in core (`parseMethodText`), the same ones specs and
+ * the zoo use (e.g. CondConv: 8 experts).
  */
 export function parseMethod(text: string): MethodOption {
-  const [kind, ...rest] = text.trim().toLowerCase().split(':');
-  const nums = rest.map(Number);
-  if (nums.some((n) => !Number.isInteger(n) || n < 1))
-    throw new UsageError(`bad --method "${text}": numbers after ':' must be integers >= 1`);
-  switch (kind) {
-    case 'odconv':
-      return { kind, kernels: nums[0] ?? 4 };
-    case 'dyconv':
-      return { kind, kernels: nums[0] ?? 4 };
-    case 'condconv':
-      return { kind, experts: nums[0] ?? 8 };
-    case 'doconv':
-      return { kind };
-    case 'weightnet':
-      return { kind, M: nums[0] ?? 2, G: nums[1] ?? 2 };
-    case 'se':
-      return { kind };
-    default:
-      throw new UsageError(
-        `unknown --method "${text}"; accepted: odconv[:K], dyconv[:K], condconv[:n], doconv, weightnet[:M:G], se`,
-      );
+  const accepted = () =>
+    `accepted: ${methodTextForms(MODEL_METHODS.filter((k) => k !== 'se')).join(', ')}, se`;
+  const t = text.trim().toLowerCase();
+  if (t === 'se') return { kind: 'se' };
+  const kind = t.split(':')[0]!;
+  if (!(MODEL_METHODS as readonly string[]).includes(kind)) {
+    throw new UsageError(`unknown --method "${text}"; ${accepted()}`);
+  }
+  try {
+    return parseMethodText(t).settings as MethodOption;
+  } catch (e) {
+    if (isKwError(e)) throw new UsageError(`bad --method "${text}": ${e.message}; ${accepted()}`);
+    throw e;
   }
 }
 

@@ -6,26 +6,23 @@
  * layer's own input; the official EfficientNet shares one routing per block (§2.1), which is
  * the same function when the block's convs read the same input.
  */
-import type { ParamDecl } from '../params.js';
+import type { ParamDecl } from '../decl.js';
+import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
-import type { Tensor } from '../tensor.js';
 import {
   convMacs,
   decl,
-  fc,
-  gap,
   intSetting,
   mixtureForward,
   rejectUnknown,
   requireConv,
-  sigmoidInPlace,
 } from './common.js';
-import type { DynamicMethod } from './registry.js';
+import type { DynamicMethod } from './types.js';
 
 /** CondConv settings. */
 export interface CondConvRef extends OtherMethodRef {
   kind: 'condconv';
-  /** Number of experts n (default 4; the paper's presets use 4 and 8, peers.md §2.2). */
+  /** Number of experts n (default {@link CONDCONV_DEFAULT_EXPERTS} = 8; the paper's presets use 4 and 8, peers.md §2.2). */
   experts: number;
 }
 
@@ -46,22 +43,34 @@ export function condConvParamCount(
 }
 
 /** Sigmoid routing weights `[N, n]` (peers.md §2.1). */
-export function condConvRouting(x: Tensor, w: (name: string) => Tensor): Float32Array {
-  const r = fc(gap(x), w('routing_fn.weight'), w('routing_fn.bias'));
-  sigmoidInPlace(r.data);
-  return r.data;
+export function condConvRouting<T>(ops: Ops<T>, x: T): T {
+  const pooled = ops.globalAvgPool(x);
+  return ops.sigmoid(
+    ops.linear(pooled, ops.param('routing_fn.weight'), ops.param('routing_fn.bias')),
+  );
 }
+
+/**
+ * Default expert count: 8, the paper's headline configuration (EfficientNet-CondConv-B0 with 8
+ * experts, 78.3 % / 413M MADDs, the abstract's number; the `b0-8e` preset) and the "CondConv
+ * (8x)" row the KW and ODConv papers compare against (peers.md §2.2, §2.4).
+ */
+export const CONDCONV_DEFAULT_EXPERTS = 8;
 
 /** The CondConv method module (kind `condconv`). */
 export const condConvMethod: DynamicMethod<CondConvRef> = {
   kind: 'condconv',
+  textForm: { fields: ['experts'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['experts']);
-    return { kind: 'condconv', experts: intSetting(where, raw, 'experts', 4, 1) };
+    return {
+      kind: 'condconv',
+      experts: intSetting(where, raw, 'experts', CONDCONV_DEFAULT_EXPERTS, 1),
+    };
   },
-  params(node, inShape): ParamDecl[] {
+  params({ node, settings, inShape }): ParamDecl[] {
     const g = requireConv(node, 'condconv');
-    const n = (node.method as CondConvRef).experts;
+    const n = settings.experts;
     const c = inShape[0]!;
     const [kh, kw] = g.kernelSize;
     const f = g.outChannels;
@@ -76,16 +85,15 @@ export const condConvMethod: DynamicMethod<CondConvRef> = {
     if (g.bias) out.push(decl('bias', [n, f], { kind: 'const', value: 0 }));
     return out;
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings, inShape }, outShape) {
     const g = requireConv(node, 'condconv');
-    const n = (node.method as CondConvRef).experts;
+    const n = settings.experts;
     const [c, h, w] = inShape as [number, number, number];
     const size = (g.outChannels * c * g.kernelSize[0] * g.kernelSize[1]) / g.groups;
     return { conv: convMacs(g, c, outShape), attention: c * h * w + c * n, assembly: n * size };
   },
-  forward(node, x, w) {
+  forward(ops, x, { node, settings }) {
     const g = requireConv(node, 'condconv');
-    const n = (node.method as CondConvRef).experts;
-    return mixtureForward(x, g, w, condConvRouting(x, w), n);
+    return mixtureForward(ops, x, g, condConvRouting(ops, x), settings.experts);
   },
 };

@@ -5,13 +5,16 @@
  * any other `groups` is DO-GConv with the official grouped index rule (§6.4), so official
  * PyTorch weights (`W`, `D`, `d_diag`, `bias`) load unchanged. Folds exactly to a plain conv.
  */
+
+import type { ParamDecl } from '../decl.js';
 import { KwError } from '../errors.js';
-import type { ParamDecl } from '../params.js';
+import { ReferenceOps } from '../ops/reference.js';
+import type { Ops } from '../ops/seam.js';
 import type { Rng } from '../rng.js';
 import type { Conv2dNode, OtherMethodRef } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
-import { convMacs, decl, intSetting, perSampleConv, rejectUnknown, requireConv } from './common.js';
-import type { DynamicMethod, DynamicNode, FoldResult } from './registry.js';
+import { convAttrs, convMacs, decl, intSetting, rejectUnknown, requireConv } from './common.js';
+import type { DynamicMethod, DynamicNode, FoldResult } from './types.js';
 
 /** DO-Conv settings: `dMul` is the depth multiplier D_mul (default kh·kw; must be >= kh·kw). */
 export interface DoConvRef extends OtherMethodRef {
@@ -21,11 +24,11 @@ export interface DoConvRef extends OtherMethodRef {
 }
 
 /** Effective D_mul of a node: 1 for a 1×1 kernel (no D, peers.md §6.1), else the setting or kh·kw. */
-export function doConvDMul(node: DynamicNode): number {
+export function doConvDMul(node: DynamicNode, settings: DoConvRef): number {
   const g = requireConv(node, 'doconv');
   const mn = g.kernelSize[0] * g.kernelSize[1];
   if (mn === 1) return 1;
-  const d = (node.method as DoConvRef).dMul ?? mn;
+  const d = settings.dMul ?? mn;
   if (d < mn) {
     throw new KwError(
       'SPEC_BAD_FIELD',
@@ -70,19 +73,39 @@ export function composeDoConvKernel(
   dMul: number,
 ): Float32Array {
   const rows = (f * c) / groups;
-  if (!dPlusDiag) return Float32Array.from(w);
-  const out = new Float32Array(rows * mn);
-  for (let q = 0; q < rows; q++) {
-    const i = q % c;
-    for (let m = 0; m < mn; m++) {
-      let s = 0;
-      const dBase = (i * mn + m) * dMul;
-      const wBase = q * dMul;
-      for (let t = 0; t < dMul; t++) s += dPlusDiag[dBase + t]! * w[wBase + t]!;
-      out[q * mn + m] = s;
-    }
-  }
-  return out;
+  const zero = new Float32Array(c * mn * dMul);
+  const t = new Map<string, Tensor>([
+    ['W', { shape: [f, c / groups, dMul], data: w }],
+    ['D', { shape: [c, mn, dMul], data: dPlusDiag ?? zero }],
+    ['d_diag', { shape: [c, mn, dMul], data: zero }],
+  ]);
+  const ops = new ReferenceOps({ param: (n) => t.get(n), training: false });
+  return doConvKernel(ops, c, f, groups, [mn, 1], dPlusDiag ? dMul : 0).data.slice(0, rows * mn);
+}
+
+/**
+ * The composed OIHW kernel `[f, c/g, kh, kw]` from the layer's `W [f, c/g, D_mul]` and
+ * `D + D_diag [c, kh*kw, D_mul]` (row q of W reads depthwise row `q mod c`); `dMul` 0 (a layer
+ * without D, as every 1x1 one): W is the kernel.
+ */
+export function doConvKernel<T>(
+  ops: Ops<T>,
+  c: number,
+  f: number,
+  groups: number,
+  kernelSize: readonly [number, number],
+  dMul: number,
+): T {
+  const [kh, kw] = kernelSize;
+  const cg = c / groups;
+  const w = ops.param('W');
+  if (dMul === 0) return ops.reshape(w, [f, cg, kh, kw]);
+  const dd = ops.add(ops.param('D'), ops.param('d_diag')); // [c, MN, D_mul]
+  // rows q = r·c + i of W's f·c/g rows read D row i: f/g copies of D stacked
+  const reps = f / groups;
+  const rows = reps === 1 ? dd : ops.concat(new Array<T>(reps).fill(dd), 0);
+  const k = ops.matMul(rows, ops.reshape(w, [f * cg, dMul, 1])); // [f·c/g, MN, 1]
+  return ops.reshape(k, [f, cg, kh, kw]);
 }
 
 /** The constant D_diag `[c, MN, D_mul]`: MN×MN identity repeated ⌊D_mul/MN⌋ times, zero-padded (§6.1). */
@@ -95,34 +118,39 @@ export function doConvDiag(c: number, mn: number, dMul: number): Float32Array {
   return out;
 }
 
-function composed(node: DynamicNode, c: number, w: (name: string) => Tensor): Float32Array {
+/** D_mul of the layer's D tensor, 0 when it has none (1x1 kernels). */
+function layerDMul(node: DynamicNode, settings: DoConvRef): number {
   const g = requireConv(node, 'doconv');
-  const mn = g.kernelSize[0] * g.kernelSize[1];
-  const dMul = doConvDMul(node);
-  let dd: Float32Array | undefined;
-  if (mn > 1) {
-    const d = w('D').data;
-    const diag = w('d_diag').data;
-    dd = new Float32Array(d.length);
-    for (let i = 0; i < d.length; i++) dd[i] = d[i]! + diag[i]!;
-  }
-  return composeDoConvKernel(w('W').data, dd, c, g.outChannels, g.groups, mn, dMul);
+  return g.kernelSize[0] * g.kernelSize[1] === 1 ? 0 : doConvDMul(node, settings);
+}
+
+function composed(
+  node: DynamicNode,
+  settings: DoConvRef,
+  c: number,
+  w: (name: string) => Tensor,
+): Float32Array {
+  const g = requireConv(node, 'doconv');
+  const ops = new ReferenceOps({ param: w, training: false, where: `node "${node.id}"` });
+  return doConvKernel(ops, c, g.outChannels, g.groups, g.kernelSize, layerDMul(node, settings))
+    .data;
 }
 
 /** The DO-Conv method module (kind `doconv`). */
 export const doConvMethod: DynamicMethod<DoConvRef> = {
   kind: 'doconv',
+  textForm: { fields: ['dMul'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['dMul']);
     const out: DoConvRef = { kind: 'doconv' };
     if (raw.dMul !== undefined) out.dMul = intSetting(where, raw, 'dMul', 1, 1);
     return out;
   },
-  params(node, inShape): ParamDecl[] {
+  params({ node, settings, inShape }): ParamDecl[] {
     const g = requireConv(node, 'doconv');
     const c = inShape[0]!;
     const mn = g.kernelSize[0] * g.kernelSize[1];
-    const dMul = doConvDMul(node);
+    const dMul = doConvDMul(node, settings);
     const f = g.outChannels;
     const out = [decl('W', [f, c / g.groups, dMul], { kind: 'method', node: node.id })];
     if (mn > 1) {
@@ -135,24 +163,33 @@ export const doConvMethod: DynamicMethod<DoConvRef> = {
     }
     return out;
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings, inShape }, outShape) {
     const g = requireConv(node, 'doconv');
     const c = inShape[0]!;
     const mn = g.kernelSize[0] * g.kernelSize[1];
     // composition f·(c/g)·MN·D_mul once per forward (peers.md §6.5); zero once folded
-    const assembly = mn > 1 ? ((g.outChannels * c) / g.groups) * mn * doConvDMul(node) : 0;
+    const assembly =
+      mn > 1 ? ((g.outChannels * c) / g.groups) * mn * doConvDMul(node, settings) : 0;
     return { conv: convMacs(g, c, outShape), attention: 0, assembly };
   },
-  forward(node, x, w) {
+  forward(ops, x, { node, settings, inShape }) {
     const g = requireConv(node, 'doconv');
-    const kernel = composed(node, x.shape[1]!, w);
-    return perSampleConv(x, g, () => kernel, g.bias ? () => w('bias').data : undefined);
+    const c = inShape[0]!;
+    const kernel = doConvKernel(
+      ops,
+      c,
+      g.outChannels,
+      g.groups,
+      g.kernelSize,
+      layerDMul(node, settings),
+    );
+    return ops.conv2d(x, kernel, g.bias ? ops.param('bias') : undefined, convAttrs(g));
   },
-  init(node, inShape, rng: Rng) {
+  init({ node, settings, inShape }, rng: Rng) {
     const g = requireConv(node, 'doconv');
     const c = inShape[0]!;
     const mn = g.kernelSize[0] * g.kernelSize[1];
-    const dMul = doConvDMul(node);
+    const dMul = doConvDMul(node, settings);
     const f = g.outChannels;
     // PyTorch's default conv init on [f, c/g, D_mul]: U(±1/sqrt((c/g)·D_mul)) (§6.3)
     const bound = 1 / Math.sqrt((c / g.groups) * dMul);
@@ -165,7 +202,7 @@ export const doConvMethod: DynamicMethod<DoConvRef> = {
     if (mn > 1) out.set('d_diag', { shape: [c, mn, dMul], data: doConvDiag(c, mn, dMul) });
     return out;
   },
-  fold(node, inShape, w): FoldResult {
+  fold({ node, settings, inShape }, w): FoldResult {
     const g = requireConv(node, 'doconv');
     const c = inShape[0]!;
     const plain: Conv2dNode = {
@@ -183,7 +220,7 @@ export const doConvMethod: DynamicMethod<DoConvRef> = {
     const weights = new Map<string, Tensor>();
     weights.set(`${node.id}.weight`, {
       shape: [g.outChannels, c / g.groups, g.kernelSize[0], g.kernelSize[1]],
-      data: composed(node, c, w),
+      data: composed(node, settings, c, w),
     });
     if (g.bias)
       weights.set(`${node.id}.bias`, {

@@ -4,23 +4,19 @@
  * code (§3.1): `weight [K, f, c/g, kh, kw]`, `bias [K, f]`, `attention.fc1.weight [h, c, 1, 1]`,
  * `attention.fc2.weight [K, h, 1, 1]`, `attention.fc2.bias [K]`.
  */
-import type { ParamDecl } from '../params.js';
-import { relu } from '../reference/ops.js';
+import type { ParamDecl } from '../decl.js';
+import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
-import type { Tensor } from '../tensor.js';
 import {
   convMacs,
   decl,
-  fc,
-  gap,
   intSetting,
   mixtureForward,
   posSetting,
   rejectUnknown,
   requireConv,
-  softmaxRows,
 } from './common.js';
-import type { DynamicMethod, DynamicNode } from './registry.js';
+import type { DynamicMethod } from './types.js';
 
 /**
  * DY-Conv settings. `temperature` is the softmax temperature the layer runs at (1 at inference;
@@ -64,22 +60,16 @@ export function dyConvParamCount(
 }
 
 /** Softmax attention `[N, K]` of DY-Conv for a batch (peers.md §3.1). */
-export function dyConvAttention(
-  x: Tensor,
-  w: (name: string) => Tensor,
-  temperature: number,
-): Float32Array {
-  const v = fc(gap(x), w('attention.fc1.weight'), undefined);
-  for (let i = 0; i < v.data.length; i++) v.data[i] = relu(v.data[i]!);
-  const z = fc(v, w('attention.fc2.weight'), w('attention.fc2.bias'));
-  const k = z.shape[1]!;
-  softmaxRows(z.data, x.shape[0]!, k, temperature);
-  return z.data;
+export function dyConvAttention<T>(ops: Ops<T>, x: T, temperature: number): T {
+  const v = ops.relu(ops.linear(ops.globalAvgPool(x), ops.param('attention.fc1.weight')));
+  const z = ops.linear(v, ops.param('attention.fc2.weight'), ops.param('attention.fc2.bias'));
+  return ops.softmax(z, temperature);
 }
 
 /** The DY-Conv method module (kind `dyconv`). */
 export const dyConvMethod: DynamicMethod<DyConvRef> = {
   kind: 'dyconv',
+  textForm: { fields: ['kernels'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['kernels', 'ratio', 'temperature']);
     return {
@@ -89,9 +79,8 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
       temperature: posSetting(where, raw, 'temperature', 1),
     };
   },
-  params(node, inShape): ParamDecl[] {
+  params({ node, settings: m, inShape }): ParamDecl[] {
     const g = requireConv(node, 'dyconv');
-    const m = node.method as DyConvRef;
     const c = inShape[0]!;
     const [kh, kw] = g.kernelSize;
     const f = g.outChannels;
@@ -108,9 +97,8 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
     if (g.bias) out.push(decl('bias', [K, f], { kind: 'const', value: 0 }));
     return out;
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings: m, inShape }, outShape) {
     const g = requireConv(node, 'dyconv');
-    const m = node.method as DyConvRef;
     const [c, h, w] = inShape as [number, number, number];
     const hid = dyConvHidden(c, m.kernels, m.ratio);
     const size = (g.outChannels * c * g.kernelSize[0] * g.kernelSize[1]) / g.groups;
@@ -120,9 +108,9 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
       assembly: m.kernels * size,
     };
   },
-  forward(node: DynamicNode, x, w) {
+  forward(ops, x, { node, settings: m, methodTemperature }) {
     const g = requireConv(node, 'dyconv');
-    const m = node.method as DyConvRef;
-    return mixtureForward(x, g, w, dyConvAttention(x, w, m.temperature), m.kernels);
+    const pi = dyConvAttention(ops, x, methodTemperature ?? m.temperature);
+    return mixtureForward(ops, x, g, pi, m.kernels);
   },
 };

@@ -4,7 +4,7 @@
  * rounding; other nodes and weights pass through unchanged.
  */
 import { KwError } from '../errors.js';
-import { paramTable } from '../params.js';
+import { layerContext, paramTable } from '../params.js';
 import type { ModelSpec, NodeSpec } from '../spec/types.js';
 import { validateSpec } from '../spec/validate.js';
 import type { Tensor, WeightMap } from '../tensor.js';
@@ -29,11 +29,10 @@ export function foldSpec(
   const folded = new Set<string>();
   for (const node of s.nodes) {
     if (node.op === 'dynamicConv2d' || node.op === 'dynamicLinear') {
-      const m = node.method.kind === 'kw' ? undefined : METHODS.get(node.method.kind);
+      const m = METHODS.get(node.method.kind);
       if (m?.fold) {
-        const inShape = table.analyzed.shapes.get(node.inputs[0]!)!;
         const w = (name: string): Tensor => weights.get(`${node.id}.${name}`)!;
-        const r = m.fold(node, inShape, w);
+        const r = m.fold(layerContext(table, node), w);
         if (r.nodes.length === 0 || r.nodes[r.nodes.length - 1]!.id !== node.id) {
           throw new KwError(
             'SPEC_INVALID',

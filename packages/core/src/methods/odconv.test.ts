@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { initWeights } from '../init.js';
+import { ReferenceOps } from '../ops/reference.js';
 import { countParams, paramTable } from '../params.js';
 import { runReference } from '../reference/executor.js';
 import { conv2d } from '../reference/ops.js';
@@ -7,8 +8,8 @@ import { Rng } from '../rng.js';
 import { SpecBuilder } from '../spec/builder.js';
 import { maxRelativeError, type Tensor } from '../tensor.js';
 import { randomInput } from '../testing.js';
-import { odConvAttentions, odConvKernel, odConvParamCount } from './odconv.js';
-import type { DynamicNode } from './registry.js';
+import { type OdConvRef, odConvAttentionValues, odConvKernel, odConvParamCount } from './odconv.js';
+import type { DynamicNode } from './types.js';
 
 function odSpec(
   c: number,
@@ -87,13 +88,16 @@ describe('ODConv (peers.md §4)', () => {
       bias: false,
     };
     const bank = rng.normalArray(3 * 4 * 2 * 9);
+    const t = (data: Float32Array, shape: number[]) => ({ shape, data });
     const ones = {
-      channel: new Float32Array(4).fill(1),
-      filter: new Float32Array(4).fill(1),
-      spatial: new Float32Array(9).fill(1),
-      kernel: new Float32Array([0.2, 0.3, 0.5]),
+      channel: t(new Float32Array(4).fill(1), [1, 4]),
+      filter: t(new Float32Array(4).fill(1), [1, 4]),
+      spatial: t(new Float32Array(9).fill(1), [1, 9]),
+      kernel: t(new Float32Array([0.2, 0.3, 0.5]), [1, 3]),
     };
-    const k = odConvKernel(g, 4, bank, ones, 0);
+    const weight = t(bank, [3, 4, 2, 3, 3]);
+    const ops = new ReferenceOps({ param: () => weight, training: false });
+    const k = odConvKernel(ops, g, 4, 3, ones).data;
     for (let i = 0; i < 72; i++)
       expect(k[i]).toBeCloseTo(0.2 * bank[i]! + 0.3 * bank[72 + i]! + 0.5 * bank[144 + i]!, 5);
   });
@@ -114,7 +118,7 @@ describe('ODConv (peers.md §4)', () => {
           if (mode === 'train' && n === 1) continue; // BatchNorm on [1, A, 1, 1] has one value per channel
           const x = randomInput(rng, [n, c, 5, 4]);
           const got = runReference(spec, w, x, { mode, capture: ['od'] }).get('od')!;
-          const att = odConvAttentions(node, x, get, mode);
+          const att = odConvAttentionValues(node, node.method as OdConvRef, x, get, mode);
           const bank = get('weight').data;
           const size = bank.length / K;
           const per = c * 20;

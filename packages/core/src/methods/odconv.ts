@@ -6,23 +6,24 @@
  * `attention.fc.weight [A, c, 1, 1]`, `attention.bn.*`, `attention.channel_fc.*`,
  * `attention.filter_fc.*`, `attention.spatial_fc.*`, `attention.kernel_fc.*`.
  */
-import { batchNorm, relu } from '../reference/ops.js';
-import type { ConvGeometry, OtherMethodRef } from '../spec/types.js';
+import { ReferenceOps } from '../ops/reference.js';
+import type { Ops } from '../ops/seam.js';
+import type { OtherMethodRef } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
 import {
+  convAttrs,
   convMacs,
   decl,
-  fc,
-  gap,
   intSetting,
-  perSampleConv,
   posSetting,
   rejectUnknown,
   requireConv,
-  sigmoidInPlace,
-  softmaxRows,
 } from './common.js';
-import type { DynamicMethod, DynamicNode } from './registry.js';
+import type { DynamicMethod, DynamicNode } from './types.js';
+
+/** Eps and momentum of the attention BatchNorm (PyTorch defaults). */
+const BN_EPS = 1e-5;
+const BN_MOMENTUM = 0.1;
 
 /**
  * ODConv settings. `temperature` divides all four heads' logits (1 at inference; anneal 30 → 1
@@ -92,91 +93,98 @@ export function odConvParamCount(
   );
 }
 
-/** The four attentions of a batch: `channel [N, c]`, `filter [N, f]`, `spatial [N, kh·kw]`, `kernel [N, K]`. */
-export interface OdConvAttentions {
-  channel: Float32Array;
-  filter: Float32Array;
-  spatial: Float32Array;
-  kernel: Float32Array;
+/** The four attentions of a batch (undefined: a skipped head, ≡ 1): `channel [N, c]`, `filter [N, f]`, `spatial [N, kh·kw]`, `kernel [N, K]`. */
+export interface OdConvAttentions<T> {
+  channel: T;
+  filter: T | undefined;
+  spatial: T | undefined;
+  kernel: T | undefined;
 }
 
-/** Compute the four attentions (skipped heads filled with 1), peers.md §4.1. */
-export function odConvAttentions(
+/** Compute the four attentions, peers.md §4.1: one hidden layer (FC, BatchNorm, ReLU), heads divided by τ. */
+export function odConvAttentions<T>(
+  ops: Ops<T>,
+  x: T,
   node: DynamicNode,
-  x: Tensor,
-  w: (name: string) => Tensor,
-  mode: 'inference' | 'train',
-): OdConvAttentions {
+  m: OdConvRef,
+  c: number,
+  temperature: number,
+): OdConvAttentions<T> {
   const g = requireConv(node, 'odconv');
-  const m = node.method as OdConvRef;
-  const [n, c] = x.shape as [number, number];
-  const f = g.outChannels;
-  const mn = g.kernelSize[0] * g.kernelSize[1];
-  const heads = odConvHeads(c, f, g.groups, g.kernelSize[0], g.kernelSize[1], m.kernels);
-  const z = fc(gap(x), w('attention.fc.weight'), undefined);
-  const a = z.shape[1]!;
-  const bn = batchNorm(
-    { shape: [n, a, 1, 1], data: z.data },
-    w('attention.bn.weight'),
-    w('attention.bn.bias'),
-    w('attention.bn.running_mean'),
-    w('attention.bn.running_var'),
-    1e-5,
-    mode,
-    `node "${node.id}" attention.bn`,
-  );
-  const v: Tensor = { shape: [n, a], data: bn.data.map(relu) };
-  const head = (name: string, size: number, on: boolean, kind: 'sigmoid' | 'softmax') => {
-    if (!on) return new Float32Array(n * size).fill(1);
-    const out = fc(v, w(`attention.${name}.weight`), w(`attention.${name}.bias`)).data;
-    if (kind === 'sigmoid') sigmoidInPlace(out, m.temperature);
-    else softmaxRows(out, n, size, m.temperature);
-    return out;
-  };
+  const [kh, kw] = g.kernelSize;
+  const heads = odConvHeads(c, g.outChannels, g.groups, kh, kw, m.kernels);
+  const z = ops.linear(ops.globalAvgPool(x), ops.param('attention.fc.weight'));
+  const v = ops.relu(ops.batchNorm(z, 'attention.bn', BN_EPS, BN_MOMENTUM));
+  const logits = (name: string) =>
+    ops.linear(v, ops.param(`attention.${name}.weight`), ops.param(`attention.${name}.bias`));
   return {
-    channel: head('channel_fc', c, true, 'sigmoid'),
-    filter: head('filter_fc', f, heads.filter, 'sigmoid'),
-    spatial: head('spatial_fc', mn, heads.spatial, 'sigmoid'),
-    kernel: head('kernel_fc', m.kernels, heads.kernel, 'softmax'),
+    channel: ops.sigmoid(logits('channel_fc'), temperature),
+    filter: heads.filter ? ops.sigmoid(logits('filter_fc'), temperature) : undefined,
+    spatial: heads.spatial ? ops.sigmoid(logits('spatial_fc'), temperature) : undefined,
+    kernel: heads.kernel ? ops.softmax(logits('kernel_fc'), temperature) : undefined,
   };
 }
 
 /**
- * Kernel form for sample b (peers.md §4.1 step 3): `W_b[o, j, m] = α_f[o] · α_c[i(o, j)] ·
- * α_s[m] · Σ_k α_w,k W_k[o, j, m]`, with `i(o, j) = ⌊o/(f/g)⌋·(c/g) + j` the input channel.
+ * The per-sample kernel (peers.md §4.1 step 3): `W_b[o, j, s] = α_f[o] · α_c[i(o, j)] · α_s[s] ·
+ * Σ_k α_w,k W_k[o, j, s]` with `i(o, j) = ⌊o/(f/g)⌋·(c/g) + j`, laid out `[N, g, f/g, c/g, kh·kw]`
+ * so each attention is a broadcast product. Equal to the official form (input scaled by α_c,
+ * output by α_f).
  */
-export function odConvKernel(
-  g: ConvGeometry,
+export function odConvKernel<T>(
+  ops: Ops<T>,
+  g: { outChannels: number; groups: number; kernelSize: readonly [number, number] },
   c: number,
-  bank: Float32Array,
-  att: OdConvAttentions,
-  b: number,
-): Float32Array {
+  K: number,
+  att: OdConvAttentions<T>,
+): T {
   const f = g.outChannels;
-  const cg = c / g.groups;
-  const og = f / g.groups;
+  const groups = g.groups;
   const mn = g.kernelSize[0] * g.kernelSize[1];
-  const size = f * cg * mn;
-  const K = bank.length / size;
-  const out = new Float32Array(size);
-  for (let o = 0; o < f; o++) {
-    for (let j = 0; j < cg; j++) {
-      const i = Math.floor(o / og) * cg + j;
-      const scale = att.filter[b * f + o]! * att.channel[b * c + i]!;
-      for (let s = 0; s < mn; s++) {
-        const idx = (o * cg + j) * mn + s;
-        let acc = 0;
-        for (let k = 0; k < K; k++) acc += att.kernel[b * K + k]! * bank[k * size + idx]!;
-        out[idx] = scale * att.spatial[b * mn + s]! * acc;
-      }
-    }
-  }
-  return out;
+  const cg = c / groups;
+  const og = f / groups;
+  const bank = ops.reshape(ops.param('weight'), [K, f * cg * mn]);
+  // K = 1: the one kernel [1, |W|], broadcast over the batch by the products below
+  const mixed = att.kernel ? ops.matMul(att.kernel, bank) : bank;
+  let scale = ops.reshape(att.channel, [-1, groups, 1, cg, 1]);
+  if (att.filter) scale = ops.mul(ops.reshape(att.filter, [-1, groups, og, 1, 1]), scale);
+  if (att.spatial) scale = ops.mul(scale, ops.reshape(att.spatial, [-1, 1, 1, 1, mn]));
+  return ops.mul(scale, ops.reshape(mixed, [-1, groups, og, cg, mn]));
+}
+
+/**
+ * Reference attentions as Float32Arrays (skipped heads filled with 1), for tests and tools.
+ * `w(name)` returns the node's tensor.
+ */
+export function odConvAttentionValues(
+  node: DynamicNode,
+  settings: OdConvRef,
+  x: Tensor,
+  w: (name: string) => Tensor,
+  mode: 'inference' | 'train',
+): { channel: Float32Array; filter: Float32Array; spatial: Float32Array; kernel: Float32Array } {
+  const g = requireConv(node, 'odconv');
+  const ops = new ReferenceOps({
+    param: w,
+    training: mode === 'train',
+    where: `node "${node.id}"`,
+  });
+  const [n, c] = x.shape as [number, number];
+  const a = odConvAttentions(ops, x, node, settings, c, settings.temperature);
+  const ones = (k: number) => new Float32Array(n * k).fill(1);
+  const mn = g.kernelSize[0] * g.kernelSize[1];
+  return {
+    channel: a.channel.data,
+    filter: a.filter?.data ?? ones(g.outChannels),
+    spatial: a.spatial?.data ?? ones(mn),
+    kernel: a.kernel?.data ?? ones(settings.kernels),
+  };
 }
 
 /** The ODConv method module (kind `odconv`). */
 export const odConvMethod: DynamicMethod<OdConvRef> = {
   kind: 'odconv',
+  textForm: { fields: ['kernels'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['kernels', 'reduction', 'minHidden', 'temperature']);
     return {
@@ -187,9 +195,8 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
       temperature: posSetting(where, raw, 'temperature', 1),
     };
   },
-  params(node, inShape) {
+  params({ node, settings: m, inShape }) {
     const g = requireConv(node, 'odconv');
-    const m = node.method as OdConvRef;
     const c = inShape[0]!;
     const f = g.outChannels;
     const [kh, kw] = g.kernelSize;
@@ -222,9 +229,8 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
     out.push(decl('weight', [m.kernels, f, c / g.groups, kh, kw], fan(f * kh * kw)));
     return out;
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings: m, inShape }, outShape) {
     const g = requireConv(node, 'odconv');
-    const m = node.method as OdConvRef;
     const [c, h, w] = inShape as [number, number, number];
     const f = g.outChannels;
     const [kh, kw] = g.kernelSize;
@@ -243,11 +249,10 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
         (heads.filter ? f * (outShape[1] ?? 1) * (outShape[2] ?? 1) : 0),
     };
   },
-  forward(node, x, w, opts) {
+  forward(ops, x, { node, settings: m, inShape, methodTemperature }) {
     const g = requireConv(node, 'odconv');
-    const att = odConvAttentions(node, x, w, opts.mode);
-    const bank = w('weight').data;
-    const c = x.shape[1]!;
-    return perSampleConv(x, g, (b) => odConvKernel(g, c, bank, att, b));
+    const c = inShape[0]!;
+    const att = odConvAttentions(ops, x, node, m, c, methodTemperature ?? m.temperature);
+    return ops.perSampleConv(x, odConvKernel(ops, g, c, m.kernels, att), convAttrs(g));
   },
 };

@@ -7,11 +7,13 @@
  * `small_conv.bn.*`. Folds exactly (§7.4) to two strips (default) or one K×K kernel.
  */
 import { describeValue, KwError } from '../errors.js';
-import { batchNorm, conv2d } from '../reference/ops.js';
 import type { AddNode, Conv2dNode, OtherMethodRef, Pair } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
 import { decl, intSetting, posSetting, rejectUnknown, requireConv } from './common.js';
-import type { DynamicMethod, DynamicNode, FoldResult } from './registry.js';
+import type { DynamicMethod, DynamicNode, FoldResult } from './types.js';
+
+/** Momentum of the branch BatchNorms in training (PyTorch default). */
+const BN_MOMENTUM = 0.1;
 
 /** SLaK settings. */
 export interface SlakRef extends OtherMethodRef {
@@ -26,9 +28,12 @@ export interface SlakRef extends OtherMethodRef {
 
 const BRANCHES = ['LoRA1', 'LoRA2', 'small_conv'] as const;
 
-function geometry(node: DynamicNode, c: number): { K: number; N: number; small: boolean } {
+function geometry(
+  node: DynamicNode,
+  m: SlakRef,
+  c: number,
+): { K: number; N: number; small: boolean } {
   const g = requireConv(node, 'slak');
-  const m = node.method as SlakRef;
   const [kh, kw] = g.kernelSize;
   const bad = (field: string, want: string, got: unknown) =>
     new KwError(
@@ -59,20 +64,6 @@ function branchShape(b: (typeof BRANCHES)[number], K: number, N: number): Pair {
  */
 export function slakParamCount(c: number, K: number, N = 5): number {
   return 2 * c * K * N + 4 * c + (N < K ? c * N * N + 2 * c : 0);
-}
-
-function dw(x: Tensor, weight: Float32Array, c: number, kp: Pair, bias?: Float32Array): Tensor {
-  return conv2d(
-    x,
-    { shape: [c, 1, kp[0], kp[1]], data: weight },
-    bias ? { shape: [c], data: bias } : undefined,
-    {
-      stride: [1, 1],
-      padding: [(kp[0] - 1) / 2, (kp[1] - 1) / 2],
-      dilation: [1, 1],
-      groups: c,
-    },
-  );
 }
 
 /** BN folded into a depthwise conv: `W·γ/√(var+ε)`, `β − mean·γ/√(var+ε)` (peers.md §7.4). */
@@ -116,6 +107,7 @@ export function addCentred(
 /** The SLaK method module (kind `slak`). */
 export const slakMethod: DynamicMethod<SlakRef> = {
   kind: 'slak',
+  textForm: { fields: ['smallKernel'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['smallKernel', 'eps', 'fold']);
     const n = intSetting(where, raw, 'smallKernel', 5, 1);
@@ -136,9 +128,9 @@ export const slakMethod: DynamicMethod<SlakRef> = {
       );
     return { kind: 'slak', smallKernel: n, eps: posSetting(where, raw, 'eps', 1e-5), fold };
   },
-  params(node, inShape) {
+  params({ node, settings, inShape }) {
     const c = inShape[0]!;
-    const { K, N, small } = geometry(node, c);
+    const { K, N, small } = geometry(node, settings, c);
     const out = [];
     for (const b of BRANCHES) {
       if (b === 'small_conv' && !small) continue;
@@ -152,38 +144,33 @@ export const slakMethod: DynamicMethod<SlakRef> = {
     }
     return out;
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings, inShape }, outShape) {
     const c = inShape[0]!;
-    const { K, N, small } = geometry(node, c);
+    const { K, N, small } = geometry(node, settings, c);
     const plane = (outShape[1] ?? 1) * (outShape[2] ?? 1);
     return { conv: c * plane * (2 * K * N + (small ? N * N : 0)), attention: 0, assembly: 0 };
   },
-  forward(node, x, w, opts) {
-    const c = x.shape[1]!;
-    const { K, N, small } = geometry(node, c);
-    const eps = (node.method as SlakRef).eps;
-    const out = new Float32Array(x.data.length);
+  forward(ops, x, { node, settings, inShape }) {
+    const c = inShape[0]!;
+    const { K, N, small } = geometry(node, settings, c);
+    let out: typeof x | undefined;
     for (const b of BRANCHES) {
       if (b === 'small_conv' && !small) continue;
-      const y = dw(x, w(`${b}.conv.weight`).data, c, branchShape(b, K, N));
-      const z = batchNorm(
-        y,
-        w(`${b}.bn.weight`),
-        w(`${b}.bn.bias`),
-        w(`${b}.bn.running_mean`),
-        w(`${b}.bn.running_var`),
-        eps,
-        opts.mode,
-        `node "${node.id}" ${b}.bn`,
-      );
-      for (let i = 0; i < out.length; i++) out[i]! += z.data[i]!;
+      const kp = branchShape(b, K, N);
+      const y = ops.conv2d(x, ops.param(`${b}.conv.weight`), undefined, {
+        stride: [1, 1],
+        padding: [(kp[0] - 1) / 2, (kp[1] - 1) / 2],
+        dilation: [1, 1],
+        groups: c,
+      });
+      const z = ops.batchNorm(y, `${b}.bn`, settings.eps, BN_MOMENTUM);
+      out = out === undefined ? z : ops.add(out, z);
     }
-    return { shape: [...x.shape], data: out };
+    return out!;
   },
-  fold(node, inShape, w): FoldResult {
+  fold({ node, settings: m, inShape }, w): FoldResult {
     const c = inShape[0]!;
-    const { K, N, small } = geometry(node, c);
-    const m = node.method as SlakRef;
+    const { K, N, small } = geometry(node, m, c);
     const folded = BRANCHES.filter((b) => b !== 'small_conv' || small).map((b) => ({
       b,
       kp: branchShape(b, K, N),

@@ -8,19 +8,12 @@
  * WeightNet layers); here each layer owns one and reads its own input (§5.2 counts it once per block).
  */
 import { KwError } from '../errors.js';
+import { ReferenceOps } from '../ops/reference.js';
+import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
-import {
-  convMacs,
-  decl,
-  fc,
-  gap,
-  intSetting,
-  perSampleConv,
-  rejectUnknown,
-  requireConv,
-  sigmoidInPlace,
-} from './common.js';
-import type { DynamicMethod, DynamicNode } from './registry.js';
+import type { Tensor } from '../tensor.js';
+import { convAttrs, convMacs, decl, intSetting, rejectUnknown, requireConv } from './common.js';
+import type { DynamicMethod, DynamicNode } from './types.js';
 
 /** WeightNet settings (official M = G = 2, §5.2). */
 export interface WeightNetRef extends OtherMethodRef {
@@ -43,9 +36,8 @@ interface Layout {
   cg: number;
 }
 
-function layout(node: DynamicNode, c: number): Layout {
+function layout(node: DynamicNode, { M, G }: WeightNetRef, c: number): Layout {
   const g = requireConv(node, 'weightnet');
-  const { M, G } = node.method as WeightNetRef;
   const [kh, kw] = g.kernelSize;
   const f = g.outChannels;
   const depthwise = g.groups === c && f === c;
@@ -91,9 +83,19 @@ export function weightNetParamCount(
 }
 
 /**
- * Generate the flattened kernel of sample b from α (`[N, T·λ]`) and FC2 (`[T·S, λ]`):
- * output r of group t = ⌊r/S⌋ is `Σ_u FC2[r, u] · α[t·λ + u]` (peers.md §5.1 step 2).
+ * The grouped FC2 (peers.md §5.1): `alpha [N, T·λ]` and `fc2 [T·S, λ, 1, 1]` give the per-sample
+ * kernels `[N, T, S, 1]` (OIHW order): group t reads `alpha[t·λ .. t·λ+λ)` and writes S entries.
  */
+export function weightNetKernels<T>(
+  ops: Ops<T>,
+  alpha: T,
+  l: { T: number; S: number; lambda: number },
+): T {
+  const fc2 = ops.reshape(ops.param('wn_fc2.weight'), [l.T, l.S, l.lambda]);
+  return ops.matMul(fc2, ops.reshape(alpha, [-1, l.T, l.lambda, 1]));
+}
+
+/** {@link weightNetKernels} for sample `b` of Float32Array `alpha` (a hand-checkable form). */
 export function weightNetKernel(
   alpha: Float32Array,
   fc2: Float32Array,
@@ -102,20 +104,19 @@ export function weightNetKernel(
   S: number,
   lambda: number,
 ): Float32Array {
-  const out = new Float32Array(T * S);
-  const aOff = b * T * lambda;
-  for (let r = 0; r < T * S; r++) {
-    const t = Math.floor(r / S);
-    let s = 0;
-    for (let u = 0; u < lambda; u++) s += fc2[r * lambda + u]! * alpha[aOff + t * lambda + u]!;
-    out[r] = s;
-  }
-  return out;
+  const w = { shape: [T * S, lambda, 1, 1], data: fc2 };
+  const ops = new ReferenceOps({ param: () => w, training: false });
+  const a: Tensor = {
+    shape: [1, T * lambda],
+    data: alpha.slice(b * T * lambda, (b + 1) * T * lambda),
+  };
+  return weightNetKernels(ops, a, { T, S, lambda }).data;
 }
 
 /** The WeightNet method module (kind `weightnet`). */
 export const weightNetMethod: DynamicMethod<WeightNetRef> = {
   kind: 'weightnet',
+  textForm: { fields: ['M', 'G'] },
   normalize(where, raw) {
     rejectUnknown(where, raw, ['M', 'G']);
     return {
@@ -124,10 +125,10 @@ export const weightNetMethod: DynamicMethod<WeightNetRef> = {
       G: intSetting(where, raw, 'G', 2, 1),
     };
   },
-  params(node, inShape) {
+  params({ node, settings, inShape }) {
     const g = requireConv(node, 'weightnet');
     const c = inShape[0]!;
-    const l = layout(node, c);
+    const l = layout(node, settings, c);
     if (g.bias)
       throw new KwError(
         'SPEC_BAD_FIELD',
@@ -147,23 +148,22 @@ export const weightNetMethod: DynamicMethod<WeightNetRef> = {
       decl('wn_fc2.weight', [l.T * l.S, l.lambda, 1, 1], n(1 / l.S)),
     ];
   },
-  macs(node, inShape, outShape) {
+  macs({ node, settings, inShape }, outShape) {
     const g = requireConv(node, 'weightnet');
     const [c, h, w] = inShape as [number, number, number];
-    const l = layout(node, c);
+    const l = layout(node, settings, c);
     return {
       conv: convMacs(g, c, outShape),
       attention: c * h * w + c * l.cg + l.cg * l.T * l.lambda,
       assembly: l.T * l.S * l.lambda,
     };
   },
-  forward(node, x, w) {
+  forward(ops, x, { node, settings, inShape }) {
     const g = requireConv(node, 'weightnet');
-    const l = layout(node, x.shape[1]!);
-    const xg = fc(gap(x), w('reduce.weight'), w('reduce.bias'));
-    const alpha = fc(xg, w('wn_fc1.weight'), w('wn_fc1.bias')).data;
-    sigmoidInPlace(alpha);
-    const fc2 = w('wn_fc2.weight').data;
-    return perSampleConv(x, g, (b) => weightNetKernel(alpha, fc2, b, l.T, l.S, l.lambda));
+    const l = layout(node, settings, inShape[0]!);
+    const pooled = ops.globalAvgPool(x);
+    const xg = ops.linear(pooled, ops.param('reduce.weight'), ops.param('reduce.bias'));
+    const alpha = ops.sigmoid(ops.linear(xg, ops.param('wn_fc1.weight'), ops.param('wn_fc1.bias')));
+    return ops.perSampleConv(x, weightNetKernels(ops, alpha, l), convAttrs(g));
   },
 };

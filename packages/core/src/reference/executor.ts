@@ -4,12 +4,12 @@
  */
 import { KwError } from '../errors.js';
 import { METHODS } from '../methods/registry.js';
-import { paramTable } from '../params.js';
+import { ReferenceOps } from '../ops/reference.js';
+import { layerContext, paramTable } from '../params.js';
 import type { NodeSpec } from '../spec/types.js';
 import { INPUT } from '../spec/types.js';
 import type { Tensor, WeightMap } from '../tensor.js';
 import { checkWeights } from '../weights/check.js';
-import { kwForward } from './kw.js';
 import {
   add,
   batchNorm,
@@ -184,25 +184,18 @@ function runNode(
       return x;
     case 'dynamicConv2d':
     case 'dynamicLinear': {
-      if (node.method.kind === 'kw') {
-        const layer = table.kw.layers.get(node.id)!;
-        const wh = table.kw.warehouses.find((q) => q.id === layer.warehouse)!;
-        const geometry =
-          node.op === 'dynamicConv2d'
-            ? node
-            : {
-                stride: [1, 1] as [number, number],
-                padding: [0, 0] as [number, number],
-                dilation: [1, 1] as [number, number],
-                groups: 1,
-              };
-        return kwForward(layer, wh, x, w, weights.get(`warehouses.${wh.id}`)!, geometry, {
-          mode,
-          temperature: tau,
-        });
-      }
-      const method = METHODS.get(node.method.kind)!;
-      return method.forward(node, x, w, { mode, temperature: tau });
+      const ops = new ReferenceOps({
+        param: (name) => weights.get(`${node.id}.${name}`),
+        shared: (name) => weights.get(name),
+        training: mode === 'train',
+        where: `node "${node.id}"`,
+      });
+      return METHODS.get(node.method.kind)!.forward(ops, x, {
+        ...layerContext(table, node),
+        outShape: table.analyzed.shapes.get(node.id)!,
+        temperature: tau,
+        methodTemperature: undefined,
+      });
     }
   }
 }

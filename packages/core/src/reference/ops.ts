@@ -3,6 +3,7 @@
  * accumulation), not speed. Every backend is tested against these.
  */
 import { KwError } from '../errors.js';
+import { convOutputLength } from '../ops/seam.js';
 import type { Pair } from '../spec/types.js';
 import { numel, type Tensor } from '../tensor.js';
 
@@ -14,9 +15,7 @@ export interface Conv2dParams {
   groups: number;
 }
 
-function outSize(size: number, k: number, s: number, p: number, d: number): number {
-  return Math.floor((size + 2 * p - d * (k - 1) - 1) / s) + 1;
-}
+const outSize = convOutputLength;
 
 /**
  * One image: x `[C, H, W]` (at `xOff` in `x`), weight `[O, C/g, kh, kw]`, writes

@@ -1,5 +1,6 @@
 import { describeValue, KwError } from '../errors.js';
 import { METHODS } from '../methods/registry.js';
+import { convOutputLength } from '../ops/seam.js';
 import {
   INPUT,
   type KwWarehouseSpec,
@@ -201,10 +202,6 @@ function bool(where: string, field: string, v: unknown, dflt: boolean): boolean 
   return v;
 }
 
-function convOut(size: number, k: number, s: number, p: number, d: number): number {
-  return Math.floor((size + 2 * p - d * (k - 1) - 1) / s) + 1;
-}
-
 function normalizeWarehouse(raw: unknown, i: number): KwWarehouseSpec {
   const where = `warehouses[${i}]`;
   if (!isObj(raw)) fail('SPEC_INVALID', where, `must be an object, found ${describeValue(raw)}`);
@@ -349,8 +346,9 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
 
   const usedWarehouses = new Set<string>();
   for (const n of nodes) {
-    if ((n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') && n.method.kind === 'kw') {
-      usedWarehouses.add(n.method.warehouse as string);
+    if (n.op === 'dynamicConv2d' || n.op === 'dynamicLinear') {
+      const group = METHODS.get(n.method.kind)?.groupOf?.(n.method);
+      if (group !== undefined) usedWarehouses.add(group);
     }
   }
   for (const w of warehouses) {
@@ -459,8 +457,8 @@ function normalizeNode(
           },
         );
       }
-      const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], dilation[0]);
-      const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], dilation[1]);
+      const h = convOutputLength(x[1]!, kernelSize[0], stride[0], padding[0], dilation[0]);
+      const w = convOutputLength(x[2]!, kernelSize[1], stride[1], padding[1], dilation[1]);
       if (h < 1 || w < 1) {
         fail(
           'SPEC_SHAPE',
@@ -558,8 +556,8 @@ function normalizeNode(
           `padding ${padding.join('x')} must be at most half the kernel ${kernelSize.join('x')}`,
         );
       }
-      const h = convOut(x[1]!, kernelSize[0], stride[0], padding[0], 1);
-      const w = convOut(x[2]!, kernelSize[1], stride[1], padding[1], 1);
+      const h = convOutputLength(x[1]!, kernelSize[0], stride[0], padding[0], 1);
+      const w = convOutputLength(x[2]!, kernelSize[1], stride[1], padding[1], 1);
       if (h < 1 || w < 1)
         fail('SPEC_SHAPE', where, `pool output would be ${h}x${w} for a ${x[1]}x${x[2]} input`);
       node = { id, op, inputs, kernelSize, stride, padding };
@@ -635,24 +633,13 @@ function methodRef(where: string, raw: unknown, whIds: Set<string>) {
       where,
       `field "method" must be an object like {"kind": "kw", "warehouse": "stage0"}, found ${describeValue(raw)}`,
     );
-  if (raw.kind === 'kw') {
-    if (typeof raw.warehouse !== 'string' || !whIds.has(raw.warehouse)) {
-      fail(
-        'SPEC_UNKNOWN_WAREHOUSE',
-        where,
-        `method.warehouse ${describeValue(raw.warehouse)} is not one of the spec's warehouses [${[...whIds].join(', ')}]`,
-        { field: 'method.warehouse', actual: raw.warehouse },
-      );
-    }
-    return { kind: 'kw' as const, warehouse: raw.warehouse };
-  }
   const method = typeof raw.kind === 'string' ? METHODS.get(raw.kind) : undefined;
   if (!method) {
     fail(
       'SPEC_UNKNOWN_METHOD',
       where,
-      `method.kind ${describeValue(raw.kind)} is not a known method; known: kw${[...METHODS.keys()].map((k) => `, ${k}`).join('')}`,
+      `method.kind ${describeValue(raw.kind)} is not a known method; known: ${[...METHODS.keys()].join(', ')}`,
     );
   }
-  return method.normalize(where, raw);
+  return method.normalize(where, raw, { warehouses: whIds });
 }

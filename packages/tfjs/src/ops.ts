@@ -1,0 +1,189 @@
+/**
+ * The TensorFlow.js implementation of core's op seam: differentiable tf ops. Images are NHWC
+ * and kernels arrive OIHW; the layout change happens here (in the image ops) and nowhere else.
+ * Backend paths kept behind the seam: the per-sample loop of {@link perSampleConv}, grouped and
+ * depthwise convs of `groupedConv`, and the global average pool as two one-axis means.
+ */
+import { type ConvAttrs, KwError, type Ops, type SampleBias } from '@kernelwarehouse/core';
+import * as tf from '@tensorflow/tfjs';
+import {
+  batchNormLast,
+  groupedConv,
+  layerNormLast,
+  oihwBatchToHwio,
+  oihwToHwio,
+  perSampleConv,
+} from './layers.js';
+
+function broadcastBatch(a: readonly number[], b: readonly number[]): number[] | undefined {
+  const r = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const x = a[a.length - r + i] ?? 1;
+    const y = b[b.length - r + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) return undefined;
+    out.push(Math.max(x, y));
+  }
+  return out;
+}
+
+/** {@link Ops} over `tf.Tensor`, bound to one layer call. */
+export class TfOps implements Ops<tf.Tensor> {
+  constructor(
+    private readonly vars: ReadonlyMap<string, tf.LayerVariable>,
+    private readonly sharedTensors: ReadonlyMap<string, tf.Tensor>,
+    readonly training: boolean,
+    private readonly where: string,
+  ) {}
+
+  param(name: string): tf.Tensor {
+    const v = this.vars.get(name);
+    if (!v) throw new KwError('WEIGHTS_MISSING', `${this.where}: missing tensor "${name}"`);
+    return v.read();
+  }
+
+  shared(name: string): tf.Tensor {
+    const t = this.sharedTensors.get(name);
+    if (!t) throw new KwError('WEIGHTS_MISSING', `${this.where}: missing shared tensor "${name}"`);
+    return t;
+  }
+
+  constant(data: Float32Array, shape: number[]): tf.Tensor {
+    return tf.tensor(data, shape);
+  }
+
+  reshape(t: tf.Tensor, shape: number[]): tf.Tensor {
+    return tf.reshape(t, shape);
+  }
+
+  transpose(t: tf.Tensor, perm: number[]): tf.Tensor {
+    return tf.transpose(t, perm);
+  }
+
+  slice(t: tf.Tensor, axis: number, start: number, end: number): tf.Tensor {
+    const begin = t.shape.map(() => 0);
+    const size = t.shape.map(() => -1);
+    begin[axis] = start;
+    size[axis] = end - start;
+    return tf.slice(t, begin, size);
+  }
+
+  concat(ts: tf.Tensor[], axis: number): tf.Tensor {
+    return ts.length === 1 ? ts[0]! : tf.concat(ts, axis);
+  }
+
+  add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.add(a, b);
+  }
+
+  mul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.mul(a, b);
+  }
+
+  div(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.div(a, b);
+  }
+
+  addScalar(t: tf.Tensor, s: number): tf.Tensor {
+    return tf.add(t, s);
+  }
+
+  mulScalar(t: tf.Tensor, s: number): tf.Tensor {
+    return tf.mul(t, s);
+  }
+
+  abs(t: tf.Tensor): tf.Tensor {
+    return tf.abs(t);
+  }
+
+  relu(t: tf.Tensor): tf.Tensor {
+    return tf.relu(t);
+  }
+
+  sigmoid(t: tf.Tensor, temperature = 1): tf.Tensor {
+    return tf.sigmoid(temperature === 1 ? t : tf.div(t, temperature));
+  }
+
+  softmax(t: tf.Tensor, temperature = 1): tf.Tensor {
+    return tf.softmax(temperature === 1 ? t : tf.div(t, temperature));
+  }
+
+  sum(t: tf.Tensor, axis: number, keepDims: boolean): tf.Tensor {
+    return tf.sum(t, axis, keepDims);
+  }
+
+  matMul(a: tf.Tensor, b: tf.Tensor, transB = false): tf.Tensor {
+    if (b.rank === 2 && a.rank > 2) {
+      // one matrix for every leading index of a: one 2-D product, no broadcast copies of b
+      const k = a.shape[a.rank - 1]!;
+      const y = tf.matMul(tf.reshape(a, [-1, k]) as tf.Tensor2D, b as tf.Tensor2D, false, transB);
+      return tf.reshape(y, [...a.shape.slice(0, -1), y.shape[1]!]);
+    }
+    const ba = a.shape.slice(0, -2);
+    const bb = b.shape.slice(0, -2);
+    if (ba.length !== bb.length || ba.some((d, i) => d !== bb[i])) {
+      const batch = broadcastBatch(ba, bb);
+      if (!batch) {
+        throw new KwError(
+          'TENSOR_SHAPE',
+          `matMul: batch dims [${ba.join(', ')}] and [${bb.join(', ')}] do not broadcast`,
+        );
+      }
+      a = tf.broadcastTo(a, [...batch, ...a.shape.slice(-2)]);
+      b = tf.broadcastTo(b, [...batch, ...b.shape.slice(-2)]);
+    }
+    return tf.matMul(a, b, false, transB);
+  }
+
+  linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+    const w2 = tf.reshape(weight, [weight.shape[0]!, -1]) as tf.Tensor2D;
+    const y = tf.matMul(x as tf.Tensor2D, w2, false, true);
+    return bias ? tf.add(y, bias) : y;
+  }
+
+  batchNorm(x: tf.Tensor, prefix: string, eps: number, momentum: number): tf.Tensor {
+    // one value per channel (batch 1 of [N, C]) has no batch statistics: use the running ones
+    const count = x.size / x.shape[x.shape.length - 1]!;
+    return batchNormLast(x, this.vars, prefix, eps, momentum, this.training && count > 1);
+  }
+
+  layerNorm(x: tf.Tensor, prefix: string, eps: number): tf.Tensor {
+    return layerNormLast(x, this.param(`${prefix}.weight`), this.param(`${prefix}.bias`), eps);
+  }
+
+  globalAvgPool(x: tf.Tensor): tf.Tensor {
+    // two one-axis means: the wasm backend's one-shot mean over H*W rounds ~5x worse, and an
+    // attention BatchNorm, which subtracts nearly equal numbers, amplifies that rounding
+    return tf.mean(tf.mean(x, 1), 1);
+  }
+
+  conv2d(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | undefined, a: ConvAttrs): tf.Tensor {
+    const y = groupedConv(
+      x as tf.Tensor4D,
+      oihwToHwio(weight),
+      a.groups,
+      a.stride,
+      a.padding,
+      a.dilation,
+    );
+    return bias ? tf.add(y, bias) : y;
+  }
+
+  perSampleConv(
+    x: tf.Tensor,
+    kernels: tf.Tensor,
+    a: ConvAttrs & { outChannels: number; kernelSize: [number, number] },
+    bias?: SampleBias<tf.Tensor>,
+  ): tf.Tensor {
+    const ig = x.shape[3]! / a.groups;
+    const k = oihwBatchToHwio(kernels, a.outChannels, ig, a.kernelSize[0], a.kernelSize[1]);
+    const y = perSampleConv(x, k, a);
+    if (!bias) return y;
+    if ('shared' in bias) return tf.add(y, bias.shared);
+    return tf.add(y, tf.reshape(bias.perSample, [-1, 1, 1, a.outChannels]));
+  }
+
+  scaleChannels(x: tf.Tensor, s: tf.Tensor): tf.Tensor {
+    return tf.mul(x, tf.reshape(s, [-1, 1, 1, x.shape[3]!]));
+  }
+}
