@@ -10,8 +10,8 @@ import { convnext_tiny, slak_tiny } from './convnext.js';
 import { mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
 import { resnet8Cifar, resnet18, resnet20Cifar, resnet50 } from './resnet.js';
 
-export type { ConvRole, MethodOption, ModelOptions } from './common.js';
-export { makeDivisible, methodRef } from './common.js';
+export type { ConvRole, MethodOption, ModelOptions, StemOption } from './common.js';
+export { makeDivisible, methodRef, SMALL_INPUT_MAX_PX } from './common.js';
 export { convnext_tiny, SLAK_T, slak_tiny } from './convnext.js';
 export { mobilenetv2, mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
 export {
