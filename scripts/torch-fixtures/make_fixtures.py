@@ -177,11 +177,16 @@ def checkpoint_fixture(official, out, name, model, x, gen, full=False):
     scaler._scaler = types.SimpleNamespace(state_dict=lambda: {
         'scale': 65536.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
         '_growth_tracker': 17})
-    args = argparse.Namespace(model=name, batch_size=128, epochs=300, lr=4e-3, output_dir=out,
+    # save_model writes <output_dir>/checkpoint-<epoch>.pth; a relative '.' keeps the pickled
+    # args free of this machine's paths (and the fixture byte-identical on regeneration)
+    here = os.getcwd()
+    os.chdir(out)
+    args = argparse.Namespace(model=name, batch_size=128, epochs=300, lr=4e-3, output_dir='.',
                               save_ckpt_num=3, save_ckpt_freq=1, temp_epoch=20, temp_init_value=1.0,
                               model_ema=True, model_ema_decay=0.9999, input_size=int(x.shape[-1]))
     utils.save_model(args=args, epoch=7, model=model, model_without_ddp=model, optimizer=optimizer,
                      loss_scaler=scaler, model_ema=ema)
+    os.chdir(here)
     os.replace(os.path.join(out, 'checkpoint-7.pth'), os.path.join(out, f'{name}.pth'))
     write_safetensors(os.path.join(out, f'{name}.io.safetensors'), {
         'input': x, 'output': outputs(model, x), 'output_ema': outputs(ema.module, x)})
@@ -197,6 +202,7 @@ def main():
     stub_modules()
     sys.path.insert(0, os.path.abspath(a.official))
     os.makedirs(a.out, exist_ok=True)
+    a.out = os.path.abspath(a.out)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     from models.kw1d2x_mobilenetv2 import KW1d2x_MobileNetV2
@@ -283,7 +289,16 @@ def main():
     # 5. the legacy (non-zip) format, which must be refused by name
     torch.save({'w': torch.zeros(2)}, os.path.join(a.out, 'legacy.pth'), _use_new_zipfile_serialization=False)
 
-    # 6. a pickle that names os.system (it is never loaded by anything here; the reader must refuse it)
+    # 6. the tiny checkpoint the package README reads (shipped in the package as examples/)
+    from collections import OrderedDict
+    w = torch.tensor([[0.5, -1.0, 2.0], [0.25, 0.0, -0.75]])
+    tiny = {'model': OrderedDict([('fc.weight', w), ('fc.bias', torch.tensor([0.1, -0.2]))]),
+            'model_ema': OrderedDict([('fc.weight', w / 2), ('fc.bias', torch.tensor([0.05, -0.1]))]),
+            'optimizer': {'state': {}, 'param_groups': [{'lr': 0.1, 'params': [0, 1]}]},
+            'epoch': 3, 'args': argparse.Namespace(model='tiny', lr=0.1)}
+    torch.save(tiny, os.path.join(a.out, 'tiny_checkpoint.pth'))
+
+    # 7. a pickle that names os.system (it is never loaded by anything here; the reader must refuse it)
     class Evil:
         def __reduce__(self):
             return (os.system, ('echo this must never run',))
