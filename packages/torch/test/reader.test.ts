@@ -380,4 +380,75 @@ describe('hostile files are refused by name', () => {
       fuzz(14, 2000),
     );
   });
+
+  it('random sequences of the opcodes torch.save uses (tensors, storages, memo) only give KwErrors', () => {
+    const ops: Uint8Array[] = [
+      pk(0x28),
+      pk(0x29),
+      pk(0x5d),
+      pk(0x7d),
+      pk(0x4e),
+      pk(0x88),
+      pk(0x89),
+      pk(0x4b, 2),
+      pk(0x4b, 0),
+      pk(0x4a, u32(0xffffffff)),
+      pk(0x8a, 1, 0xff),
+      str('0'),
+      str('storage'),
+      str('cpu'),
+      str('w'),
+      pk(0x71, 1),
+      pk(0x68, 1),
+      pk(0x71, 2),
+      pk(0x68, 2),
+      pk(0x94),
+      pk(0x61),
+      pk(0x65),
+      pk(0x73),
+      pk(0x75),
+      pk(0x74),
+      pk(0x85),
+      pk(0x86),
+      pk(0x87),
+      pk(0x52),
+      pk(0x62),
+      pk(0x81),
+      pk(0x51),
+      pk(0x30),
+      pk(0x31),
+      pk(0x32),
+      pk(0x8f),
+      pk(0x90),
+      pk(0x91),
+      pk(0x93),
+      glob('torch._utils', '_rebuild_tensor_v2'),
+      glob('torch', 'FloatStorage'),
+      glob('torch', 'HalfStorage'),
+      glob('collections', 'OrderedDict'),
+      glob('argparse', 'Namespace'),
+      glob('torch._utils', '_rebuild_parameter'),
+      glob('_codecs', 'encode'),
+    ];
+    const storage = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
+    fc.assert(
+      fc.property(fc.array(fc.nat({ max: ops.length - 1 }), { maxLength: 60 }), (picks) => {
+        const body = picks.map((i) => ops[i]!);
+        const p = pk(0x80, 2, ...body, 0x2e);
+        try {
+          const f = readPth(
+            zip([
+              ['a/data.pkl', p],
+              ['a/data/0', storage],
+              ['a/data/2', storage],
+            ]),
+          );
+          extractStateDict(f.root);
+        } catch (e) {
+          if (!(e instanceof KwError)) throw e;
+        }
+      }),
+      fuzz(15, 3000),
+    );
+  });
 });
