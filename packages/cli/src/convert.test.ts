@@ -2,7 +2,7 @@
 // official code, see scripts/torch-fixtures/make_fixtures.py): detection of the container and
 // the naming, what is printed, the small-input stem guard, and the ONNX output against PyTorch's
 // own output on the same input (max |err| / max |out| < 1e-4).
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors, type Tensor } from '@kernelwarehouse/core';
@@ -144,5 +144,27 @@ describe('kw convert / kw export --weights with official checkpoints', () => {
       2,
     );
     expect((await run('convert', '--model', ...model, '--out', 'x')).err).toMatch(/input file/);
+  });
+});
+
+describe('kw export --weights with files that are not what their name says', () => {
+  it('a .pth that is not a torch.save zip, and the legacy format, are refused as such', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kw-convert-bad-'));
+    const bad = join(dir, 'model.pth');
+    writeFileSync(bad, 'not a checkpoint');
+    const r = await run('export', ...model, '--weights', bad, '--out', join(dir, 'x.onnx'));
+    expect([r.code, r.err]).toEqual([
+      1,
+      'kw export: [PTH_FORMAT] not a torch.save zip file (starts with 6e 6f 74 20)\n',
+    ]);
+    const legacy = await run(
+      'export',
+      ...model,
+      '--weights',
+      join(fixtures, 'legacy.pth'),
+      '--out',
+      join(dir, 'x.onnx'),
+    );
+    expect(legacy.err).toMatch(/PTH_FORMAT.*legacy torch\.save format/);
   });
 });

@@ -8,6 +8,7 @@
 export {
   type CheckpointReport,
   detectNaming,
+  formatFromName,
   type LoadCheckpointOptions,
   loadCheckpoint,
 } from './load.js';

@@ -22,6 +22,18 @@ export interface LoadCheckpointOptions {
   ema?: boolean;
   /** Take this checkpoint key (overrides `ema`). */
   key?: string;
+  /**
+   * The container, when known from the file name (`.pth`, `.pt`, `.ckpt` -> `'pth'`): a file
+   * that is not one then fails as such (PTH_FORMAT) instead of as the other. Default: detected.
+   */
+  format?: 'pth' | 'safetensors';
+}
+
+/** The container a file name suggests: `.pth`, `.pt`, `.ckpt`, `.tar` -> pth; `.safetensors`. */
+export function formatFromName(name: string): 'pth' | 'safetensors' | undefined {
+  if (/\.(pth|pt|ckpt|tar)$/i.test(name)) return 'pth';
+  if (/\.safetensors$/i.test(name)) return 'safetensors';
+  return undefined;
 }
 
 /** What {@link loadCheckpoint} read. */
@@ -75,7 +87,11 @@ export function loadCheckpoint(
   options: LoadCheckpointOptions = {},
 ): { weights: WeightMap; report: CheckpointReport } {
   const key = options.key ?? (options.ema ? 'model_ema' : undefined);
-  if (looksLikeZip(bytes) || (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! <= 5)) {
+  const pth =
+    options.format === 'pth' ||
+    (options.format === undefined &&
+      (looksLikeZip(bytes) || (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! <= 5)));
+  if (pth) {
     const file = readPth(bytes);
     const sd = extractStateDict(file.root, key === undefined ? {} : { key });
     const naming = detectNaming(sd.tensors.keys());

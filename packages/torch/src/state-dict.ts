@@ -83,12 +83,16 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
     sd = root;
   } else {
     const found = STATE_DICT_KEYS.find((k) => isStateDict(root.get(k)));
-    if (!found)
+    if (!found) {
+      const module = STATE_DICT_KEYS.find((k) => root.get(k) instanceof PickleObject);
       throw new KwError(
         'PTH_NO_STATE_DICT',
-        `no state_dict under ${STATE_DICT_KEYS.join(', ')} and the root is not one; its keys: ${keys.slice(0, 20).join(', ')}`,
+        module
+          ? `"${module}" holds a ${describe(root.get(module))} (a whole pickled nn.Module is not read: save model.state_dict())`
+          : `no state_dict under ${STATE_DICT_KEYS.join(', ')} and the root is not one; its keys: ${keys.slice(0, 20).join(', ')}`,
         { keys },
       );
+    }
     key = found;
     sd = root.get(found) as Map<unknown, unknown>;
   }

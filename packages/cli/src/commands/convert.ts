@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { exportOfficialStateDict, saveWeights, writeSafetensors } from '@kernelwarehouse/core';
-import { type CheckpointReport, loadCheckpoint } from '@kernelwarehouse/torch';
+import { type CheckpointReport, formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel, type StemOption } from '@kernelwarehouse/zoo';
 import { readFileBytes, writeFileAtomic } from '../fsio.js';
 import { type Io, UsageError } from '../io.js';
@@ -91,6 +91,7 @@ export function convertCommand(args: string[], io: Io): number {
   const spec = createModel(id, { budget, classes, width, inputShape, stem });
   const { weights, report } = loadCheckpoint(spec, readFileBytes(input), {
     ema: values.ema === true,
+    format: formatFromName(input),
   });
   const out = values.out as string;
   const official = to === 'official' ? exportOfficialStateDict(spec, weights) : null;

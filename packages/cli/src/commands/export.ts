@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { initWeights, saveWeights } from '@kernelwarehouse/core';
 import { toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
-import { loadCheckpoint } from '@kernelwarehouse/torch';
+import { formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel } from '@kernelwarehouse/zoo';
 import { readFileBytes, writeFileAtomic } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
@@ -72,6 +72,7 @@ export function exportCommand(args: string[], io: Io): number {
   if (values.weights) {
     const r = loadCheckpoint(spec, readFileBytes(values.weights as string), {
       ema: values.ema === true,
+      format: formatFromName(values.weights as string),
     });
     weights = r.weights;
     loaded = `${describeLoad(values.weights as string, r.report)}\n`;
