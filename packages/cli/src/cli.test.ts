@@ -139,7 +139,7 @@ describe('kw models and the binary', () => {
   });
 
   it('kw <command> --help prints the usage of that command (exit 0); kw alone prints all (exit 2)', async () => {
-    for (const c of ['train', 'plan', 'export', 'onnx-info', 'models']) {
+    for (const c of ['train', 'plan', 'export', 'onnx-info', 'models', 'convert']) {
       const r = await run(c, '--help');
       expect(r.code, c).toBe(0);
       expect(r.out, c).toMatch(new RegExp(`^usage: kw ${c}`));
@@ -147,7 +147,7 @@ describe('kw models and the binary', () => {
     expect((await run('train', '-h')).out).toMatch(/--preset paper-direction/);
     const all = await run();
     expect(all.code).toBe(2);
-    expect(all.out.split('\n').filter((l) => l.startsWith('  kw '))).toHaveLength(5);
+    expect(all.out.split('\n').filter((l) => l.startsWith('  kw '))).toHaveLength(6);
   });
 
   it('bin/kw.js runs as a process with the same exit codes', () => {

@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 import { KwError } from '@kernelwarehouse/core';
+import { CONVERT_HELP, convertCommand } from './commands/convert.js';
 import { exportCommand } from './commands/export.js';
 import { modelsCommand } from './commands/models.js';
 import { onnxInfoCommand } from './commands/onnx-info.js';
@@ -35,6 +36,7 @@ export const COMMANDS: Record<string, Command> = {
     help: 'kw export <model> [--budget B] [--classes N] [--input HxWxC] [--weights w.safetensors | --seed S] [--weights-out w.safetensors] [--temperature T] --out model.onnx',
   },
   'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
+  convert: { run: convertCommand, help: CONVERT_HELP },
   train: {
     run: trainCommand,
     help: 'kw train [--model resnet8_cifar] [--width W] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--methods plain,kw:1x,kw:1/2x,odconv:4,... | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--seeds 1] [--checkpoint-every 50] [--bn-passes 32] [--out DIR] [--resume [RUN_DIR]] [--preset paper-direction (width-4 ResNet-8, 3 seeds, ~1 h on 2 cores)]',

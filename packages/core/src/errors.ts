@@ -33,6 +33,15 @@ export const KW_ERROR_CODES = [
   'SAFETENSORS_HEADER',
   'SAFETENSORS_OFFSETS',
   'SAFETENSORS_DTYPE',
+  'WEIGHTS_STEM',
+  // PyTorch .pth checkpoints (@kernelwarehouse/torch)
+  'PTH_FORMAT',
+  'PTH_ZIP',
+  'PTH_PICKLE',
+  'PTH_UNSAFE_GLOBAL',
+  'PTH_LIMIT',
+  'PTH_TENSOR',
+  'PTH_NO_STATE_DICT',
   // tensors handed to an executor
   'TENSOR_SHAPE',
   'TENSOR_DTYPE',
@@ -91,6 +100,22 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   SAFETENSORS_OFFSETS:
     'Tensor byte ranges are out of bounds, overlap, leave gaps, or disagree with dtype and shape.',
   SAFETENSORS_DTYPE: 'A tensor has a dtype this reader does not know.',
+  WEIGHTS_STEM:
+    'Official (ImageNet-stem) weights were given to a small-input variant: the zoo builds a different stem for inputs of 64 px or less, so the weights would not fit (or, for MobileNetV2, would load into a different network). Use an input of 65 px or more, or keep the input and build the ImageNet stem (`--stem imagenet`, zoo option `stem: "imagenet"`).',
+  PTH_FORMAT:
+    'The file is not a zip-format torch.save checkpoint: the legacy (pre-1.6, `_use_new_zipfile_serialization=False`) format, a TorchScript archive, or not a PyTorch file at all. Re-save it with a current `torch.save`, or export a safetensors file.',
+  PTH_ZIP:
+    'The zip container is damaged or hostile: a record out of bounds, sizes that disagree, overlapping entries, a compressed or encrypted entry (torch.save stores entries uncompressed), or a duplicate name.',
+  PTH_PICKLE:
+    'The pickle stream is malformed: an opcode this restricted reader does not know, a truncated argument, a stack or memo reference that does not exist.',
+  PTH_UNSAFE_GLOBAL:
+    'The pickle names a global that runs code or touches the system (`os.system`, `builtins.eval`, `subprocess.*`, ...). Nothing was executed; the file is refused.',
+  PTH_LIMIT:
+    'The pickle exceeds a safety bound (stack depth, nesting, memo size, string length or the bytes tensors would materialize); the message names the bound.',
+  PTH_TENSOR:
+    'A tensor does not fit its storage: unknown storage dtype, a storage whose byte size disagrees with its element count, or sizes, strides and offset that reach outside it.',
+  PTH_NO_STATE_DICT:
+    'No state_dict of tensors was found where asked (for example `--ema` on a checkpoint without `model_ema`); the message lists the keys present.',
   TENSOR_SHAPE: 'A tensor handed to an executor or adapter has the wrong rank, channels or size.',
   TENSOR_DTYPE: 'A tensor handed to an executor or adapter is not a Float32Array tensor.',
   TENSOR_NOT_FINITE: 'An input tensor holds NaN or infinity.',

@@ -165,9 +165,11 @@ export {
 export { type CheckWeightsOptions, checkTensor, checkWeights } from './weights/check.js';
 export { loadWeights, saveWeights } from './weights/io.js';
 export {
+  assertOfficialStem,
   exportOfficialStateDict,
   fromOfficialName,
   importOfficialStateDict,
+  specStem,
   toOfficialName,
 } from './weights/official.js';
 export {

@@ -15,8 +15,18 @@ export interface ModelOptions {
   budget?: number | null;
   /** Classifier outputs. Default 1000. */
   classes?: number;
-  /** Per-sample input `[C, H, W]`. Default `[3, 224, 224]`. Inputs of 64 or less get the small-input stem. */
+  /**
+   * Per-sample input `[C, H, W]`. Default `[3, 224, 224]`. Inputs of 64 px or less get the
+   * small-input stem unless `stem` says otherwise.
+   */
   inputShape?: [number, number, number];
+  /**
+   * Which stem the ImageNet backbones get: `'auto'` (default) picks the small-input stem for
+   * inputs of 64 px or less and the ImageNet stem from 65 px; `'imagenet'` always builds the
+   * official stem (needed to load official checkpoints at small inputs); `'small'` always the
+   * small-input one. The choice is recorded as `spec.meta.stem`.
+   */
+  stem?: StemOption;
   /** Width multiplier of the channel counts. Default 1 (MobileNetV2 ids fix their own). */
   width?: number;
   /**
@@ -42,6 +52,12 @@ export type MethodOption =
 
 /** The method kinds a zoo backbone places (`se` is an SE block, the others dynamic convs). */
 export const MODEL_METHODS = ['odconv', 'dyconv', 'condconv', 'doconv', 'weightnet', 'se'] as const;
+
+/** The stem choice of {@link ModelOptions.stem}. */
+export type StemOption = 'auto' | 'imagenet' | 'small';
+
+/** Inputs up to this many pixels (the shorter side) get the small-input stem under `stem: 'auto'`. */
+export const SMALL_INPUT_MAX_PX = 64;
 
 /** Where a conv sits, for the methods' placement rules. */
 export type ConvRole = 'stem' | 'block' | 'shortcut' | 'head';
@@ -107,6 +123,13 @@ export function resolveOptions(model: string, o: ModelOptions) {
       `${model}: budget must be a finite number > 0, found ${o.budget}`,
     );
   }
+  const stem = o.stem ?? 'auto';
+  if (stem !== 'auto' && stem !== 'imagenet' && stem !== 'small') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: stem must be 'auto', 'imagenet' or 'small', found ${JSON.stringify(stem)}`,
+    );
+  }
   if (o.method && o.budget !== undefined && o.budget !== null) {
     throw new KwError(
       'ARGUMENT_INVALID',
@@ -119,7 +142,9 @@ export function resolveOptions(model: string, o: ModelOptions) {
     width,
     budget: o.budget ?? null,
     method: o.method,
-    small: Math.min(inputShape[1], inputShape[2]) <= 64,
+    small:
+      stem === 'small' ||
+      (stem === 'auto' && Math.min(inputShape[1], inputShape[2]) <= SMALL_INPUT_MAX_PX),
   };
 }
 

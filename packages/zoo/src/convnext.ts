@@ -48,6 +48,7 @@ function convnext(id: string, options: ModelOptions, slak: typeof SLAK_T | null)
   const b = new SpecBuilder(kw ? `${id}-kw${o.budget}` : id, [...o.inputShape], {
     model: id,
     budget: o.budget,
+    stem: o.small ? 'small' : 'imagenet',
     source: slak
       ? 'VITA-Group/SLaK models/SLaK.py (peers.md §7)'
       : 'OSVAI/KernelWarehouse models/kw_convnext.py',

@@ -17,6 +17,8 @@ export {
   type ModelOptions,
   makeDivisible,
   methodRef,
+  SMALL_INPUT_MAX_PX,
+  type StemOption,
 } from './common.js';
 export { convnext_tiny, SLAK_T, slak_tiny } from './convnext.js';
 export { mobilenetv2, mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';

@@ -69,6 +69,7 @@ export function mobilenetv2(id: string, widthMult: number, options: ModelOptions
   const b = new SpecBuilder(o.budget === null ? id : `${id}-kw${o.budget}`, [...o.inputShape], {
     model: id,
     budget: o.budget,
+    stem: o.small ? 'small' : 'imagenet',
     layout,
     source: 'OSVAI/KernelWarehouse models/kw_mobilenetv2.py, models/kw1d2x_mobilenetv2.py',
   });

@@ -30,6 +30,7 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
   const b = new SpecBuilder(o.budget === null ? id : `${id}-kw${o.budget}`, [...o.inputShape], {
     model: id,
     budget: o.budget,
+    stem: cfg.stem === 'cifar' ? 'cifar' : o.small ? 'small' : 'imagenet',
     source: 'OSVAI/KernelWarehouse models/kw_resnet.py (placement), torchvision ResNet (structure)',
   });
   const settings = kwSettings(

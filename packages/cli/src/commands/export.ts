@@ -1,15 +1,21 @@
 import { join } from 'node:path';
-import { initWeights, loadWeights, saveWeights } from '@kernelwarehouse/core';
+import { initWeights, saveWeights } from '@kernelwarehouse/core';
 import { isModelName, toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
+import { formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel } from '@kernelwarehouse/zoo';
 import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
+import { describeLoad, parseStem } from './convert.js';
 import { parseModelArgs } from './plan.js';
 
 /**
- * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--weights w.safetensors | --seed S]
- * [--weights-out w.safetensors] [--temperature T] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
+ * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
+ * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
  * [--max-batch 8] [--instances 1])`
+ *
+ * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
+ * `model`, or `model_ema` with `--ema`; a DDP `module.` prefix is stripped) or a safetensors file in
+ * the official or this project's naming (detected); what was loaded is printed.
  *
  * `--triton-repo` writes a Triton Inference Server model repository entry:
  * `DIR/NAME/1/model.onnx` and `DIR/NAME/config.pbtxt` (onnxruntime backend).
@@ -17,6 +23,8 @@ import { parseModelArgs } from './plan.js';
 export function exportCommand(args: string[], io: Io): number {
   const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(args, {
     weights: { type: 'string' },
+    ema: { type: 'boolean' },
+    stem: { type: 'string' },
     seed: { type: 'string' },
     'weights-out': { type: 'string' },
     out: { type: 'string' },
@@ -55,10 +63,19 @@ export function exportCommand(args: string[], io: Io): number {
   const temperature = values.temperature === undefined ? 0 : Number(values.temperature);
   if (!(temperature >= 0 && temperature <= 1))
     throw new UsageError(`--temperature must be in [0, 1]; found "${values.temperature}"`);
-  const spec = createModel(id, { budget, classes, width, inputShape, method });
-  const weights = values.weights
-    ? loadWeights(spec, readFileBytes(values.weights as string))
-    : initWeights(spec, { seed });
+  if (values.ema && !values.weights) throw new UsageError('--ema picks model_ema from --weights');
+  const stem = parseStem(values.stem);
+  const spec = createModel(id, { budget, classes, width, inputShape, method, stem });
+  let loaded = '';
+  let weights: ReturnType<typeof initWeights>;
+  if (values.weights) {
+    const r = loadCheckpoint(spec, readFileBytes(values.weights as string), {
+      ema: values.ema === true,
+      format: formatFromName(values.weights as string),
+    });
+    weights = r.weights;
+    loaded = `${describeLoad(values.weights as string, r.report)}\n`;
+  } else weights = initWeights(spec, { seed });
   const ex = toOnnxWithInfo(spec, weights, { temperature });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
@@ -73,7 +90,7 @@ export function exportCommand(args: string[], io: Io): number {
     files.push({ path: values['weights-out'] as string, bytes: saveWeights(spec, weights) });
   writeOutputs(files, repo ? [join(repo, name, '1')] : []);
   io.out(
-    `${out}: ${spec.name}, opset ${ex.opset}, IR ${ex.irVersion}, input ${ex.inputName} [N, ${spec.inputShape.join(', ')}], ` +
+    `${loaded}${out}: ${spec.name}, opset ${ex.opset}, IR ${ex.irVersion}, input ${ex.inputName} [N, ${spec.inputShape.join(', ')}], ` +
       `${Object.values(ex.ops).reduce((a, b) => a + b, 0)} nodes, initializers ${human(ex.initializerBytes, 'B')}, ` +
       `weights ${values.weights ? `from ${values.weights}` : `seeded (${seed})`}${values['weights-out'] ? `, written to ${values['weights-out']}` : ''}\n` +
       (repo

@@ -2,6 +2,7 @@ import { KwError } from '../errors.js';
 import { paramTable } from '../params.js';
 import type { WeightMap } from '../tensor.js';
 import { type CheckWeightsOptions, checkWeights } from './check.js';
+import { assertOfficialStem, specStem } from './official.js';
 import { readSafetensors, safetensorsToWeights, writeSafetensors } from './safetensors.js';
 
 /**
@@ -21,9 +22,11 @@ export function saveWeights(
   checkWeights(table.analyzed.spec, weights);
   const ordered: WeightMap = new Map();
   for (const p of table.params) ordered.set(p.name, weights.get(p.name)!);
+  const stem = specStem(spec);
   return writeSafetensors(ordered, {
     format: 'kernelwarehouse.js',
     spec: table.analyzed.spec.name,
+    ...(stem ? { stem } : {}),
     ...metadata,
   });
 }
@@ -31,7 +34,8 @@ export function saveWeights(
 /**
  * Load safetensors bytes as weights for a spec: float dtypes become float32, integer tensors are
  * dropped, and the result is checked (missing, extra, shape, non-finite) with a KwError naming
- * the tensor.
+ * the tensor. A file whose metadata records a stem (`imagenet`, `small`) different from the
+ * spec's `meta.stem` is refused with WEIGHTS_STEM.
  */
 export function loadWeights(
   spec: unknown,
@@ -39,6 +43,15 @@ export function loadWeights(
   options: CheckWeightsOptions = {},
 ): WeightMap {
   const file = readSafetensors(bytes);
+  const fileStem = file.metadata.stem;
+  const stem = specStem(spec);
+  if (fileStem && stem && fileStem !== stem) {
+    if (fileStem === 'imagenet') assertOfficialStem(spec, 'these weights');
+    throw new KwError(
+      'WEIGHTS_STEM',
+      `these weights were saved from a model with the ${fileStem} stem, spec "${paramTable(spec).analyzed.spec.name}" has the ${stem} stem; build it with --stem ${fileStem} (zoo option stem: '${fileStem}')`,
+    );
+  }
   for (const [name, t] of file.tensors) {
     if (
       !(t.data instanceof Float32Array || t.data instanceof Float64Array) &&

@@ -10,7 +10,12 @@
  * | (none) | `*.num_batches_tracked` (int64 BatchNorm counters: dropped on import, written as 0 on export) |
  *
  * Tensors whose shapes differ only by size-1 dimensions (ConvNeXt-KW layer scale `[1, C, 1, 1]`
- * vs our `[C]`) are reshaped on import.
+ * vs our `[C]`) are reshaped on import. A DDP `module.` prefix is not handled here: strip it
+ * first (`@kernelwarehouse/torch` does).
+ *
+ * Official checkpoints always hold the ImageNet stem; a spec the zoo built with its small-input
+ * stem (`meta.stem === 'small'`, inputs of 64 px or less by default) is refused by
+ * {@link assertOfficialStem} with WEIGHTS_STEM rather than loaded into a different network.
  */
 import { KwError } from '../errors.js';
 import { paramTable, warehouseParamName } from '../params.js';
@@ -55,6 +60,32 @@ export function fromOfficialName(spec: unknown, name: string): string | undefine
   return name;
 }
 
+/** Shorter input side up to which the zoo picks its small-input stem by default. */
+const SMALL_STEM_MAX_PX = 64;
+
+/** The stem a zoo spec records in `meta.stem` (`'small'`, `'imagenet'`, `'cifar'`), if any. */
+export function specStem(spec: unknown): string | undefined {
+  const meta = (spec as { meta?: Record<string, unknown> } | null)?.meta;
+  return typeof meta?.stem === 'string' ? meta.stem : undefined;
+}
+
+/**
+ * Refuse official (ImageNet-stem) weights for a spec built with the small-input stem. The
+ * message names the input size, the 65 px threshold and the flag that fixes it.
+ */
+export function assertOfficialStem(spec: unknown, what = 'official weights'): void {
+  if (specStem(spec) !== 'small') return;
+  const s = spec as { name?: string; inputShape?: number[] };
+  const [, h, w] = s.inputShape ?? [];
+  throw new KwError(
+    'WEIGHTS_STEM',
+    `${what} hold the ImageNet stem, but spec "${s.name}" was built for ${h}x${w} inputs with the zoo's small-input stem ` +
+      `(chosen for inputs of ${SMALL_STEM_MAX_PX} px or less); loading them would give a different network. ` +
+      `Use an input of ${SMALL_STEM_MAX_PX + 1} px or more, or keep ${h}x${w} and build the ImageNet stem with --stem imagenet (zoo option stem: 'imagenet')`,
+    { input: [h, w], thresholdPx: SMALL_STEM_MAX_PX + 1, fix: '--stem imagenet' },
+  );
+}
+
 const squeeze = (s: readonly number[]) => s.filter((d) => d !== 1).join(',');
 
 /**
@@ -65,6 +96,7 @@ export function importOfficialStateDict(
   spec: unknown,
   tensors: Map<string, StoredTensor | { shape: number[]; data: Float32Array }>,
 ): WeightMap {
+  assertOfficialStem(spec);
   const t = paramTable(spec);
   const out: WeightMap = new Map();
   for (const [name, tensor] of tensors) {

@@ -1,0 +1,128 @@
+/**
+ * Finding the model's weights in what a checkpoint holds: a bare state_dict, or a training
+ * checkpoint dict (the official KernelWarehouse `save_model` writes `model`, `model_ema`,
+ * `optimizer`, `epoch`, `scaler`, `args`), with or without the DDP `module.` prefix.
+ */
+import { KwError, type StoredTensor } from '@kernelwarehouse/core';
+import { PickleObject, typeName } from './pickle.js';
+import { TorchTensor } from './pth.js';
+
+/** Options of {@link extractStateDict}. */
+export interface ExtractOptions {
+  /**
+   * The checkpoint key holding the state_dict (`'model'`, `'model_ema'`, ...). Default: the
+   * root itself when it is a state_dict, else the first of `model`, `state_dict`,
+   * `model_state_dict` present.
+   */
+  key?: string;
+}
+
+/** The state_dict and an account of what was taken and what was left. */
+export interface ExtractedStateDict {
+  /** Tensors by name (prefix stripped). */
+  tensors: Map<string, StoredTensor>;
+  /** The checkpoint key they came from, or null for a bare state_dict. */
+  key: string | null;
+  /** The prefix removed from every name (`module.` for DDP checkpoints), or null. */
+  strippedPrefix: string | null;
+  /** Top-level checkpoint entries not used, each as `name (what it is)`. */
+  skipped: string[];
+  /** Entries inside the state_dict that are not tensors (ignored), each as `name (what)`. */
+  nonTensors: string[];
+}
+
+/** Keys that hold the model's state_dict in common checkpoint layouts, in order of preference. */
+export const STATE_DICT_KEYS = ['model', 'state_dict', 'model_state_dict'] as const;
+
+const isStateDict = (v: unknown): v is Map<unknown, unknown> =>
+  v instanceof Map && v.size > 0 && [...v.values()].some((x) => x instanceof TorchTensor);
+
+/** One line describing a value: `dict of 12`, `int 300`, `argparse.Namespace object`. */
+export function describe(v: unknown): string {
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean')
+    return `${typeof v === 'bigint' ? 'int' : Number.isInteger(v) ? 'int' : typeof v} ${String(v)}`;
+  if (typeof v === 'string')
+    return `str ${JSON.stringify(v.length > 40 ? `${v.slice(0, 37)}...` : v)}`;
+  if (v instanceof TorchTensor) return `tensor ${v.dtype} [${v.shape.join(', ')}]`;
+  if (v instanceof Map) return `dict of ${v.size}`;
+  if (Array.isArray(v)) return `${typeName(v)} of ${v.length}`;
+  if (v instanceof PickleObject) return `${v.global.qualified} object, not constructed`;
+  return typeName(v);
+}
+
+/**
+ * Take the state_dict out of an unpickled checkpoint. Throws PTH_NO_STATE_DICT (listing the keys
+ * present) when the asked key is absent or holds no tensors.
+ *
+ * @example
+ * const { tensors, key, skipped } = extractStateDict(readPth(bytes).root, { key: 'model_ema' });
+ */
+export function extractStateDict(root: unknown, options: ExtractOptions = {}): ExtractedStateDict {
+  if (!(root instanceof Map))
+    throw new KwError(
+      'PTH_NO_STATE_DICT',
+      `the checkpoint holds a ${describe(root)}, not a dict (a whole pickled nn.Module is not read: save model.state_dict())`,
+    );
+  const keys = [...root.keys()].map((k) => String(k));
+  let key: string | null = null;
+  let sd: Map<unknown, unknown>;
+  if (options.key !== undefined) {
+    const v = root.get(options.key);
+    if (!isStateDict(v))
+      throw new KwError(
+        'PTH_NO_STATE_DICT',
+        `the checkpoint has no state_dict under "${options.key}"${v === undefined ? '' : ` (it holds a ${describe(v)})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
+        { key: options.key, keys },
+      );
+    key = options.key;
+    sd = v;
+  } else if (
+    [...root.values()].every((v) => v instanceof TorchTensor || !(v instanceof Map)) &&
+    isStateDict(root)
+  ) {
+    sd = root;
+  } else {
+    const found = STATE_DICT_KEYS.find((k) => isStateDict(root.get(k)));
+    if (!found) {
+      const module = STATE_DICT_KEYS.find((k) => root.get(k) instanceof PickleObject);
+      throw new KwError(
+        'PTH_NO_STATE_DICT',
+        module
+          ? `"${module}" holds a ${describe(root.get(module))} (a whole pickled nn.Module is not read: save model.state_dict())`
+          : `no state_dict under ${STATE_DICT_KEYS.join(', ')} and the root is not one; its keys: ${keys.slice(0, 20).join(', ')}`,
+        { keys },
+      );
+    }
+    key = found;
+    sd = root.get(found) as Map<unknown, unknown>;
+  }
+  const skipped =
+    key === null
+      ? []
+      : [...root].filter(([k]) => k !== key).map(([k, v]) => `${String(k)} (${describe(v)})`);
+  const tensors = new Map<string, StoredTensor>();
+  const nonTensors: string[] = [];
+  for (const [k, v] of sd) {
+    if (typeof k === 'string' && v instanceof TorchTensor) tensors.set(k, v);
+    else nonTensors.push(`${String(k)} (${describe(v)})`);
+  }
+  const stripped = stripModulePrefix(tensors);
+  return { tensors: stripped.tensors, key, strippedPrefix: stripped.prefix, skipped, nonTensors };
+}
+
+/**
+ * Remove the `module.` prefix DistributedDataParallel / DataParallel put on every name (only when
+ * every name has it).
+ */
+export function stripModulePrefix<T>(tensors: Map<string, T>): {
+  tensors: Map<string, T>;
+  prefix: string | null;
+} {
+  const names = [...tensors.keys()];
+  if (names.length === 0 || !names.every((n) => n.startsWith('module.')))
+    return { tensors, prefix: null };
+  return {
+    tensors: new Map([...tensors].map(([k, v]) => [k.slice('module.'.length), v])),
+    prefix: 'module.',
+  };
+}

@@ -1,0 +1,454 @@
+// The .pth reader on its own: exact decoding of every storage dtype and of strided views
+// (fixtures written by torch.save), and a corpus of hostile files built here by hand or by seeded
+// edits of a valid file, each refused with a named KwError: never another error, never a hang.
+import { readFileSync } from 'node:fs';
+import { isKwError, KwError, type KwErrorCode } from '@kernelwarehouse/core';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  extractStateDict,
+  isUnsafeGlobal,
+  PickleObject,
+  readPth,
+  readZip,
+  TorchTensor,
+  unpickle,
+} from '../src/index.js';
+
+const dir = new URL('./fixtures/', import.meta.url);
+const bytes = (name: string) => new Uint8Array(readFileSync(new URL(name, dir)));
+
+// fast-check settings as in core/test/fuzz.ts: a fixed CI seed and run count; KW_FUZZ_SCALE and
+// KW_FUZZ_SEED for longer local hunts
+const scale = Number(process.env.KW_FUZZ_SCALE ?? 1);
+const fuzz = (seed: number, runs: number) => ({
+  seed: process.env.KW_FUZZ_SEED === undefined ? seed : Number(process.env.KW_FUZZ_SEED),
+  numRuns: Math.max(1, Math.round(runs * scale)),
+});
+
+/** A stored zip (the layout torch.save writes) from entries, optionally with hand-set fields. */
+function zip(
+  entries: [string, Uint8Array][],
+  patch: { method?: number; usize?: number; offsetOf?: Record<string, string> } = {},
+): Uint8Array {
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  const central: Uint8Array[] = [];
+  const offsets = new Map<string, number>();
+  let at = 0;
+  for (const [name, data] of entries) {
+    const n = enc.encode(name);
+    const h = new Uint8Array(30 + n.length);
+    const dv = new DataView(h.buffer);
+    dv.setUint32(0, 0x04034b50, true);
+    dv.setUint16(8, patch.method ?? 0, true);
+    dv.setUint32(18, data.length, true);
+    dv.setUint32(22, data.length, true);
+    dv.setUint16(26, n.length, true);
+    h.set(n, 30);
+    offsets.set(name, at);
+    parts.push(h, data);
+    at += h.length + data.length;
+  }
+  for (const [name, data] of entries) {
+    const n = enc.encode(name);
+    const c = new Uint8Array(46 + n.length);
+    const dv = new DataView(c.buffer);
+    dv.setUint32(0, 0x02014b50, true);
+    dv.setUint16(10, patch.method ?? 0, true);
+    dv.setUint32(20, data.length, true);
+    dv.setUint32(24, patch.usize ?? data.length, true);
+    dv.setUint16(28, n.length, true);
+    dv.setUint32(42, offsets.get(patch.offsetOf?.[name] ?? name)!, true);
+    c.set(n, 46);
+    central.push(c);
+  }
+  const cdSize = central.reduce((a, c) => a + c.length, 0);
+  const end = new Uint8Array(22);
+  const dv = new DataView(end.buffer);
+  dv.setUint32(0, 0x06054b50, true);
+  dv.setUint16(8, entries.length, true);
+  dv.setUint16(10, entries.length, true);
+  dv.setUint32(12, cdSize, true);
+  dv.setUint32(16, at, true);
+  const all = [...parts, ...central, end];
+  const out = new Uint8Array(all.reduce((a, p) => a + p.length, 0));
+  let p = 0;
+  for (const part of all) {
+    out.set(part, p);
+    p += part.length;
+  }
+  return out;
+}
+
+/** Pickle bytes from opcodes written as numbers, strings (raw latin1) and byte arrays. */
+function pk(...parts: (number | string | Uint8Array)[]): Uint8Array {
+  const out: number[] = [];
+  for (const p of parts) {
+    if (typeof p === 'number') out.push(p);
+    else if (typeof p === 'string') for (const ch of p) out.push(ch.charCodeAt(0));
+    else out.push(...p);
+  }
+  return new Uint8Array(out);
+}
+const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+const str = (s: string) => pk(0x58, u32(s.length), s); // BINUNICODE
+const glob = (m: string, n: string) => pk('c', `${m}\n${n}\n`);
+
+/**
+ * A one-tensor checkpoint `{'w': tensor}` with a float32 storage of `numel` elements and the
+ * given view; storage bytes from `data`.
+ */
+function tensorPth(o: {
+  numel: number;
+  offset: number;
+  size: number[];
+  stride: number[];
+  data?: Uint8Array;
+}): Uint8Array {
+  const tuple = (xs: number[]) => pk(0x28, ...xs.flatMap((x) => [0x4a, ...u32(x)]), 0x74);
+  const p = pk(
+    0x80,
+    2,
+    0x7d, // EMPTY_DICT
+    str('w'),
+    glob('torch._utils', '_rebuild_tensor_v2'),
+    0x28, // MARK (args tuple)
+    0x28, // MARK (persistent id)
+    str('storage'),
+    glob('torch', 'FloatStorage'),
+    str('0'),
+    str('cpu'),
+    0x4a,
+    u32(o.numel),
+    0x74, // TUPLE
+    0x51, // BINPERSID
+    0x4a,
+    u32(o.offset),
+    tuple(o.size),
+    tuple(o.stride),
+    0x89, // False
+    glob('collections', 'OrderedDict'),
+    0x29,
+    0x52,
+    0x74, // TUPLE (args)
+    0x52, // REDUCE
+    0x73, // SETITEM
+    0x2e,
+  );
+  return zip([
+    ['archive/data.pkl', p],
+    ['archive/data/0', o.data ?? new Uint8Array(o.numel * 4)],
+  ]);
+}
+
+/** Expect a KwError with this code (and the message to match). */
+function refuses(f: () => unknown, code: KwErrorCode, message?: RegExp) {
+  try {
+    f();
+  } catch (e) {
+    expect(isKwError(e), String(e)).toBe(true);
+    expect((e as KwError).code).toBe(code);
+    if (message) expect((e as KwError).message).toMatch(message);
+    return;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
+
+describe('decoding what torch.save writes', () => {
+  it('every storage dtype, offsets, transposed / sliced / expanded views, shared storages', () => {
+    const file = readPth(bytes('dtypes.pth'));
+    const want = JSON.parse(readFileSync(new URL('dtypes.json', dir), 'utf8')) as Record<
+      string,
+      { dtype: string; shape: number[]; values: number[] }
+    >;
+    const tensors = (file.root as Map<string, unknown>).get('tensors') as Map<string, TorchTensor>;
+    expect([...tensors.keys()].sort()).toEqual(Object.keys(want).sort());
+    const dt: Record<string, string> = {
+      'torch.float32': 'F32',
+      'torch.float64': 'F64',
+      'torch.float16': 'F16',
+      'torch.bfloat16': 'BF16',
+      'torch.int64': 'I64',
+      'torch.int32': 'I32',
+      'torch.uint8': 'U8',
+      'torch.bool': 'BOOL',
+    };
+    for (const [k, w] of Object.entries(want)) {
+      const t = tensors.get(k)!;
+      expect(t).toBeInstanceOf(TorchTensor);
+      expect(t.dtype, k).toBe(dt[w.dtype]);
+      expect(t.shape, k).toEqual(w.shape);
+      // every value is exactly representable in each dtype, so equality is exact
+      expect(Array.from(t.data, Number), k).toEqual(w.values);
+    }
+    expect(tensors.get('f32_shared_a')!.storage).toBe(tensors.get('f32')!.storage);
+    expect((file.root as Map<string, unknown>).get('nested')).toEqual([
+      1,
+      [2.5, null],
+      new Map([['k', true]]),
+    ]);
+    expect(file.placeholders.size).toBe(0);
+  });
+
+  it('a checkpoint dict: args stay an inert argparse.Namespace with its fields as data', () => {
+    const file = readPth(bytes('kw_resnet10_w00625_1x_ckpt.pth'));
+    const root = file.root as Map<string, unknown>;
+    const args = root.get('args') as PickleObject;
+    expect(args).toBeInstanceOf(PickleObject);
+    expect(args.global.qualified).toBe('argparse.Namespace');
+    expect((args.state as Map<string, unknown>).get('save_ckpt_num')).toBe(3);
+    expect(root.get('epoch')).toBe(7);
+    expect((root.get('scaler') as Map<string, unknown>).get('scale')).toBe(65536);
+    const opt = root.get('optimizer') as Map<string, unknown>;
+    expect([...opt.keys()]).toEqual(['state', 'param_groups']);
+    const sd = extractStateDict(root, { key: 'model_ema' });
+    expect(sd.key).toBe('model_ema');
+    refuses(
+      () => extractStateDict(root, { key: 'nope' }),
+      'PTH_NO_STATE_DICT',
+      /keys: model, optimizer/,
+    );
+  });
+
+  it('tensors sliced from one storage and non-contiguous views are copied out correctly', () => {
+    // storage 0..11 as float32; a [2, 3] view at offset 1 with strides [1, 4] (transposed-like)
+    const data = new Uint8Array(new Float32Array(Array.from({ length: 12 }, (_, i) => i)).buffer);
+    const f = readPth(tensorPth({ numel: 12, offset: 1, size: [2, 3], stride: [1, 4], data }));
+    const w = (f.root as Map<string, TorchTensor>).get('w')!;
+    expect(Array.from(w.data as Float32Array)).toEqual([1, 5, 9, 2, 6, 10]);
+  });
+});
+
+describe('hostile files are refused by name', () => {
+  it('the legacy format and other non-zip files', () => {
+    refuses(() => readPth(bytes('legacy.pth')), 'PTH_FORMAT', /legacy torch\.save format/);
+    refuses(
+      () => readPth(new TextEncoder().encode('hello world')),
+      'PTH_FORMAT',
+      /not a torch\.save zip/,
+    );
+    refuses(
+      () =>
+        readPth(
+          zip([
+            ['m/constants.pkl', pk(0x4e, 0x2e)],
+            ['m/code/x.py', pk()],
+          ]),
+        ),
+      'PTH_FORMAT',
+      /TorchScript/,
+    );
+  });
+
+  it('pickles naming os.system, builtins.eval, subprocess; nothing runs', () => {
+    refuses(() => readPth(bytes('hostile_os_system.pth')), 'PTH_UNSAFE_GLOBAL', /posix\.system/);
+    for (const [m, n] of [
+      ['builtins', 'eval'],
+      ['builtins', 'exec'],
+      ['__builtin__', 'getattr'],
+      ['subprocess', 'Popen'],
+      ['os', 'system'],
+      ['nt', 'system'],
+      ['torch', 'load'],
+      ['collections', '__class__'],
+    ] as const) {
+      expect(isUnsafeGlobal(m, n), `${m}.${n}`).toBe(true);
+      refuses(() => unpickle(pk(glob(m, n), str('x'), 0x85, 0x52, 0x2e)), 'PTH_UNSAFE_GLOBAL');
+    }
+    expect(isUnsafeGlobal('argparse', 'Namespace')).toBe(false);
+    expect(isUnsafeGlobal('torch._utils', '_rebuild_tensor_v2')).toBe(false);
+  });
+
+  it('unknown opcodes, truncation, missing memo, bad stack use', () => {
+    refuses(() => unpickle(pk(0x80, 2, 0xff)), 'PTH_PICKLE', /opcode 0xff/);
+    refuses(() => unpickle(pk(0x80, 2, 0x58, u32(1000), 'ab')), 'PTH_PICKLE', /needs 1000 bytes/);
+    refuses(() => unpickle(pk(0x80, 2, 0x68, 5, 0x2e)), 'PTH_PICKLE', /memo 5/);
+    refuses(() => unpickle(pk(0x80, 2, 0x52)), 'PTH_PICKLE', /stack empty/);
+    refuses(() => unpickle(pk(0x80, 2, 0x4e)), 'PTH_PICKLE', /without STOP/);
+    refuses(() => unpickle(pk(0x29, 0x4e, 0x61, 0x2e)), 'PTH_PICKLE', /tuple, not a list/);
+    refuses(() => unpickle(pk(0x4b, 1, 0x29, 0x52, 0x2e)), 'PTH_PICKLE', /not a global/);
+  });
+
+  it('deep nesting and huge stacks hit a bound, not the JS stack', () => {
+    refuses(() => unpickle(new Uint8Array(5000).fill(0x28)), 'PTH_LIMIT', /1000 open MARKs/);
+    refuses(() => unpickle(new Uint8Array(200_000).fill(0x5d)), 'PTH_LIMIT', /stack exceeds/);
+    // a list that holds itself (cycles are legal pickle) is read, not walked forever
+    const cyc = unpickle(pk(0x5d, 0x71, 0, 0x68, 0, 0x61, 0x2e)) as unknown[];
+    expect(cyc[0]).toBe(cyc);
+    refuses(() => extractStateDict(cyc), 'PTH_NO_STATE_DICT');
+  });
+
+  it('zip bombs: overlapping entries, compressed entries, lying sizes, bad offsets', () => {
+    const a = new Uint8Array(64);
+    refuses(
+      () =>
+        readZip(
+          zip(
+            [
+              ['x/a', a],
+              ['x/b', a],
+            ],
+            { offsetOf: { 'x/b': 'x/a' } },
+          ),
+        ),
+      'PTH_ZIP',
+      /overlap/,
+    );
+    refuses(() => readZip(zip([['x/a', a]], { method: 8 })), 'PTH_ZIP', /compressed \(method 8\)/);
+    refuses(
+      () => readZip(zip([['x/a', a]], { usize: 1 << 30 })),
+      'PTH_ZIP',
+      /claims 1073741824 bytes/,
+    );
+    const ok = zip([['x/a', a]]);
+    const bad = ok.slice();
+    new DataView(bad.buffer).setUint32(bad.length - 6, 0x7fffffff, true); // central directory offset
+    refuses(() => readZip(bad), 'PTH_ZIP', /does not fit/);
+    refuses(() => readZip(ok.subarray(0, ok.length - 3)), 'PTH_ZIP', /end-of-central-directory/);
+    refuses(
+      () =>
+        readZip(
+          zip([
+            ['x/a', a],
+            ['x/a', a],
+          ]),
+        ),
+      'PTH_ZIP',
+      /twice/,
+    );
+  });
+
+  it('tensors that reach outside their storage or would expand past the byte budget', () => {
+    refuses(
+      () => readPth(tensorPth({ numel: 4, offset: 2, size: [4], stride: [1] })),
+      'PTH_TENSOR',
+      /reaches element 5, the storage has 4/,
+    );
+    // the storage entry is shorter than its element count says
+    const lying = tensorPth({
+      numel: 4,
+      offset: 0,
+      size: [4],
+      stride: [1],
+      data: new Uint8Array(8),
+    });
+    refuses(() => readPth(lying), 'PTH_TENSOR', /need 16 bytes, the entry has 8/);
+    // a stride-0 view of one element asking for 2^31 elements
+    refuses(
+      () => readPth(tensorPth({ numel: 1, offset: 0, size: [2 ** 31 - 1], stride: [0] })),
+      'PTH_LIMIT',
+      /rebuilt tensors would take more than/,
+    );
+  });
+
+  it('seeded byte edits and truncations of a real checkpoint only ever give KwErrors', () => {
+    const good = bytes('dtypes.pth');
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({ at: fc.nat({ max: good.length - 1 }), v: fc.integer({ min: 0, max: 255 }) }),
+          {
+            minLength: 1,
+            maxLength: 8,
+          },
+        ),
+        fc.nat({ max: good.length }),
+        (edits, cut) => {
+          const b = good.slice(0, Math.max(cut, good.length - 64 * edits.length));
+          for (const e of edits) if (e.at < b.length) b[e.at] = e.v;
+          try {
+            readPth(b);
+          } catch (e) {
+            if (!(e instanceof KwError)) throw e;
+          }
+        },
+      ),
+      fuzz(13, 400),
+    );
+  });
+
+  it('random opcode streams only ever give KwErrors (or a value)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 200 }), (b) => {
+        try {
+          readPth(zip([['a/data.pkl', pk(0x80, 2, b, 0x2e)]]));
+        } catch (e) {
+          if (!(e instanceof KwError)) throw e;
+        }
+      }),
+      fuzz(14, 2000),
+    );
+  });
+
+  it('random sequences of the opcodes torch.save uses (tensors, storages, memo) only give KwErrors', () => {
+    const ops: Uint8Array[] = [
+      pk(0x28),
+      pk(0x29),
+      pk(0x5d),
+      pk(0x7d),
+      pk(0x4e),
+      pk(0x88),
+      pk(0x89),
+      pk(0x4b, 2),
+      pk(0x4b, 0),
+      pk(0x4a, u32(0xffffffff)),
+      pk(0x8a, 1, 0xff),
+      str('0'),
+      str('storage'),
+      str('cpu'),
+      str('w'),
+      pk(0x71, 1),
+      pk(0x68, 1),
+      pk(0x71, 2),
+      pk(0x68, 2),
+      pk(0x94),
+      pk(0x61),
+      pk(0x65),
+      pk(0x73),
+      pk(0x75),
+      pk(0x74),
+      pk(0x85),
+      pk(0x86),
+      pk(0x87),
+      pk(0x52),
+      pk(0x62),
+      pk(0x81),
+      pk(0x51),
+      pk(0x30),
+      pk(0x31),
+      pk(0x32),
+      pk(0x8f),
+      pk(0x90),
+      pk(0x91),
+      pk(0x93),
+      glob('torch._utils', '_rebuild_tensor_v2'),
+      glob('torch', 'FloatStorage'),
+      glob('torch', 'HalfStorage'),
+      glob('collections', 'OrderedDict'),
+      glob('argparse', 'Namespace'),
+      glob('torch._utils', '_rebuild_parameter'),
+      glob('_codecs', 'encode'),
+    ];
+    const storage = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
+    fc.assert(
+      fc.property(fc.array(fc.nat({ max: ops.length - 1 }), { maxLength: 60 }), (picks) => {
+        const body = picks.map((i) => ops[i]!);
+        const p = pk(0x80, 2, ...body, 0x2e);
+        try {
+          const f = readPth(
+            zip([
+              ['a/data.pkl', p],
+              ['a/data/0', storage],
+              ['a/data/2', storage],
+            ]),
+          );
+          extractStateDict(f.root);
+        } catch (e) {
+          if (!(e instanceof KwError)) throw e;
+        }
+      }),
+      fuzz(15, 3000),
+    );
+  });
+});
