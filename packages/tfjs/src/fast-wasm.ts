@@ -15,8 +15,9 @@
  * - `Sum` / `Mean` add in float32 one value after another: over the 12544 values a BatchNorm
  *   of a batch of 16 28x28 maps reduces, ~1e-6 relative error, which the BatchNorm backward
  *   amplifies: gradients were 0.5-1 % (median) away from PyTorch float64 (docs/parity.md). Here
- *   they add in float64 (as tfjs's cpu backend does): 3e-8, and gradients 1e-6 to 3e-5 away;
- *   a training step is as fast.
+ *   they add in float64 (as tfjs's cpu backend does): 3e-8, and gradients 1e-6 to 3e-5 away.
+ *   Column sums skip the stock transpose: a ResNet-8 training step takes ~10 % less CPU time;
+ *   long row sums are ~1.4-1.7x slower than the stock SIMD loop.
  *
  * Results are bit-identical for the copies and equal to float rounding for the products and
  * reductions.
@@ -224,14 +225,34 @@ function makeReduce(prev: KernelFn, mean: boolean): KernelFn {
         dst[o] = s * scale;
       }
     } else {
-      const acc = new Float64Array(inner);
+      // column sums: four columns at a time, each in its own (float64) scalar accumulator,
+      // walking the rows with stride `inner` (as fast as the stock kernel's transpose + sum)
       for (let o = 0; o < outer; o++) {
-        acc.fill(0);
-        for (let r = 0; r < red; r++) {
-          const base = (o * red + r) * inner;
-          for (let j = 0; j < inner; j++) acc[j]! += src[base + j]!;
+        const start = o * red * inner;
+        const end = start + red * inner;
+        let j = 0;
+        for (; j + 4 <= inner; j += 4) {
+          let s0 = 0;
+          let s1 = 0;
+          let s2 = 0;
+          let s3 = 0;
+          for (let k = start + j; k < end; k += inner) {
+            s0 += src[k]!;
+            s1 += src[k + 1]!;
+            s2 += src[k + 2]!;
+            s3 += src[k + 3]!;
+          }
+          const d = o * inner + j;
+          dst[d] = s0 * scale;
+          dst[d + 1] = s1 * scale;
+          dst[d + 2] = s2 * scale;
+          dst[d + 3] = s3 * scale;
         }
-        for (let j = 0; j < inner; j++) dst[o * inner + j] = acc[j]! * scale;
+        for (; j < inner; j++) {
+          let s = 0;
+          for (let k = start + j; k < end; k += inner) s += src[k]!;
+          dst[o * inner + j] = s * scale;
+        }
       }
     }
     return out;

@@ -45,7 +45,7 @@ function group(t: Stored, prefix: string): Stored {
 }
 
 /** ||a - b||_2 / ||b||_2 (double accumulation; 0 / 0 = 0). */
-export function relNorm(a: ArrayLike<number>, b: ArrayLike<number>): number {
+function relNorm(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
   let d = 0;
   let n = 0;
@@ -57,7 +57,7 @@ export function relNorm(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Median and worst of per-tensor errors, with the worst tensor's name. */
-export function summarize(errs: Map<string, number>): {
+function summarize(errs: Map<string, number>): {
   median: number;
   worst: number;
   worstName: string;
