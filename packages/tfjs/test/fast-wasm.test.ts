@@ -145,4 +145,67 @@ describe('fast wasm kernels', () => {
       expect(relErr(got!, want!)).toBeLessThan(1e-5);
     });
   }
+
+  const reductions: [string, number[], (x: tf.Tensor) => tf.Tensor][] = [
+    ['sum over leading axes (BatchNorm)', [6, 5, 7, 4], (x) => tf.sum(x, [0, 1, 2])],
+    ['mean over leading axes, keepDims', [6, 5, 7, 4], (x) => tf.mean(x, [0, 1, 2], true)],
+    ['mean over the middle axes (GAP)', [3, 5, 7, 4], (x) => tf.mean(x, [1, 2])],
+    ['sum over the last axis', [9, 11], (x) => tf.sum(x, -1)],
+    ['sum of everything', [4, 5, 6], (x) => tf.sum(x)],
+    ['mean over one middle axis, keepDims', [3, 5, 7, 4], (x) => tf.mean(x, 1, true)],
+    [
+      'sum over axes 0 and 2 (not contiguous: stock kernel)',
+      [3, 5, 7, 4],
+      (x) => tf.sum(x, [0, 2]),
+    ],
+    [
+      'sum of int32 (stock kernel)',
+      [5, 6],
+      (x) => tf.cast(tf.sum(tf.cast(tf.mul(x, 10), 'int32'), 0), 'float32'),
+    ],
+    [
+      'gradient of moments (the BatchNorm backward)',
+      [4, 3, 5, 2],
+      (x) =>
+        tf.grad((t: tf.Tensor) => {
+          const m = tf.moments(t, [0, 1, 2]);
+          return tf.sum(tf.mul(tf.div(tf.sub(t, m.mean), tf.sqrt(tf.add(m.variance, 1e-5))), t));
+        })(x),
+    ],
+  ];
+  for (const [label, shape, f] of reductions) {
+    it(`${label}: equal to cpu (rel < 1e-6) with the same shape`, async () => {
+      let shapes: number[][] = [];
+      const [[want], [got]] = await both([shape], (x) => {
+        const y = f(x!);
+        shapes.push(y.shape);
+        return y;
+      });
+      expect(shapes[0]).toEqual(shapes[1]);
+      shapes = [];
+      expect(got!.length).toBe(want!.length);
+      expect(relErr(got!, want!)).toBeLessThan(1e-6);
+    });
+  }
+
+  it('Sum and Mean accumulate in float64: a BatchNorm-sized sum as exact as cpu', async () => {
+    // 16x28x28 values per channel, all of one sign: float32 one-by-one adds drift ~1e-6
+    const n = 16 * 28 * 28;
+    const c = 4;
+    const data = Float32Array.from(rng.normalArray(n * c), (v) => 0.5 + 0.1 * v);
+    const exact = new Float64Array(c);
+    for (let i = 0; i < data.length; i++) exact[i % c]! += data[i]!;
+    const errs: Record<string, number> = {};
+    for (const fast of [false, true]) {
+      await useBackend('wasm');
+      if (!fast) unregisterFastWasmKernels();
+      const got = tf.tidy(() => tf.sum(tf.tensor2d(data, [n, c]), 0).dataSync());
+      registerFastWasmKernels();
+      errs[fast ? 'fast' : 'stock'] = relErr(got, exact);
+    }
+    // float64 sum rounded once to float32: within half an ulp
+    expect(errs.fast).toBeLessThan(1e-7);
+    // the stock kernel is what this replaces (if tfjs ever sums exactly, this documents it)
+    expect(errs.stock).toBeGreaterThan(errs.fast!);
+  });
 });
