@@ -34,6 +34,16 @@ export interface ModelOptions {
    * (see {@link MethodOption}). Cannot be combined with a KW budget.
    */
   method?: MethodOption;
+  /**
+   * ResNets only: the warehouses (stage indices, 0-based) whose convs are KernelWarehouse convs;
+   * the convs of the other stages stay plain. Stage s is the official warehouse `stage{s}`: the
+   * convs of `layer{s+1}` except its first conv and strided downsample, which the official
+   * "handover" puts into stage s-1 (so stage 0 also holds `layer2.0.conv1` and
+   * `layer2.0.downsample`). Default: every stage (the official placement). For example `[2]` on
+   * `resnet8_cifar` converts only `layer3.0.conv2`, the widest conv (47 % of the parameters).
+   * Needs a budget.
+   */
+  kwStages?: number[];
 }
 
 /**
@@ -136,12 +146,31 @@ export function resolveOptions(model: string, o: ModelOptions) {
       `${model}: choose a KernelWarehouse budget or method "${o.method.kind}", not both`,
     );
   }
+  if (o.kwStages !== undefined) {
+    if (o.budget === undefined || o.budget === null) {
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `${model}: kwStages chooses which stages are KernelWarehouse convs and needs a budget`,
+      );
+    }
+    if (
+      !Array.isArray(o.kwStages) ||
+      o.kwStages.length === 0 ||
+      o.kwStages.some((s) => !Number.isInteger(s) || s < 0)
+    ) {
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `${model}: kwStages must be a non-empty list of stage indices (integers >= 0), found ${JSON.stringify(o.kwStages)}`,
+      );
+    }
+  }
   return {
     classes,
     inputShape,
     width,
     budget: o.budget ?? null,
     method: o.method,
+    kwStages: o.kwStages ?? null,
     small:
       stem === 'small' ||
       (stem === 'auto' && Math.min(inputShape[1], inputShape[2]) <= SMALL_INPUT_MAX_PX),

@@ -35,6 +35,12 @@ export function slak_tiny(options: ModelOptions = {}): ModelSpec {
 
 function convnext(id: string, options: ModelOptions, slak: typeof SLAK_T | null): ModelSpec {
   const o = resolveOptions(id, options);
+  if (o.kwStages) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${id}: kwStages is a ResNet option; ConvNeXt always converts the official placement`,
+    );
+  }
   if (o.method) {
     throw new KwError(
       'ARGUMENT_INVALID',

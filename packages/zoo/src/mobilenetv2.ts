@@ -57,6 +57,12 @@ const HALF: Record<string, Partial<WarehouseSettings> & { budget: number }> = {
  */
 export function mobilenetv2(id: string, widthMult: number, options: ModelOptions): ModelSpec {
   const o = resolveOptions(id, options);
+  if (o.kwStages) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${id}: kwStages is a ResNet option; MobileNetV2 always converts the official placement`,
+    );
+  }
   if (o.method?.kind === 'se') {
     throw new KwError(
       'ARGUMENT_INVALID',

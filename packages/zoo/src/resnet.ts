@@ -2,7 +2,7 @@
  * ResNet18/50 (official models/kw_resnet.py placement) and CIFAR-style ResNets.
  * Node ids are the official PyTorch module paths (`layer1.0.conv1`, `layer2.0.downsample.0`).
  */
-import { addSqueezeExcite, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
+import { addSqueezeExcite, KwError, type ModelSpec, SpecBuilder } from '@kernelwarehouse/core';
 import {
   type ConvRole,
   kwSettings,
@@ -27,6 +27,15 @@ export interface ResNetConfig {
 export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): ModelSpec {
   const o = resolveOptions(id, options);
   const kw = o.budget !== null;
+  const stages = o.kwStages;
+  if (stages) {
+    const bad = stages.filter((s) => s >= cfg.layers.length);
+    if (bad.length)
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `${id}: kwStages ${JSON.stringify(bad)} out of range; this ResNet has stages 0..${cfg.layers.length - 1}`,
+      );
+  }
   const b = new SpecBuilder(o.budget === null ? id : `${id}-kw${o.budget}`, [...o.inputShape], {
     model: id,
     budget: o.budget,
@@ -54,7 +63,7 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
     role: ConvRole,
   ) => {
     const geo = { outChannels: out, kernelSize: k, stride, padding: (k - 1) / 2 };
-    if (kw && stage !== null && stage >= 0) {
+    if (kw && stage !== null && stage >= 0 && (!stages || stages.includes(stage))) {
       return b.dynamicConv2d(nodeId, x, geo, { kind: 'kw', warehouse: wh.use(`stage${stage}`) });
     }
     const ref = methodRef(o.method, role, k);

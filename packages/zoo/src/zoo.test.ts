@@ -177,6 +177,45 @@ describe('options and other budgets', () => {
     expect(plan.kw.warehouses[0]!.cellOut).toBe(32);
   });
 
+  it('kwStages converts only the chosen warehouses (counts equal the official modules built the same way)', () => {
+    // official Warehouse_Manager/KWConv2d on the same ResNet-8 at 28x28x1 with only these
+    // stages reserved as KW (benchmarks/kw-sweep/sweep_official.py --grid params)
+    const opts = { classes: 10, inputShape: [1, 28, 28] as [number, number, number] };
+    const count = (budget: number | null, kwStages?: number[]) =>
+      countParams(createModel('resnet8_cifar', { ...opts, budget, kwStages }));
+    expect(count(null)).toBe(77_754);
+    expect(count(1)).toBe(123_108);
+    expect(count(1, [0, 1, 2])).toBe(123_108);
+    expect(count(1, [2])).toBe(80_340);
+    expect(count(0.5, [2])).toBe(72_006);
+    expect(count(0.25, [2])).toBe(57_282);
+    expect(count(1, [1, 2])).toBe(96_762);
+    expect(count(0.25, [1, 2])).toBe(95_802);
+    const spec = createModel('resnet8_cifar', { ...opts, budget: 0.25, kwStages: [2] });
+    const kwNodes = spec.nodes.filter((n) => n.op === 'dynamicConv2d').map((n) => n.id);
+    expect(kwNodes).toEqual(['layer3.0.conv2']);
+    expect(spec.warehouses.map((w) => w.id)).toEqual(['stage2']);
+  });
+
+  it('kwStages is refused without a budget, when empty or out of range, and on other backbones', () => {
+    expect(() => createModel('resnet8_cifar', { kwStages: [2] })).toThrow(/needs a budget/);
+    expect(() => createModel('resnet8_cifar', { budget: 1, kwStages: [] })).toThrow(
+      /non-empty list of stage indices/,
+    );
+    expect(() => createModel('resnet8_cifar', { budget: 1, kwStages: [1.5] })).toThrow(
+      /non-empty list/,
+    );
+    expect(() => createModel('resnet8_cifar', { budget: 1, kwStages: [3] })).toThrow(
+      /kwStages \[3\] out of range; this ResNet has stages 0..2/,
+    );
+    expect(() => createModel('mobilenetv2_100', { budget: 1, kwStages: [0] })).toThrow(
+      /ResNet option/,
+    );
+    expect(() => createModel('convnext_tiny', { budget: 1, kwStages: [0] })).toThrow(
+      /ResNet option/,
+    );
+  });
+
   it('small variants run on the reference executor, batch 1 and 2 agree per sample', () => {
     // the smallest inputs and widths that still build every stage (issue 15: 93 s on a loaded
     // machine at 32x32 and ConvNeXt width 0.25; the per-sample property does not need more)
