@@ -163,7 +163,7 @@ export function makeDir(path: string): string[] {
       if (!st.isDirectory())
         throw new KwError(
           'IO_ERROR',
-          `cannot write to folder ${path}: ${p} is ${st.isFile() ? 'a file' : kindOf(st)}, not a folder`,
+          `cannot write to folder ${path}: a part of the path is ${st.isFile() ? 'a file' : kindOf(st)}, not a folder (${p})`,
           { path, code: 'ENOTDIR' },
         );
       break;
@@ -388,7 +388,11 @@ export function writeFilesAtomic(files: readonly OutputFile[], fsImpl: AtomicFs 
       if (p.device) continue;
       if (plans.length > 1 && p.existed) {
         const backup = tmpName(p.target, 'old');
-        f.linkSync(p.target, backup);
+        try {
+          f.linkSync(p.target, backup);
+        } catch {
+          fs.copyFileSync(p.target, backup); // a file system without hard links
+        }
         p.backup = backup;
       }
       f.renameSync(p.tmp!, p.target);

@@ -199,7 +199,7 @@ describe('kw train checkpoints and --resume', () => {
     expect(r.err.trim().split('\n')).toHaveLength(1);
     expect(r.err).toMatch(
       new RegExp(
-        `^kw train: \\[IO_ERROR\\] cannot write to folder ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: (the folder is not writable|a part of the path is a file, not a folder)`,
+        `^kw train: \\[IO_ERROR\\] cannot write to folder ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: (permission denied|a part of the path is a file, not a folder)`,
       ),
     );
     expect(existsSync(out)).toBe(false);
