@@ -294,7 +294,9 @@ export class OnnxOps implements Ops<OnnxValue> {
     kernels: OnnxValue,
     a: ConvAttrs & { outChannels: number; kernelSize: [number, number] },
     bias?: SampleBias<OnnxValue>,
+    kernelPerm?: number[],
   ): OnnxValue {
+    if (kernelPerm) kernels = this.transpose(kernels, kernelPerm);
     const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as NodeSpec & {
       op: 'dynamicConv2d';
     };

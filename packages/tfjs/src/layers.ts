@@ -4,7 +4,7 @@
  * weights) so weight maps move between tfjs, the reference executor and ORT unchanged. The
  * layout change to HWIO happens inside `call`, at this adapter's edge.
  */
-import type { NodeSpec } from '@kernelwarehouse/core';
+import { convOutputSize, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 
 /** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
@@ -202,11 +202,7 @@ export function convOutputShape(
     outChannels: number;
   },
 ): tf.Shape {
-  const k = n.kernelSize;
-  const h =
-    Math.floor((s[1]! + 2 * n.padding[0] - n.dilation[0] * (k[0] - 1) - 1) / n.stride[0]) + 1;
-  const w =
-    Math.floor((s[2]! + 2 * n.padding[1] - n.dilation[1] * (k[1] - 1) - 1) / n.stride[1]) + 1;
+  const [h, w] = convOutputSize([s[1]!, s[2]!], n.kernelSize, n.stride, n.padding, n.dilation);
   return [s[0]!, h, w, n.outChannels];
 }
 
@@ -284,10 +280,8 @@ export class SpecNode extends SpecLayerBase {
       case 'conv2d':
       case 'maxPool':
       case 'avgPool': {
-        const k = n.kernelSize;
-        const d = n.op === 'conv2d' ? n.dilation : [1, 1];
-        const h = Math.floor((s[1]! + 2 * n.padding[0] - d[0]! * (k[0] - 1) - 1) / n.stride[0]) + 1;
-        const w = Math.floor((s[2]! + 2 * n.padding[1] - d[1]! * (k[1] - 1) - 1) / n.stride[1]) + 1;
+        const d: [number, number] = n.op === 'conv2d' ? n.dilation : [1, 1];
+        const [h, w] = convOutputSize([s[1]!, s[2]!], n.kernelSize, n.stride, n.padding, d);
         return [s[0]!, h, w, n.op === 'conv2d' ? n.outChannels : s[3]!];
       }
       case 'linear':

@@ -60,6 +60,39 @@ export class TfOps implements Ops<tf.Tensor> {
     return tf.transpose(t, perm);
   }
 
+  /**
+   * Per-sample OIHW kernels (any shape `[N, ..., kh, kw]` in that element order) as the HWIO
+   * stack `[N, kh, kw, I/g, O]`, after `transpose(k, perm)` when `perm` is given: the two
+   * permutations compose into one transpose (KW's cell re-ordering goes straight to HWIO; the
+   * wasm backend's Transpose is ~100x slower for some 7-D permutations than for others).
+   */
+  private hwioKernels(
+    k: tf.Tensor,
+    o: number,
+    ig: number,
+    kh: number,
+    kw: number,
+    perm: number[] | undefined,
+  ): tf.Tensor {
+    const s = perm ? perm.map((p) => k.shape[p]!) : k.shape;
+    const r = s.length;
+    if (perm && r >= 5 && s[r - 2] === kh && s[r - 1] === kw) {
+      // split the middle axes into O's and I's
+      let j = 1;
+      let prod = 1;
+      while (j <= r - 3 && prod < o) prod *= s[j++]!;
+      const rest = s.slice(j, r - 2).reduce((a, d) => a * d, 1);
+      if (prod === o && rest === ig) {
+        const q = [0, r - 2, r - 1];
+        for (let i = j; i < r - 2; i++) q.push(i);
+        for (let i = 1; i < j; i++) q.push(i);
+        const composed = q.map((i) => perm[i]!);
+        return tf.reshape(tf.transpose(k, composed), [-1, kh, kw, ig, o]);
+      }
+    }
+    return oihwBatchToHwio(perm ? tf.transpose(k, perm) : k, o, ig, kh, kw);
+  }
+
   slice(t: tf.Tensor, axis: number, start: number, end: number): tf.Tensor {
     const begin = t.shape.map(() => 0);
     const size = t.shape.map(() => -1);
@@ -174,9 +207,11 @@ export class TfOps implements Ops<tf.Tensor> {
     kernels: tf.Tensor,
     a: ConvAttrs & { outChannels: number; kernelSize: [number, number] },
     bias?: SampleBias<tf.Tensor>,
+    kernelPerm?: number[],
   ): tf.Tensor {
     const ig = x.shape[3]! / a.groups;
-    const k = oihwBatchToHwio(kernels, a.outChannels, ig, a.kernelSize[0], a.kernelSize[1]);
+    const [kh, kw] = a.kernelSize;
+    const k = this.hwioKernels(kernels, a.outChannels, ig, kh, kw, kernelPerm);
     const y = perSampleConv(x, k, a);
     if (!bias) return y;
     if ('shared' in bias) return tf.add(y, bias.shared);

@@ -97,6 +97,22 @@ export function kwCaf<T>(ops: Ops<T>, logits: T, g: KwLayerGroup, tau: number): 
   return ops.slice(alpha, 2, 0, n);
 }
 
+/** The warehouse as `[n, c_out·c_in]`. */
+function warehouseCells<T>(ops: Ops<T>, g: KwLayerGroup): T {
+  const wh = g.warehouse;
+  return ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut * wh.cellIn]);
+}
+
+/** Axis order taking the cells `[N, kh, kw, G_out, G_in, c_out, c_in]` to OIHW order. */
+export const KW_CELLS_TO_OIHW = [0, 3, 5, 4, 6, 1, 2];
+
+/** Assembled cells `[N, m, c_out·c_in]` of a conv layer as `[N, kh, kw, G_out, G_in, c_out, c_in]`. */
+function kwCells<T>(ops: Ops<T>, cells: T, g: KwLayerGroup): T {
+  const { layer, warehouse: wh } = g;
+  const [kh, kw] = [layer.weightShape[2]!, layer.weightShape[3]!];
+  return ops.reshape(cells, [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
+}
+
 /**
  * Per-sample kernels from attentions `[N, m, n]` and the warehouse: `[N, O, I/g, kh, kw]` in
  * element order (`[N, O, I]` for a linear layer). Cell i of a layer is `i = s·(G_out·G_in) + o·G_in + q` with
@@ -104,21 +120,16 @@ export function kwCaf<T>(ops: Ops<T>, logits: T, g: KwLayerGroup, tau: number): 
  */
 export function kwAssemble<T>(ops: Ops<T>, alpha: T, g: KwLayerGroup): T {
   const { layer, warehouse: wh } = g;
-  const warehouse = ops.reshape(ops.shared(warehouseParamName(wh.id)), [
-    wh.n,
-    wh.cellOut * wh.cellIn,
-  ]);
-  const cells = ops.matMul(alpha, warehouse); // [N, m, cOut·cIn]
+  const cells = ops.matMul(alpha, warehouseCells(ops, g)); // [N, m, cOut·cIn]
   const [o, ig] = layer.weightShape as [number, number];
   if (layer.kind === 'linear') {
     const r = ops.reshape(cells, [-1, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
     return ops.reshape(ops.transpose(r, [0, 1, 3, 2, 4]), [-1, o, ig]);
   }
-  const [kh, kw] = [layer.weightShape[2]!, layer.weightShape[3]!];
-  const r = ops.reshape(cells, [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
+  const r = kwCells(ops, cells, g);
   // [N, kh, kw, G_out, G_in, c_out, c_in] -> [N, G_out, c_out, G_in, c_in, kh, kw], which is
   // [N, O, I/g, kh, kw] in element order (what a per-sample conv takes)
-  return ops.transpose(r, [0, 3, 5, 4, 6, 1, 2]);
+  return ops.transpose(r, KW_CELLS_TO_OIHW);
 }
 
 /** The KW layer forward: attention, CAF at `tau`, assembly, per-sample conv (or matmul) + bias. */
@@ -131,11 +142,19 @@ export function kwForward<T>(
 ): T {
   const image = node.op === 'dynamicConv2d';
   const alpha = kwCaf(ops, kwLogits(ops, x, image, g), g, tau);
-  const kernels = kwAssemble(ops, alpha, g);
   const bias = g.layer.biasParams ? ops.param('bias') : undefined;
   if (node.op === 'dynamicConv2d') {
-    return ops.perSampleConv(x, kernels, convAttrs(node), bias ? { shared: bias } : undefined);
+    // the cell re-ordering goes to the conv as a permutation: a backend folds it into its layout
+    const cells = ops.matMul(alpha, warehouseCells(ops, g));
+    return ops.perSampleConv(
+      x,
+      kwCells(ops, cells, g),
+      convAttrs(node),
+      bias ? { shared: bias } : undefined,
+      KW_CELLS_TO_OIHW,
+    );
   }
+  const kernels = kwAssemble(ops, alpha, g);
   const o = g.layer.weightShape[0]!;
   const i = g.layer.weightShape[1]!;
   // [N, O, I] x [N, I, 1] -> [N, O]

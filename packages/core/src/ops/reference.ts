@@ -351,7 +351,9 @@ export class ReferenceOps implements Ops<Tensor> {
     kernels: Tensor,
     attrs: ConvAttrs & { outChannels: number; kernelSize: Pair },
     bias?: SampleBias<Tensor>,
+    kernelPerm?: number[],
   ): Tensor {
+    if (kernelPerm) kernels = this.transpose(kernels, kernelPerm);
     const [n, c, h, w] = x.shape as [number, number, number, number];
     const [kh, kw] = attrs.kernelSize;
     const [ho, wo] = convOutputSize(

@@ -115,13 +115,17 @@ export interface Ops<T> {
   conv2d(x: T, weight: T, bias: T | undefined, attrs: ConvAttrs): T;
   /**
    * Each sample convolved with its own kernel: `kernels` holds the samples' OIHW kernels in
-   * order (`[N, O, I/g, kh, kw]` or any shape with that element order).
+   * order (`[N, O, I/g, kh, kw]` or any shape with that element order), after
+   * `transpose(kernels, kernelPerm)` when `kernelPerm` is given. Passing the permutation instead
+   * of transposing first lets a backend fold it into its own layout change (tfjs: one
+   * transpose straight to HWIO).
    */
   perSampleConv(
     x: T,
     kernels: T,
     attrs: ConvAttrs & { outChannels: number; kernelSize: Pair },
     bias?: SampleBias<T>,
+    kernelPerm?: number[],
   ): T;
   /** Image times per-sample channel values `s [N, C]`. */
   scaleChannels(x: T, s: T): T;
