@@ -333,3 +333,25 @@ describe('the comparison can fail', () => {
     expect(summarize(d.grads).median).toBeGreaterThan(MEDIAN_BOUND);
   }, 600_000);
 });
+
+describe('the loss convention', () => {
+  // PyTorch's F.cross_entropy(logits, y) has the gradient softmax(logits) - y for every sample.
+  // tfjs's categoricalCrossentropy of softmax probabilities (what `kw train` compiles) clips the
+  // probabilities to [1e-7, 1 - 1e-7]: a sample whose true class has p < 1e-7 (a logit gap
+  // above ~16) gets the loss 16.118 and NO gradient. softmaxCrossEntropy on the logits keeps
+  // PyTorch's. The fixtures above (logit gaps of a few units) do not reach the clip.
+  it('softmaxCrossEntropy on logits matches PyTorch where softmax + categoricalCrossentropy loses the gradient', async () => {
+    resetBackendReport();
+    await chooseBackend({ force: 'wasm', report: null });
+    const z = tf.tensor2d([[30, 0, 0]]);
+    const y = tf.tensor2d([[0, 1, 0]]);
+    const torch = [1, -1, 0]; // softmax(z) - y, to 1e-13
+    const exact = tf.grad((t: tf.Tensor) => tf.losses.softmaxCrossEntropy(y, t))(z);
+    const clipped = tf.grad((t: tf.Tensor) =>
+      tf.mean(tf.metrics.categoricalCrossentropy(y, tf.softmax(t))),
+    )(z);
+    expect(relNorm(exact.dataSync(), torch)).toBeLessThan(1e-6);
+    expect(Math.max(...Array.from(clipped.dataSync(), Math.abs))).toBe(0);
+    tf.dispose([z, y, exact, clipped]);
+  });
+});
