@@ -46,6 +46,7 @@ export const KW_ERROR_CODES = [
   // io
   'IO_ERROR',
   'ONNX_INVALID',
+  'CHECKPOINT_INVALID',
 ] as const;
 
 /** What each code means and what to do about it (rendered into docs/errors.md). */
@@ -97,6 +98,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   IO_ERROR:
     'Reading or writing a file failed (missing file, full disk, read-only folder); nothing half-written is left behind.',
   ONNX_INVALID: 'Bytes given as an ONNX model are truncated or not an ONNX ModelProto.',
+  CHECKPOINT_INVALID:
+    "A training checkpoint's manifest was modified after it was written (its content no longer matches its own SHA-256), has a version this release does not read, names a file outside the checkpoint folder, or belongs to a different training setting; nothing is resumed from it.",
 };
 
 /** One of {@link KW_ERROR_CODES}. */
