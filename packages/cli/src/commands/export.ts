@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { initWeights, loadWeights, saveWeights } from '@kernelwarehouse/core';
 import { toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
+import { EXPORT_FLAGS } from '../flags.js';
 import { readFileBytes, writeFileAtomic } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
 import { parseModelArgs } from './plan.js';
@@ -16,17 +17,10 @@ import { parseModelArgs } from './plan.js';
  * `DIR/NAME/1/model.onnx` and `DIR/NAME/config.pbtxt` (onnxruntime backend).
  */
 export function exportCommand(args: string[], io: Io): number {
-  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(args, {
-    weights: { type: 'string' },
-    seed: { type: 'string' },
-    'weights-out': { type: 'string' },
-    out: { type: 'string' },
-    temperature: { type: 'string' },
-    'triton-repo': { type: 'string' },
-    'triton-name': { type: 'string' },
-    'max-batch': { type: 'string' },
-    instances: { type: 'string' },
-  });
+  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(
+    args,
+    EXPORT_FLAGS,
+  );
   const repo = values['triton-repo'] as string | undefined;
   if (!repo && (values['triton-name'] || values['max-batch'] || values.instances))
     throw new UsageError('--triton-name, --max-batch and --instances need --triton-repo DIR');
