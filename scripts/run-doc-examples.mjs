@@ -6,6 +6,9 @@
 // empty temporary folder, with `kw` on the PATH as this checkout's CLI.
 // A block whose first line is `// no-run: why` (js) or `# no-run: why` (sh) is skipped and
 // listed with its reason: long trainings and interactive Ctrl-C runs, which tests cover.
+// Every block that runs must check its result, not only run: a js block must contain an
+// `assert` (node:assert) or a `throw`, a sh block a `grep`, `test`, `[ ... ]` or `cmp`; a block
+// without one fails.
 // `node scripts/run-doc-examples.mjs methods/` runs only the pages whose path contains the text.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -52,6 +55,14 @@ for (const file of files) {
     const noRun = code.match(sh ? /^# no-run(?::\s*(.*))?\n/ : /^\/\/ no-run(?::\s*(.*))?\n/);
     if (noRun) {
       skipped.push(`${label}: ${noRun[1] ?? 'no reason given'}`);
+      return;
+    }
+    const checks = sh ? /\b(grep|test|cmp)\b|\[ /.test(code) : /\bassert\b|\bthrow\b/.test(code);
+    if (!checks) {
+      failed++;
+      console.log(
+        `FAIL ${label}: it asserts nothing about its result (add ${sh ? 'a grep, test or [ ... ]' : "an assert (import assert from 'node:assert/strict') or a throw"})`,
+      );
       return;
     }
     const dir = mkdtempSync(join(sh ? tmpdir() : pkgCwd, '.doc-example-'));

@@ -4,17 +4,30 @@
  * @packageDocumentation
  */
 import { KwError } from '@kernelwarehouse/core';
-import { CONVERT_HELP, convertCommand } from './commands/convert.js';
+import { helpText, type OptionTable } from './args.js';
+import { convertCommand } from './commands/convert.js';
 import { exportCommand } from './commands/export.js';
 import { modelsCommand } from './commands/models.js';
 import { onnxInfoCommand } from './commands/onnx-info.js';
 import { planCommand } from './commands/plan.js';
 import { trainCommand } from './commands/train.js';
+import { CONVERT_FLAGS, EXPORT_FLAGS, JSON_FLAG, MODEL_FLAGS } from './flags.js';
 import { type Io, UsageError } from './io.js';
+import { TRAIN_FLAGS } from './train-options.js';
 
+export {
+  type NumberRange,
+  type OptionSpec,
+  type OptionTable,
+  type ParsedFlags,
+  parseFlags,
+  parseNumber,
+  SEED_RANGE,
+} from './args.js';
 export { parseInput, parseMethod, parseModelArgs, planJson } from './commands/plan.js';
 export { type AtomicFs, makeDir, readFileBytes, writeFileAtomic } from './fsio.js';
 export { type Io, UsageError } from './io.js';
+export { Progress } from './progress.js';
 
 /** One subcommand. */
 export interface Command {
@@ -22,31 +35,70 @@ export interface Command {
   run: (args: string[], io: Io) => number | Promise<number>;
   /** One usage line. */
   help: string;
+  /** What it does, in a sentence. */
+  summary: string;
+  /** Its options (parser, ranges, defaults): `kw <command> --help` lists each with its default. */
+  options: OptionTable;
 }
 
-/** Subcommands by name: each takes its arguments and an output sink and returns an exit code. */
+/**
+ * Subcommands by name: each takes its arguments and an output sink and returns an exit code.
+ * A new command is one entry here.
+ */
 export const COMMANDS: Record<string, Command> = {
   plan: {
     run: planCommand,
-    help: 'kw plan <model> [--budget 1x|1/2x|0.25|plain | --method odconv:4|dyconv:4|condconv:8|doconv|weightnet|se] [--classes N] [--input 224x224x3] [--width W] [--json]',
+    help: 'kw plan <model> [options]',
+    summary:
+      "a zoo model's KernelWarehouse plan (warehouses, cells, parameters, MACs) or another method's",
+    options: MODEL_FLAGS,
   },
-  models: { run: modelsCommand, help: 'kw models [--json]' },
+  models: {
+    run: modelsCommand,
+    help: 'kw models [--json]',
+    summary: 'the zoo with its published budgets and parameter counts',
+    options: JSON_FLAG,
+  },
   export: {
     run: exportCommand,
-    help: 'kw export <model> [--budget B] [--classes N] [--input HxWxC] [--weights w.safetensors | --seed S] [--weights-out w.safetensors] [--temperature T] --out model.onnx',
+    help: 'kw export <model> [options] (--out model.onnx | --triton-repo DIR)',
+    summary: 'a zoo model (seeded or trained weights) as ONNX (opset 17, dynamic batch)',
+    options: { ...MODEL_FLAGS, ...EXPORT_FLAGS },
   },
-  'onnx-info': { run: onnxInfoCommand, help: 'kw onnx-info model.onnx [--json]' },
-  convert: { run: convertCommand, help: CONVERT_HELP },
+  'onnx-info': {
+    run: onnxInfoCommand,
+    help: 'kw onnx-info model.onnx [--json]',
+    summary: "an ONNX file's inputs, outputs, op histogram, initializer bytes and opsets",
+    options: JSON_FLAG,
+  },
+  convert: {
+    run: convertCommand,
+    help: 'kw convert <in.pth|in.safetensors> --model M [options] --out weights.safetensors',
+    summary:
+      "an official PyTorch checkpoint (.pth or safetensors) in this project's names, or back with --to official",
+    options: CONVERT_FLAGS,
+  },
   train: {
     run: trainCommand,
-    help: 'kw train [--model resnet8_cifar] [--width W] [--dataset mnist|fashion-mnist] [--data-dir DIR] [--methods plain,kw:1x,kw:1/2x,odconv:4,... | --budgets plain,1x,1/2x] [--epochs 2] [--train-size 2000] [--test-size 500] [--batch 64] [--lr 0.005] [--temp-epochs E] [--backend wasm|cpu] [--seed 0] [--seeds 1] [--checkpoint-every 50] [--bn-passes 32] [--out DIR] [--resume [RUN_DIR]] [--preset paper-direction (width-4 ResNet-8, 3 seeds, ~1 h on 2 cores)]',
+    help: 'kw train [options]',
+    summary:
+      'train the plain backbone and the chosen variants on MNIST-style data (tfjs), export each to ONNX, check ONNX against tfjs, write runs/<name>/',
+    options: TRAIN_FLAGS,
   },
 };
 
+/** `kw <command> --help`: usage, summary, every option with its default. */
+export function commandHelp(name: string): string {
+  const c = COMMANDS[name]!;
+  return helpText(c.help, c.options, c.summary);
+}
+
 function usage(): string {
-  return `usage:\n${Object.values(COMMANDS)
-    .map((c) => `  ${c.help}`)
-    .join('\n')}\n`;
+  return `usage: kw <command> [options]   (kw <command> --help: that command alone)\n\n${Object.keys(
+    COMMANDS,
+  )
+    .map((n) => commandHelp(n))
+    .join('\n')}`;
 }
 
 /**
@@ -65,7 +117,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    io.out(`usage: ${cmd.help}\n`);
+    io.out(commandHelp(name));
     return 0;
   }
   try {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isKwError } from '@kernelwarehouse/core';
+import { canonicalJson, sha256Hex } from '@kernelwarehouse/tfjs';
 import { describe, expect, it } from 'vitest';
 import { run } from '../test/harness.js';
 import { readCheckpoint } from './checkpoint.js';
@@ -74,12 +75,16 @@ describe('kw train checkpoints and --resume', () => {
     expect(await p.exit, p.err()).toBe(130);
     expect(p.err()).toMatch(/stopped \(SIGINT\) in kw:1x seed 0 \(next: epoch 1 step \d\/6\)/);
     expect(p.err()).toContain(`resume with: kw train --resume ${out}`);
-    const { manifest } = readCheckpoint<{
+    const { manifest } = await readCheckpoint<{
       finished: { method: string }[];
-      current: { method: string; epoch: number; step: number; curve: unknown[] };
+      job: { method: string; seed: number };
+      options: { checkpointEvery: number };
+      current: { epoch: number; step: number; curve: unknown[] };
     }>(join(out, 'checkpoint'));
     expect(manifest.state.finished.map((r) => r.method)).toEqual(['plain']);
-    expect(manifest.state.current.method).toBe('kw:1x');
+    expect(manifest.state.job).toEqual({ method: 'kw:1x', seed: 0 });
+    // --checkpoint-every is part of what is resumed
+    expect(manifest.state.options.checkpointEvery).toBe(2);
     expect(manifest.state.current.epoch).toBe(0);
     expect(manifest.state.current.step).toBeGreaterThanOrEqual(3);
     expect(manifest.state.current.step).toBeLessThan(6);
@@ -90,8 +95,11 @@ describe('kw train checkpoints and --resume', () => {
     const bad = await run('train', '--resume', out, '--epochs', '3');
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--epochs 3 differs from the run's 2/);
+    const every = await run('train', '--resume', out, '--checkpoint-every', '5');
+    expect(every.code).toBe(2);
+    expect(every.err).toMatch(/--checkpoint-every 5 differs from the run's 2/);
 
-    const resumed = await run('train', '--resume', out, ...TINY);
+    const resumed = await run('train', '--resume', out, ...TINY, '--checkpoint-every', '2');
     expect(resumed.code, resumed.err).toBe(0);
     expect(resumed.err).toMatch(
       /resuming .*1 variant\(s\) done, kw:1x seed 0 continues at epoch 1/,
@@ -130,7 +138,7 @@ describe('kw train checkpoints and --resume', () => {
       await new Promise((r) => setTimeout(r, Math.random() * 1500));
       p.child.kill('SIGKILL');
       await p.exit;
-      const ck = readCheckpoint<{ current: unknown }>(join(out, 'checkpoint'));
+      const ck = await readCheckpoint<{ current: unknown }>(join(out, 'checkpoint'));
       expect(ck.manifest.generation).toBeGreaterThan(generations);
       generations = ck.manifest.generation;
       // no file of another generation is needed; stray temp files may remain from the kill
@@ -152,6 +160,7 @@ describe('kw train checkpoints and --resume', () => {
     const manifest = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
     const weights = join(dir, manifest.files.weights.file);
     const bytes = readFileSync(weights);
+    const good = readFileSync(join(dir, 'checkpoint.json'));
 
     truncateSync(weights, 1000);
     let r = await run('train', '--resume', out);
@@ -173,6 +182,35 @@ describe('kw train checkpoints and --resume', () => {
     expect(r.err).toContain(
       `checkpoint ${join(dir, 'checkpoint.json')} is corrupt: not valid JSON`,
     );
+
+    // an edit that keeps valid JSON (a finished variant's accuracy, the step, the lr) is refused
+    for (const edit of [
+      (m: Record<string, any>) => (m.state.current.step += 1),
+      (m: Record<string, any>) => (m.state.options.lr = 0.05),
+      (m: Record<string, any>) => (m.state.options.checkpointEvery = 50),
+    ]) {
+      writeFileSync(join(dir, 'checkpoint.json'), good);
+      const m = JSON.parse(good.toString('utf8'));
+      edit(m);
+      writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify(m));
+      r = await run('train', '--resume', out);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(
+        `kw train: [CHECKPOINT_INVALID] checkpoint ${join(dir, 'checkpoint.json')} was modified after it was written`,
+      );
+    }
+    // a file name leaving the folder is refused by name, even under a matching hash
+    const m = JSON.parse(good.toString('utf8'));
+    m.files.weights.file = '../../etc/hostname';
+    const { manifestSha256: _, ...body } = m;
+    m.manifestSha256 = await sha256Hex(canonicalJson(body));
+    writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify(m));
+    r = await run('train', '--resume', out);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      `[CHECKPOINT_INVALID] checkpoint ${join(dir, 'checkpoint.json')} names the file "../../etc/hostname", which is not a plain file name inside the checkpoint folder; refused before opening it`,
+    );
+    writeFileSync(join(dir, 'checkpoint.json'), good);
 
     const empty = mkdtempSync(join(tmpdir(), 'kw-empty-'));
     r = await run('train', '--resume', empty);
@@ -211,8 +249,11 @@ describe('kw train checkpoints and --resume', () => {
       [['train', '--methods', 'kw:abc'], /bad method "kw:abc"/],
       [['train', '--methods', 'plain', '--budgets', '1x'], /give --methods or --budgets/],
       [['train', '--preset', 'huge'], /unknown preset "huge"; accepted: paper-direction/],
-      [['train', '--seeds', '0'], /--seeds must be an integer >= 1/],
-      [['train', '--checkpoint-every=-1'], /--checkpoint-every must be an integer >= 0/],
+      [['train', '--seeds', '0'], /--seeds must be an integer in \[1, 1000\]; found "0"/],
+      [
+        ['train', '--checkpoint-every', '-1'],
+        /\[ARGUMENT_INVALID\] --checkpoint-every must be an integer in \[0, 1000000000\]; found "-1"/,
+      ],
     ] as [string[], RegExp][]) {
       const r = await run(...argv);
       expect(r.code, argv.join(' ')).toBe(2);

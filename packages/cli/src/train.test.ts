@@ -87,12 +87,65 @@ describe('kw train (the main job, tiny configuration)', () => {
       expect(existsSync(join(out, `${m.replace(':', '-')}.onnx`)), m).toBe(true);
   });
 
+  it('kw train --methods dyconv:4,odconv:4 anneals the temperature 30 -> 1 per iteration (official schedule)', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
+    const r = await run(
+      'train',
+      '--methods',
+      'plain,dyconv:4,odconv:4',
+      '--width',
+      '0.5',
+      '--train-size',
+      '64',
+      '--test-size',
+      '32',
+      '--batch',
+      '16',
+      '--epochs',
+      '2',
+      '--method-temp-epochs',
+      '1',
+      '--bn-passes',
+      '2',
+      '--out',
+      out,
+    );
+    expect(r.code, r.err).toBe(0);
+    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    // official ODConv / DY-Conv: T = 1 + max(0, 29 (N - t) / N), N = 4 steps x 1 epoch, t = step + 1
+    const want = Array.from({ length: 8 }, (_, i) => 1 + Math.max(0, (29 * (4 - (i + 1))) / 4));
+    for (const m of ['dyconv:4', 'odconv:4']) {
+      const x = res.results.find((y: { method: string }) => y.method === m);
+      const temps = x.curve.map((c: { temperature: number }) => c.temperature);
+      expect(temps, m).toHaveLength(8);
+      for (const [i, t] of (temps as number[]).entries())
+        expect(t, `${m} step ${i}`).toBeCloseTo(want[i]!, 12);
+      expect(x.curve.every((c: { tau?: number }) => c.tau === undefined)).toBe(true);
+    }
+    const plain = res.results.find((y: { method: string }) => y.method === 'plain');
+    expect(plain.curve.every((c: object) => !('tau' in c) && !('temperature' in c))).toBe(true);
+    expect(existsSync(join(out, 'temperature.svg'))).toBe(true);
+    expect(existsSync(join(out, 'tau.svg'))).toBe(false);
+    // the progress shows the temperature for these and no tau column for any (no KW here)
+    expect(r.err).toMatch(/dyconv:4 epoch 1\/2 \[#+\] 4\/4 loss \d.* T 1\.00 /);
+    expect(r.err).not.toMatch(/ tau /);
+    expect(r.err).toMatch(/plain {4}epoch 2\/2 \[#+\] 4\/4 loss [\d.]+ acc [\d.]+ \d+ img\/s/);
+    // a visible status during BatchNorm re-estimation, the test set and the ONNX export
+    for (const s of ['BatchNorm statistics', 'test set', 'ONNX export and check against tfjs'])
+      expect(r.err).toContain(`odconv:4 ${s}...`);
+    expect(r.err).toContain('DY-Conv/ODConv temperature 30 -> 1 over 1 epochs');
+  });
+
   it('refuses bad options with exit code 2', async () => {
     for (const [argv, pattern] of [
       [['train', '--budgets', 'plain,abc'], /bad budget "abc"/],
-      [['train', '--epochs', '0'], /--epochs must be an integer >= 1/],
-      [['train', '--bn-passes=-1'], /--bn-passes must be an integer >= 0/],
-      [['train', '--bn-passes', '1.5'], /--bn-passes must be an integer >= 0/],
+      [['train', '--epochs', '0'], /--epochs must be an integer in \[1, 100000\]; found "0"/],
+      [['train', '--bn-passes=-1'], /--bn-passes must be an integer in \[0, 100000\]/],
+      [
+        ['train', '--bn-passes', '-1'],
+        /--bn-passes must be an integer in \[0, 100000\]; found "-1"/,
+      ],
+      [['train', '--bn-passes', '1.5'], /--bn-passes must be an integer in \[0, 100000\]/],
       [['train', '--model', 'resnet19'], /unknown model "resnet19"/],
       [['train', '--backend', 'webgl'], /--backend must be wasm or cpu/],
       [['train', '--train-size', '99999999'], /exceed the data set \(60000 train, 10000 test/],

@@ -16,19 +16,16 @@ const LINE =
 describe('kw train and a failed wasm kernel', () => {
   it('stops with BACKEND_FAILED naming the step, and the checkpoint holds the step before it', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-xnn-')), 'run');
-    const original = tf.LayersModel.prototype.trainOnBatch;
+    // the Trainer applies the gradients once per step
+    const original = tf.AdamOptimizer.prototype.applyGradients;
     let calls = 0;
-    const spy = vi
-      .spyOn(tf.LayersModel.prototype, 'trainOnBatch')
-      .mockImplementation(async function (
-        this: tf.LayersModel,
-        x: Parameters<typeof original>[0],
-        y: Parameters<typeof original>[1],
-      ) {
-        const logs = await original.call(this, x, y);
-        if (++calls === 3) fs.writeSync(2, LINE);
-        return logs;
-      });
+    const spy = vi.spyOn(tf.AdamOptimizer.prototype, 'applyGradients').mockImplementation(function (
+      this: tf.AdamOptimizer,
+      grads: Parameters<typeof original>[0],
+    ) {
+      original.call(this, grads);
+      if (++calls === 3) fs.writeSync(2, LINE);
+    });
     // the line reaches the watch (installed by kw train over this filter) but not the test log
     const realWrite = fs.writeSync;
     (fs as { writeSync: typeof fs.writeSync }).writeSync = ((fd: number, data: string, ...rest) =>

@@ -57,6 +57,7 @@ export const KW_ERROR_CODES = [
   'ONNX_INVALID',
   // training data
   'DATA_INVALID',
+  'CHECKPOINT_INVALID',
 ] as const;
 
 /** What each code means and what to do about it (rendered into docs/errors.md). */
@@ -127,6 +128,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
     'Bytes given as an ONNX model are truncated or not an ONNX ModelProto (a varint above 2^64, a length past the end, an unknown wire type).',
   DATA_INVALID:
     'A data set does not fit a classification task: labels must be 0..K-1 with K >= 2 and every class present in the training set, and the test set may only use those classes. The message names the file, the index and the label.',
+  CHECKPOINT_INVALID:
+    "A training checkpoint's manifest was modified after it was written (its content no longer matches its own SHA-256), has a version this release does not read, names a file outside the checkpoint folder, or belongs to a different training setting; nothing is resumed from it.",
 };
 
 /** One of {@link KW_ERROR_CODES}. */

@@ -11,6 +11,21 @@ export {
   resetBackendReport,
 } from './backend.js';
 export {
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_MANIFEST,
+  CHECKPOINT_VERSION,
+  CheckpointDir,
+  type CheckpointFile,
+  type CheckpointFs,
+  type CheckpointManifest,
+  type CheckpointWrite,
+  canonicalJson,
+  loadOptimizerState,
+  nodeCheckpointFs,
+  saveOptimizerState,
+  sha256Hex,
+} from './checkpoint.js';
+export {
   FAST_WASM_KERNELS,
   registerFastWasmKernels,
   unregisterFastWasmKernels,
@@ -67,4 +82,18 @@ export {
   stepTemperature,
   temperatureCallback,
 } from './train.js';
+export {
+  type CurvePoint,
+  epochOrder,
+  type KwTemperatureOptions,
+  type MethodTemperatureOptions,
+  type OptimizerOptions,
+  type TrainData,
+  Trainer,
+  type TrainerEvent,
+  type TrainerOptions,
+  type TrainerPhase,
+  type TrainerSnapshot,
+  type TrainerState,
+} from './trainer.js';
 export { type WasmFailureWatch, watchWasmFailures } from './wasm-guard.js';

@@ -1,14 +1,11 @@
-import { parseArgs } from 'node:util';
 import { exportOfficialStateDict, saveWeights, writeSafetensors } from '@kernelwarehouse/core';
 import { type CheckpointReport, formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel, type StemOption } from '@kernelwarehouse/zoo';
+import { parseFlags } from '../args.js';
+import { CONVERT_FLAGS } from '../flags.js';
 import { readFileBytes, writeFileAtomic } from '../fsio.js';
 import { type Io, UsageError } from '../io.js';
 import { parseModelArgs } from './plan.js';
-
-/** The usage line of `kw convert`. */
-export const CONVERT_HELP =
-  'kw convert <in.pth|in.safetensors> --model M [--budget B] [--classes N] [--input HxWxC] [--width W] [--stem auto|imagenet|small] [--ema] [--to project|official] --out weights.safetensors';
 
 /** `--stem auto|imagenet|small`, checked. */
 export function parseStem(v: unknown): StemOption | undefined {
@@ -54,27 +51,7 @@ function summarise(names: string[]): string {
  * the official state_dict names (`--to official`, with `num_batches_tracked` counters).
  */
 export function convertCommand(args: string[], io: Io): number {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        model: { type: 'string' },
-        budget: { type: 'string' },
-        classes: { type: 'string' },
-        input: { type: 'string' },
-        width: { type: 'string' },
-        stem: { type: 'string' },
-        ema: { type: 'boolean' },
-        to: { type: 'string' },
-        out: { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message.split('\n')[0]!);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseFlags(args, CONVERT_FLAGS, { positionals: 1 });
   const input = positionals[0];
   if (!input) throw new UsageError('an input file (.pth or .safetensors) is required');
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`);

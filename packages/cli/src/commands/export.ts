@@ -3,6 +3,7 @@ import { initWeights, saveWeights } from '@kernelwarehouse/core';
 import { isModelName, toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
 import { formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel } from '@kernelwarehouse/zoo';
+import { EXPORT_FLAGS } from '../flags.js';
 import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
 import { describeLoad, parseStem } from './convert.js';
@@ -21,19 +22,10 @@ import { parseModelArgs } from './plan.js';
  * `DIR/NAME/1/model.onnx` and `DIR/NAME/config.pbtxt` (onnxruntime backend).
  */
 export function exportCommand(args: string[], io: Io): number {
-  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(args, {
-    weights: { type: 'string' },
-    ema: { type: 'boolean' },
-    stem: { type: 'string' },
-    seed: { type: 'string' },
-    'weights-out': { type: 'string' },
-    out: { type: 'string' },
-    temperature: { type: 'string' },
-    'triton-repo': { type: 'string' },
-    'triton-name': { type: 'string' },
-    'max-batch': { type: 'string' },
-    instances: { type: 'string' },
-  });
+  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(
+    args,
+    EXPORT_FLAGS,
+  );
   const repo = values['triton-repo'] as string | undefined;
   if (!repo && (values['triton-name'] || values['max-batch'] || values.instances))
     throw new UsageError('--triton-name, --max-batch and --instances need --triton-repo DIR');

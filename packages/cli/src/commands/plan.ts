@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import {
   formatBudget,
   isKwError,
@@ -15,6 +14,8 @@ import {
   type MethodOption,
   MODEL_METHODS,
 } from '@kernelwarehouse/zoo';
+import { numberFlag, type OptionTable, parseFlags } from '../args.js';
+import { MODEL_FLAGS } from '../flags.js';
 import { human, type Io, int, table, UsageError } from '../io.js';
 
 /** Parse `224x224x3` (H x W x C) into `[C, H, W]`. */
@@ -51,29 +52,12 @@ export function parseMethod(text: string): MethodOption {
   }
 }
 
-/** Shared option parsing of the model-building commands (plan, export, ...). */
-export function parseModelArgs(
-  args: string[],
-  extra: Record<string, { type: 'string' | 'boolean' }> = {},
-) {
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        budget: { type: 'string' },
-        classes: { type: 'string' },
-        input: { type: 'string' },
-        width: { type: 'string' },
-        method: { type: 'string' },
-        json: { type: 'boolean' },
-        ...extra,
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message.split('\n')[0]!);
-  }
+/**
+ * Shared option parsing of the model-building commands (plan, export, ...): {@link MODEL_FLAGS}
+ * plus the command's own, by the strict parser of args.ts (numeric ranges, no repeated flags).
+ */
+export function parseModelArgs(args: string[], extra: OptionTable = {}) {
+  const parsed = parseFlags(args, { ...MODEL_FLAGS, ...extra }, { positionals: 1 });
   const { values, positionals } = parsed;
   const id = positionals[0];
   if (!id)
@@ -102,13 +86,8 @@ export function parseModelArgs(
       );
     }
   }
-  const classes = values.classes === undefined ? undefined : Number(values.classes);
-  if (classes !== undefined && (!Number.isInteger(classes) || classes < 1)) {
-    throw new UsageError(`--classes must be an integer >= 1; found "${values.classes}"`);
-  }
-  const width = values.width === undefined ? undefined : Number(values.width);
-  if (width !== undefined && !(width > 0))
-    throw new UsageError(`--width must be a number > 0; found "${values.width}"`);
+  const classes = numberFlag(parsed, MODEL_FLAGS, 'classes');
+  const width = numberFlag(parsed, MODEL_FLAGS, 'width');
   const inputShape = values.input === undefined ? undefined : parseInput(values.input as string);
   const method = values.method === undefined ? undefined : parseMethod(values.method as string);
   if (method && budget !== null)

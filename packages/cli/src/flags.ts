@@ -1,0 +1,125 @@
+/**
+ * The flags of `kw plan`, `kw export`, `kw onnx-info` and `kw models`, with their ranges and
+ * defaults (the parser and `--help` read the same table). `kw train`'s are in train-options.ts.
+ */
+import { type OptionTable, SEED_RANGE } from './args.js';
+
+/** Flags shared by the model-building commands (plan, export). */
+export const MODEL_FLAGS: OptionTable = {
+  budget: {
+    type: 'string',
+    value: 'B',
+    help: 'KernelWarehouse budget: 1/4x, 1/2x, 1x, 2x, 4x, a number > 0 like 0.25, or plain',
+    default: 'plain',
+  },
+  method: {
+    type: 'string',
+    value: 'M',
+    help: 'another method instead of KW: odconv[:K], dyconv[:K], condconv[:n], doconv, weightnet[:M:G], se',
+  },
+  classes: {
+    type: 'string',
+    value: 'N',
+    help: 'classifier outputs',
+    default: "the model's own (1000; CIFAR models 10)",
+    range: { int: true, min: 1, max: 1_000_000 },
+  },
+  input: {
+    type: 'string',
+    value: 'HxWxC',
+    help: 'input size, e.g. 224x224x3 or 28x28x1',
+    default: "the model's own",
+  },
+  width: {
+    type: 'string',
+    value: 'W',
+    help: 'width multiplier of the channels',
+    default: '1',
+    range: { min: 0, minExclusive: true, max: 64 },
+  },
+  json: { type: 'boolean', help: 'print JSON instead of tables' },
+};
+
+/** `kw export`'s own flags (beside {@link MODEL_FLAGS}). */
+export const EXPORT_FLAGS: OptionTable = {
+  out: { type: 'string', value: 'FILE', help: 'the ONNX file to write (or --triton-repo)' },
+  weights: {
+    type: 'string',
+    value: 'FILE',
+    help: 'trained weights: a PyTorch .pth/.pt/.ckpt checkpoint or safetensors, in official or project names (detected)',
+    default: 'seeded initial weights',
+  },
+  ema: {
+    type: 'boolean',
+    help: 'take model_ema instead of model from an official checkpoint dict',
+  },
+  stem: {
+    type: 'string',
+    value: 'S',
+    help: 'auto, imagenet or small: the small-input stem is chosen at <= 64 px under auto; official ImageNet weights need imagenet',
+    default: 'auto',
+  },
+  seed: {
+    type: 'string',
+    value: 'S',
+    help: 'seed of the initial weights when --weights is not given',
+    default: '0',
+    range: SEED_RANGE,
+  },
+  'weights-out': { type: 'string', value: 'FILE', help: 'also write the weights (safetensors)' },
+  temperature: {
+    type: 'string',
+    value: 'T',
+    help: 'KW temperature baked into the graph',
+    default: '0 (inference)',
+    range: { min: 0, max: 1 },
+  },
+  'triton-repo': {
+    type: 'string',
+    value: 'DIR',
+    help: 'write a Triton model repository entry DIR/NAME/1/model.onnx + config.pbtxt',
+  },
+  'triton-name': {
+    type: 'string',
+    value: 'NAME',
+    help: 'Triton model name',
+    default: 'the spec name',
+  },
+  'max-batch': {
+    type: 'string',
+    value: 'N',
+    help: 'Triton max_batch_size',
+    default: '8',
+    range: { int: true, min: 0, max: 1_000_000 },
+  },
+  instances: {
+    type: 'string',
+    value: 'N',
+    help: 'Triton instance count',
+    default: '1',
+    range: { int: true, min: 1, max: 1024 },
+  },
+};
+
+/** `kw onnx-info` and `kw models`. */
+export const JSON_FLAG: OptionTable = {
+  json: { type: 'boolean', help: 'print JSON instead of tables' },
+};
+
+/** `kw convert`'s flags (the input file is the positional argument). */
+export const CONVERT_FLAGS: OptionTable = {
+  model: { type: 'string', value: 'M', help: 'the zoo model the checkpoint holds (see kw models)' },
+  budget: MODEL_FLAGS.budget!,
+  classes: MODEL_FLAGS.classes!,
+  input: MODEL_FLAGS.input!,
+  width: MODEL_FLAGS.width!,
+  stem: EXPORT_FLAGS.stem!,
+  ema: EXPORT_FLAGS.ema!,
+  to: {
+    type: 'string',
+    value: 'NAMES',
+    help: "project (this project's names) or official (PyTorch state_dict names)",
+    default: 'project',
+  },
+  out: { type: 'string', value: 'FILE', help: 'the safetensors file to write' },
+};
