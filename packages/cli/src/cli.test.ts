@@ -147,7 +147,7 @@ describe('kw models and the binary', () => {
     expect((await run('train', '-h')).out).toMatch(/--preset NAME .*paper-direction/);
     const all = await run();
     expect(all.code).toBe(2);
-    expect(all.out.split('\n').filter((l) => l.startsWith('usage: kw '))).toHaveLength(6);
+    expect(all.out.split('\n').filter((l) => l.startsWith('usage: kw '))).toHaveLength(7);
   });
 
   it('bin/kw.js runs as a process with the same exit codes', () => {
