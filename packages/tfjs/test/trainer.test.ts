@@ -202,7 +202,7 @@ describe('Trainer', () => {
       tf.dispose(d.x);
       trainer.dispose();
     }
-  });
+  }, 600_000);
 
   it('cosine schedule: lr(t) = lr (1 + cos(pi t / T)) / 2 per step; constant otherwise', () => {
     const spec = small({});
@@ -297,7 +297,7 @@ describe('Trainer', () => {
     expect(accuracy).toBe(correct / 20);
     tf.dispose(d.x);
     trainer.dispose();
-  });
+  }, 600_000);
 });
 
 describe('checkpoint manifest integrity', () => {

@@ -53,7 +53,7 @@ export function parseMethod(text: string): MethodOption {
 }
 
 /**
- * Shared option parsing of the model-building commands (plan, export, ...): {@link MODEL_FLAGS}
+ * Shared option parsing of the model-building commands (plan, export, ...): `MODEL_FLAGS`
  * plus the command's own, by the strict parser of args.ts (numeric ranges, no repeated flags).
  */
 export function parseModelArgs(args: string[], extra: OptionTable = {}) {
