@@ -25,7 +25,13 @@ export {
   SEED_RANGE,
 } from './args.js';
 export { parseInput, parseMethod, parseModelArgs, planJson } from './commands/plan.js';
-export { type AtomicFs, makeDir, readFileBytes, writeFileAtomic } from './fsio.js';
+export {
+  type AtomicFs,
+  makeDir,
+  type ReadOptions,
+  readFileBytes,
+  writeFileAtomic,
+} from './fsio.js';
 export { type Io, UsageError } from './io.js';
 export { Progress } from './progress.js';
 

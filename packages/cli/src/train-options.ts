@@ -107,7 +107,7 @@ export const TRAIN_FLAGS: OptionTable = {
   methods: {
     type: 'string',
     value: 'LIST',
-    help: 'variants, comma separated: plain, kw:B (kw:1x, kw:1/2x, kw:0.25, ...), odconv:K, dyconv:K, condconv:n, doconv, weightnet[:M:G], se',
+    help: 'variants, comma separated: plain, kw:B (kw:1x, kw:1/2x, kw:0.25, ...; kw:B@S converts only the warehouses of stages S, e.g. kw:1/4x@2 or kw:1x@1+2), odconv:K, dyconv:K, condconv:n, doconv, weightnet[:M:G], se',
     default: DEFAULTS.methods.join(','),
   },
   budgets: {
@@ -263,6 +263,8 @@ export interface MethodChoice {
   label: string;
   budget: number | null;
   method?: MethodOption;
+  /** KW only in these stages' warehouses (zoo `kwStages`; `kw:1/4x@2`); undefined: the official placement. */
+  kwStages?: number[];
 }
 
 /** `plain`, `kw:B` (a KernelWarehouse budget: 1x, 1/2x, 0.25, ...) or a peer method of `kw plan --method`. */
@@ -270,15 +272,34 @@ export function parseMethodChoice(text: string): MethodChoice {
   const t = text.trim().toLowerCase();
   if (t === 'plain') return { key: 'plain', label: 'plain', budget: null };
   if (t.startsWith('kw:') || t === 'kw') {
+    const [budgetText, stagesText] = (t === 'kw' ? '1x' : t.slice(3)).split('@', 2) as [
+      string,
+      string | undefined,
+    ];
     let b: number;
     try {
-      b = parseBudget(t === 'kw' ? '1x' : t.slice(3));
+      b = parseBudget(budgetText);
     } catch {
       throw new UsageError(
-        `bad method "${text}" in --methods; KernelWarehouse is kw:B with a budget B such as 1x, 1/2x, 2x`,
+        `bad method "${text}" in --methods; KernelWarehouse is kw:B[@S] with a budget B such as 1x, 1/2x, 2x and optional stages S such as 2 or 1+2`,
       );
     }
-    return { key: `kw:${formatBudget(b)}`, label: `KW ${formatBudget(b)}`, budget: b };
+    let kwStages: number[] | undefined;
+    if (stagesText !== undefined) {
+      const parts = stagesText.split('+');
+      if (!parts.every((p) => /^\d{1,2}$/.test(p)) || new Set(parts).size !== parts.length)
+        throw new UsageError(
+          `bad stages "${stagesText}" in --methods entry "${text}"; write kw:B@S with stage indices joined by + (kw:1/4x@2, kw:1x@1+2)`,
+        );
+      kwStages = parts.map(Number).sort((x, y) => x - y);
+    }
+    const at = kwStages ? `@${kwStages.join('+')}` : '';
+    return {
+      key: `kw:${formatBudget(b)}${at}`,
+      label: `KW ${formatBudget(b)}${kwStages ? ` @stage${kwStages.join('+')}` : ''}`,
+      budget: b,
+      ...(kwStages ? { kwStages } : {}),
+    };
   }
   let method: MethodOption;
   try {

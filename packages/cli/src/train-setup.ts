@@ -171,6 +171,7 @@ export async function setupRun(args: string[]): Promise<TrainSetup> {
       return createModel(opts.model, {
         budget: c.budget,
         method: c.method,
+        ...(c.kwStages ? { kwStages: c.kwStages } : {}),
         classes,
         inputShape: [1, train.height, train.width],
         width: opts.width ?? undefined,
