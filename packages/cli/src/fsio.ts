@@ -10,7 +10,7 @@ import { basename, dirname, join, parse, resolve } from 'node:path';
 import { KwError } from '@kernelwarehouse/core';
 
 /**
- * The file-system calls {@link writeFileAtomic} and {@link writeFilesAtomic} make; tests inject
+ * The file-system calls `writeFileAtomic` and `writeFilesAtomic` make; tests inject
  * failing ones (a full disk, a read-only file system) without touching the real disk. The
  * optional ones default to the real calls.
  */
@@ -148,7 +148,7 @@ export function removePath(path: string, options: { recursive?: boolean } = {}):
 /**
  * Create a folder and its missing parents, one `mkdir` at a time (Node's recursive mkdir loops
  * forever under /proc), and check that it is writable. Returns the folders it created, outermost
- * first, so a failed command can remove them again ({@link removeCreatedDirs}). A path that
+ * first, so a failed command can remove them again (`removeCreatedDirs`). A path that
  * cannot be a folder (read-only file system, no permission, a file in the way) is
  * KwError('IO_ERROR') naming it, before any work is done.
  */
@@ -192,7 +192,7 @@ export function makeDir(path: string): string[] {
   return created;
 }
 
-/** Remove folders {@link makeDir} created (innermost first, only while empty); best effort. */
+/** Remove folders `makeDir` created (innermost first, only while empty); best effort. */
 export function removeCreatedDirs(created: readonly string[]): void {
   for (const d of [...created].reverse()) {
     try {
@@ -203,16 +203,8 @@ export function removeCreatedDirs(created: readonly string[]): void {
   }
 }
 
-/** Largest file {@link readFileBytes} reads unless told otherwise: 2^31 - 1 bytes (2 GiB). */
+/** Largest file `readFileBytes` reads unless told otherwise: 2^31 - 1 bytes (2 GiB). */
 export const MAX_READ_BYTES = 2 ** 31 - 1;
-
-/** Options of {@link readFileBytes}. */
-export interface ReadOptions {
-  /** Refuse files larger than this (default {@link MAX_READ_BYTES}). */
-  maxBytes?: number;
-  /** What the file is, for the message ("an ONNX model", "a safetensors file"). */
-  what?: string;
-}
 
 /**
  * Read a whole regular file. Devices (`/dev/zero`), FIFOs, sockets and folders are refused
@@ -223,7 +215,15 @@ export interface ReadOptions {
  * @example
  * const bytes = readFileBytes('model.onnx', { maxBytes: 2 ** 31 - 1, what: 'an ONNX model' });
  */
-export function readFileBytes(path: string, options: ReadOptions = {}): Uint8Array {
+export function readFileBytes(
+  path: string,
+  options: {
+    /** Refuse files larger than this (default `MAX_READ_BYTES`). */
+    maxBytes?: number;
+    /** What the file is, for the message ("an ONNX model", "an IDX file"). */
+    what?: string;
+  } = {},
+): Uint8Array {
   const maxBytes = options.maxBytes ?? MAX_READ_BYTES;
   const st = statPath(path);
   if (!st)
@@ -265,7 +265,7 @@ export function readFileBytes(path: string, options: ReadOptions = {}): Uint8Arr
   }
 }
 
-/** One file for {@link writeFilesAtomic}. */
+/** One file for `writeFilesAtomic`. */
 export interface OutputFile {
   path: string;
   bytes: Uint8Array | string;
@@ -462,7 +462,7 @@ export function writeFileAtomic(
 
 /**
  * The outputs of one command, all or nothing: the folders are created first (and removed again
- * if anything fails), then every file goes through {@link writeFilesAtomic}.
+ * if anything fails), then every file goes through `writeFilesAtomic`.
  *
  * @example
  * writeOutputs([{ path: 'repo/m/1/model.onnx', bytes }, { path: 'repo/m/config.pbtxt', bytes: text }], ['repo/m/1']);
