@@ -28,7 +28,6 @@ export { parseInput, parseMethod, parseModelArgs, planJson } from './commands/pl
 export {
   type AtomicFs,
   makeDir,
-  type ReadOptions,
   readFileBytes,
   writeFileAtomic,
 } from './fsio.js';
