@@ -65,7 +65,9 @@ else {
     `resnet18 ${budgetArg} batch ${batchArg} threads ${threadsArg} ${fixedArg || 'dynamic'}: model_run ms ${runMs.join(', ')}; node time per run ${(total / 1000 / RUNS).toFixed(1)} ms`,
   );
   for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]))
-    console.log(`  ${op.padEnd(22)} ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)} %`);
+    console.log(
+      `  ${op.padEnd(22)} ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)} %`,
+    );
   console.log('  top nodes (op, output shape):');
   for (const [k, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, 12))
     console.log(`    ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms  ${k}`);
