@@ -3,8 +3,11 @@
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
 // model file sizes. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
-// Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS (1,2).
+// Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
+// (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
+// and after each thread count, and the spread (min-max) of the per-round ratios.
 import { execFileSync } from 'node:child_process';
+import { availableParallelism, loadavg } from 'node:os';
 import { initWeights, planModel, Rng } from '@kernelwarehouse/core';
 import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
@@ -13,7 +16,10 @@ import { compare, machine } from './harness.mjs';
 const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 3);
 const BATCHES = (process.env.KW_BENCH_BATCHES ?? '1,8').split(',').map(Number);
-const THREADS = (process.env.KW_BENCH_THREADS ?? '1,2').split(',').map(Number);
+const THREADS = (process.env.KW_BENCH_THREADS ?? `1,${availableParallelism()}`)
+  .split(',')
+  .map(Number)
+  .filter((t, i, all) => all.indexOf(t) === i);
 const MODELS = [
   ['plain', null],
   ['KW 1x', 1],
@@ -62,7 +68,17 @@ async function child(threads) {
       { rounds: ROUNDS, warmup: 1 },
     );
     res.forEach((r, i) => {
-      rows.push({ threads, batch: n, ...r, bytes: cases[i].bytes, params: cases[i].params });
+      // per-round ratios: each KW run against the plain run of the same round
+      const per = r.samples.map((t, k) => t / res[0].samples[k]);
+      rows.push({
+        threads,
+        batch: n,
+        ...r,
+        lo: Math.min(...per),
+        hi: Math.max(...per),
+        bytes: cases[i].bytes,
+        params: cases[i].params,
+      });
     });
     for (const c of cases) await c.session.release();
   }
@@ -73,24 +89,32 @@ if (process.argv[2] === '--child') {
   await child(Number(process.argv[3]));
 } else {
   const all = [];
+  const loads = [];
+  const load = () =>
+    loadavg()
+      .map((l) => l.toFixed(2))
+      .join(', ');
   for (const t of THREADS) {
+    const before = load();
     const out = execFileSync(
       process.execPath,
       [new URL(import.meta.url).pathname, '--child', String(t)],
       { encoding: 'utf8', maxBuffer: 1 << 24 },
     );
     all.push(...JSON.parse(out.trim().split('\n').pop()));
+    loads.push(`${t} thread(s): load average ${before} before, ${load()} after`);
   }
   console.log(
     `machine: ${await machine()}; onnxruntime-web 1.30.0 wasm; ResNet18 ${SIZE}x${SIZE}; ${ROUNDS} rounds (median)`,
   );
+  console.log(`load (uptime, ${availableParallelism()} cores): ${loads.join('; ')}`);
   console.log(
-    '\n| threads | batch | model | params | .onnx size | median ms | ms / image | measured ratio | MAC-ideal ratio | measured / ideal |',
+    '\n| threads | batch | model | params | .onnx size | median ms | ms / image | measured ratio (per-round min-max) | MAC-ideal ratio | measured / ideal |',
   );
   console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of all) {
     console.log(
-      `| ${r.threads} | ${r.batch} | ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${(r.bytes / 2 ** 20).toFixed(1)} MiB | ${r.medianMs.toFixed(0)} | ${(r.medianMs / r.batch).toFixed(1)} | ${r.ratio.toFixed(2)} | ${r.ideal.toFixed(2)} | ${(r.ratio / r.ideal).toFixed(2)} |`,
+      `| ${r.threads} | ${r.batch} | ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${(r.bytes / 2 ** 20).toFixed(1)} MiB | ${r.medianMs.toFixed(0)} | ${(r.medianMs / r.batch).toFixed(1)} | ${r.ratio.toFixed(2)} (${r.lo.toFixed(2)}-${r.hi.toFixed(2)}) | ${r.ideal.toFixed(2)} | ${(r.ratio / r.ideal).toFixed(2)} |`,
     );
   }
 }

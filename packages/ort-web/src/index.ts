@@ -6,5 +6,11 @@
 export { type OnnxExport, type ToOnnxOptions, toOnnx, toOnnxWithInfo } from './export.js';
 export { type OnnxInfo, onnxInfo, type ValueInfo } from './info.js';
 export { IR_VERSION, OPSET } from './onnx.js';
-export { createSession, executionProviders, runSession, type SessionOptions } from './session.js';
+export {
+  createSession,
+  defaultThreads,
+  executionProviders,
+  runSession,
+  type SessionOptions,
+} from './session.js';
 export { isModelName, type TritonConfigOptions, tritonConfig } from './triton.js';

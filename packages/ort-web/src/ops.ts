@@ -31,6 +31,25 @@ export interface OnnxValue {
   sharedKey?: string;
   /** A pending `x W^T + b`. */
   gemm?: { x: OnnxValue; w: OnnxValue; b: OnnxValue | undefined };
+  /** A pending product of a runtime value and a constant matrix (see {@link PendingProduct}). */
+  product?: PendingProduct;
+}
+
+/**
+ * `a [.., K] @ w [K, Nc]` with `a` a runtime value and `w` constant, kept pending so that a
+ * reshape and a transpose after it fold into the product: KW's kernel assembly
+ * (`alpha @ warehouse`, split into cells, permuted into the conv's `[O, I/g, kh, kw]` order) then
+ * becomes ONE broadcast MatMul whose output is already in the permuted order, with the warehouse
+ * laid out for it at export time (no runtime Transpose of the kernels; only the small attention
+ * tensor is permuted).
+ */
+export interface PendingProduct {
+  a: OnnxValue;
+  w: OnnxValue & { data: Float32Array; shape: number[] };
+  /** Split of the output by a reshape: `[-1, ...aDims, ...wDims]`, the row dims of `a` (after
+   * the batch) then the column dims of `w`; undefined until reshaped. */
+  aDims?: number[];
+  wDims?: number[];
 }
 
 /** What the ONNX seam of one layer needs to know. */
@@ -65,7 +84,11 @@ export class OnnxOps implements Ops<OnnxValue> {
   v(v: OnnxValue): string {
     if (v.name !== undefined) return v.name;
     const g = this.o.g;
-    if (v.gemm) {
+    if (v.product) {
+      const { a, w, aDims, wDims } = v.product;
+      const y = g.op('MatMul', [this.v(a), this.v(w)]);
+      v.name = aDims ? g.op('Reshape', [y, g.int64('shape', [-1, ...aDims, ...wDims!])]) : y;
+    } else if (v.gemm) {
       const { x, w, b } = v.gemm;
       const w2 = this.reshape(w, [w.shape![0]!, -1]);
       const inputs = [this.v(x), this.v(w2)];
@@ -135,12 +158,112 @@ export class OnnxOps implements Ops<OnnxValue> {
         sharedKey: x.sharedKey && `${x.sharedKey}:${r.shape.join('x')}`,
       };
     }
+    const p = x.name === undefined ? x.product : undefined;
+    if (p && !p.aDims && shape[0] === -1 && shape.slice(1).every((d) => d >= 1)) {
+      // the shortest suffix holding w's columns; the dims between the batch and it are a's rows
+      const nc = p.w.shape[1]!;
+      let prod = 1;
+      let k = shape.length;
+      while (k > 1 && prod < nc) prod *= shape[--k]!;
+      if (prod === nc && k >= 1) {
+        return { product: { ...p, aDims: shape.slice(1, k), wDims: shape.slice(k) } };
+      }
+    }
     return this.op('Reshape', [x, this.ints(shape)]);
   }
 
   transpose(x: OnnxValue, perm: number[]): OnnxValue {
     if (isConst(x)) return this.c(this.fold.transpose(this.t(x), perm), x.label);
+    const p = x.name === undefined ? x.product : undefined;
+    if (p?.aDims) {
+      const fused = this.permutedProduct(p as Required<PendingProduct>, perm);
+      if (fused) return fused;
+    }
     return this.op('Transpose', [x], { perm });
+  }
+
+  /**
+   * `transpose(reshape(a @ w, [-1, ...aDims, ...wDims]), perm)` as one broadcast MatMul. The
+   * output dims, in `perm` order, end with a run of dims from one side (the product's columns)
+   * after a run from the other (its rows); every dim before them (the batch first) is a batch dim
+   * of the MatMul, broadcast (size 1) on the side it does not come from. The runtime side `a`
+   * gets one Transpose (attention-sized), the constant side `w` is permuted at export. Returns
+   * undefined when the permutation has no such form.
+   */
+  private permutedProduct(p: Required<PendingProduct>, perm: number[]): OnnxValue | undefined {
+    const { aDims, wDims } = p;
+    const ka = aDims.length;
+    const kDim = p.w.shape[0]!;
+    const rank = 1 + ka + wDims.length;
+    if (perm.length !== rank || perm[0] !== 0) return undefined;
+    const side = (d: number) => (d === 0 ? 'n' : d <= ka ? 'a' : 'w');
+    const sizeOf = (d: number) => (d <= ka ? aDims[d - 1]! : wDims[d - 1 - ka]!);
+    // size-1 dims belong to neither side (a 1x1 kernel's kh, kw): leaving them out keeps the
+    // product's columns wide instead of a matrix-vector product per sample
+    const ones = perm.filter((d) => d > 0 && sizeOf(d) === 1);
+    const kept = perm.filter((d) => d === 0 || sizeOf(d) !== 1);
+    const r2 = kept.length;
+    let j = r2 - 1;
+    if (r2 < 3) return undefined;
+    const last = side(kept[j]!);
+    while (j > 0 && side(kept[j]!) === last) j--;
+    const cols = kept.slice(j + 1);
+    const rowSide = side(kept[j]!);
+    if (rowSide === 'n' || rowSide === last) return undefined;
+    while (j > 0 && side(kept[j]!) === rowSide) j--;
+    const rows = kept.slice(j + 1, r2 - cols.length);
+    const batch = kept.slice(1, j + 1);
+    const aLeft = last === 'w'; // a gives the rows (left operand) or the columns (right)
+    const prod = (ds: number[]) => ds.reduce((acc, d) => acc * sizeOf(d), 1);
+    const aMat = aLeft ? rows : cols;
+    const wMat = aLeft ? cols : rows;
+    // runtime side: [N, ...aDims, K] -> [N, batch dims of a, rows, K] or [N, batch, K, cols]
+    const aBatch = batch.filter((d) => side(d) === 'a');
+    const aOnes = ones.filter((d) => side(d) === 'a');
+    const aSrc = [0, ...aOnes, ...aBatch, ...(aLeft ? [...aMat, ka + 1] : [ka + 1, ...aMat])];
+    let av: OnnxValue = this.op('Reshape', [p.a, this.ints([-1, ...aDims, kDim])]);
+    if (aSrc.some((d, i) => d !== i)) av = this.op('Transpose', [av], { perm: aSrc });
+    const bShape = batch.map((d) => (side(d) === 'a' ? sizeOf(d) : 1));
+    av = this.op('Reshape', [
+      av,
+      this.ints([-1, ...bShape, ...(aLeft ? [prod(aMat), kDim] : [kDim, prod(aMat)])]),
+    ]);
+    // constant side: [K, ...wDims] -> [1, batch dims of w (1 elsewhere), rows, K] or [.., K, cols]
+    const wBatch = batch.filter((d) => side(d) === 'w');
+    const wAxis = (d: number) => d - ka; // axis of dim d in [K, ...wDims]
+    const wPerm = [
+      ...ones.filter((d) => side(d) === 'w').map(wAxis),
+      ...wBatch.map(wAxis),
+      ...(aLeft ? [0, ...wMat.map(wAxis)] : [...wMat.map(wAxis), 0]),
+    ];
+    const wShape = [
+      1,
+      ...batch.map((d) => (side(d) === 'w' ? sizeOf(d) : 1)),
+      ...(aLeft ? [kDim, prod(wMat)] : [prod(wMat), kDim]),
+    ];
+    // The warehouse is stored once, laid out as [...wDims, K] (a conv kernel's cells are then
+    // already in [O, I/g, kh, kw] order: no transpose at all); a layer that needs another order
+    // (a 1x1 or linear layer: [.., K, c_in]) gets a Transpose of the initializer, which
+    // onnxruntime folds at session creation, so the file holds each warehouse once.
+    const l = wDims.length;
+    const laidData = this.fold.transpose({ shape: [kDim, ...wDims], data: p.w.data }, [
+      ...wDims.map((_, i) => i + 1),
+      0,
+    ]);
+    const laid: OnnxValue = {
+      data: laidData.data,
+      shape: [...laidData.shape],
+      label: p.w.label,
+      sharedKey: p.w.sharedKey && `${p.w.sharedKey}:laid`,
+    };
+    const g = this.o.g;
+    const toLaid = wPerm.map((axis) => (axis === 0 ? l : axis - 1));
+    let wName = this.v(laid);
+    if (toLaid.some((axis, i) => axis !== i)) wName = g.op('Transpose', [wName], { perm: toLaid });
+    const wv: OnnxValue = { name: g.op('Reshape', [wName, g.int64('shape', wShape)]) };
+    const y = this.op('MatMul', aLeft ? [av, wv] : [wv, av]);
+    // the MatMul's element order is the permuted one; give it the permuted shape
+    return this.op('Reshape', [y, this.ints([-1, ...perm.slice(1).map(sizeOf)])]);
   }
 
   slice(x: OnnxValue, axis: number, start: number, end: number): OnnxValue {
@@ -220,6 +343,7 @@ export class OnnxOps implements Ops<OnnxValue> {
         );
       }
     }
+    if (isConst(b) && !isConst(a) && b.shape.length === 2) return { product: { a, w: b } };
     return this.op('MatMul', [a, b]);
   }
 

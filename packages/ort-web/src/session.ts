@@ -7,8 +7,10 @@ export interface SessionOptions {
   /** `'wasm'` (default) or `'webgpu'`. WebGPU always runs with `preferredLayout: 'NCHW'`. */
   executionProvider?: 'wasm' | 'webgpu';
   /**
-   * wasm threads. Default: `min(4, hardwareConcurrency)` (onnxruntime-web's own default is 1 on a
-   * 2-core machine). Takes effect on the first session of the process only (an onnxruntime-web rule).
+   * wasm threads. Default: the cores the machine has ({@link defaultThreads}: Node's
+   * `os.availableParallelism()`, a browser's `navigator.hardwareConcurrency`; onnxruntime-web's
+   * own default is 1 on a 2-core machine). Takes effect on the first session of the process only
+   * (an onnxruntime-web rule).
    */
   numThreads?: number;
   /** Export options when a spec is given instead of bytes. */
@@ -28,10 +30,24 @@ export function executionProviders(
   return ep === 'webgpu' ? [{ name: 'webgpu', preferredLayout: 'NCHW' }] : ['wasm'];
 }
 
-function defaultThreads(): number {
+/**
+ * The default wasm thread count: the cores the machine has. In Node `os.availableParallelism()`
+ * (read through `process.getBuiltinModule`, so browser bundles never import `node:os`), in a
+ * browser `navigator.hardwareConcurrency`; 1 when neither is known.
+ */
+export function defaultThreads(): number {
+  const proc = (
+    globalThis as {
+      process?: {
+        getBuiltinModule?: (id: string) => { availableParallelism?: () => number } | undefined;
+      };
+    }
+  ).process;
+  const fromNode = proc?.getBuiltinModule?.('node:os')?.availableParallelism?.();
   const hc = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
     ?.hardwareConcurrency;
-  return Math.max(1, Math.min(4, hc ?? 2));
+  const n = fromNode ?? hc ?? 1;
+  return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
 /**

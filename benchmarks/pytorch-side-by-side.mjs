@@ -1,0 +1,177 @@
+// PyTorch CPU side by side (issue 16): the same models, the same thread count, one run.
+//   * inference: ResNet18 and KW ResNet18 (1x, 1/2x, 1/4x), 224x224, batch 1 and 8: the official
+//     OSVAI/KernelWarehouse models in PyTorch (pytorch/bench_official.py) against our export on
+//     onnxruntime-web wasm (the default dynamic-batch form, ort-inference.mjs's child);
+//   * training: one step of the main job's ResNet-8 width 4 (1x28x28, batch 32), plain / KW 1x /
+//     KW 1/2x: the official modules in PyTorch (SGD) against @kernelwarehouse/tfjs on tfjs wasm
+//     (Adam, tau 0.5; tfjs wasm runs one thread in Node).
+// Needs Debian's /usr/bin/python3 with torch (python3-torch; skipped with a message otherwise)
+// and a checkout of the official code: `node pytorch-side-by-side.mjs /tmp/kw-official` or
+// KW_OFFICIAL=/tmp/kw-official (e.g. `git --git-dir=<mirror> archive HEAD | tar -x -C DIR`; it
+// is never copied into this repository). Debian's torch links the reference BLAS (about 7x
+// slower): when Debian's libopenblas0-pthread is installed it is loaded with LD_PRELOAD (and
+// OPENBLAS_NUM_THREADS = the thread count); KW_TORCH_BLAS=reference keeps the reference BLAS.
+// Knobs: KW_BENCH_THREADS (1 and the machine's cores), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES
+// (1,8), KW_SBS_WHAT (inference,train), KW_PYTHON (/usr/bin/python3).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { machine } from './harness.mjs';
+
+const here = (f) => new URL(f, import.meta.url).pathname;
+const PY = process.env.KW_PYTHON ?? '/usr/bin/python3';
+const ROUNDS = process.env.KW_BENCH_ROUNDS ?? '3';
+const BATCHES = process.env.KW_BENCH_BATCHES ?? '1,8';
+const WHAT = (process.env.KW_SBS_WHAT ?? 'inference,train').split(',');
+const THREADS = (process.env.KW_BENCH_THREADS ?? `1,${availableParallelism()}`)
+  .split(',')
+  .map(Number)
+  .filter((t, i, all) => all.indexOf(t) === i);
+const OPENBLAS = '/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0';
+const load = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(', ');
+
+async function tfjsTrainChild() {
+  const { initWeights } = await import('@kernelwarehouse/core');
+  const { buildModel, chooseBackend, setTemperature } = await import('@kernelwarehouse/tfjs');
+  const { createModel } = await import('@kernelwarehouse/zoo');
+  const tf = await import('@tensorflow/tfjs');
+  const { compare } = await import('./harness.mjs');
+  await chooseBackend({ force: 'wasm', report: null });
+  const stepper = (budget) => {
+    const spec = createModel('resnet8_cifar', {
+      inputShape: [1, 28, 28],
+      classes: 10,
+      width: 4,
+      ...(budget ? { budget } : {}),
+    });
+    const model = buildModel(spec, initWeights(spec, { seed: 0 }));
+    setTemperature(model, 0.5);
+    const probs = tf.model({
+      inputs: model.inputs,
+      outputs: tf.layers.softmax().apply(model.outputs[0]),
+    });
+    probs.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
+    const xb = tf.randomUniform([32, 28, 28, 1]);
+    const yb = tf.oneHot(tf.randomUniform([32], 0, 10, 'int32'), 10);
+    return async () => {
+      await probs.trainOnBatch(xb, yb);
+    };
+  };
+  const res = await compare(
+    [
+      { name: 'plain', fn: stepper(null) },
+      { name: 'KW 1x', fn: stepper('1x') },
+      { name: 'KW 1/2x', fn: stepper('1/2x') },
+    ],
+    { rounds: Number(ROUNDS), warmup: 1 },
+  );
+  process.stdout.write(`${JSON.stringify(res)}\n`);
+}
+
+if (process.argv[2] === '--tfjs-train') {
+  await tfjsTrainChild();
+  process.exit(0);
+}
+
+const official = process.argv[2] ?? process.env.KW_OFFICIAL;
+const probe = spawnSync(PY, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+if (probe.status !== 0) {
+  console.log(`skipped: ${PY} with torch is not installed (Debian: apt-get install python3-torch)`);
+  process.exit(0);
+}
+if (!official || !existsSync(`${official}/modules/kernel_warehouse.py`)) {
+  console.log(
+    'skipped: give a checkout of OSVAI/KernelWarehouse as the first argument or KW_OFFICIAL',
+  );
+  process.exit(0);
+}
+const useOpenblas = process.env.KW_TORCH_BLAS !== 'reference' && existsSync(OPENBLAS);
+const last = (out) => JSON.parse(out.trim().split('\n').pop());
+
+const sections = [];
+for (const t of THREADS) {
+  const before = load();
+  const env = {
+    ...process.env,
+    OMP_NUM_THREADS: String(t),
+    ...(useOpenblas ? { LD_PRELOAD: OPENBLAS, OPENBLAS_NUM_THREADS: String(t) } : {}),
+  };
+  const py = last(
+    execFileSync(
+      PY,
+      [
+        here('pytorch/bench_official.py'),
+        '--official',
+        official,
+        '--threads',
+        String(t),
+        '--batches',
+        BATCHES,
+        '--rounds',
+        ROUNDS,
+        '--train-rounds',
+        ROUNDS,
+        '--what',
+        WHAT.join(','),
+      ],
+      { encoding: 'utf8', env, maxBuffer: 1 << 24 },
+    ),
+  );
+  let ort = [];
+  if (WHAT.includes('inference')) {
+    ort = last(
+      execFileSync(process.execPath, [here('ort-inference.mjs'), '--child', String(t)], {
+        encoding: 'utf8',
+        env: { ...process.env, KW_BENCH_BATCHES: BATCHES, KW_BENCH_ROUNDS: ROUNDS },
+        maxBuffer: 1 << 24,
+      }),
+    );
+  }
+  let tfjs = [];
+  if (WHAT.includes('train') && t === 1) {
+    tfjs = last(
+      execFileSync(process.execPath, [here('pytorch-side-by-side.mjs'), '--tfjs-train'], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 24,
+      }),
+    );
+  }
+  sections.push({ t, py, ort, tfjs, load: `load average ${before} before, ${load()} after` });
+}
+
+console.log(
+  `machine: ${await machine()}; PyTorch ${sections[0]?.py.torch} CPU with ${useOpenblas ? 'OpenBLAS (LD_PRELOAD of Debian libopenblas0-pthread)' : "Debian's reference BLAS"}; onnxruntime-web 1.30.0 wasm; tfjs 4.22 wasm; ${ROUNDS} interleaved rounds (median)`,
+);
+for (const s of sections) console.log(`${s.t} thread(s): ${s.load}`);
+if (WHAT.includes('inference')) {
+  console.log(
+    '\n| threads | batch | model | PyTorch ms | PyTorch ratio | ORT wasm ms | ORT ratio | MAC-ideal | ORT / PyTorch time |',
+  );
+  console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const s of sections) {
+    for (const r of s.py.rows.filter((x) => x.kind === 'inference')) {
+      const o = s.ort.find((x) => x.batch === r.batch && x.name === r.model);
+      console.log(
+        `| ${s.t} | ${r.batch} | ${r.model} | ${r.median_ms.toFixed(0)} | ${r.ratio.toFixed(2)} | ${o ? o.medianMs.toFixed(0) : ''} | ${o ? o.ratio.toFixed(2) : ''} | ${o?.ideal?.toFixed(2) ?? ''} | ${o ? (o.medianMs / r.median_ms).toFixed(2) : ''} |`,
+      );
+    }
+  }
+}
+if (WHAT.includes('train')) {
+  console.log(
+    '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread) | tfjs ratio | tfjs / PyTorch time |',
+  );
+  console.log('|---:|---|---:|---:|---:|---:|---:|');
+  const tf1 = sections.find((s) => s.t === 1)?.tfjs ?? [];
+  for (const s of sections) {
+    for (const r of s.py.rows.filter((x) => x.kind === 'train')) {
+      const o = tf1.find((x) => x.name === r.model);
+      console.log(
+        `| ${s.t} | ${r.model} | ${r.median_ms.toFixed(0)} | ${r.ratio.toFixed(2)} (${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)}) | ${o ? o.medianMs.toFixed(0) : ''} | ${o ? o.ratio.toFixed(2) : ''} | ${o ? (o.medianMs / r.median_ms).toFixed(2) : ''} |`,
+      );
+    }
+  }
+}
