@@ -356,6 +356,14 @@ def grid(name):
         # tau 1 -> 0 over the first 10 % of the run
         add({'dataset': 'mnist', 'train': 25600, 'test': 2000, 'epochs': 1, 'batch': 64, 'lr': 0.02,
              'tau': 0.1, 'eval_at': [100, 200, 300]}, ['plain', 'kw1/4x@s2', 'kw1x@s2', 'kw1x'])
+    elif name == 'p3':
+        # CPU phase 3, the crossing in steps: as p2 for 800 steps (51,200 distinct images)
+        add({'dataset': 'mnist', 'train': 51200, 'test': 2000, 'epochs': 1, 'batch': 64, 'lr': 0.02,
+             'tau': 0.1, 'eval_at': [200, 400, 600]}, ['plain', 'kw1/4x@s2'])
+    elif name == 'p4':
+        # the recommended main-job setting: p2 cut to 350 steps (22,400 images once)
+        add({'dataset': 'mnist', 'train': 22400, 'test': 2000, 'epochs': 1, 'batch': 64, 'lr': 0.02,
+             'tau': 0.1, 'eval_at': [100, 200, 300]}, ['plain', 'kw1/4x@s2', 'kw1x@s2'])
     else:
         raise SystemExit(f'unknown grid {name}')
     return out
