@@ -364,6 +364,22 @@ def grid(name):
         # the recommended main-job setting: p2 cut to 350 steps (22,400 images once)
         add({'dataset': 'mnist', 'train': 22400, 'test': 2000, 'epochs': 1, 'batch': 64, 'lr': 0.02,
              'tau': 0.1, 'eval_at': [100, 200, 300]}, ['plain', 'kw1/4x@s2', 'kw1x@s2'])
+    elif name == 'p5':
+        # the main job's setting (350 steps) at 10 seeds, with a cosine lr and a longer tau, and
+        # longer runs (700 and 1875 steps) to find where KW crosses plain (GPU: --device cuda)
+        ev = [100, 200, 350, 500, 700, 1000, 1400]
+        v5 = ['plain', 'kw1x', 'kw1x@s2', 'kw1/2x@s2', 'kw1/4x@s2']
+        base = {'dataset': 'mnist', 'train': 22400, 'test': 2000, 'epochs': 1, 'batch': 64,
+                'eval_at': [100, 200, 300]}
+        add(dict(base, lr=0.02, tau=0.1), v5)
+        add(dict(base, lr=0.02, tau=0.1, sched='cosine'), v5)
+        add(dict(base, lr=0.01, tau=0.1, sched='cosine'), v5)
+        add(dict(base, lr=0.02, tau=0.3, sched='cosine'), v5)
+        add(dict(base, dataset='fashion', lr=0.02, tau=0.1, sched='cosine'), v5)
+        add({'dataset': 'mnist', 'train': 44800, 'test': 2000, 'epochs': 1, 'batch': 64, 'lr': 0.02,
+             'tau': 0.1, 'sched': 'cosine', 'eval_at': ev}, v5)
+        add({'dataset': 'mnist', 'train': 60000, 'test': 2000, 'epochs': 2, 'batch': 64, 'lr': 0.02,
+             'tau': 0.1, 'sched': 'cosine', 'eval_at': ev}, v5)
     else:
         raise SystemExit(f'unknown grid {name}')
     return out
