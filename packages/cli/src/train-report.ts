@@ -10,6 +10,7 @@ import { writeFileAtomic } from './fsio.js';
 import { type Io, table } from './io.js';
 import { fmtTime } from './progress.js';
 import { lineChart } from './svg.js';
+import { compareWithPlain } from './train-compare.js';
 import type { RunOptions } from './train-options.js';
 
 /** One trained variant's results (one method, one seed). */
@@ -137,7 +138,10 @@ export function writeReport(p: {
     ]);
   }
   const summary = table(rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']);
-  io.out(`\n${summary}\n\nrun folder: ${out}\n`);
+  const compared = compareWithPlain(results);
+  io.out(
+    `\n${summary}\n${compared.length ? `\n${compared.slice(2).join('\n')}` : ''}\nrun folder: ${out}\n`,
+  );
   const checkpoints = ck.length
     ? {
         written: ck.length,
@@ -155,7 +159,7 @@ export function writeReport(p: {
   const withTemp = first.find((r) => r.curve.some((c) => c.temperature !== undefined));
   writeFileAtomic(
     join(out, 'report.md'),
-    `# kw train: ${opts.model} on ${opts.dataset}\n\nCommand: \`${p.command}\`\n\nConfig: ${JSON.stringify(p.config)}\n\n\`\`\`\n${summary}\n\`\`\`\n\n${seeds > 1 ? `Test accuracy: mean ± sample standard deviation over ${seeds} seeds (${summaries[0]!.seeds.join(', ')}); each seed sets the initial weights and the order of the training images. Charts show seed ${opts.seed}.\n\n` : ''}At width 1 the KW attention (hidden width >= 16, m*(n+1) logits per layer) outweighs the warehouse of a network this small, so KW adds parameters; the savings of KW 1/2x appear on wider networks (\`kw plan resnet8_cifar --width 4 --budget 1/2x --input 28x28x1 --classes 10\`: 0.78x) and at ResNet scale (\`kw plan resnet18 --budget 1/2x\`: 0.64x).\n\n![training loss](loss.svg)\n\n${withTau ? '![tau](tau.svg)\n\n' : ''}${withTemp ? '![temperature](temperature.svg)\n\n' : ''}Each model: \`<method>.safetensors\` (weights, spec names) and \`<method>.onnx\` (opset 17, dynamic batch, inference temperatures)${seeds > 1 ? ', one pair per seed (`-seedN`)' : ''}. "ONNX = tfjs": share of test images with the same predicted class from onnxruntime-web (wasm) and from tfjs.\n`,
+    `# kw train: ${opts.model} on ${opts.dataset}\n\nCommand: \`${p.command}\`\n\nConfig: ${JSON.stringify(p.config)}\n\n\`\`\`\n${summary}\n\`\`\`\n\n${seeds > 1 ? `Test accuracy: mean ± sample standard deviation over ${seeds} seeds (${summaries[0]!.seeds.join(', ')}); each seed sets the initial weights and the order of the training images. Charts show seed ${opts.seed}.\n\n` : ''}${compared.join('\n')}\n![training loss](loss.svg)\n\n${withTau ? '![tau](tau.svg)\n\n' : ''}${withTemp ? '![temperature](temperature.svg)\n\n' : ''}Each model: \`<method>.safetensors\` (weights, spec names) and \`<method>.onnx\` (opset 17, dynamic batch, inference temperatures)${seeds > 1 ? ', one pair per seed (`-seedN`)' : ''}. "ONNX = tfjs": share of test images with the same predicted class from onnxruntime-web (wasm) and from tfjs.\n`,
   );
   const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];
   writeFileAtomic(
