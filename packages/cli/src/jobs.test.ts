@@ -131,7 +131,9 @@ describe('kw train --jobs', () => {
       // KW 1x stopped mid-run: its own checkpoint is there
       expect(existsSync(join(out, 'jobs', 'job-1', 'checkpoint', 'checkpoint.json'))).toBe(true);
 
-      const r = start(['--resume', out, '--jobs', '2']);
+      // --jobs is not an option of the run: with --jobs 1 the jobs go on from their checkpoints,
+      // one child process at a time
+      const r = start(['--resume', out, '--jobs', '1']);
       expect(await r.exit, r.err()).toBe(0);
       expect(r.err()).toMatch(/\[2\/2\] KW 1x\s+epoch 2\/2/);
       // KW 1x went on from its checkpoint (after step 2 at least): step 2 is not trained again

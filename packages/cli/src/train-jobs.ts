@@ -46,6 +46,21 @@ export function listJobs(choices: MethodChoice[], opts: RunOptions): TrainJob[] 
   return jobs;
 }
 
+/** The jobs, the finished ones, and how many run at once (`--jobs`, at most the unfinished). */
+export function planJobs(
+  choices: MethodChoice[],
+  opts: RunOptions,
+  resumed: TrainState | undefined,
+  jobs: number,
+) {
+  const all = listJobs(choices, opts);
+  const finished = resumed?.finished ?? [];
+  const done = (j: TrainJob) =>
+    finished.some((r) => r.method === j.choice.key && r.seed === j.seed);
+  const parallel = Math.min(jobs, all.filter((j) => !done(j)).length);
+  return { jobs: all, finished, parallel, resumed: resumed !== undefined };
+}
+
 export const shellQuote = (s: string) =>
   /^[\w./:=@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -93,6 +108,8 @@ export async function runJobs(p: {
   finished: TrainResult[];
   jobs: TrainJob[];
   parallel: number;
+  /** False: a fresh run, whose folder may hold no job of another run. */
+  resumed: boolean;
 }): Promise<{ results: TrainResult[]; checkpoints: { ms: number; bytes: number }[] } | 130> {
   const { io, out, opts, jobs } = p;
   const byJob: (TrainResult | undefined)[] = jobs.map(({ choice, seed }) =>
@@ -100,17 +117,31 @@ export async function runJobs(p: {
   );
   const checkpoints: { ms: number; bytes: number }[] = [];
   const jobDir = (i: number) => join(out, 'jobs', `job-${i}`);
-  // the parent's checkpoint: the options and the finished jobs (what --resume RUN_DIR reads)
+  const running = new Map<number, ChildProcess>();
+  let stopSignal: string | undefined;
+  let failure: KwError | undefined;
+  const stopAll = (sig: NodeJS.Signals) => {
+    for (const c of running.values()) c.kill(sig);
+  };
+  // the parent's checkpoint: the options and the finished jobs (what --resume RUN_DIR reads);
+  // a write that fails stops the run like a failed job
   let saving = Promise.resolve();
   const save = () => {
     const finished = byJob.filter((r): r is TrainResult => r !== undefined);
     const state: TrainState = { options: opts, argv: p.argv, finished, job: null, current: null };
-    saving = saving.then(async () => {
-      await p.dirCk.write(state, {});
-    });
+    saving = saving
+      .then(async () => {
+        await p.dirCk.write(state, {});
+      })
+      .catch((e) => {
+        failure ??= e as KwError;
+        stopAll('SIGTERM');
+      });
     return saving;
   };
+  if (!p.resumed) removePath(join(out, 'jobs'), { recursive: true });
   await save();
+  if (failure) throw failure;
   const pending: number[] = [];
   for (const [i, { choice, seed }] of jobs.entries()) {
     if (byJob[i]) continue;
@@ -123,12 +154,6 @@ export async function runJobs(p: {
     }
     pending.push(i);
   }
-  const running = new Map<number, ChildProcess>();
-  let stopSignal: string | undefined;
-  let failure: KwError | undefined;
-  const stopAll = (sig: NodeJS.Signals) => {
-    for (const c of running.values()) c.kill(sig);
-  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopSignal) {
       stopAll('SIGKILL'); // a second Ctrl-C: the children's last checkpoints stand

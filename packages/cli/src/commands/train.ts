@@ -10,10 +10,10 @@ import {
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import type { ImageSet } from '../data.js';
-import { makeDir, removePath } from '../fsio.js';
+import { makeDir, pathExists, removePath } from '../fsio.js';
 import { type Io, UsageError } from '../io.js';
 import { Progress } from '../progress.js';
-import { listJobs, runJobs, shellQuote, slugOf, watchParent } from '../train-jobs.js';
+import { planJobs, runJobs, shellQuote, slugOf, watchParent } from '../train-jobs.js';
 import type { MethodChoice } from '../train-options.js';
 import {
   exportAndCheck,
@@ -83,18 +83,14 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     io.err(`kw train: ONNX disagrees with tfjs for ${which}\n`);
     return 1;
   };
-  // --jobs N: the (method, seed) jobs in N child processes (a run stopped inside an in-process
-  // job resumes in process)
-  const all = listJobs(choices, opts);
-  const finished = resumed?.state.finished ?? [];
-  const left = all.filter(
-    (j) => !finished.some((r) => r.method === j.choice.key && r.seed === j.seed),
-  );
-  const parallel = resumed?.state.current
-    ? 1
-    : Math.min(jobsFlag ?? availableParallelism(), left.length);
-  if (parallel > 1) {
-    const r = await runJobs({ io, out, opts, argv, dirCk, finished, jobs: all, parallel });
+  // --jobs N: the (method, seed) jobs in N child processes; a run stopped inside an in-process
+  // job resumes in process, one with job folders in child processes (their checkpoints)
+  const plan = planJobs(choices, opts, resumed?.state, jobsFlag ?? availableParallelism());
+  if (
+    !resumed?.state.current &&
+    (plan.parallel > 1 || (resumed && pathExists(join(out, 'jobs'))))
+  ) {
+    const r = await runJobs({ io, out, opts, argv, dirCk, ...plan });
     return r === 130 ? 130 : finish(r.results, r.checkpoints);
   }
   const tr = tensors(train, trainSize);
