@@ -20,8 +20,11 @@ import { readCheckpoint } from './checkpoint.js';
 import { type AtomicFs, writeFileAtomic } from './fsio.js';
 
 const KW = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'kw.js');
-// 6 steps per epoch, 2 epochs, 2 variants: a few seconds per run on wasm
+// 6 steps per epoch, 2 epochs, 2 variants: a few seconds per run on wasm; one process (the
+// checkpoint of an in-process job; src/jobs.test.ts interrupts and resumes --jobs 2)
 const TINY = [
+  '--jobs',
+  '1',
   '--methods',
   'plain,kw:1x',
   '--train-size',

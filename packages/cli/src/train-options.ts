@@ -256,6 +256,13 @@ export const TRAIN_FLAGS: OptionTable = {
     default: d(DEFAULTS.checkpointEvery),
     range: { int: true, min: 0, max: 1e9 },
   },
+  jobs: {
+    type: 'string',
+    value: 'N',
+    help: 'train the (method, seed) jobs in N child processes at once (tfjs wasm trains on one core); 1: one after another in this process; results are the same',
+    default: 'the number of cores, at most the number of jobs',
+    range: { int: true, min: 1, max: 1024 },
+  },
   resume: {
     type: 'string',
     value: 'RUN_DIR',

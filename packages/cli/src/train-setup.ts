@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { KwError, type ModelSpec } from '@kernelwarehouse/core';
 import type { CheckpointDir, TrainerState } from '@kernelwarehouse/tfjs';
 import { createModel, getModel } from '@kernelwarehouse/zoo';
-import { parseFlags } from './args.js';
+import { numberFlag, parseFlags } from './args.js';
 import { checkpointDir, hasCheckpoint } from './checkpoint.js';
 import { checkDataset, datasetDir, type ImageSet, loadIdxFolder } from './data.js';
 import { listDir, pathExists, statPath } from './fsio.js';
@@ -62,6 +62,8 @@ export interface TrainSetup {
   train: ImageSet;
   test: ImageSet;
   classes: number;
+  /** `--jobs N` (not an option of the run: a resumed run may use another). */
+  jobsFlag: number | undefined;
 }
 
 /** Parse the flags, read the checkpoint when resuming, load the data and build the specs. */
@@ -181,5 +183,6 @@ export async function setupRun(args: string[]): Promise<TrainSetup> {
     }
   };
   const specs = choices.map(specOf);
-  return { out, opts, dirCk, resumed, choices, specs, train, test, classes };
+  const jobsFlag = numberFlag(flags, TRAIN_FLAGS, 'jobs');
+  return { out, opts, dirCk, resumed, choices, specs, train, test, classes, jobsFlag };
 }

@@ -58,6 +58,7 @@ export const KW_ERROR_CODES = [
   // training data
   'DATA_INVALID',
   'CHECKPOINT_INVALID',
+  'TRAIN_JOB_FAILED',
 ] as const;
 
 /** What each code means and what to do about it (rendered into docs/errors.md). */
@@ -130,6 +131,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
     'A data set does not fit a classification task: labels must be 0..K-1 with K >= 2 and every class present in the training set, and the test set may only use those classes. The message names the file, the index and the label.',
   CHECKPOINT_INVALID:
     "A training checkpoint's manifest was modified after it was written (its content no longer matches its own SHA-256), has a version this release does not read, names a file outside the checkpoint folder, or belongs to a different training setting; nothing is resumed from it.",
+  TRAIN_JOB_FAILED:
+    'A child process of `kw train --jobs N` (one method and seed) exited with an error or crashed; the message names the job, its exit status and the end of its stderr. The other jobs were stopped (each writes a checkpoint first), no report was written, and `kw train --resume RUN_DIR` continues the finished and unfinished jobs.',
 };
 
 /** One of {@link KW_ERROR_CODES}. */

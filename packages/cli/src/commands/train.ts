@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { countParams, KwError, type ModelSpec } from '@kernelwarehouse/core';
 import {
@@ -9,10 +10,11 @@ import {
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import type { ImageSet } from '../data.js';
-import { makeDir, removePath } from '../fsio.js';
+import { makeDir, pathExists, removePath } from '../fsio.js';
 import { type Io, UsageError } from '../io.js';
 import { Progress } from '../progress.js';
-import type { MethodChoice, RunOptions } from '../train-options.js';
+import { planJobs, runJobs, shellQuote, slugOf, watchParent } from '../train-jobs.js';
+import type { MethodChoice } from '../train-options.js';
 import {
   exportAndCheck,
   runConfig,
@@ -20,22 +22,10 @@ import {
   type TrainResult,
   writeReport,
 } from '../train-report.js';
-import { setupRun } from '../train-setup.js';
+import { setupRun, strip, type TrainState } from '../train-setup.js';
 
 export { DEFAULTS, PRESETS, type RunOptions } from '../train-options.js';
 export type { TrainResult } from '../train-report.js';
-
-/** The JSON state of a `kw train` checkpoint: the run, the finished variants, the current one. */
-interface TrainState {
-  options: RunOptions;
-  argv: string[];
-  finished: TrainResult[];
-  job: { method: string; seed: number } | null;
-  current: TrainerState | null;
-}
-
-const strip = (e: unknown) => (e as Error).message.replace(/^\[\w+\] /, '');
-const shellQuote = (s: string) => (/^[\w./:=@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /** Images in [0, 1]: NHWC for tfjs, NCHW for ONNX, and the labels. */
 function tensors(set: ImageSet, n: number) {
@@ -56,7 +46,8 @@ function tensors(set: ImageSet, n: number) {
  * every N steps and on SIGINT/SIGTERM (exit code 130); `--resume` continues from the last one.
  */
 export async function trainCommand(args: string[], io: Io): Promise<number> {
-  const { out, opts, dirCk, resumed, choices, specs, train, test, classes } = await setupRun(args);
+  const { out, opts, dirCk, resumed, choices, specs, train, test, classes, jobsFlag } =
+    await setupRun(args);
   const { epochs, trainSize, testSize, batch, seeds } = opts;
   makeDir(out);
   await chooseBackend({ force: opts.backend, report: (l) => io.err(`${l}\n`) });
@@ -69,8 +60,6 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       throw new UsageError(`method "${c.key}" cannot be trained with tfjs: ${strip(e)}`);
     }
   }
-  const tr = tensors(train, trainSize);
-  const te = tensors(test, testSize);
   const stepsPerEpoch = Math.ceil(trainSize / batch);
   io.err(runLine(opts, choices, train, tf.getBackend()));
   if (resumed) {
@@ -79,6 +68,33 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       `kw train: resuming ${out}: ${finished.length} variant(s) done${job && current ? `, ${job.method} seed ${job.seed} continues at epoch ${current.epoch + 1} step ${current.step + 1}` : ''}\n`,
     );
   }
+
+  const argv = resumed?.state.argv ?? args;
+  const finish = (results: TrainResult[], checkpoints: { ms: number; bytes: number }[]) => {
+    const command = `kw train ${argv.join(' ')}${resumed ? ' (interrupted and resumed)' : ''}`;
+    const config = runConfig(opts, tf.getBackend());
+    writeReport({ io, out, opts, choices, results, config, checkpoints, command });
+    // the run is complete: its checkpoints are no longer needed
+    removePath(join(out, 'checkpoint'), { recursive: true });
+    removePath(join(out, 'jobs'), { recursive: true });
+    const bad = results.filter((r) => r.onnxAgreement < 0.999 || !(r.onnxMaxRelError < 1e-4));
+    if (!bad.length) return 0;
+    const which = bad.map((r) => `${r.label} seed ${r.seed}`).join(', ');
+    io.err(`kw train: ONNX disagrees with tfjs for ${which}\n`);
+    return 1;
+  };
+  // --jobs N: the (method, seed) jobs in N child processes; a run stopped inside an in-process
+  // job resumes in process, one with job folders in child processes (their checkpoints)
+  const plan = planJobs(choices, opts, resumed?.state, jobsFlag ?? availableParallelism());
+  if (
+    !resumed?.state.current &&
+    (plan.parallel > 1 || (resumed && pathExists(join(out, 'jobs'))))
+  ) {
+    const r = await runJobs({ io, out, opts, argv, dirCk, ...plan });
+    return r === 130 ? 130 : finish(r.results, r.checkpoints);
+  }
+  const tr = tensors(train, trainSize);
+  const te = tensors(test, testSize);
 
   // Ctrl-C / SIGTERM: finish the step, write a checkpoint, exit 130
   let stopSignal: string | undefined;
@@ -91,6 +107,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
   const onTerm = () => onSignal('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
+  const unwatch = watchParent(() => onSignal('SIGTERM'));
   const results: TrainResult[] = resumed ? [...resumed.state.finished] : [];
   const checkpoints: { ms: number; bytes: number }[] = [];
   const jobs: { choice: MethodChoice; spec: ModelSpec; seed: number }[] = [];
@@ -131,7 +148,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       };
       const state = (cur: TrainerState | null): Omit<TrainState, 'current'> => ({
         options: opts,
-        argv: resumed?.state.argv ?? args,
+        argv,
         finished: results,
         job: cur ? { method: choice.key, seed } : null,
       });
@@ -178,7 +195,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
         trainer.recalibrate(tr.x);
         const { accuracy, logits } = await trainer.evaluate({ x: te.x, labels: te.labels });
         progress.event({ phase: 'export', epoch: epochs - 1, epochs, done: 0, total: 1 });
-        const slug = `${choice.label.replace(/[^a-zA-Z0-9]+/g, '-').replace(/-$/, '')}${seeds > 1 ? `-seed${seed}` : ''}`;
+        const slug = slugOf(choice.label, seed, seeds);
         const onnx = await exportAndCheck(
           spec,
           trainer.exportWeights(),
@@ -214,6 +231,7 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     }
   } finally {
     watch.stop();
+    unwatch();
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     // a failed wasm kernel can leave the backend unusable: never let this cleanup hide the error
@@ -221,25 +239,5 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
       tf.dispose([tr.x, te.x]);
     } catch {}
   }
-  const argv = resumed?.state.argv ?? args;
-  writeReport({
-    io,
-    out,
-    opts,
-    choices,
-    results,
-    config: runConfig(opts, tf.getBackend()),
-    checkpoints,
-    command: `kw train ${argv.join(' ')}${resumed ? ' (interrupted and resumed)' : ''}`,
-  });
-  // the run is complete: its checkpoint is no longer needed
-  removePath(join(out, 'checkpoint'), { recursive: true });
-  const bad = results.filter((r) => r.onnxAgreement < 0.999 || !(r.onnxMaxRelError < 1e-4));
-  if (bad.length) {
-    io.err(
-      `kw train: ONNX disagrees with tfjs for ${bad.map((r) => `${r.label} seed ${r.seed}`).join(', ')}\n`,
-    );
-    return 1;
-  }
-  return 0;
+  return finish(results, checkpoints);
 }
