@@ -120,6 +120,8 @@ describe('kw train --jobs', () => {
         ),
         '--checkpoint-every',
         '2',
+        '--seeds',
+        '1',
       ];
       const p = start([...args, '--jobs', '2', '--out', out]);
       await waitFor(p, /\[2\/2\] KW 1x\s+epoch 1\/2 .*\(checkpoint\)/);
@@ -159,7 +161,7 @@ describe('kw train --jobs', () => {
         `if (process.argv.some((a) => /job-1$/.test(a))) {\n  process.stderr.write('injected failure of job 1\\n');\n  process.exit(3);\n}\n`,
       );
       const env = { ...process.env, NODE_OPTIONS: `--import ${pathToFileURL(hook).href}` };
-      const p = start([...TINY, '--jobs', '2', '--out', out], env);
+      const p = start([...TINY, '--seeds', '1', '--jobs', '2', '--out', out], env);
       expect(await p.exit, p.err()).toBe(1);
       expect(p.err()).toMatch(
         /\[TRAIN_JOB_FAILED\] kw train --jobs: job 2\/2 \(kw:1x seed 0, .*job-1\) exited with status 3/,

@@ -25,6 +25,8 @@ const KW = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'kw.js');
 const TINY = [
   '--jobs',
   '1',
+  '--seeds',
+  '1',
   '--methods',
   'plain,kw:1x',
   '--train-size',

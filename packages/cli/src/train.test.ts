@@ -9,8 +9,12 @@ describe('kw train (the main job, tiny configuration)', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
     const r = await run(
       'train',
+      '--seeds',
+      '1',
       '--budgets',
       'plain,1x',
+      '--tau-fraction',
+      '0.5',
       '--train-size',
       '256',
       '--test-size',
@@ -62,6 +66,8 @@ describe('kw train (the main job, tiny configuration)', () => {
     const methods = ['odconv:4', 'dyconv:4', 'condconv:4', 'weightnet', 'se', 'doconv'];
     const r = await run(
       'train',
+      '--seeds',
+      '1',
       '--methods',
       methods.join(','),
       '--width',
@@ -91,6 +97,8 @@ describe('kw train (the main job, tiny configuration)', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
     const r = await run(
       'train',
+      '--seeds',
+      '1',
       '--methods',
       'plain,dyconv:4,odconv:4',
       '--width',

@@ -33,6 +33,10 @@ describe('kw train and a failed wasm kernel', () => {
     try {
       const r = await run(
         'train',
+        '--jobs',
+        '1',
+        '--seeds',
+        '1',
         '--methods',
         'kw:1x',
         '--train-size',
