@@ -11,6 +11,7 @@ import {
   conv2d,
   conv2dImage,
   layerNormChannels,
+  linear,
 } from '../reference/ops.js';
 import type { Pair } from '../spec/types.js';
 import { numel, type Tensor } from '../tensor.js';
@@ -307,17 +308,7 @@ export class ReferenceOps implements Ops<Tensor> {
   }
 
   linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
-    const [n, i] = x.shape as [number, number];
-    const o = weight.shape[0]!;
-    const out = new Float32Array(n * o);
-    for (let b = 0; b < n; b++) {
-      for (let r = 0; r < o; r++) {
-        let s = bias ? bias.data[r]! : 0;
-        for (let k = 0; k < i; k++) s += x.data[b * i + k]! * weight.data[r * i + k]!;
-        out[b * o + r] = s;
-      }
-    }
-    return { shape: [n, o], data: out };
+    return linear(x, weight, bias);
   }
 
   batchNorm(x: Tensor, prefix: string, eps: number, _momentum: number): Tensor {
