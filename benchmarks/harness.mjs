@@ -52,3 +52,39 @@ export async function machine() {
   const os = await import('node:os');
   return `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
 }
+
+/**
+ * One training step of the main job's model (ResNet-8 for 1x28x28 images, 10 classes) at a KW
+ * budget (null: plain), as `@kernelwarehouse/tfjs`'s Trainer takes it: softmax cross-entropy on
+ * the logits, gradients of every trainable variable, one Adam update; KW at tau 0.5. The backend
+ * must already be chosen. Returns an async function that runs one step on a fixed random batch.
+ * @param {{ budget?: string | null, width?: number, batch?: number }} opts
+ */
+export async function resnet8TrainStep(opts = {}) {
+  const { initWeights } = await import('@kernelwarehouse/core');
+  const { buildModel, setTemperature } = await import('@kernelwarehouse/tfjs');
+  const { createModel } = await import('@kernelwarehouse/zoo');
+  const tf = await import('@tensorflow/tfjs');
+  const batch = opts.batch ?? 32;
+  const spec = createModel('resnet8_cifar', {
+    inputShape: [1, 28, 28],
+    classes: 10,
+    width: opts.width ?? 4,
+    ...(opts.budget ? { budget: opts.budget } : {}),
+  });
+  const model = buildModel(spec, initWeights(spec, { seed: 0 }));
+  if (opts.budget) setTemperature(model, 0.5);
+  const optimizer = tf.train.adam(1e-3);
+  const xb = tf.randomUniform([batch, 28, 28, 1]);
+  const yb = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32'), 10);
+  return async () => {
+    const loss = tf.tidy(() =>
+      optimizer.minimize(
+        () => tf.losses.softmaxCrossEntropy(yb, model.apply(xb, { training: true })),
+        true,
+      ),
+    );
+    await loss.data();
+    loss.dispose();
+  };
+}

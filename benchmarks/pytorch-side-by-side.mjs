@@ -4,7 +4,8 @@
 //     onnxruntime-web wasm (the default dynamic-batch form, ort-inference.mjs's child);
 //   * training: one step of the main job's ResNet-8 width 4 (1x28x28, batch 32), plain / KW 1x /
 //     KW 1/2x: the official modules in PyTorch (SGD) against @kernelwarehouse/tfjs on tfjs wasm
-//     (Adam, tau 0.5; tfjs wasm runs one thread in Node).
+//     (harness.mjs's resnet8TrainStep: the Trainer's loss, Adam, tau 0.5; tfjs wasm runs one
+//     thread in Node).
 // Needs Debian's /usr/bin/python3 with torch (python3-torch; skipped with a message otherwise)
 // and a checkout of the official code: `node pytorch-side-by-side.mjs /tmp/kw-official` or
 // KW_OFFICIAL=/tmp/kw-official (e.g. `git --git-dir=<mirror> archive HEAD | tar -x -C DIR`; it
@@ -34,37 +35,15 @@ const load = () =>
     .join(', ');
 
 async function tfjsTrainChild() {
-  const { initWeights } = await import('@kernelwarehouse/core');
-  const { buildModel, chooseBackend, setTemperature } = await import('@kernelwarehouse/tfjs');
-  const { createModel } = await import('@kernelwarehouse/zoo');
-  const tf = await import('@tensorflow/tfjs');
-  const { compare } = await import('./harness.mjs');
+  const { chooseBackend } = await import('@kernelwarehouse/tfjs');
+  const { compare, resnet8TrainStep } = await import('./harness.mjs');
   await chooseBackend({ force: 'wasm', report: null });
-  const stepper = (budget) => {
-    const spec = createModel('resnet8_cifar', {
-      inputShape: [1, 28, 28],
-      classes: 10,
-      width: 4,
-      ...(budget ? { budget } : {}),
-    });
-    const model = buildModel(spec, initWeights(spec, { seed: 0 }));
-    setTemperature(model, 0.5);
-    const probs = tf.model({
-      inputs: model.inputs,
-      outputs: tf.layers.softmax().apply(model.outputs[0]),
-    });
-    probs.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
-    const xb = tf.randomUniform([32, 28, 28, 1]);
-    const yb = tf.oneHot(tf.randomUniform([32], 0, 10, 'int32'), 10);
-    return async () => {
-      await probs.trainOnBatch(xb, yb);
-    };
-  };
+  const stepper = (budget) => resnet8TrainStep({ budget, width: 4, batch: 32 });
   const res = await compare(
     [
-      { name: 'plain', fn: stepper(null) },
-      { name: 'KW 1x', fn: stepper('1x') },
-      { name: 'KW 1/2x', fn: stepper('1/2x') },
+      { name: 'plain', fn: await stepper(null) },
+      { name: 'KW 1x', fn: await stepper('1x') },
+      { name: 'KW 1/2x', fn: await stepper('1/2x') },
     ],
     { rounds: Number(ROUNDS), warmup: 1 },
   );

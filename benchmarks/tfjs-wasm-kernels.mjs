@@ -5,17 +5,13 @@
 // the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
 // stock / fast speed-ups.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
-import { initWeights } from '@kernelwarehouse/core';
 import {
-  buildModel,
   chooseBackend,
   registerFastWasmKernels,
-  setTemperature,
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
-import { createModel } from '@kernelwarehouse/zoo';
 import * as tf from '@tensorflow/tfjs';
-import { compare, machine } from './harness.mjs';
+import { compare, machine, resnet8TrainStep } from './harness.mjs';
 
 await chooseBackend({ force: 'wasm', report: null });
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
@@ -53,30 +49,11 @@ const micro = [
 ];
 
 /** One training step (forward, gradients, Adam) of a ResNet-8 width 4 on random data. */
-function stepper(budget) {
-  const spec = createModel('resnet8_cifar', {
-    inputShape: [1, 28, 28],
-    classes: 10,
-    width: 4,
-    ...(budget ? { budget } : {}),
-  });
-  const model = buildModel(spec, initWeights(spec, { seed: 0 }));
-  setTemperature(model, 0.5);
-  const probs = tf.model({
-    inputs: model.inputs,
-    outputs: tf.layers.softmax().apply(model.outputs[0]),
-  });
-  probs.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
-  const xb = tf.randomUniform([batch, 28, 28, 1]);
-  const yb = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32'), 10);
-  return async () => {
-    await probs.trainOnBatch(xb, yb);
-  };
-}
+const stepper = (budget) => resnet8TrainStep({ budget, width: 4, batch });
 const steps = [
-  ['train step, plain ResNet-8 w4', stepper(null)],
-  ['train step, KW 1x ResNet-8 w4', stepper('1x')],
-  ['train step, KW 1/2x ResNet-8 w4', stepper('1/2x')],
+  ['train step, plain ResNet-8 w4', await stepper(null)],
+  ['train step, KW 1x ResNet-8 w4', await stepper('1x')],
+  ['train step, KW 1/2x ResNet-8 w4', await stepper('1/2x')],
 ];
 const asyncPair = (name, fn) => [
   {
