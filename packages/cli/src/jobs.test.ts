@@ -1,15 +1,12 @@
 // `kw train --jobs N`: the (method, seed) jobs in child processes give the run folder one process
 // gives; an interrupted parallel run resumes; a failing child stops the run with its stderr.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { run } from '../test/harness.js';
+import { run, startTrain, waitFor } from '../test/harness.js';
 
-const KW = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'kw.js');
-// the children run bin/kw.js (the built dist/), as a user's `kw train --jobs 2` does
 const TINY = [
   '--methods',
   'plain,kw:1x',
@@ -52,28 +49,6 @@ const same = (r: Result) => ({
   onnxAgreement: r.onnxAgreement,
   curve: r.curve,
 });
-
-function start(args: string[], env: NodeJS.ProcessEnv = process.env) {
-  const child: ChildProcess = spawn(process.execPath, [KW, 'train', ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env,
-  });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const exit = new Promise<number>((res) => child.on('exit', (code) => res(code ?? -1)));
-  return { child, err: () => err, exit };
-}
-
-async function waitFor(p: ReturnType<typeof start>, pattern: RegExp): Promise<void> {
-  let exited = false;
-  void p.exit.then(() => {
-    exited = true;
-  });
-  while (!pattern.test(p.err())) {
-    if (exited) throw new Error(`the child exited before printing ${pattern}; stderr:\n${p.err()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('kw train --jobs', () => {
   it(
@@ -123,7 +98,7 @@ describe('kw train --jobs', () => {
         '--seeds',
         '1',
       ];
-      const p = start([...args, '--jobs', '2', '--out', out]);
+      const p = startTrain([...args, '--jobs', '2', '--out', out]);
       await waitFor(p, /\[2\/2\] KW 1x\s+epoch 1\/2 .*\(checkpoint\)/);
       p.child.kill('SIGINT');
       expect(await p.exit, p.err()).toBe(130);
@@ -135,7 +110,7 @@ describe('kw train --jobs', () => {
 
       // --jobs is not an option of the run: with --jobs 1 the jobs go on from their checkpoints,
       // one child process at a time
-      const r = start(['--resume', out, '--jobs', '1']);
+      const r = startTrain(['--resume', out, '--jobs', '1']);
       expect(await r.exit, r.err()).toBe(0);
       expect(r.err()).toMatch(/\[2\/2\] KW 1x\s+epoch 2\/2/);
       // KW 1x went on from its checkpoint (after step 2 at least): step 2 is not trained again
@@ -161,7 +136,7 @@ describe('kw train --jobs', () => {
         `if (process.argv.some((a) => /job-1$/.test(a))) {\n  process.stderr.write('injected failure of job 1\\n');\n  process.exit(3);\n}\n`,
       );
       const env = { ...process.env, NODE_OPTIONS: `--import ${pathToFileURL(hook).href}` };
-      const p = start([...TINY, '--seeds', '1', '--jobs', '2', '--out', out], env);
+      const p = startTrain([...TINY, '--seeds', '1', '--jobs', '2', '--out', out], env);
       expect(await p.exit, p.err()).toBe(1);
       expect(p.err()).toMatch(
         /\[TRAIN_JOB_FAILED\] kw train --jobs: job 2\/2 \(kw:1x seed 0, .*job-1\) exited with status 3/,
@@ -172,7 +147,7 @@ describe('kw train --jobs', () => {
       expect(existsSync(join(out, 'checkpoint', 'checkpoint.json'))).toBe(true);
 
       // without the failure the run resumes and completes
-      const r = start(['--resume', out, '--jobs', '2']);
+      const r = startTrain(['--resume', out, '--jobs', '2']);
       expect(await r.exit, r.err()).toBe(0);
       expect(results(out).map((x) => x.method)).toEqual(['plain', 'kw:1x']);
     },

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -11,15 +10,13 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isKwError } from '@kernelwarehouse/core';
 import { canonicalJson, sha256Hex } from '@kernelwarehouse/tfjs';
 import { describe, expect, it } from 'vitest';
-import { run } from '../test/harness.js';
+import { run, startTrain, waitFor } from '../test/harness.js';
 import { readCheckpoint } from './checkpoint.js';
 import { type AtomicFs, writeFileAtomic } from './fsio.js';
 
-const KW = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'kw.js');
 // 6 steps per epoch, 2 epochs, 2 variants: a few seconds per run on wasm; one process (the
 // checkpoint of an in-process job; src/jobs.test.ts interrupts and resumes --jobs 2)
 const TINY = [
@@ -39,41 +36,12 @@ const TINY = [
   '32',
 ];
 
-/** Start `kw train` as a child process; resolves stderr lines as they come. */
-function start(args: string[]): { child: ChildProcess; err: () => string; exit: Promise<number> } {
-  const child = spawn(process.execPath, [KW, 'train', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  child.stdout!.on('data', () => {});
-  const exit = new Promise<number>((res) =>
-    child.on('exit', (code, sig) => res(code ?? (sig === 'SIGKILL' ? 137 : -1))),
-  );
-  return { child, err: () => err, exit };
-}
-
-/**
- * Wait until the child's stderr matches `pattern`; fails when the child exits first. No
- * wall-clock limit (issue 15): on a loaded machine the child is slower, not wrong.
- */
-async function waitFor(p: ReturnType<typeof start>, pattern: RegExp): Promise<void> {
-  let exited = false;
-  void p.exit.then(() => {
-    exited = true;
-  });
-  while (!pattern.test(p.err())) {
-    if (exited) throw new Error(`the child exited before printing ${pattern}; stderr:\n${p.err()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const tmp = (name: string) => join(mkdtempSync(join(tmpdir(), `kw-${name}-`)), 'run');
 
 describe('kw train checkpoints and --resume', () => {
   it('SIGINT mid-epoch exits 130 with a checkpoint; --resume finishes bit-identical to an uninterrupted run (wasm)', async () => {
     const out = tmp('sigint');
-    const p = start([...TINY, '--checkpoint-every', '2', '--out', out]);
+    const p = startTrain([...TINY, '--checkpoint-every', '2', '--out', out]);
     // the KW variant has written a mid-epoch checkpoint: interrupt it
     await waitFor(p, /KW 1x\s+epoch 1\/2 \[#+\.+\] 2\/6 .*\(checkpoint\)/);
     p.child.kill('SIGINT');
@@ -136,7 +104,7 @@ describe('kw train checkpoints and --resume', () => {
     let generations = 0;
     for (let k = 0; k < 4; k++) {
       const args = k === 0 ? [...TINY, '--out', out] : ['--resume', out];
-      const p = start([...args, '--checkpoint-every', '1']);
+      const p = startTrain([...args, '--checkpoint-every', '1']);
       // wait until this process has written a checkpoint of its own (so the generation must have
       // grown, however slow the machine), then kill after a random delay (within writes or not)
       await waitFor(p, /\(checkpoint\)/);
@@ -157,7 +125,7 @@ describe('kw train checkpoints and --resume', () => {
 
   it('a truncated or corrupted checkpoint gives an error naming the file', async () => {
     const out = tmp('corrupt');
-    const p = start([...TINY, '--checkpoint-every', '2', '--out', out]);
+    const p = startTrain([...TINY, '--checkpoint-every', '2', '--out', out]);
     await waitFor(p, /plain\s+epoch 1\/2 .* 2\/6 .*\(checkpoint\)/);
     p.child.kill('SIGINT');
     expect(await p.exit).toBe(130);
