@@ -29,6 +29,16 @@ import {
   setMethodTemperature,
   setTemperature,
 } from './model.js';
+import {
+  type ShardResult,
+  type ShardVariables,
+  ShardWorkers,
+  shardBounds,
+  shardGradients,
+  shardVariables,
+  weightedSum,
+  writeVariables,
+} from './shards.js';
 import { decayGroups, recalibrateBatchNorm } from './train.js';
 
 /** Which optimizer, with its settings. */
@@ -174,6 +184,19 @@ export interface TrainerOptions {
   shouldStop?: () => boolean;
   /** Called after each step, BatchNorm pass and test batch, before anything is kept (e.g. a backend failure check). */
   verify?: (where: string) => void;
+  /**
+   * Data-parallel steps: cut each micro-batch into this many shards (default 1). Each shard runs
+   * forward and backward on its own, its BatchNorm layers normalising with the shard's
+   * statistics (PyTorch DDP without SyncBatchNorm); the gradients are averaged by shard size and
+   * one update is applied. See `shards.ts`.
+   */
+  shards?: number;
+  /**
+   * Run each shard in its own worker thread (Node's worker_threads, one tfjs backend each; wasm
+   * and cpu only, which use one thread per process): the same numbers as `shardWorkers: false`,
+   * on up to `shards` cores. Default false. Call {@link Trainer.dispose} to stop the workers.
+   */
+  shardWorkers?: boolean;
 }
 
 /**
@@ -259,6 +282,10 @@ export class Trainer {
   private readonly decaySet: Set<string>;
   private readonly kwEpochs: number;
   private readonly method: Required<MethodTemperatureOptions>;
+  /** Shards per micro-batch (1: the plain step). */
+  readonly shards: number;
+  private readonly shardVars: ShardVariables;
+  private workers: ShardWorkers | undefined;
   private disposed = false;
 
   constructor(options: TrainerOptions) {
@@ -269,6 +296,14 @@ export class Trainer {
     this.epochs = positive('epochs', options.epochs ?? 2, true, 1);
     this.batchSize = positive('batchSize', options.batchSize ?? 64, true, 1);
     positive('bnPasses', options.bnPasses ?? 32, true);
+    this.shards = positive('shards', options.shards ?? 1, true, 1);
+    if (this.shards > this.batchSize)
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `Trainer: ${this.shards} shards of a batch of ${this.batchSize} leave shards empty`,
+      );
+    if (options.shardWorkers && this.shards < 2)
+      throw new KwError('ARGUMENT_INVALID', 'Trainer: shardWorkers needs shards >= 2');
     const o = options.optimizer ?? {};
     const name = o.name ?? 'adam';
     if (name !== 'adam' && name !== 'adamw' && name !== 'sgd')
@@ -330,6 +365,7 @@ export class Trainer {
         this.vars.push(v);
       }
     }
+    this.shardVars = shardVariables(this.model);
     this.decaySet = new Set(
       decayGroups(this.model, spec).decay.map((v) => (v.read() as tf.Variable).name),
     );
@@ -355,6 +391,8 @@ export class Trainer {
         optimizer: this.optimizerOptions,
         kwTemperatureEpochs: this.hasKw ? this.kwEpochs : null,
         methodTemperature: this.hasMethodTemperature ? this.method : null,
+        // (absent for 1 shard: checkpoints from before shards existed stay resumable)
+        shards: this.shards > 1 ? this.shards : undefined,
       }),
     );
   }
@@ -510,7 +548,14 @@ export class Trainer {
           const lr = this.learningRate(epoch * stepsPerEpoch + step, total);
           const from = step * this.batchSize;
           const to = Math.min(n, from + this.batchSize);
-          const { loss, accuracy } = this.step(data.x, y, order.subarray(from, to), lr);
+          const { loss, accuracy } = await this.step(
+            data.x,
+            y,
+            order.subarray(from, to),
+            lr,
+            tau,
+            temperature,
+          );
           this.options.verify?.(`epoch ${epoch + 1} step ${step + 1}`);
           s.lastLoss = loss;
           s.imagesTrained += to - from;
@@ -563,15 +608,18 @@ export class Trainer {
   }
 
   /** One micro-batch: loss, gradients, weight decay, optimizer update. */
-  private step(
+  private async step(
     x: tf.Tensor,
     y: tf.Tensor,
     indices: Int32Array,
     lr: number,
-  ): { loss: number; accuracy: number } {
-    const { name, weightDecay } = this.optimizerOptions;
+    tau: number | undefined,
+    temperature: number | undefined,
+  ): Promise<{ loss: number; accuracy: number }> {
+    const { name } = this.optimizerOptions;
     if (name === 'sgd') (this.optimizer as tf.SGDOptimizer).setLearningRate(lr);
     else (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
+    if (this.shards > 1) return this.shardedStep(x, y, indices, lr, tau, temperature);
     let correct: tf.Tensor | undefined;
     const { value, grads } = tf.tidy(() => {
       const idx = tf.tensor1d(indices, 'int32');
@@ -585,6 +633,17 @@ export class Trainer {
         return tf.losses.softmaxCrossEntropy(yb, logits) as tf.Scalar;
       }, this.vars);
     });
+    this.update(grads, lr);
+    tf.dispose(Object.values(grads));
+    const loss = value.dataSync()[0]!;
+    const accuracy = correct!.dataSync()[0]! / indices.length;
+    tf.dispose([value, correct!]);
+    return { loss, accuracy };
+  }
+
+  /** Weight decay and the optimizer update with `grads` (by variable name). */
+  private update(grads: tf.NamedTensorMap, lr: number): void {
+    const { name, weightDecay } = this.optimizerOptions;
     tf.tidy(() => {
       if (weightDecay > 0 && name === 'adamw') {
         // decoupled, before the update (PyTorch AdamW)
@@ -600,11 +659,90 @@ export class Trainer {
       }
       this.optimizer.applyGradients(g);
     });
+  }
+
+  /**
+   * The data-parallel step ({@link TrainerOptions.shards}): every shard from the same weights
+   * and BatchNorm statistics, in this process one after another or in the shard workers at
+   * once; gradients and statistics averaged by shard size (float64, in shard order) here.
+   */
+  private async shardedStep(
+    x: tf.Tensor,
+    y: tf.Tensor,
+    indices: Int32Array,
+    lr: number,
+    tau: number | undefined,
+    temperature: number | undefined,
+  ): Promise<{ loss: number; accuracy: number }> {
+    const bounds = shardBounds(indices.length, this.shards);
+    const gather = (t: tf.Tensor, a: number, b: number) =>
+      tf.tidy(() => tf.gather(t, tf.tensor1d(indices.subarray(a, b), 'int32')));
+    const stats0 = this.shardVars.stats.map((v) => (v.dataSync() as Float32Array).slice());
+    let results: ShardResult[];
+    if (this.options.shardWorkers) {
+      if (!this.workers) {
+        const backend = tf.getBackend();
+        if (backend !== 'wasm' && backend !== 'cpu')
+          throw new KwError(
+            'BACKEND_UNSUPPORTED',
+            `Trainer: shard workers run the wasm and cpu backends (one thread per process); ${backend} already uses every core`,
+          );
+        this.workers = await ShardWorkers.start(this.spec, bounds.length, backend);
+      }
+      const params = this.shardVars.trainable.map((v) => (v.dataSync() as Float32Array).slice());
+      results = await Promise.all(
+        bounds.map(([a, b], i) => {
+          const xs = gather(x, a, b);
+          const ys = gather(y, a, b);
+          const req = {
+            params,
+            stats: stats0,
+            x: xs.dataSync() as Float32Array,
+            xShape: xs.shape,
+            y: ys.dataSync() as Float32Array,
+            yShape: ys.shape,
+            tau,
+            temperature,
+          };
+          tf.dispose([xs, ys]);
+          return this.workers!.run(i, req);
+        }),
+      );
+    } else {
+      results = bounds.map(([a, b], i) => {
+        if (i > 0) writeVariables(this.shardVars.stats, stats0);
+        const xs = gather(x, a, b);
+        const ys = gather(y, a, b);
+        const r = shardGradients(this.model, this.shardVars, xs, ys);
+        tf.dispose([xs, ys]);
+        return r;
+      });
+    }
+    const w = bounds.map(([a, b]) => (b - a) / indices.length);
+    writeVariables(
+      this.shardVars.stats,
+      this.shardVars.stats.map((_, j) =>
+        weightedSum(
+          results.map((r) => r.stats[j]!),
+          w,
+        ),
+      ),
+    );
+    const grads: tf.NamedTensorMap = {};
+    this.shardVars.trainable.forEach((v, j) => {
+      grads[v.name] = tf.tensor(
+        weightedSum(
+          results.map((r) => r.grads[j]!),
+          w,
+        ),
+        v.shape,
+      );
+    });
+    this.update(grads, lr);
     tf.dispose(Object.values(grads));
-    const loss = value.dataSync()[0]!;
-    const accuracy = correct!.dataSync()[0]! / indices.length;
-    tf.dispose([value, correct!]);
-    return { loss, accuracy };
+    const loss = results.reduce((acc, r, i) => acc + w[i]! * r.loss, 0);
+    const correct = results.reduce((acc, r) => acc + r.correct, 0);
+    return { loss, accuracy: correct / indices.length };
   }
 
   /**
@@ -668,10 +806,12 @@ export class Trainer {
     return exportWeights(this.model);
   }
 
-  /** Free the model and the optimizer. */
+  /** Free the model and the optimizer, and stop the shard workers (if any). */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    void this.workers?.terminate();
+    this.workers = undefined;
     this.optimizer.dispose();
     this.model.dispose();
   }

@@ -1,0 +1,55 @@
+/**
+ * The worker thread of {@link ShardWorkers}: builds a replica of the model on the backend the
+ * trainer uses, then for every request writes the current weights, runs the shard's forward and
+ * backward, and posts the gradients and BatchNorm statistics back (buffers transferred).
+ */
+import { initWeights, type ModelSpec } from '@kernelwarehouse/core';
+import * as tf from '@tensorflow/tfjs';
+import { chooseBackend } from './backend.js';
+import { buildModel, setMethodTemperature, setTemperature } from './model.js';
+import {
+  type ShardRequest,
+  type ShardResult,
+  shardGradients,
+  shardVariables,
+  writeVariables,
+} from './shards.js';
+
+// Node's worker_threads, typed here: the package builds without Node's types
+const threads = 'node:worker_threads';
+const { parentPort, workerData } = (await import(threads)) as {
+  parentPort: {
+    on(event: 'message', listener: (m: ShardRequest) => void): void;
+    postMessage(message: unknown, transfer?: ArrayBuffer[]): void;
+  };
+  workerData: { spec: ModelSpec; backend: string };
+};
+const port = parentPort;
+const { spec, backend } = workerData;
+
+try {
+  await chooseBackend({ force: backend as never, report: null });
+  const model = buildModel(spec, initWeights(spec, { seed: 0 }));
+  const vars = shardVariables(model);
+  port.on('message', (req: ShardRequest) => {
+    try {
+      if (req.tau !== undefined) setTemperature(model, req.tau);
+      if (req.temperature !== undefined) setMethodTemperature(model, req.temperature);
+      writeVariables(vars.trainable, req.params);
+      writeVariables(vars.stats, req.stats);
+      const x = tf.tensor(req.x, req.xShape);
+      const y = tf.tensor(req.y, req.yShape);
+      const r: ShardResult = shardGradients(model, vars, x, y);
+      tf.dispose([x, y]);
+      port.postMessage(
+        r,
+        [...r.grads, ...r.stats].map((a) => a.buffer as ArrayBuffer),
+      );
+    } catch (e) {
+      port.postMessage({ error: e instanceof Error ? e.message : String(e) });
+    }
+  });
+  port.postMessage({ ready: true });
+} catch (e) {
+  port.postMessage({ error: e instanceof Error ? e.message : String(e) });
+}

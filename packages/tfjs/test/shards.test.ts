@@ -1,0 +1,165 @@
+// Data-parallel training steps (Trainer `shards`, `shardWorkers`): shard workers give the numbers
+// of the in-process shards; a step over two identical shards is the plain step over one of them;
+// the bounds and the averaging. The workers run the package's built dist/shard-worker.js.
+import { isKwError, type WeightMap } from '@kernelwarehouse/core';
+import { createModel } from '@kernelwarehouse/zoo';
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { registerTrainingKernels, Trainer } from '../src/index.js';
+import { ShardWorkers, shardBounds, weightedSum } from '../src/shards.js';
+import { relErr, useBackend } from './helpers.js';
+
+/** Deterministic pseudo-images `[n, h, w, 1]` and labels that depend on them. */
+function data(n: number, hw: number, classes: number) {
+  const px = new Float32Array(n * hw * hw);
+  const labels = new Int32Array(n);
+  let s = 777;
+  for (let i = 0; i < n; i++) {
+    labels[i] = i % classes;
+    for (let j = 0; j < hw * hw; j++) {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      px[i * hw * hw + j] = (s / 2 ** 32) * 0.5 + (j % classes === labels[i] ? 0.5 : 0);
+    }
+  }
+  return { x: tf.tensor4d(px, [n, hw, hw, 1]), labels };
+}
+
+const small = (opts: Parameters<typeof createModel>[1]) =>
+  createModel('resnet8_cifar', { classes: 4, inputShape: [1, 8, 8], width: 0.5, ...opts });
+
+/** Largest relative difference over the tensors of two weight maps (same names), but `skip`. */
+function weightsErr(a: WeightMap, b: WeightMap, skip?: RegExp): number {
+  let e = 0;
+  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+  for (const [k, t] of a) if (!skip?.test(k)) e = Math.max(e, relErr(t.data, b.get(k)!.data));
+  return e;
+}
+
+beforeAll(async () => {
+  await useBackend('wasm');
+  registerTrainingKernels('wasm');
+});
+
+describe('data-parallel shards', () => {
+  it('shardBounds covers 0..n in k near-equal parts; weightedSum accumulates in float64', () => {
+    for (const [n, k] of [
+      [10, 3],
+      [64, 2],
+      [5, 5],
+      [7, 2],
+    ] as const) {
+      const b = shardBounds(n, k);
+      expect(b).toHaveLength(k);
+      expect(b[0]![0]).toBe(0);
+      expect(b.at(-1)![1]).toBe(n);
+      b.forEach(([s, e], i) => {
+        if (i > 0) expect(s).toBe(b[i - 1]![1]);
+        expect(e - s === Math.floor(n / k) || e - s === Math.ceil(n / k)).toBe(true);
+      });
+    }
+    // 1 + 1e-8 - 1 is lost in float32 accumulation, kept in float64
+    const s = weightedSum(
+      [Float32Array.of(1), Float32Array.of(1e-8), Float32Array.of(-1)],
+      [1, 1, 1],
+    );
+    expect(s[0]).toBeCloseTo(1e-8, 14);
+  });
+
+  it('two identical shards give the plain step over one of them (plain ResNet-8, 3 steps)', async () => {
+    // two copies of one image: the full-batch BatchNorm statistics and mean gradient are those of
+    // one copy, so shards of one copy each must give the unsharded result
+    const one = data(1, 8, 4);
+    const x = tf.concat([one.x, one.x]);
+    const labels = Int32Array.of(one.labels[0]!, one.labels[0]!);
+    const run = async (shards: number) => {
+      // SGD: an update linear in the gradient (Adam's g / sqrt(v) turns rounding-level
+      // differences of near-zero gradients into whole steps)
+      const t = new Trainer({
+        spec: small({}),
+        epochs: 3,
+        batchSize: 2,
+        shards,
+        bnPasses: 0,
+        optimizer: { name: 'sgd', lr: 0.05 },
+      });
+      await t.fit({ x, labels });
+      const w = t.exportWeights();
+      t.dispose();
+      return w;
+    };
+    const plain = await run(1);
+    const sharded = await run(2);
+    // float32 rounding of the two-image sums: stated tolerance 1e-5 relative. The running
+    // variances differ by design: PyTorch's unbiased update divides by (count - 1), and a shard
+    // counts half the values (n·h·w of one image instead of two)
+    expect(weightsErr(sharded, plain, /running_var$/)).toBeLessThan(1e-5);
+    // and training moved the weights (the comparison is not between two untouched models)
+    const init = new Trainer({ spec: small({}), epochs: 1, batchSize: 2 });
+    expect(weightsErr(plain, init.exportWeights())).toBeGreaterThan(1e-3);
+    init.dispose();
+    tf.dispose([one.x, x]);
+  });
+
+  it('shard workers give the numbers of in-process shards (KW 1x, tau annealed; plain)', async () => {
+    const d = data(24, 8, 4);
+    for (const budget of [1, undefined]) {
+      const run = async (shardWorkers: boolean) => {
+        const losses: number[] = [];
+        const t = new Trainer({
+          spec: small(budget ? { budget } : {}),
+          epochs: 2,
+          batchSize: 8,
+          shards: 2,
+          shardWorkers,
+          bnPasses: 0,
+          kwTemperature: { fraction: 0.5 },
+          onEvent: (e) => {
+            if (e.phase === 'train') losses.push(e.loss!);
+          },
+        });
+        await t.fit(d);
+        const w = t.exportWeights();
+        t.dispose();
+        return { w, losses };
+      };
+      const inProcess = await run(false);
+      const workers = await run(true);
+      // same kernels on the same backend in every thread: expected bit-identical; stated bound
+      // 1e-6 relative (float32 rounding, should a thread ever take another code path)
+      expect(weightsErr(workers.w, inProcess.w)).toBeLessThan(1e-6);
+      expect(relErr(workers.losses, inProcess.losses)).toBeLessThan(1e-6);
+      expect(inProcess.losses).toHaveLength(6);
+    }
+    tf.dispose(d.x);
+  });
+
+  it('refuses shard settings that cannot work, by name', () => {
+    const spec = small({});
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return isKwError(e) ? `${e.code}: ${e.message}` : String(e);
+      }
+      return 'no error';
+    };
+    expect(code(() => new Trainer({ spec, batchSize: 4, shards: 5 }))).toMatch(
+      /ARGUMENT_INVALID: .*5 shards of a batch of 4/,
+    );
+    expect(code(() => new Trainer({ spec, shardWorkers: true }))).toMatch(
+      /ARGUMENT_INVALID: .*shardWorkers needs shards >= 2/,
+    );
+    expect(code(() => new Trainer({ spec, shards: 0 }))).toMatch(/ARGUMENT_INVALID/);
+  });
+
+  it('a worker that cannot build its replica is BACKEND_FAILED naming the worker and why', async () => {
+    const bad = { ...small({}), nodes: [{ op: 'nonsense', id: 'x' }] };
+    const err = await ShardWorkers.start(bad as never, 2, 'wasm').then(
+      () => 'started',
+      (e) => (isKwError(e) ? `${e.code}: ${e.message}` : String(e)),
+    );
+    expect(err).toMatch(
+      /^BACKEND_FAILED: .*shard worker \d did not start: .*unknown op "nonsense"/,
+    );
+  });
+});
