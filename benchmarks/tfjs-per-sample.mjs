@@ -3,10 +3,16 @@
 // against ONE conv with a shared kernel (what a plain layer costs), and checks each option
 // against the per-sample loop (max relative error):
 //   loop        split the batch, one conv2d per sample, concat (what @kernelwarehouse/tfjs does)
+//   loop, kernels reused   the same per-sample loop over kernel tensors it has seen before
+//               (forward only): the wasm backend then reuses the XNNPACK operator it built for
+//               each kernel, so the difference to `loop` is the per-call cost of building an
+//               operator (transposing and packing the kernel). Training cannot reuse them: the
+//               kernels are new tensors every step (and `tf.unstack` makes new ones every call).
 //   im2col-dw   patches by a depthwise conv with a constant one-hot kernel (channel multiplier
 //               kh*kw), then one batched matMul with the per-sample kernels
 //   im2col-pad  patches by pad + kh*kw strided slices + concat, then one batched matMul
-// Backend: KW_BENCH_BACKEND (wasm default); shapes: KW_BENCH_SHAPES="N,S,C;N,S,C".
+// Backend: KW_BENCH_BACKEND (wasm default); shapes: KW_BENCH_SHAPES="N,S,C;N,S,C"; options:
+// KW_BENCH_OPTIONS (all).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:per-sample
 import { Rng } from '@kernelwarehouse/core';
 import { chooseBackend } from '@kernelwarehouse/tfjs';
@@ -19,6 +25,9 @@ const shapes = (process.env.KW_BENCH_SHAPES ?? '8,16,32;8,56,64')
   .split(';')
   .map((s) => s.split(',').map(Number));
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
+// which options besides the shared conv (KW_BENCH_OPTIONS=loop skips the im2col ones, which
+// are slow to check at large shapes)
+const OPTIONS = (process.env.KW_BENCH_OPTIONS ?? 'loop,im2col-dw,im2col-pad').split(',');
 const K = 3; // 3x3, stride 1, padding 1
 
 // kernels: [N, K, K, C, O] (per-sample HWIO)
@@ -82,11 +91,17 @@ for (const [N, S, C] of shapes) {
     ['loop', loop],
     ['im2col-dw', im2colDw(eye)],
     ['im2col-pad', im2colPad],
-  ];
+  ].filter(([name]) => OPTIONS.includes(name));
   // correctness first: each option against the loop, forward and both gradients
-  const ref = tf.tidy(() => loop(x, k).dataSync());
+  // (typed arrays are read outside tf.tidy: tidy walks a returned container element by element)
+  const values = (ts) => {
+    const out = ts.map((t) => t.dataSync());
+    tf.dispose(ts);
+    return out;
+  };
+  const [ref] = values([tf.tidy(() => loop(x, k))]);
   const gradOf = (f) => tf.grads((a, b) => tf.sum(tf.square(f(a, b))));
-  const refGrads = tf.tidy(() => gradOf(loop)([x, k]).map((g) => g.dataSync()));
+  const refGrads = values(tf.tidy(() => gradOf(loop)([x, k])));
   const errs = {};
   const rel = (a, b) => {
     let num = 0;
@@ -99,7 +114,7 @@ for (const [N, S, C] of shapes) {
   };
   for (const [name, f] of options) {
     let gradErr = Number.NaN;
-    const fwdErr = tf.tidy(() => rel(f(x, k).dataSync(), ref));
+    const fwdErr = rel(values([tf.tidy(() => f(x, k))])[0], ref);
     try {
       gradErr = tf.tidy(() => {
         const g = gradOf(f)([x, k]).map((t) => t.dataSync());
@@ -115,8 +130,17 @@ for (const [N, S, C] of shapes) {
     await Promise.all(out.map((t) => t.data()));
     tf.dispose(out);
   };
+  const reused = tf.unstack(k);
+  const loopReused = (a) => {
+    const xs = tf.split(a, a.shape[0], 0);
+    return tf.concat(
+      xs.map((xi, i) => tf.conv2d(xi, reused[i], 1, 'same')),
+      0,
+    );
+  };
   const fwd = [
     { name: 'one conv, shared kernel', fn: timed((a) => tf.conv2d(a, shared, 1, 'same'), false) },
+    { name: 'loop, kernels reused', fn: timed(loopReused, false) },
     ...options.map(([name, f]) => ({ name, fn: timed(f, false) })),
   ];
   const trainable = options.filter(([name]) => typeof errs[name][1] === 'number');
@@ -148,5 +172,5 @@ for (const [N, S, C] of shapes) {
       `| ${r.name} | ${r.medianMs.toFixed(1)} | ${r.ratio.toFixed(2)} | ${g ? g.medianMs.toFixed(1) : '-'} | ${g ? g.ratio.toFixed(2) : '-'} | ${e ? fmt(e[0]) : ''} | ${e ? fmt(e[1]) : ''} |`,
     );
   }
-  tf.dispose([x, k, shared, eye]);
+  tf.dispose([x, k, shared, eye, ...reused]);
 }

@@ -41,6 +41,11 @@ export interface RunOptions {
   bnPasses: number;
   /** A checkpoint every N steps besides epoch ends (0: only at epoch ends). */
   checkpointEvery: number;
+  /**
+   * Data-parallel shards per batch, each in its own worker thread (Trainer `shards` +
+   * `shardWorkers`); 1: the plain step. Absent in runs from before the flag (= 1).
+   */
+  shards?: number;
 }
 
 /**
@@ -74,6 +79,7 @@ export const DEFAULTS: RunOptions = {
   seeds: 2,
   bnPasses: 32,
   checkpointEvery: 50,
+  shards: 1,
 };
 
 /**
@@ -256,11 +262,18 @@ export const TRAIN_FLAGS: OptionTable = {
     default: d(DEFAULTS.checkpointEvery),
     range: { int: true, min: 0, max: 1e9 },
   },
+  shards: {
+    type: 'string',
+    value: 'N',
+    help: 'cut each batch into N shards trained at once in N worker threads (one core each; each shard has its own BatchNorm statistics, as PyTorch DDP; gradients averaged); for one job on several cores. 1: the plain step',
+    default: d(DEFAULTS.shards!),
+    range: { int: true, min: 1, max: 64 },
+  },
   jobs: {
     type: 'string',
     value: 'N',
     help: 'train the (method, seed) jobs in N child processes at once (tfjs wasm trains on one core); 1: one after another in this process; results are the same',
-    default: 'the number of cores, at most the number of jobs',
+    default: 'the number of cores / --shards, at most the number of jobs',
     range: { int: true, min: 1, max: 1024 },
   },
   resume: {
@@ -392,6 +405,7 @@ export function resolveOptions(f: ParsedFlags, base: RunOptions): RunOptions {
     seeds: num('seeds') ?? base.seeds,
     bnPasses: num('bn-passes') ?? base.bnPasses,
     checkpointEvery: num('checkpoint-every') ?? base.checkpointEvery,
+    shards: num('shards') ?? base.shards ?? 1,
   };
 }
 
@@ -419,6 +433,7 @@ export const FLAG_OF: Record<keyof RunOptions, string> = {
   seeds: '--seeds',
   bnPasses: '--bn-passes',
   checkpointEvery: '--checkpoint-every',
+  shards: '--shards',
 };
 
 /** The last seed of the run must stay a 32-bit seed too. */

@@ -237,6 +237,7 @@ export function runConfig(opts: RunOptions, backend: string): Record<string, unk
     seeds: opts.seeds,
     bnPasses: opts.bnPasses,
     checkpointEvery: opts.checkpointEvery,
+    shards: opts.shards ?? 1,
     backend,
   };
 }

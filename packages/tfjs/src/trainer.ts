@@ -687,7 +687,7 @@ export class Trainer {
             'BACKEND_UNSUPPORTED',
             `Trainer: shard workers run the wasm and cpu backends (one thread per process); ${backend} already uses every core`,
           );
-        this.workers = await ShardWorkers.start(this.spec, bounds.length, backend);
+        this.workers = await ShardWorkers.start(this.spec, this.shards, backend);
       }
       const params = this.shardVars.trainable.map((v) => (v.dataSync() as Float32Array).slice());
       results = await Promise.all(

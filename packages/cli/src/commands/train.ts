@@ -85,7 +85,13 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
   };
   // --jobs N: the (method, seed) jobs in N child processes; a run stopped inside an in-process
   // job resumes in process, one with job folders in child processes (their checkpoints)
-  const plan = planJobs(choices, opts, resumed?.state, jobsFlag ?? availableParallelism());
+  const shards = opts.shards ?? 1;
+  const plan = planJobs(
+    choices,
+    opts,
+    resumed?.state,
+    jobsFlag ?? Math.max(1, Math.floor(availableParallelism() / shards)),
+  );
   if (
     !resumed?.state.current &&
     (plan.parallel > 1 || (resumed && pathExists(join(out, 'jobs'))))
@@ -169,6 +175,8 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
           opts.tempEpochs !== null ? { epochs: opts.tempEpochs } : { fraction: opts.tauFraction },
         methodTemperature: opts.methodTempEpochs !== null ? { epochs: opts.methodTempEpochs } : {},
         checkpoint: { dir: dirCk, every: opts.checkpointEvery, extra: () => state(trainer.state) },
+        shards,
+        shardWorkers: shards > 1,
         onEvent: (e) => progress.event({ ...e, batch }),
         shouldStop: () => stopSignal !== undefined,
         verify,
