@@ -14,6 +14,7 @@ import {
   shardVariables,
   writeVariables,
 } from './shards.js';
+import { watchWasmFailures } from './wasm-guard.js';
 
 // Node's worker_threads, typed here: the package builds without Node's types
 const threads = 'node:worker_threads';
@@ -31,6 +32,9 @@ try {
   await chooseBackend({ force: backend as never, report: null });
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));
   const vars = shardVariables(model);
+  // tfjs wasm reports an XNNPACK failure only as a line on this thread's stderr (wasm-guard.ts):
+  // the main thread cannot see it, so each shard step is checked here
+  const watch = watchWasmFailures();
   port.on('message', (req: ShardRequest) => {
     try {
       if (req.tau !== undefined) setTemperature(model, req.tau);
@@ -41,6 +45,7 @@ try {
       const y = tf.tensor(req.y, req.yShape);
       const r: ShardResult = shardGradients(model, vars, x, y);
       tf.dispose([x, y]);
+      watch.check('a shard step in a worker thread');
       port.postMessage(
         r,
         [...r.grads, ...r.stats].map((a) => a.buffer as ArrayBuffer),
