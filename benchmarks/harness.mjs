@@ -88,3 +88,37 @@ export async function resnet8TrainStep(opts = {}) {
     loss.dispose();
   };
 }
+
+/**
+ * Milliseconds between the steps of one short `Trainer.fit` of `spec` on random 28x28x1 images
+ * (`steps + 2` steps; the first two, which include starting shard workers, are left out), with
+ * `shards` data-parallel shards (in worker threads when `shards > 1`). The backend must already be
+ * chosen.
+ * @param {unknown} spec
+ * @param {{ batch: number, shards?: number, shardWorkers?: boolean, steps?: number }} opts
+ */
+export async function trainerStepTimes(spec, opts) {
+  const { Trainer } = await import('@kernelwarehouse/tfjs');
+  const tf = await import('@tensorflow/tfjs');
+  const { batch } = opts;
+  const shards = opts.shards ?? 1;
+  const n = batch * ((opts.steps ?? 6) + 2);
+  const x = tf.randomUniform([n, 28, 28, 1], 0, 1, 'float32', 1);
+  const labels = Int32Array.from({ length: n }, (_, i) => i % 10);
+  const stamps = [];
+  const t = new Trainer({
+    spec,
+    epochs: 1,
+    batchSize: batch,
+    shards,
+    shardWorkers: opts.shardWorkers ?? shards > 1,
+    bnPasses: 0,
+    onEvent: (e) => {
+      if (e.phase === 'train') stamps.push(performance.now());
+    },
+  });
+  await t.fit({ x, labels });
+  t.dispose();
+  x.dispose();
+  return stamps.slice(2).map((s, i) => s - stamps[i + 1]);
+}

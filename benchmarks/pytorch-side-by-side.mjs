@@ -5,7 +5,7 @@
 //   * training: one step of the main job's ResNet-8 width 4 (1x28x28, batch 32), plain / KW 1x /
 //     KW 1/2x: the official modules in PyTorch (SGD) against @kernelwarehouse/tfjs on tfjs wasm
 //     (harness.mjs's resnet8TrainStep: the Trainer's loss, Adam, tau 0.5; tfjs wasm runs one
-//     thread in Node).
+//     thread per process in Node: at N threads the Trainer's N data-parallel shard workers).
 // Needs Debian's /usr/bin/python3 with torch (python3-torch; skipped with a message otherwise)
 // and a checkout of the official code: `node pytorch-side-by-side.mjs /tmp/kw-official` or
 // KW_OFFICIAL=/tmp/kw-official (e.g. `git --git-dir=<mirror> archive HEAD | tar -x -C DIR`; it
@@ -34,10 +34,41 @@ const load = () =>
     .map((l) => l.toFixed(2))
     .join(', ');
 
-async function tfjsTrainChild() {
+async function tfjsTrainChild(threads) {
   const { chooseBackend } = await import('@kernelwarehouse/tfjs');
-  const { compare, resnet8TrainStep } = await import('./harness.mjs');
+  const { compare, resnet8TrainStep, trainerStepTimes } = await import('./harness.mjs');
   await chooseBackend({ force: 'wasm', report: null });
+  if (threads > 1) {
+    // tfjs wasm runs one thread per process: `threads` data-parallel shard workers (Trainer
+    // shards + shardWorkers), the median time between steps of short fits, rounds interleaved
+    const { createModel } = await import('@kernelwarehouse/zoo');
+    const models = [
+      ['plain', null],
+      ['KW 1x', '1x'],
+      ['KW 1/2x', '1/2x'],
+    ];
+    const samples = models.map(() => []);
+    for (let r = 0; r < Number(ROUNDS); r++)
+      for (const [i, [, budget]] of models.entries()) {
+        const spec = createModel('resnet8_cifar', {
+          inputShape: [1, 28, 28],
+          classes: 10,
+          width: 4,
+          ...(budget ? { budget } : {}),
+        });
+        samples[i].push(
+          ...(await trainerStepTimes(spec, { batch: 32, shards: threads, steps: 4 })),
+        );
+      }
+    const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    const res = models.map(([name], i) => ({
+      name,
+      medianMs: median(samples[i]),
+      ratio: median(samples[i]) / median(samples[0]),
+    }));
+    process.stdout.write(`${JSON.stringify(res)}\n`);
+    return;
+  }
   const stepper = (budget) => resnet8TrainStep({ budget, width: 4, batch: 32 });
   const res = await compare(
     [
@@ -51,7 +82,7 @@ async function tfjsTrainChild() {
 }
 
 if (process.argv[2] === '--tfjs-train') {
-  await tfjsTrainChild();
+  await tfjsTrainChild(Number(process.argv[3] ?? 1));
   process.exit(0);
 }
 
@@ -110,12 +141,16 @@ for (const t of THREADS) {
     );
   }
   let tfjs = [];
-  if (WHAT.includes('train') && t === 1) {
+  if (WHAT.includes('train')) {
     tfjs = last(
-      execFileSync(process.execPath, [here('pytorch-side-by-side.mjs'), '--tfjs-train'], {
-        encoding: 'utf8',
-        maxBuffer: 1 << 24,
-      }),
+      execFileSync(
+        process.execPath,
+        [here('pytorch-side-by-side.mjs'), '--tfjs-train', String(t)],
+        {
+          encoding: 'utf8',
+          maxBuffer: 1 << 24,
+        },
+      ),
     );
   }
   sections.push({ t, py, ort, tfjs, load: `load average ${before} before, ${load()} after` });
@@ -141,13 +176,12 @@ if (WHAT.includes('inference')) {
 }
 if (WHAT.includes('train')) {
   console.log(
-    '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread) | tfjs ratio | tfjs / PyTorch time |',
+    '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread; N threads: N shard workers) | tfjs ratio | tfjs / PyTorch time |',
   );
   console.log('|---:|---|---:|---:|---:|---:|---:|');
-  const tf1 = sections.find((s) => s.t === 1)?.tfjs ?? [];
   for (const s of sections) {
     for (const r of s.py.rows.filter((x) => x.kind === 'train')) {
-      const o = tf1.find((x) => x.name === r.model);
+      const o = s.tfjs.find((x) => x.name === r.model);
       console.log(
         `| ${s.t} | ${r.model} | ${r.median_ms.toFixed(0)} | ${r.ratio.toFixed(2)} (${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)}) | ${o ? o.medianMs.toFixed(0) : ''} | ${o ? o.ratio.toFixed(2) : ''} | ${o ? (o.medianMs / r.median_ms).toFixed(2) : ''} |`,
       );

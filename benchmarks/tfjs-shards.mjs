@@ -6,10 +6,9 @@
 // steps, which include starting the workers, are left out); cases run in interleaved rounds.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:shards  (KW_BENCH_ROUNDS=2, KW_BENCH_STEPS=8,
 // KW_BENCH_MODELS="1:64;4:32" as width:batch)
-import { chooseBackend, Trainer } from '@kernelwarehouse/tfjs';
+import { chooseBackend } from '@kernelwarehouse/tfjs';
 import { createModel } from '@kernelwarehouse/zoo';
-import * as tf from '@tensorflow/tfjs';
-import { machine } from './harness.mjs';
+import { machine, trainerStepTimes } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 2);
 const STEPS = Number(process.env.KW_BENCH_STEPS ?? 8);
@@ -44,7 +43,9 @@ for (const [width, batch] of MODELS) {
     for (let r = 0; r < ROUNDS; r++)
       for (let i = 0; i < cases.length; i++) {
         const [, shards, workers] = cases[i];
-        samples[i].push(...(await stepTimes(spec, batch, shards, workers)));
+        samples[i].push(
+          ...(await trainerStepTimes(spec, { batch, shards, shardWorkers: workers, steps: STEPS })),
+        );
       }
     const base = median(samples[0]);
     cases.forEach(([name], i) => {
@@ -54,27 +55,4 @@ for (const [width, batch] of MODELS) {
       );
     });
   }
-}
-
-/** Milliseconds between the steps of one short fit, after the first two. */
-async function stepTimes(spec, batch, shards, shardWorkers) {
-  const n = batch * (STEPS + 2);
-  const x = tf.randomUniform([n, 28, 28, 1], 0, 1, 'float32', 1);
-  const labels = Int32Array.from({ length: n }, (_, i) => i % 10);
-  const stamps = [];
-  const t = new Trainer({
-    spec,
-    epochs: 1,
-    batchSize: batch,
-    shards,
-    shardWorkers,
-    bnPasses: 0,
-    onEvent: (e) => {
-      if (e.phase === 'train') stamps.push(performance.now());
-    },
-  });
-  await t.fit({ x, labels });
-  t.dispose();
-  x.dispose();
-  return stamps.slice(2).map((s, i) => s - stamps[i + 1]);
 }
