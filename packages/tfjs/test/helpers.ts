@@ -21,3 +21,21 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return d / s;
 }
+
+/**
+ * Deterministic pseudo-images `[n, hw, hw, 1]` and labels that depend on them (learnable): an
+ * LCG from `seed` plus 0.5 on the pixels whose index is the label modulo `classes`.
+ */
+export function patternImages(n: number, hw: number, classes: number, seed = 12345) {
+  const px = new Float32Array(n * hw * hw);
+  const labels = new Int32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    labels[i] = i % classes;
+    for (let j = 0; j < hw * hw; j++) {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      px[i * hw * hw + j] = (s / 2 ** 32) * 0.5 + (j % classes === labels[i] ? 0.5 : 0);
+    }
+  }
+  return { x: tf.tensor4d(px, [n, hw, hw, 1]), labels };
+}

@@ -7,22 +7,9 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { registerTrainingKernels, Trainer } from '../src/index.js';
 import { ShardWorkers, shardBounds, weightedSum } from '../src/shards.js';
-import { relErr, useBackend } from './helpers.js';
+import { patternImages, relErr, useBackend } from './helpers.js';
 
-/** Deterministic pseudo-images `[n, h, w, 1]` and labels that depend on them. */
-function data(n: number, hw: number, classes: number) {
-  const px = new Float32Array(n * hw * hw);
-  const labels = new Int32Array(n);
-  let s = 777;
-  for (let i = 0; i < n; i++) {
-    labels[i] = i % classes;
-    for (let j = 0; j < hw * hw; j++) {
-      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-      px[i * hw * hw + j] = (s / 2 ** 32) * 0.5 + (j % classes === labels[i] ? 0.5 : 0);
-    }
-  }
-  return { x: tf.tensor4d(px, [n, hw, hw, 1]), labels };
-}
+const data = (n: number, hw: number, classes: number) => patternImages(n, hw, classes, 777);
 
 const small = (opts: Parameters<typeof createModel>[1]) =>
   createModel('resnet8_cifar', { classes: 4, inputShape: [1, 8, 8], width: 0.5, ...opts });

@@ -11,7 +11,7 @@ import {
   Trainer,
   type TrainerEvent,
 } from '../src/index.js';
-import { useBackend } from './helpers.js';
+import { patternImages, useBackend } from './helpers.js';
 
 /** An in-memory file system that records every path it reads. */
 function memFs(): CheckpointFs & { files: Map<string, Uint8Array>; reads: string[] } {
@@ -39,20 +39,7 @@ function memFs(): CheckpointFs & { files: Map<string, Uint8Array>; reads: string
   };
 }
 
-/** Deterministic pseudo-images `[n, h, w, 1]` and labels that depend on them (learnable). */
-function data(n: number, hw: number, classes: number) {
-  const px = new Float32Array(n * hw * hw);
-  const labels = new Int32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) {
-    labels[i] = i % classes;
-    for (let j = 0; j < hw * hw; j++) {
-      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-      px[i * hw * hw + j] = (s / 2 ** 32) * 0.5 + (j % classes === labels[i] ? 0.5 : 0);
-    }
-  }
-  return { x: tf.tensor4d(px, [n, hw, hw, 1]), labels };
-}
+const data = (n: number, hw: number, classes: number) => patternImages(n, hw, classes);
 
 const small = (opts: Parameters<typeof createModel>[1]) =>
   createModel('resnet8_cifar', { classes: 4, inputShape: [1, 8, 8], width: 0.5, ...opts });
