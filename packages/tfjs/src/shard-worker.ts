@@ -48,7 +48,7 @@ try {
       watch.check('a shard step in a worker thread');
       port.postMessage(
         r,
-        [...r.grads, ...r.stats].map((a) => a.buffer as ArrayBuffer),
+        [...r.grads, ...r.stats].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : [])),
       );
     } catch (e) {
       port.postMessage({ error: e instanceof Error ? e.message : String(e) });

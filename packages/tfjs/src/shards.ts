@@ -16,8 +16,8 @@ import * as tf from '@tensorflow/tfjs';
 
 /** What one shard's forward and backward gives. */
 export interface ShardResult {
-  /** Gradients, one per trainable variable (in the model's order). */
-  grads: Float32Array[];
+  /** Gradients, one per trainable variable (in the model's order); null where the loss does not reach the variable. */
+  grads: (Float32Array | null)[];
   /** The non-trainable values (BatchNorm running statistics) after the shard's forward. */
   stats: Float32Array[];
   /** The shard's mean loss. */
@@ -69,8 +69,7 @@ export function shardGradients(
   const out: ShardResult = {
     grads: vars.trainable.map((v) => {
       const g = grads[v.name];
-      // a variable the loss does not reach has a zero gradient
-      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
+      return g ? (g.dataSync() as Float32Array).slice() : null;
     }),
     stats: vars.stats.map((v) => (v.dataSync() as Float32Array).slice()),
     loss: value.dataSync()[0]!,

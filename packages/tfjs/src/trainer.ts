@@ -728,11 +728,14 @@ export class Trainer {
         ),
       ),
     );
+    // a variable no shard's loss reaches gets no gradient (and no update), as in the plain step
     const grads: tf.NamedTensorMap = {};
     this.shardVars.trainable.forEach((v, j) => {
+      const gs = results.map((r) => r.grads[j] ?? null);
+      if (gs.every((g) => g === null)) return;
       grads[v.name] = tf.tensor(
         weightedSum(
-          results.map((r) => r.grads[j]!),
+          gs.map((g) => g ?? new Float32Array(v.size)),
           w,
         ),
         v.shape,
