@@ -49,13 +49,17 @@ export function shardVariables(model: tf.LayersModel): ShardVariables {
   return { trainable: unique(model.trainableWeights), stats: unique(model.nonTrainableWeights) };
 }
 
-/** One shard's forward and backward (training mode): softmax cross-entropy on the logits. */
-export function shardGradients(
+/**
+ * The training loss of a batch (training mode: softmax cross-entropy on the logits, its mean over
+ * the batch), its gradients by variable name, and the number of correct predictions. The caller
+ * disposes the three.
+ */
+export function lossAndGradients(
   model: tf.LayersModel,
-  vars: ShardVariables,
+  vars: tf.Variable[],
   x: tf.Tensor,
   y: tf.Tensor,
-): ShardResult {
+): { value: tf.Scalar; grads: tf.NamedTensorMap; correct: tf.Tensor } {
   let correct: tf.Tensor | undefined;
   const { value, grads } = tf.tidy(() =>
     tf.variableGrads(() => {
@@ -64,8 +68,19 @@ export function shardGradients(
         tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), tf.argMax(y, -1)), 'float32')),
       );
       return tf.losses.softmaxCrossEntropy(y, logits) as tf.Scalar;
-    }, vars.trainable),
+    }, vars),
   );
+  return { value, grads, correct: correct! };
+}
+
+/** One shard's forward and backward ({@link lossAndGradients}) as arrays to send or average. */
+export function shardGradients(
+  model: tf.LayersModel,
+  vars: ShardVariables,
+  x: tf.Tensor,
+  y: tf.Tensor,
+): ShardResult {
+  const { value, grads, correct } = lossAndGradients(model, vars.trainable, x, y);
   const out: ShardResult = {
     grads: vars.trainable.map((v) => {
       const g = grads[v.name];
@@ -73,9 +88,9 @@ export function shardGradients(
     }),
     stats: vars.stats.map((v) => (v.dataSync() as Float32Array).slice()),
     loss: value.dataSync()[0]!,
-    correct: correct!.dataSync()[0]!,
+    correct: correct.dataSync()[0]!,
   };
-  tf.dispose([value, correct!, ...Object.values(grads)]);
+  tf.dispose([value, correct, ...Object.values(grads)]);
   return out;
 }
 

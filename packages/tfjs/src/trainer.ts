@@ -30,6 +30,7 @@ import {
   setTemperature,
 } from './model.js';
 import {
+  lossAndGradients,
   type ShardResult,
   type ShardVariables,
   ShardWorkers,
@@ -199,6 +200,11 @@ export interface TrainerOptions {
   shardWorkers?: boolean;
 }
 
+/** The rows `indices` of `t` (a batch of images or one-hot labels). */
+function gatherRows(t: tf.Tensor, indices: Int32Array): tf.Tensor {
+  return tf.tidy(() => tf.gather(t, tf.tensor1d(indices, 'int32')));
+}
+
 /**
  * The order of the training images in `epoch` of the run with `seed`: a Fisher-Yates shuffle
  * from core's seeded Rng, the same in every process, so a resumed run sees the same batches.
@@ -356,16 +362,8 @@ export class Trainer {
         ? tf.train.momentum(lr, this.optimizerOptions.momentum, this.optimizerOptions.nesterov)
         : tf.train.adam(lr);
     // every trainable variable once (a warehouse is shared by several layers)
-    const seen = new Set<string>();
-    this.vars = [];
-    for (const w of this.model.trainableWeights) {
-      const v = w.read() as tf.Variable;
-      if (!seen.has(v.name)) {
-        seen.add(v.name);
-        this.vars.push(v);
-      }
-    }
     this.shardVars = shardVariables(this.model);
+    this.vars = this.shardVars.trainable;
     this.decaySet = new Set(
       decayGroups(this.model, spec).decay.map((v) => (v.read() as tf.Variable).name),
     );
@@ -620,24 +618,15 @@ export class Trainer {
     if (name === 'sgd') (this.optimizer as tf.SGDOptimizer).setLearningRate(lr);
     else (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
     if (this.shards > 1) return this.shardedStep(x, y, indices, lr, tau, temperature);
-    let correct: tf.Tensor | undefined;
-    const { value, grads } = tf.tidy(() => {
-      const idx = tf.tensor1d(indices, 'int32');
-      const xb = tf.gather(x, idx);
-      const yb = tf.gather(y, idx);
-      return tf.variableGrads(() => {
-        const logits = this.model.apply(xb, { training: true }) as tf.Tensor;
-        correct = tf.keep(
-          tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), tf.argMax(yb, -1)), 'float32')),
-        );
-        return tf.losses.softmaxCrossEntropy(yb, logits) as tf.Scalar;
-      }, this.vars);
-    });
+    const xb = gatherRows(x, indices);
+    const yb = gatherRows(y, indices);
+    const { value, grads, correct } = lossAndGradients(this.model, this.vars, xb, yb);
+    tf.dispose([xb, yb]);
     this.update(grads, lr);
     tf.dispose(Object.values(grads));
     const loss = value.dataSync()[0]!;
-    const accuracy = correct!.dataSync()[0]! / indices.length;
-    tf.dispose([value, correct!]);
+    const accuracy = correct.dataSync()[0]! / indices.length;
+    tf.dispose([value, correct]);
     return { loss, accuracy };
   }
 
@@ -675,8 +664,7 @@ export class Trainer {
     temperature: number | undefined,
   ): Promise<{ loss: number; accuracy: number }> {
     const bounds = shardBounds(indices.length, this.shards);
-    const gather = (t: tf.Tensor, a: number, b: number) =>
-      tf.tidy(() => tf.gather(t, tf.tensor1d(indices.subarray(a, b), 'int32')));
+    const gather = (t: tf.Tensor, a: number, b: number) => gatherRows(t, indices.subarray(a, b));
     const stats0 = this.shardVars.stats.map((v) => (v.dataSync() as Float32Array).slice());
     let results: ShardResult[];
     if (this.options.shardWorkers) {
