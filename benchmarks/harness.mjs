@@ -19,10 +19,6 @@ export async function compare(cases, opts = {}) {
       if (r >= warmup) samples[i].push(dt);
     }
   }
-  const median = (xs) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  };
   const base = median(samples[0]);
   return cases.map((c, i) => ({
     name: c.name,
@@ -31,6 +27,12 @@ export async function compare(cases, opts = {}) {
     ideal: c.ideal,
     samples: samples[i],
   }));
+}
+
+/** The median of `xs` (the mean of the two middle values for an even count). */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** Print the result of {@link compare} as a markdown table. */

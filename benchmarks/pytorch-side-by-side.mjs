@@ -36,7 +36,7 @@ const load = () =>
 
 async function tfjsTrainChild(threads) {
   const { chooseBackend } = await import('@kernelwarehouse/tfjs');
-  const { compare, resnet8TrainStep, trainerStepTimes } = await import('./harness.mjs');
+  const { compare, median, resnet8TrainStep, trainerStepTimes } = await import('./harness.mjs');
   await chooseBackend({ force: 'wasm', report: null });
   if (threads > 1) {
     // tfjs wasm runs one thread per process: `threads` data-parallel shard workers (Trainer
@@ -60,7 +60,6 @@ async function tfjsTrainChild(threads) {
           ...(await trainerStepTimes(spec, { batch: 32, shards: threads, steps: 4 })),
         );
       }
-    const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
     const res = models.map(([name], i) => ({
       name,
       medianMs: median(samples[i]),

@@ -8,7 +8,7 @@
 // KW_BENCH_MODELS="1:64;4:32" as width:batch)
 import { chooseBackend } from '@kernelwarehouse/tfjs';
 import { createModel } from '@kernelwarehouse/zoo';
-import { machine, trainerStepTimes } from './harness.mjs';
+import { machine, median, trainerStepTimes } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 2);
 const STEPS = Number(process.env.KW_BENCH_STEPS ?? 8);
@@ -16,11 +16,6 @@ const MODELS = (process.env.KW_BENCH_MODELS ?? '1:64;4:32')
   .split(';')
   .map((s) => s.split(':').map(Number));
 await chooseBackend({ force: 'wasm', report: null });
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 console.log(`# tfjs training on both cores: shard workers (wasm)\n`);
 console.log(`${await machine()}; ${STEPS} timed steps per case, ${ROUNDS} interleaved rounds\n`);
