@@ -2,7 +2,11 @@
 // This measures the options side by side on one backend, forward and forward + gradients,
 // against ONE conv with a shared kernel (what a plain layer costs), and checks each option
 // against the per-sample loop (max relative error):
-//   loop        split the batch, one conv2d per sample, concat (what @kernelwarehouse/tfjs does)
+//   library     @kernelwarehouse/tfjs's perSampleConv: on wasm its own per-sample kernels
+//               (per-sample-wasm.ts: WebAssembly SIMD on the tensors in the tfjs heap, no
+//               kernel packing), elsewhere the loop below
+//   loop        split the batch, one conv2d per sample, concat (the stock-op route; what the
+//               library did on wasm before its own kernels)
 //   loop, kernels reused   the same per-sample loop over kernel tensors it has seen before
 //               (forward only): the wasm backend then reuses the XNNPACK operator it built for
 //               each kernel, so the difference to `loop` is the per-call cost of building an
@@ -15,7 +19,7 @@
 // KW_BENCH_OPTIONS (all).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:per-sample
 import { Rng } from '@kernelwarehouse/core';
-import { chooseBackend } from '@kernelwarehouse/tfjs';
+import { chooseBackend, perSampleConv } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { compare, machine } from './harness.mjs';
 
@@ -27,7 +31,7 @@ const shapes = (process.env.KW_BENCH_SHAPES ?? '8,16,32;8,56,64')
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
 // which options besides the shared conv (KW_BENCH_OPTIONS=loop skips the im2col ones, which
 // are slow to check at large shapes)
-const OPTIONS = (process.env.KW_BENCH_OPTIONS ?? 'loop,im2col-dw,im2col-pad').split(',');
+const OPTIONS = (process.env.KW_BENCH_OPTIONS ?? 'library,loop,im2col-dw,im2col-pad').split(',');
 const K = 3; // 3x3, stride 1, padding 1
 
 // kernels: [N, K, K, C, O] (per-sample HWIO)
@@ -87,7 +91,9 @@ for (const [N, S, C] of shapes) {
     [K, K, C, C],
   );
   const eye = oneHot(C);
+  const geometry = { groups: 1, stride: [1, 1], padding: [1, 1], dilation: [1, 1] };
   const options = [
+    ['library', (a, b) => perSampleConv(a, b, geometry)],
     ['loop', loop],
     ['im2col-dw', im2colDw(eye)],
     ['im2col-pad', im2colPad],

@@ -71,6 +71,7 @@ export {
   toModelInput,
 } from './model.js';
 export { TfOps } from './ops.js';
+export { setPerSampleWasmKernels } from './per-sample-wasm.js';
 export {
   applyWeightDecay,
   decayGroups,

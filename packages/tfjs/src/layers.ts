@@ -6,6 +6,7 @@
  */
 import { convOutputSize, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { perSampleConvWasm } from './per-sample-wasm.js';
 
 /** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
 export type Kwargs = Record<string, unknown>;
@@ -156,9 +157,12 @@ export interface ConvGeometryLike {
 /**
  * Per-sample convolution of NHWC `x` (`[N, H, W, C]`): sample b is convolved with its own
  * HWIO kernel `kernels[b]` (`kernels` is `[N, kh, kw, I/g, O]`) in `g.groups` groups. tfjs has
- * no grouped conv over the batch, so the batch is split (batch 1 is one plain conv).
+ * no grouped conv over the batch: on wasm the per-sample kernels of `per-sample-wasm.ts` run it
+ * where they apply; elsewhere the batch is split (batch 1 is one plain conv).
  */
 export function perSampleConv(x: tf.Tensor, kernels: tf.Tensor, g: ConvGeometryLike): tf.Tensor {
+  const own = perSampleConvWasm(x, kernels, g);
+  if (own) return own;
   const nb = x.shape[0]!;
   const kShape = kernels.shape.slice(1) as [number, number, number, number];
   const ks = nb === 1 ? [kernels] : tf.unstack(kernels);

@@ -1,0 +1,704 @@
+/**
+ * Per-sample convolution on the wasm backend with kernels of our own (forward, input gradient,
+ * filter gradient), written as WebAssembly SIMD by {@link wasmModule} and run directly on the
+ * tensors in tfjs-backend-wasm's heap (the module imports that heap's memory).
+ *
+ * Why: tfjs-backend-wasm's Conv2D creates (transposes and packs) a new XNNPACK operator for
+ * every new filter tensor. Dynamic convolution has a new kernel per sample on every step, so
+ * the stock per-sample loop paid that packing once per sample, layer and pass: 1.2-2.2x a
+ * shared conv forward and 1.6-2.7x with gradients (benchmarks/tfjs-per-sample.mjs). These
+ * kernels read the HWIO kernel as it is, with no packing:
+ *
+ * - forward: direct convolution, tiles of 2 output pixels x 16 output channels accumulated over
+ *   (kernel row, kernel column, input channel), one broadcast input value times four 4-lane
+ *   kernel rows per step (the same products, added in the same order, as XNNPACK's: outputs
+ *   were bit-identical to tf.conv2d on wasm at the benchmark's shapes);
+ * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
+ *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed;
+ * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
+ *   pixels each kernel tap sees.
+ *
+ * Covered: float32, groups 1, dilation 1, input and output channels multiples of 4, any
+ * stride, symmetric padding. Everything else (and a heap that is shared between threads, and
+ * an engine without WebAssembly SIMD) takes the stock per-sample loop, which gives the same
+ * results up to float rounding.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { f32Lanes, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
+
+/** Locals of one function: parameters first, then i32 locals, then v128 locals. */
+class Frame {
+  private n: number;
+  private v128Start = -1;
+  constructor(readonly params: number) {
+    this.n = params;
+  }
+  i32(): number {
+    if (this.v128Start >= 0) throw new Error('i32 locals must come before v128 locals');
+    return this.n++;
+  }
+  /** i32 locals by name, in order. */
+  i32s<K extends string>(names: readonly K[]): Record<K, number> {
+    const out = {} as Record<K, number>;
+    for (const n of names) out[n] = this.i32();
+    return out;
+  }
+  v128(): number {
+    if (this.v128Start < 0) this.v128Start = this.n;
+    return this.n++;
+  }
+  fn(name: string, code: WasmCode): WasmFunction {
+    const v = this.v128Start < 0 ? this.n : this.v128Start;
+    return { name, params: this.params, i32Locals: v - this.params, v128Locals: this.n - v, code };
+  }
+}
+
+const range = (n: number): number[] => [...Array(n).keys()];
+
+/** Consecutive indices from `start`, by name (parameters of a function, in order). */
+function indices<K extends string>(names: readonly K[], start: number): Record<K, number> {
+  const out = {} as Record<K, number>;
+  names.forEach((n, i) => {
+    out[n] = start + i;
+  });
+  return out;
+}
+
+/**
+ * `conv_fwd(x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
+ * `y[Ho, Wo, Cout] = conv(x[H, W, Cin], w[kh, kw, Cin, Cout])`; `zero` points at >= Cin zeros
+ * (read in place of padding). Byte addresses. Cout % 4 == 0. Tiles of MR pixels x 4·NV output
+ * channels (the rest of Cout 4 at a time); 2 x 16 measured fastest of 4x8, 2x16, 3x16, 5x8, 6x8
+ * at the width-4 ResNet-8 stage shapes (16 channels = one 64-byte cache line of a kernel row).
+ */
+function convForward(MR: number, NV: number): WasmFunction {
+  const f = new Frame(16);
+  const { x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+    [
+      'x',
+      'w',
+      'y',
+      'zero',
+      'H',
+      'W',
+      'Cin',
+      'Ho',
+      'Wo',
+      'Cout',
+      'kh',
+      'kw',
+      'sh',
+      'sw',
+      'pt',
+      'pl',
+    ],
+    0,
+  );
+  const { P, p0, o0, i, j, c, wp, t, inB, outB, iy, ix } = f.i32s([
+    'P',
+    'p0',
+    'o0',
+    'i',
+    'j',
+    'c',
+    'wp',
+    't',
+    'inB',
+    'outB',
+    'iy',
+    'ix',
+  ]);
+  const a = range(MR).map(() => f.i32()); // input row pointer of each of the 4 pixels
+  const oy = range(MR).map(() => f.i32()); // oy * sh - pt
+  const ox = range(MR).map(() => f.i32()); // ox * sw - pl
+  const yo = range(MR).map(() => f.i32()); // output row address
+  const acc = range(MR * NV).map(() => f.v128());
+  const b = range(NV).map(() => f.v128());
+  const av = f.v128();
+  const k = new WasmCode();
+  // one tile of MR pixels x (4 * nv) output channels at o0
+  const tile = (nv: number): void => {
+    for (let q = 0; q < MR * nv; q++) k.vZero().set(acc[q]!);
+    k.i32(0).set(i).loop();
+    k.i32(0).set(j).loop();
+    for (let r = 0; r < MR; r++) {
+      k.get(oy[r]!).get(i).add().set(iy).get(ox[r]!).get(j).add().set(ix);
+      k.get(x).get(iy).get(W).mul().get(ix).add().get(inB).mul().add();
+      k.get(zero);
+      k.get(iy).get(H).ltU().get(ix).get(W).ltU().and();
+      k.select().set(a[r]!);
+    }
+    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(outB).mul();
+    k.get(o0).i32(4).mul().add().get(w).add().set(wp);
+    k.get(Cin).set(c).loop();
+    for (let h = 0; h < nv; h++)
+      k.get(wp)
+        .vLoad(16 * h)
+        .set(b[h]!);
+    for (let r = 0; r < MR; r++) {
+      k.get(a[r]!).vLoadSplat32().set(av);
+      for (let h = 0; h < nv; h++) {
+        const q = acc[r * nv + h]!;
+        k.get(q).get(av).get(b[h]!).f32x4Mul().f32x4Add().set(q);
+      }
+    }
+    for (let r = 0; r < MR; r++) k.get(a[r]!).i32(4).add().set(a[r]!);
+    k.get(wp).get(outB).add().set(wp);
+    k.get(c).i32(1).sub().tee(c).brIf(0).end();
+    k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
+    k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
+    // pixels past the end repeat the last one: its row is written with the same values again
+    for (let r = MR - 1; r >= 0; r--) {
+      for (let h = 0; h < nv; h++) {
+        k.get(yo[r]!)
+          .get(o0)
+          .i32(4)
+          .mul()
+          .add()
+          .get(acc[r * nv + h]!)
+          .vStore(16 * h);
+      }
+    }
+  };
+  k.get(Ho).get(Wo).mul().set(P);
+  k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
+  // output channels outermost: the kernel columns of one tile ([kh, kw, Cin, 4 NV])
+  // stay in cache while every pixel tile passes over them (pixels outermost streamed the
+  // whole kernel, 2.4 MB at 3x3x256x256, once per pixel tile)
+  const pixels = (nv: number): void => {
+    k.i32(0).set(p0).block().loop();
+    k.get(p0).get(P).ltS().eqz().brIf(1);
+    for (let r = 0; r < MR; r++) {
+      // t = min(p0 + r, P - 1)
+      k.get(p0).i32(r).add().set(t).get(t).get(P).i32(1).sub().get(t).get(P).ltS().select();
+      k.set(t).get(t).get(Wo).divU().set(oy[r]!);
+      k.get(t).get(oy[r]!).get(Wo).mul().sub().get(sw).mul().get(pl).sub().set(ox[r]!);
+      k.get(oy[r]!).get(sh).mul().get(pt).sub().set(oy[r]!);
+      k.get(y).get(t).get(outB).mul().add().set(yo[r]!);
+    }
+    tile(nv);
+    k.get(p0).i32(MR).add().set(p0).br(0).end().end();
+  };
+  k.i32(0).set(o0).block().loop();
+  k.get(o0)
+    .i32(4 * NV)
+    .add()
+    .get(Cout)
+    .gtS()
+    .brIf(1);
+  pixels(NV);
+  k.get(o0)
+    .i32(4 * NV)
+    .add()
+    .set(o0)
+    .br(0)
+    .end()
+    .end();
+  // the last Cout % (4 NV) channels, 4 at a time
+  k.block().loop();
+  k.get(o0).get(Cout).ltS().eqz().brIf(1);
+  pixels(1);
+  k.get(o0).i32(4).add().set(o0).br(0).end().end();
+  return f.fn('conv_fwd', k);
+}
+
+/**
+ * `conv_dx(dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
+ * `dx[H, W, Cin]` of the forward above given `dy[Ho, Wo, Cout]`; `zero` points at >= Cout
+ * zeros. Cin % 4 == 0 and Cout % 4 == 0.
+ */
+function convInputGrad(): WasmFunction {
+  const f = new Frame(16);
+  const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+    [
+      'dy',
+      'w',
+      'dx',
+      'zero',
+      'H',
+      'W',
+      'Cin',
+      'Ho',
+      'Wo',
+      'Cout',
+      'kh',
+      'kw',
+      'sh',
+      'sw',
+      'pt',
+      'pl',
+    ],
+    0,
+  );
+  const { HW, q0, c0, i, j, kb, t, inB, outB, ty, tx, oy, ox } = f.i32s([
+    'HW',
+    'q0',
+    'c0',
+    'i',
+    'j',
+    'kb',
+    't',
+    'inB',
+    'outB',
+    'ty',
+    'tx',
+    'oy',
+    'ox',
+  ]);
+  const R = 2;
+  const iy = range(R).map(() => f.i32()); // iy + pt of each pixel
+  const ix = range(R).map(() => f.i32()); // ix + pl
+  const dxo = range(R).map(() => f.i32());
+  const d = range(R).map(() => f.i32()); // dy row of the tap, or zero
+  const wq = range(4).map(() => f.i32()); // kernel rows of the 4 input channels
+  const acc = range(4 * R).map(() => f.v128());
+  const dv = range(R).map(() => f.v128());
+  const wv = f.v128();
+  const s0 = f.v128();
+  const s1 = f.v128();
+  const k = new WasmCode();
+  k.get(H).get(W).mul().set(HW);
+  k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
+  // input channels outermost: the kernel rows of 4 channels ([kh, kw, 4, Cout]) stay in cache
+  // while every pixel pair passes over them
+  k.i32(0).set(c0).loop();
+  k.i32(0).set(q0).block().loop();
+  k.get(q0).get(HW).ltS().eqz().brIf(1);
+  for (let r = 0; r < R; r++) {
+    k.get(q0).i32(r).add().set(t).get(t).get(HW).i32(1).sub().get(t).get(HW).ltS().select().set(t);
+    k.get(t).get(W).divU().set(iy[r]!);
+    k.get(t).get(iy[r]!).get(W).mul().sub().get(pl).add().set(ix[r]!);
+    k.get(iy[r]!).get(pt).add().set(iy[r]!);
+    k.get(dx).get(t).get(inB).mul().add().set(dxo[r]!);
+  }
+  for (const q of acc) k.vZero().set(q);
+  k.i32(0).set(i).loop();
+  k.i32(0).set(j).loop();
+  for (let r = 0; r < R; r++) {
+    // the output pixel whose tap (i, j) reads this input pixel: (iy + pt - i) / sh, exact
+    // (a negative numerator wraps to a huge unsigned value and fails the bound)
+    k.get(iy[r]!).get(i).sub().tee(ty).get(sh).divU().set(oy);
+    k.get(ix[r]!).get(j).sub().tee(tx).get(sw).divU().set(ox);
+    k.get(dy).get(oy).get(Wo).mul().get(ox).add().get(outB).mul().add();
+    k.get(zero);
+    k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
+    k.get(ty).get(oy).get(sh).mul().sub().eqz().and();
+    k.get(tx).get(ox).get(sw).mul().sub().eqz().and();
+    k.select().set(d[r]!);
+  }
+  k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
+  k.set(wq[0]!);
+  for (let cc = 1; cc < 4; cc++)
+    k.get(wq[cc - 1]!)
+      .get(outB)
+      .add()
+      .set(wq[cc]!);
+  k.i32(0).set(kb).loop();
+  for (let r = 0; r < R; r++) k.get(d[r]!).get(kb).add().vLoad().set(dv[r]!);
+  for (let cc = 0; cc < 4; cc++) {
+    k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
+    for (let r = 0; r < R; r++) {
+      const q = acc[r * 4 + cc]!;
+      k.get(q).get(dv[r]!).get(wv).f32x4Mul().f32x4Add().set(q);
+    }
+  }
+  k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
+  k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
+  k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
+  // lane sums of the 4 accumulators of a pixel -> one v128 [c0, c0+1, c0+2, c0+3]
+  for (let r = R - 1; r >= 0; r--) {
+    const [a0, a1, a2, a3] = acc.slice(r * 4, r * 4 + 4) as [number, number, number, number];
+    k.get(a0)
+      .get(a1)
+      .shuffle(f32Lanes([0, 4, 1, 5]));
+    k.get(a0)
+      .get(a1)
+      .shuffle(f32Lanes([2, 6, 3, 7]))
+      .f32x4Add()
+      .set(s0);
+    k.get(a2)
+      .get(a3)
+      .shuffle(f32Lanes([0, 4, 1, 5]));
+    k.get(a2)
+      .get(a3)
+      .shuffle(f32Lanes([2, 6, 3, 7]))
+      .f32x4Add()
+      .set(s1);
+    k.get(dxo[r]!).get(c0).i32(4).mul().add();
+    k.get(s0)
+      .get(s1)
+      .shuffle(f32Lanes([0, 1, 4, 5]));
+    k.get(s0)
+      .get(s1)
+      .shuffle(f32Lanes([2, 3, 6, 7]))
+      .f32x4Add()
+      .vStore();
+  }
+  k.get(q0).i32(R).add().set(q0).br(0).end().end();
+  k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
+  return f.fn('conv_dx', k);
+}
+
+/**
+ * `conv_dw(x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
+ * `dw[kh, kw, Cin, Cout]` of the forward above. Cin % 4 == 0 and Cout % 4 == 0.
+ */
+function convFilterGrad(): WasmFunction {
+  const f = new Frame(15);
+  const { x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+    ['x', 'dy', 'dw', 'H', 'W', 'Cin', 'Ho', 'Wo', 'Cout', 'kh', 'kw', 'sh', 'sw', 'pt', 'pl'],
+    0,
+  );
+  const { i, j, c0, o0, oy, iy, lo, hi, t, xp, dp, cnt, inB, outB, xStep, dwp } = f.i32s([
+    'i',
+    'j',
+    'c0',
+    'o0',
+    'oy',
+    'iy',
+    'lo',
+    'hi',
+    't',
+    'xp',
+    'dp',
+    'cnt',
+    'inB',
+    'outB',
+    'xStep',
+    'dwp',
+  ]);
+  const acc = range(8).map(() => f.v128());
+  const a = f.v128();
+  const b = [f.v128(), f.v128()];
+  const s = f.v128();
+  const k = new WasmCode();
+  k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
+  k.get(sw).get(inB).mul().set(xStep);
+  // one tile of 4 input channels (c0) x (4 * nv) output channels (o0) at tap (i, j)
+  const tile = (nv: number): void => {
+    for (let q = 0; q < 4 * nv; q++) k.vZero().set(acc[q]!);
+    k.i32(0).set(oy).loop();
+    k.get(oy).get(sh).mul().get(i).add().get(pt).sub().tee(iy).get(H).ltU();
+    k.get(hi).get(lo).gtS().and().if();
+    k.get(iy).get(W).mul().get(lo).get(sw).mul().add().get(j).add().get(pl).sub();
+    k.get(Cin).mul().get(c0).add().i32(4).mul().get(x).add().set(xp);
+    k.get(oy).get(Wo).mul().get(lo).add().get(Cout).mul().get(o0).add().i32(4).mul();
+    k.get(dy).add().set(dp);
+    k.get(hi).get(lo).sub().set(cnt).loop();
+    k.get(xp).vLoad().set(a);
+    for (let h = 0; h < nv; h++)
+      k.get(dp)
+        .vLoad(16 * h)
+        .set(b[h]!);
+    for (let l = 0; l < 4; l++) {
+      k.get(a)
+        .get(a)
+        .shuffle(f32Lanes([l, l, l, l]))
+        .set(s);
+      for (let h = 0; h < nv; h++) {
+        const q = acc[l * nv + h]!;
+        k.get(q).get(s).get(b[h]!).f32x4Mul().f32x4Add().set(q);
+      }
+    }
+    k.get(xp).get(xStep).add().set(xp).get(dp).get(outB).add().set(dp);
+    k.get(cnt).i32(1).sub().tee(cnt).brIf(0).end();
+    k.end();
+    k.get(oy).i32(1).add().tee(oy).get(Ho).ltU().brIf(0).end();
+    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul();
+    k.get(o0).i32(4).mul().add().get(dw).add().set(dwp);
+    for (let l = 0; l < 4; l++) {
+      for (let h = 0; h < nv; h++)
+        k.get(dwp)
+          .get(acc[l * nv + h]!)
+          .vStore(16 * h);
+      k.get(dwp).get(outB).add().set(dwp);
+    }
+  };
+  k.i32(0).set(i).loop();
+  k.i32(0).set(j).loop();
+  // output columns whose tap j lands inside the image: [lo, hi)
+  // lo = max(0, ceil((pl - j) / sw)); hi = min(Wo, floor((W - 1 + pl - j) / sw) + 1)
+  k.get(pl).get(j).sub().tee(t).i32(0).gtS().if();
+  k.get(t).get(sw).add().i32(1).sub().get(sw).divU().set(lo);
+  k.else().i32(0).set(lo).end();
+  k.get(W).i32(1).sub().get(pl).add().get(j).sub().tee(t).i32(0).ltS().if();
+  k.i32(0).set(hi);
+  k.else();
+  k.get(t).get(sw).divU().i32(1).add().tee(hi).get(Wo).get(hi).get(Wo).ltS().select().set(hi);
+  k.end();
+  k.i32(0).set(c0).loop();
+  k.i32(0).set(o0).block().loop();
+  k.get(o0).i32(8).add().get(Cout).gtS().brIf(1);
+  tile(2);
+  k.get(o0).i32(8).add().set(o0).br(0).end().end();
+  k.get(o0).get(Cout).ltS().if();
+  tile(1);
+  k.end();
+  k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
+  k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
+  k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
+  return f.fn('conv_dw', k);
+}
+
+type ConvFn = (...args: number[]) => void;
+interface Kernels {
+  conv_fwd: ConvFn;
+  conv_dx: ConvFn;
+  conv_dw: ConvFn;
+}
+
+/** The parts of tfjs-backend-wasm's BackendWasm used here. */
+interface WasmBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object): void;
+  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
+  wasm?: { asm?: { memory?: unknown }; wasmMemory?: unknown };
+}
+
+/** The WebAssembly API (typed here: the package builds without DOM or Node types). */
+interface WasmApi {
+  Memory: abstract new (...args: never[]) => { buffer: unknown };
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+const WA = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+let moduleBytes: Uint8Array | undefined;
+const instances = new WeakMap<object, Kernels | null>();
+
+/** The kernels bound to this backend's heap, or null where they cannot run there. */
+function kernelsFor(be: WasmBackend): Kernels | null {
+  const mem = be.wasm?.asm?.memory ?? be.wasm?.wasmMemory;
+  if (!WA || !(mem instanceof WA.Memory)) return null;
+  const cached = instances.get(mem);
+  if (cached !== undefined) return cached;
+  let k: Kernels | null = null;
+  // a heap shared between threads (tfjs's threaded build) would need a shared import
+  if (!(mem.buffer instanceof ArrayBuffer)) {
+    instances.set(mem, null);
+    return null;
+  }
+  try {
+    moduleBytes ??= wasmModule([convForward(2, 4), convInputGrad(), convFilterGrad()]);
+    const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
+    k = inst.exports as unknown as Kernels;
+  } catch {
+    k = null; // no WebAssembly SIMD in this engine
+  }
+  instances.set(mem, k);
+  return k;
+}
+
+interface Geometry {
+  strides: [number, number];
+  pads: [number, number];
+}
+
+function heapOffset(be: WasmBackend, t: tf.TensorInfo): number {
+  const d = be.dataIdMap.get(t.dataId);
+  if (!d) throw new Error('per-sample wasm kernel: a tensor is not in the wasm heap');
+  return d.memoryOffset;
+}
+
+/** A zero-filled scratch buffer of n floats in the heap (dispose with disposeData). */
+function zeros(be: WasmBackend, n: number): tf.TensorInfo {
+  const z = be.makeOutput([n], 'float32');
+  be.typedArrayFromHeap(z).fill(0);
+  return z;
+}
+
+const FWD = 'KwPerSampleConv2D';
+const DX = 'KwPerSampleConv2DBackpropInput';
+const DW = 'KwPerSampleConv2DBackpropFilter';
+
+function outSize(n: number, k: number, s: number, p: number): number {
+  return Math.floor((n + 2 * p - k) / s) + 1;
+}
+
+function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = backend as WasmBackend;
+  const { x, kernels } = inputs as { x: tf.TensorInfo; kernels: tf.TensorInfo };
+  const { strides, pads } = attrs as unknown as Geometry;
+  const [B, H, W, C] = x.shape as [number, number, number, number];
+  const [, kh, kw, , O] = kernels.shape as [number, number, number, number, number];
+  const Ho = outSize(H, kh, strides[0], pads[0]);
+  const Wo = outSize(W, kw, strides[1], pads[1]);
+  const y = be.makeOutput([B, Ho, Wo, O], 'float32');
+  const z = zeros(be, C);
+  const K = kernelsFor(be)!;
+  const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
+  for (let b = 0; b < B; b++) {
+    K.conv_fwd(
+      xo! + b * H * W * C * 4,
+      ko! + b * kh * kw * C * O * 4,
+      yo! + b * Ho * Wo * O * 4,
+      zo!,
+      H,
+      W,
+      C,
+      Ho,
+      Wo,
+      O,
+      kh,
+      kw,
+      strides[0],
+      strides[1],
+      pads[0],
+      pads[1],
+    );
+  }
+  be.disposeData(z.dataId);
+  return y;
+}
+
+function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = backend as WasmBackend;
+  const { dy, kernels } = inputs as { dy: tf.TensorInfo; kernels: tf.TensorInfo };
+  const { strides, pads, inputShape } = attrs as unknown as Geometry & { inputShape: number[] };
+  const [B, H, W, C] = inputShape as [number, number, number, number];
+  const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
+  const [, kh, kw] = kernels.shape as [number, number, number];
+  const dx = be.makeOutput([B, H, W, C], 'float32');
+  const z = zeros(be, O);
+  const K = kernelsFor(be)!;
+  const [dyo, ko, dxo, zo] = [dy, kernels, dx, z].map((t) => heapOffset(be, t)) as number[];
+  for (let b = 0; b < B; b++) {
+    K.conv_dx(
+      dyo! + b * Ho * Wo * O * 4,
+      ko! + b * kh * kw * C * O * 4,
+      dxo! + b * H * W * C * 4,
+      zo!,
+      H,
+      W,
+      C,
+      Ho,
+      Wo,
+      O,
+      kh,
+      kw,
+      strides[0],
+      strides[1],
+      pads[0],
+      pads[1],
+    );
+  }
+  be.disposeData(z.dataId);
+  return dx;
+}
+
+function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = backend as WasmBackend;
+  const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+  const { strides, pads, kernelSize } = attrs as unknown as Geometry & {
+    kernelSize: [number, number];
+  };
+  const [B, H, W, C] = x.shape as [number, number, number, number];
+  const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
+  const [kh, kw] = kernelSize;
+  const dw = be.makeOutput([B, kh, kw, C, O], 'float32');
+  const K = kernelsFor(be)!;
+  const [xo, dyo, dwo] = [x, dy, dw].map((t) => heapOffset(be, t)) as number[];
+  for (let b = 0; b < B; b++) {
+    K.conv_dw(
+      xo! + b * H * W * C * 4,
+      dyo! + b * Ho * Wo * O * 4,
+      dwo! + b * kh * kw * C * O * 4,
+      H,
+      W,
+      C,
+      Ho,
+      Wo,
+      O,
+      kh,
+      kw,
+      strides[0],
+      strides[1],
+      pads[0],
+      pads[1],
+    );
+  }
+  return dw;
+}
+
+interface KernelArgs {
+  inputs: Record<string, tf.TensorInfo>;
+  backend: unknown;
+  attrs?: Record<string, unknown>;
+}
+
+function ensureRegistered(): void {
+  const table: [string, (a: KernelArgs) => tf.TensorInfo][] = [
+    [FWD, forwardKernel],
+    [DX, inputGradKernel],
+    [DW, filterGradKernel],
+  ];
+  for (const [kernelName, fn] of table) {
+    if (tf.getKernel(kernelName, 'wasm')) continue;
+    tf.registerKernel({
+      kernelName,
+      backendName: 'wasm',
+      kernelFunc: fn as unknown as tf.KernelFunc,
+    });
+  }
+}
+
+let enabled = true;
+
+/**
+ * Turn the per-sample wasm kernels on or off (on by default); returns the previous setting.
+ * Off, per-sample convolution on wasm takes the stock per-sample loop (for comparisons).
+ */
+export function setPerSampleWasmKernels(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
+}
+
+/** The conv geometry of a per-sample convolution (the subset of a conv node used here). */
+interface PerSampleGeometry {
+  groups: number;
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+}
+
+/**
+ * `perSampleConv` on the wasm kernels above, differentiable in both inputs: `x` NHWC
+ * `[N, H, W, C]`, `kernels` HWIO per sample `[N, kh, kw, C, O]`. Returns `undefined` (the
+ * caller takes the stock loop) where the kernels do not apply: another backend, kernels turned
+ * off, groups or dilation other than 1, channels not multiples of 4, non-float32 tensors, an
+ * empty output, or an engine or heap they cannot run on.
+ */
+export function perSampleConvWasm(
+  x: tf.Tensor,
+  kernels: tf.Tensor,
+  g: PerSampleGeometry,
+): tf.Tensor | undefined {
+  if (!enabled || tf.getBackend() !== 'wasm') return undefined;
+  if (g.groups !== 1 || g.dilation[0] !== 1 || g.dilation[1] !== 1) return undefined;
+  if (x.rank !== 4 || kernels.rank !== 5) return undefined;
+  if (x.dtype !== 'float32' || kernels.dtype !== 'float32') return undefined;
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const [kn, kh, kw, kc, o] = kernels.shape as [number, number, number, number, number];
+  if (kn !== n || kc !== c || c % 4 !== 0 || o % 4 !== 0 || n === 0) return undefined;
+  if (outSize(h, kh, g.stride[0], g.padding[0]) < 1) return undefined;
+  if (outSize(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
+  if (!kernelsFor(tf.backend() as unknown as WasmBackend)) return undefined;
+  ensureRegistered();
+  const attrs = { strides: g.stride, pads: g.padding };
+  const run = (name: string, inputs: Record<string, tf.Tensor>, a: Record<string, unknown>) =>
+    tf.engine().runKernel(name, inputs, a as tf.NamedAttrMap) as tf.Tensor;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, ks, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([xs, ks]);
+    return {
+      value: run(FWD, { x: xs, kernels: ks }, attrs),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
+        run(DX, { dy, kernels: saved[1]! }, { ...attrs, inputShape: saved[0]!.shape }),
+        run(DW, { x: saved[0]!, dy }, { ...attrs, kernelSize: [kh, kw] }),
+      ],
+    };
+  });
+  return (f as unknown as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor)(x, kernels);
+}

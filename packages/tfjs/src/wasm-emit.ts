@@ -1,0 +1,212 @@
+/**
+ * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, control
+ * flow, 128-bit SIMD loads, stores, f32x4 arithmetic and shuffles) to write small numeric
+ * kernels as code here, with no compiler and no binary file in the package. A module built with
+ * {@link wasmModule} imports one memory (`env.mem`) and exports its functions, whose
+ * parameters are all i32 and which return nothing.
+ */
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  let v = n >>> 0;
+  do {
+    let b = v & 0x7f;
+    v >>>= 7;
+    if (v) b |= 0x80;
+    out.push(b);
+  } while (v);
+  return out;
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  let v = n | 0;
+  for (;;) {
+    const b = v & 0x7f;
+    v >>= 7;
+    if ((v === 0 && !(b & 0x40)) || (v === -1 && b & 0x40)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+/** An ASCII name (import and export names here are ASCII). */
+function name(s: string): number[] {
+  const bytes = [...s].map((ch) => {
+    const c = ch.charCodeAt(0);
+    if (c > 0x7e) throw new Error(`wasm names here are ASCII: ${s}`);
+    return c;
+  });
+  return [...uleb(bytes.length), ...bytes];
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...uleb(body.length), ...body];
+}
+
+function vector(items: number[][]): number[] {
+  return [...uleb(items.length), ...items.flat()];
+}
+
+/** Value types of locals. */
+export const I32 = 0x7f;
+export const V128 = 0x7b;
+
+/** Byte lanes of `i8x16.shuffle` that pick f32 lanes `lanes` (0-3: first operand, 4-7: second). */
+export function f32Lanes(lanes: readonly number[]): number[] {
+  return lanes.flatMap((l) => [0, 1, 2, 3].map((b) => 4 * l + b));
+}
+
+/**
+ * A function body under construction: each method appends one instruction (or a few) and
+ * returns `this`, so code reads in stack order, e.g. `c.get(a).get(b).add().set(s)`.
+ */
+export class WasmCode {
+  readonly bytes: number[] = [];
+  private op(...b: number[]): this {
+    for (const x of b) this.bytes.push(x);
+    return this;
+  }
+  get(i: number): this {
+    return this.op(0x20, ...uleb(i));
+  }
+  set(i: number): this {
+    return this.op(0x21, ...uleb(i));
+  }
+  tee(i: number): this {
+    return this.op(0x22, ...uleb(i));
+  }
+  i32(v: number): this {
+    return this.op(0x41, ...sleb(v));
+  }
+  add(): this {
+    return this.op(0x6a);
+  }
+  sub(): this {
+    return this.op(0x6b);
+  }
+  mul(): this {
+    return this.op(0x6c);
+  }
+  divU(): this {
+    return this.op(0x6e);
+  }
+  eqz(): this {
+    return this.op(0x45);
+  }
+  ltS(): this {
+    return this.op(0x48);
+  }
+  ltU(): this {
+    return this.op(0x49);
+  }
+  gtS(): this {
+    return this.op(0x4a);
+  }
+  and(): this {
+    return this.op(0x71);
+  }
+  /** `cond ? a : b` with the stack `a b cond`. */
+  select(): this {
+    return this.op(0x1b);
+  }
+  block(): this {
+    return this.op(0x02, 0x40);
+  }
+  loop(): this {
+    return this.op(0x03, 0x40);
+  }
+  if(): this {
+    return this.op(0x04, 0x40);
+  }
+  else(): this {
+    return this.op(0x05);
+  }
+  end(): this {
+    return this.op(0x0b);
+  }
+  br(depth: number): this {
+    return this.op(0x0c, ...uleb(depth));
+  }
+  brIf(depth: number): this {
+    return this.op(0x0d, ...uleb(depth));
+  }
+  private simd(code: number, ...rest: number[]): this {
+    return this.op(0xfd, ...uleb(code), ...rest);
+  }
+  /** `v128.load` at address + offset (bytes). */
+  vLoad(offset = 0): this {
+    return this.simd(0x00, 4, ...uleb(offset));
+  }
+  /** `v128.store` with the stack `address value`. */
+  vStore(offset = 0): this {
+    return this.simd(0x0b, 4, ...uleb(offset));
+  }
+  /** One f32 loaded into all four lanes. */
+  vLoadSplat32(offset = 0): this {
+    return this.simd(0x09, 2, ...uleb(offset));
+  }
+  vZero(): this {
+    return this.simd(0x0c, ...new Array<number>(16).fill(0));
+  }
+  /** `i8x16.shuffle` of the two v128 on the stack by byte lanes (see {@link f32Lanes}). */
+  shuffle(byteLanes: readonly number[]): this {
+    if (byteLanes.length !== 16) throw new Error('shuffle needs 16 byte lanes');
+    return this.simd(0x0d, ...byteLanes);
+  }
+  f32x4Add(): this {
+    return this.simd(0xe4);
+  }
+  f32x4Mul(): this {
+    return this.simd(0xe6);
+  }
+}
+
+/** One exported function: `params` i32 parameters, then `i32Locals` and `v128Locals`. */
+export interface WasmFunction {
+  name: string;
+  params: number;
+  i32Locals: number;
+  v128Locals: number;
+  code: WasmCode;
+}
+
+/** Module bytes: one imported memory `env.mem`, the functions, each exported by name. */
+export function wasmModule(fns: readonly WasmFunction[]): Uint8Array {
+  const types = fns.map((f) => [
+    0x60,
+    ...uleb(f.params),
+    ...new Array<number>(f.params).fill(I32),
+    0,
+  ]);
+  const imports = vector([[...name('env'), ...name('mem'), 0x02, 0x00, ...uleb(1)]]);
+  const funcs = vector(fns.map((_, i) => uleb(i)));
+  const exports = vector(fns.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]));
+  const bodies = vector(
+    fns.map((f) => {
+      const locals = vector([
+        [...uleb(f.i32Locals), I32],
+        [...uleb(f.v128Locals), V128],
+      ]);
+      const body = [...locals, ...f.code.bytes, 0x0b];
+      return [...uleb(body.length), ...body];
+    }),
+  );
+  return new Uint8Array([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    ...section(1, vector(types)),
+    ...section(2, imports),
+    ...section(3, funcs),
+    ...section(7, exports),
+    ...section(10, bodies),
+  ]);
+}

@@ -1,0 +1,206 @@
+import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { registerTrainingKernels } from '../src/grads.js';
+import { perSampleConv } from '../src/layers.js';
+import { setPerSampleWasmKernels } from '../src/per-sample-wasm.js';
+import { relErr, useBackend } from './helpers.js';
+
+/** One geometry: batch, height, width, in, out, kernel (h, w), stride (h, w), padding (h, w). */
+interface Case {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  o: number;
+  k: [number, number];
+  s: [number, number];
+  p: [number, number];
+}
+
+function outSize(n: number, k: number, s: number, p: number): number {
+  return Math.floor((n + 2 * p - k) / s) + 1;
+}
+
+/**
+ * Float64 direct convolution and its two gradients, straight from the definition
+ * `y[b,oy,ox,o] = sum_{i,j,c} x[b, oy*sh+i-ph, ox*sw+j-pw, c] * w[b,i,j,c,o]`:
+ * dx and dw are the same sum with the roles of the factors exchanged.
+ */
+function reference(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
+  const { n, h, w, c, o } = cs;
+  const [kh, kw] = cs.k;
+  const [sh, sw] = cs.s;
+  const [ph, pw] = cs.p;
+  const ho = outSize(h, kh, sh, ph);
+  const wo = outSize(w, kw, sw, pw);
+  const y = new Float64Array(n * ho * wo * o);
+  const dx = new Float64Array(n * h * w * c);
+  const dk = new Float64Array(n * kh * kw * c * o);
+  for (let b = 0; b < n; b++)
+    for (let oy = 0; oy < ho; oy++)
+      for (let ox = 0; ox < wo; ox++)
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            const iy = oy * sh + i - ph;
+            const ix = ox * sw + j - pw;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            for (let ci = 0; ci < c; ci++) {
+              const xi = ((b * h + iy) * w + ix) * c + ci;
+              for (let oo = 0; oo < o; oo++) {
+                const yi = ((b * ho + oy) * wo + ox) * o + oo;
+                const ki = (((b * kh + i) * kw + j) * c + ci) * o + oo;
+                y[yi]! += x[xi]! * k[ki]!;
+                dx[xi]! += dy[yi]! * k[ki]!;
+                dk[ki]! += dy[yi]! * x[xi]!;
+              }
+            }
+          }
+  return { y, dx, dk, shape: [n, ho, wo, o] };
+}
+
+function random(size: number): Float32Array {
+  const a = new Float32Array(size);
+  for (let i = 0; i < a.length; i++) a[i] = Math.random() * 2 - 1;
+  return a;
+}
+
+/** y, dL/dx and dL/dk of L = sum(perSampleConv(x, k) * dy), and the kernels that ran. */
+async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
+  const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
+  const kt = tf.tensor(k, [cs.n, cs.k[0], cs.k[1], cs.c, cs.o]);
+  const geometry = { groups: 1, stride: cs.s, padding: cs.p, dilation: [1, 1] as [number, number] };
+  let y!: Float32Array;
+  let dx!: Float32Array;
+  let dk!: Float32Array;
+  const profile = await tf.profile(() => {
+    const yt = perSampleConv(xt, kt, geometry);
+    const dyt = tf.tensor(dy, yt.shape);
+    const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+      tf.sum(tf.mul(perSampleConv(a, b, geometry), dyt)),
+    );
+    const [gx, gk] = g([xt, kt]);
+    y = yt.dataSync() as Float32Array;
+    dx = gx!.dataSync() as Float32Array;
+    dk = gk!.dataSync() as Float32Array;
+    tf.dispose([yt, dyt, gx!, gk!]);
+  });
+  tf.dispose([xt, kt]);
+  return { y, dx, dk, kernels: profile.kernelNames };
+}
+
+// stride, padding, kernel larger than the image, remainders of every tile (4 pixels, 8 and
+// 4 output channels, 2 pixels of the input gradient), batch 1
+const CASES: Case[] = [
+  { n: 2, h: 5, w: 5, c: 4, o: 12, k: [3, 3], s: [1, 1], p: [1, 1] },
+  { n: 3, h: 7, w: 6, c: 8, o: 8, k: [3, 3], s: [2, 2], p: [1, 1] },
+  { n: 1, h: 4, w: 4, c: 4, o: 4, k: [1, 1], s: [1, 1], p: [0, 0] },
+  { n: 2, h: 9, w: 9, c: 4, o: 16, k: [5, 5], s: [2, 2], p: [2, 2] },
+  { n: 2, h: 6, w: 7, c: 12, o: 4, k: [3, 3], s: [2, 1], p: [0, 1] },
+  { n: 2, h: 3, w: 3, c: 4, o: 20, k: [7, 7], s: [1, 1], p: [3, 3] },
+  { n: 3, h: 8, w: 5, c: 8, o: 12, k: [1, 3], s: [3, 2], p: [0, 1] },
+  { n: 5, h: 2, w: 2, c: 16, o: 8, k: [3, 3], s: [1, 1], p: [1, 1] },
+];
+
+describe('per-sample convolution kernels on wasm', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+    registerTrainingKernels('wasm');
+  });
+  afterEach(() => {
+    setPerSampleWasmKernels(true);
+  });
+
+  it.each(CASES)('match float64 direct convolution and its gradients: %j', async (cs) => {
+    const ho = outSize(cs.h, cs.k[0], cs.s[0], cs.p[0]);
+    const wo = outSize(cs.w, cs.k[1], cs.s[1], cs.p[1]);
+    const x = random(cs.n * cs.h * cs.w * cs.c);
+    const k = random(cs.n * cs.k[0] * cs.k[1] * cs.c * cs.o);
+    const dy = random(cs.n * ho * wo * cs.o);
+    const ref = reference(cs, x, k, dy);
+    const own = await run(cs, x, k, dy);
+    // the path under test ran (forward and both gradients), not the stock loop
+    expect(own.kernels).toContain('KwPerSampleConv2D');
+    expect(own.kernels).toContain('KwPerSampleConv2DBackpropInput');
+    expect(own.kernels).toContain('KwPerSampleConv2DBackpropFilter');
+    expect(own.kernels).not.toContain('Conv2D');
+    // float32 sums of <= 7*7*20 products against float64: 1e-5 of the largest value
+    expect(relErr(own.y, ref.y)).toBeLessThan(1e-5);
+    expect(relErr(own.dx, ref.dx)).toBeLessThan(1e-5);
+    expect(relErr(own.dk, ref.dk)).toBeLessThan(1e-5);
+    // and the stock per-sample loop agrees with both
+    setPerSampleWasmKernels(false);
+    const stock = await run(cs, x, k, dy);
+    expect(stock.kernels).not.toContain('KwPerSampleConv2D');
+    expect(relErr(own.y, stock.y)).toBeLessThan(1e-5);
+    expect(relErr(own.dx, stock.dx)).toBeLessThan(1e-5);
+    expect(relErr(own.dk, stock.dk)).toBeLessThan(1e-5);
+  });
+
+  it('every output element is written (no stale heap memory shows through)', async () => {
+    // fill the heap with garbage first: freed buffers are reused by the next allocations
+    const junk = tf.fill([1 << 16], Number.NaN);
+    junk.dataSync();
+    junk.dispose();
+    const cs = CASES[0]!;
+    const ho = outSize(cs.h, cs.k[0], cs.s[0], cs.p[0]);
+    const x = random(cs.n * cs.h * cs.w * cs.c);
+    const k = random(cs.n * 9 * cs.c * cs.o);
+    const dy = random(cs.n * ho * ho * cs.o);
+    const own = await run(cs, x, k, dy);
+    for (const a of [own.y, own.dx, own.dk]) expect(a.every(Number.isFinite)).toBe(true);
+  });
+
+  it('cases the kernels do not cover take the stock loop, with the same results', async () => {
+    // 3 input channels (not a multiple of 4)
+    const cs: Case = { n: 2, h: 5, w: 5, c: 3, o: 8, k: [3, 3], s: [1, 1], p: [1, 1] };
+    const x = random(2 * 25 * 3);
+    const k = random(2 * 9 * 3 * 8);
+    const dy = random(2 * 25 * 8);
+    const r = await run(cs, x, k, dy);
+    expect(r.kernels).not.toContain('KwPerSampleConv2D');
+    const ref = reference(cs, x, k, dy);
+    expect(relErr(r.y, ref.y)).toBeLessThan(1e-5);
+    expect(relErr(r.dk, ref.dk)).toBeLessThan(1e-5);
+    // groups 2 and dilation 2 as well
+    const xt = tf.randomNormal([2, 6, 6, 8]);
+    const kt = tf.randomNormal([2, 3, 3, 4, 8]);
+    const p = await tf.profile(() =>
+      tf.dispose(
+        perSampleConv(xt, kt, { groups: 2, stride: [1, 1], padding: [1, 1], dilation: [1, 1] }),
+      ),
+    );
+    expect(p.kernelNames).not.toContain('KwPerSampleConv2D');
+    const kd = tf.randomNormal([2, 3, 3, 8, 8]);
+    const q = await tf.profile(() =>
+      tf.dispose(
+        perSampleConv(xt, kd, { groups: 1, stride: [1, 1], padding: [2, 2], dilation: [2, 2] }),
+      ),
+    );
+    expect(q.kernelNames).not.toContain('KwPerSampleConv2D');
+    tf.dispose([xt, kt, kd]);
+  });
+
+  it('leaves no tensor and no heap memory behind', async () => {
+    const xt = tf.randomNormal([3, 6, 6, 8]);
+    const kt = tf.randomNormal([3, 3, 3, 8, 12]);
+    const geometry = {
+      groups: 1,
+      stride: [1, 1] as [number, number],
+      padding: [1, 1] as [number, number],
+      dilation: [1, 1] as [number, number],
+    };
+    const step = () =>
+      tf.tidy(() => {
+        const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(perSampleConv(a, b, geometry)));
+        return g([xt, kt]);
+      });
+    tf.dispose(step()); // first call registers the kernels
+    const before = tf.memory();
+    for (let i = 0; i < 3; i++) tf.dispose(step());
+    const after = tf.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numDataBuffers).toBe(before.numDataBuffers);
+    expect(after.numBytes).toBe(before.numBytes);
+    tf.dispose([xt, kt]);
+  });
+});
