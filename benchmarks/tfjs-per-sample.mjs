@@ -3,7 +3,7 @@
 // against ONE conv with a shared kernel (what a plain layer costs), and checks each option
 // against the per-sample loop (max relative error):
 //   library     @kernelwarehouse/tfjs's perSampleConv: on wasm its own per-sample kernels
-//               (per-sample-wasm.ts: WebAssembly SIMD on the tensors in the tfjs heap, no
+//               (conv-wasm.ts: WebAssembly SIMD on the tensors in the tfjs heap, no
 //               kernel packing), elsewhere the loop below
 //   loop        split the batch, one conv2d per sample, concat (the stock-op route; what the
 //               library did on wasm before its own kernels)

@@ -5,6 +5,10 @@
  * re-expressed here through forward kernels the backend has (Conv2D, DepthwiseConv2dNative,
  * Pad, Transpose, Reverse, Slice, Sum), so the work runs in XNNPACK:
  *
+ * (On wasm, Conv2DBackpropFilter and Conv2DBackpropInput with channel counts that are multiples
+ * of 4 run on the WebAssembly SIMD kernels of `conv-wasm.ts` first: they read the kernel
+ * and dy as they are, where each XNNPACK conv below packs a new operator on every step.)
+ *
  * - Conv2DBackpropFilter = Conv2D(transpose(pad(x)) as `[Cin, Hp, Wp, B]`, dy as filter
  *   `[Ho, Wo, B, Cout]`, dilation = stride), sliced to the kernel and transposed.
  * - Conv2DBackpropInput = Conv2D(pad(zero-dilate(dy)), reverse(W) with in/out swapped).
@@ -18,6 +22,7 @@
  */
 import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { convFilterGradWasm, convInputGradWasm } from './conv-wasm.js';
 
 /** A case the rebuilt kernels do not cover; the backend's own kernel (if any) takes it. */
 class UnsupportedCase extends KwError {
@@ -67,6 +72,9 @@ function convPads(
 function conv2dFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, attrs: Attrs): tf.Tensor4D {
   const fs = attrs.filterShape as [number, number, number, number];
   const { pads, sh, sw } = convPads(x.shape, fs, attrs, false);
+  const g = { strides: [sh, sw] as [number, number], padTop: pads.top, padLeft: pads.left };
+  const own = convFilterGradWasm(x, dy, [fs[0], fs[1]], g);
+  if (own) return own;
   return tf.tidy(() => {
     const xp = tf.pad(x, [
       [0, 0],
@@ -135,6 +143,9 @@ function conv2dInputGrad(dy: tf.Tensor4D, filter: tf.Tensor4D, attrs: Attrs): tf
   const xs = attrs.inputShape as [number, number, number, number];
   const [kh, kw] = filter.shape;
   const { pads, sh, sw } = convPads(xs, filter.shape, attrs, false);
+  const g = { strides: [sh, sw] as [number, number], padTop: pads.top, padLeft: pads.left };
+  const own = convInputGradWasm(dy, filter, xs, g);
+  if (own) return own;
   return tf.tidy(() => {
     const p = dilateAndPad(dy, sh, sw, kh, kw, pads, xs[1], xs[2]);
     const wr = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;

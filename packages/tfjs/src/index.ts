@@ -25,6 +25,7 @@ export {
   saveOptimizerState,
   sha256Hex,
 } from './checkpoint.js';
+export { setOwnWasmKernels } from './conv-wasm.js';
 export {
   FAST_WASM_KERNELS,
   registerFastWasmKernels,
@@ -71,7 +72,6 @@ export {
   toModelInput,
 } from './model.js';
 export { TfOps } from './ops.js';
-export { setPerSampleWasmKernels } from './per-sample-wasm.js';
 export {
   applyWeightDecay,
   decayGroups,

@@ -6,7 +6,7 @@
  */
 import { convOutputSize, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { perSampleConvWasm } from './per-sample-wasm.js';
+import { perSampleConvWasm } from './conv-wasm.js';
 
 /** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
 export type Kwargs = Record<string, unknown>;
@@ -157,7 +157,7 @@ export interface ConvGeometryLike {
 /**
  * Per-sample convolution of NHWC `x` (`[N, H, W, C]`): sample b is convolved with its own
  * HWIO kernel `kernels[b]` (`kernels` is `[N, kh, kw, I/g, O]`) in `g.groups` groups. tfjs has
- * no grouped conv over the batch: on wasm the per-sample kernels of `per-sample-wasm.ts` run it
+ * no grouped conv over the batch: on wasm the per-sample kernels of `conv-wasm.ts` run it
  * where they apply; elsewhere the batch is split (batch 1 is one plain conv).
  */
 export function perSampleConv(x: tf.Tensor, kernels: tf.Tensor, g: ConvGeometryLike): tf.Tensor {

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { setOwnWasmKernels } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { setPerSampleWasmKernels } from '../src/per-sample-wasm.js';
 import { relErr, useBackend } from './helpers.js';
 
 /** One geometry: batch, height, width, in, out, kernel (h, w), stride (h, w), padding (h, w). */
@@ -107,7 +107,7 @@ describe('per-sample convolution kernels on wasm', () => {
     registerTrainingKernels('wasm');
   });
   afterEach(() => {
-    setPerSampleWasmKernels(true);
+    setOwnWasmKernels(true);
   });
 
   it.each(CASES)('match float64 direct convolution and its gradients: %j', async (cs) => {
@@ -119,18 +119,18 @@ describe('per-sample convolution kernels on wasm', () => {
     const ref = reference(cs, x, k, dy);
     const own = await run(cs, x, k, dy);
     // the path under test ran (forward and both gradients), not the stock loop
-    expect(own.kernels).toContain('KwPerSampleConv2D');
-    expect(own.kernels).toContain('KwPerSampleConv2DBackpropInput');
-    expect(own.kernels).toContain('KwPerSampleConv2DBackpropFilter');
+    expect(own.kernels).toContain('KwWasmConv2D');
+    expect(own.kernels).toContain('KwWasmConv2DBackpropInput');
+    expect(own.kernels).toContain('KwWasmConv2DBackpropFilter');
     expect(own.kernels).not.toContain('Conv2D');
     // float32 sums of <= 7*7*20 products against float64: 1e-5 of the largest value
     expect(relErr(own.y, ref.y)).toBeLessThan(1e-5);
     expect(relErr(own.dx, ref.dx)).toBeLessThan(1e-5);
     expect(relErr(own.dk, ref.dk)).toBeLessThan(1e-5);
     // and the stock per-sample loop agrees with both
-    setPerSampleWasmKernels(false);
+    setOwnWasmKernels(false);
     const stock = await run(cs, x, k, dy);
-    expect(stock.kernels).not.toContain('KwPerSampleConv2D');
+    expect(stock.kernels).not.toContain('KwWasmConv2D');
     expect(relErr(own.y, stock.y)).toBeLessThan(1e-5);
     expect(relErr(own.dx, stock.dx)).toBeLessThan(1e-5);
     expect(relErr(own.dk, stock.dk)).toBeLessThan(1e-5);
@@ -157,7 +157,7 @@ describe('per-sample convolution kernels on wasm', () => {
     const k = random(2 * 9 * 3 * 8);
     const dy = random(2 * 25 * 8);
     const r = await run(cs, x, k, dy);
-    expect(r.kernels).not.toContain('KwPerSampleConv2D');
+    expect(r.kernels).not.toContain('KwWasmConv2D');
     const ref = reference(cs, x, k, dy);
     expect(relErr(r.y, ref.y)).toBeLessThan(1e-5);
     expect(relErr(r.dk, ref.dk)).toBeLessThan(1e-5);
@@ -169,14 +169,14 @@ describe('per-sample convolution kernels on wasm', () => {
         perSampleConv(xt, kt, { groups: 2, stride: [1, 1], padding: [1, 1], dilation: [1, 1] }),
       ),
     );
-    expect(p.kernelNames).not.toContain('KwPerSampleConv2D');
+    expect(p.kernelNames).not.toContain('KwWasmConv2D');
     const kd = tf.randomNormal([2, 3, 3, 8, 8]);
     const q = await tf.profile(() =>
       tf.dispose(
         perSampleConv(xt, kd, { groups: 1, stride: [1, 1], padding: [2, 2], dilation: [2, 2] }),
       ),
     );
-    expect(q.kernelNames).not.toContain('KwPerSampleConv2D');
+    expect(q.kernelNames).not.toContain('KwWasmConv2D');
     tf.dispose([xt, kt, kd]);
   });
 
@@ -202,5 +202,121 @@ describe('per-sample convolution kernels on wasm', () => {
     expect(after.numDataBuffers).toBe(before.numDataBuffers);
     expect(after.numBytes).toBe(before.numBytes);
     tf.dispose([xt, kt]);
+  });
+});
+
+/** An ordinary conv's geometry: one kernel for the batch, tfjs padding mode. */
+interface SharedCase {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  o: number;
+  k: [number, number];
+  s: [number, number];
+  pad: 'same' | 'valid';
+}
+
+/** Output size and top/left padding as tfjs computes them ('same' pads the extra row below). */
+function tfPads(n: number, k: number, s: number, pad: 'same' | 'valid'): [number, number] {
+  if (pad === 'valid') return [Math.floor((n - k) / s) + 1, 0];
+  const out = Math.ceil(n / s);
+  return [out, Math.floor(Math.max((out - 1) * s + k - n, 0) / 2)];
+}
+
+/** Float64 gradients of sum(conv2d(x, k) * dy) for a kernel shared by the batch. */
+function sharedReference(cs: SharedCase, x: Float32Array, k: Float32Array, dy: Float32Array) {
+  const [ho, top] = tfPads(cs.h, cs.k[0], cs.s[0], cs.pad);
+  const [wo, left] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
+  const [kh, kw] = cs.k;
+  const dx = new Float64Array(cs.n * cs.h * cs.w * cs.c);
+  const dk = new Float64Array(kh * kw * cs.c * cs.o);
+  for (let b = 0; b < cs.n; b++)
+    for (let oy = 0; oy < ho; oy++)
+      for (let ox = 0; ox < wo; ox++)
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            const iy = oy * cs.s[0] + i - top;
+            const ix = ox * cs.s[1] + j - left;
+            if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w) continue;
+            for (let c = 0; c < cs.c; c++)
+              for (let o = 0; o < cs.o; o++) {
+                const xi = ((b * cs.h + iy) * cs.w + ix) * cs.c + c;
+                const yi = ((b * ho + oy) * wo + ox) * cs.o + o;
+                const ki = ((i * kw + j) * cs.c + c) * cs.o + o;
+                dx[xi]! += dy[yi]! * k[ki]!;
+                dk[ki]! += dy[yi]! * x[xi]!;
+              }
+          }
+  return { dx, dk, dyShape: [cs.n, ho, wo, cs.o] };
+}
+
+const SHARED: SharedCase[] = [
+  { n: 3, h: 8, w: 8, c: 4, o: 12, k: [3, 3], s: [1, 1], pad: 'same' },
+  // stride 2 'same' on an even size: no padding above, one row below
+  { n: 2, h: 8, w: 6, c: 8, o: 8, k: [3, 3], s: [2, 2], pad: 'same' },
+  { n: 2, h: 7, w: 7, c: 12, o: 4, k: [1, 1], s: [2, 2], pad: 'valid' },
+  { n: 2, h: 9, w: 6, c: 4, o: 20, k: [5, 3], s: [1, 2], pad: 'valid' },
+  { n: 1, h: 5, w: 5, c: 16, o: 16, k: [3, 3], s: [1, 1], pad: 'same' },
+];
+
+describe('ordinary conv gradients on the wasm kernels', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+    registerTrainingKernels('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+  });
+
+  async function convGrads(cs: SharedCase, x: Float32Array, k: Float32Array, dy: Float32Array) {
+    const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
+    const kt = tf.tensor4d(k, [cs.k[0], cs.k[1], cs.c, cs.o]);
+    let dx!: Float32Array;
+    let dk!: Float32Array;
+    const profile = await tf.profile(() => {
+      const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
+        const y = tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, cs.s, cs.pad);
+        return tf.sum(tf.mul(y, tf.tensor(dy, y.shape)));
+      });
+      const [gx, gk] = g([xt, kt]);
+      dx = gx!.dataSync() as Float32Array;
+      dk = gk!.dataSync() as Float32Array;
+      tf.dispose([gx!, gk!]);
+    });
+    tf.dispose([xt, kt]);
+    return { dx, dk, kernels: profile.kernelNames };
+  }
+
+  it.each(SHARED)('match float64 and the XNNPACK route: %j', async (cs) => {
+    const [ho] = tfPads(cs.h, cs.k[0], cs.s[0], cs.pad);
+    const [wo] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
+    const x = random(cs.n * cs.h * cs.w * cs.c);
+    const k = random(cs.k[0] * cs.k[1] * cs.c * cs.o);
+    const dy = random(cs.n * ho * wo * cs.o);
+    const ref = sharedReference(cs, x, k, dy);
+    const own = await convGrads(cs, x, k, dy);
+    expect(own.kernels).toContain('KwWasmConv2DBackpropInput');
+    expect(own.kernels).toContain('KwWasmConv2DBackpropFilter');
+    // float32 sums over <= 3 samples x 9 x 15 positions x 20 channels against float64
+    expect(relErr(own.dx, ref.dx)).toBeLessThan(1e-5);
+    expect(relErr(own.dk, ref.dk)).toBeLessThan(1e-5);
+    setOwnWasmKernels(false);
+    const stock = await convGrads(cs, x, k, dy);
+    expect(stock.kernels).not.toContain('KwWasmConv2DBackpropFilter');
+    expect(relErr(stock.dx, ref.dx)).toBeLessThan(1e-5);
+    expect(relErr(stock.dk, ref.dk)).toBeLessThan(1e-5);
+  });
+
+  it('a conv on 3 input channels (the stem) keeps the XNNPACK route', async () => {
+    const cs: SharedCase = { n: 2, h: 6, w: 6, c: 3, o: 8, k: [3, 3], s: [1, 1], pad: 'same' };
+    const x = random(2 * 36 * 3);
+    const k = random(9 * 3 * 8);
+    const dy = random(2 * 36 * 8);
+    const r = await convGrads(cs, x, k, dy);
+    expect(r.kernels).not.toContain('KwWasmConv2DBackpropFilter');
+    const ref = sharedReference(cs, x, k, dy);
+    expect(relErr(r.dk, ref.dk)).toBeLessThan(1e-5);
+    expect(relErr(r.dx, ref.dx)).toBeLessThan(1e-5);
   });
 });

@@ -1,13 +1,15 @@
 /**
- * Per-sample convolution on the wasm backend with kernels of our own (forward, input gradient,
- * filter gradient), written as WebAssembly SIMD by {@link wasmModule} and run directly on the
- * tensors in tfjs-backend-wasm's heap (the module imports that heap's memory).
+ * Convolution kernels of our own for the wasm backend (forward, input gradient, filter
+ * gradient), written as WebAssembly SIMD by {@link wasmModule} and run directly on the tensors
+ * in tfjs-backend-wasm's heap (the module imports that heap's memory).
  *
  * Why: tfjs-backend-wasm's Conv2D creates (transposes and packs) a new XNNPACK operator for
  * every new filter tensor. Dynamic convolution has a new kernel per sample on every step, so
  * the stock per-sample loop paid that packing once per sample, layer and pass: 1.2-2.2x a
- * shared conv forward and 1.6-2.7x with gradients (benchmarks/tfjs-per-sample.mjs). These
- * kernels read the HWIO kernel as it is, with no packing:
+ * shared conv forward and 1.6-2.7x with gradients (benchmarks/tfjs-per-sample.mjs); and an
+ * ordinary conv's gradients (grads.ts re-expresses them as XNNPACK convs whose filter is dy or
+ * the flipped kernel) pack a new operator on every training step too. These kernels read the
+ * HWIO kernel and dy as they are, with no packing:
  *
  * - forward: direct convolution, tiles of 2 output pixels x 16 output channels accumulated over
  *   (kernel row, kernel column, input channel), one broadcast input value times four 4-lane
@@ -16,12 +18,13 @@
  * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
  *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed;
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
- *   pixels each kernel tap sees.
+ *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch).
  *
- * Covered: float32, groups 1, dilation 1, input and output channels multiples of 4, any
- * stride, symmetric padding. Everything else (and a heap that is shared between threads, and
- * an engine without WebAssembly SIMD) takes the stock per-sample loop, which gives the same
- * results up to float rounding.
+ * Used by `perSampleConv` (every dynamic method), and by the Conv2DBackpropInput / Filter kernels of
+ * `grads.ts` (every ordinary conv layer in training). Covered:
+ * float32, groups 1, dilation 1, input and output channels multiples of 4, any stride and
+ * padding. Everything else (and a heap that is shared between threads, and an engine without
+ * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
 import * as tf from '@tensorflow/tfjs';
 import { f32Lanes, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
@@ -207,7 +210,7 @@ function convForward(MR: number, NV: number): WasmFunction {
  * `dx[H, W, Cin]` of the forward above given `dy[Ho, Wo, Cout]`; `zero` points at >= Cout
  * zeros. Cin % 4 == 0 and Cout % 4 == 0.
  */
-function convInputGrad(): WasmFunction {
+function convInputGrad(unitStride: boolean): WasmFunction {
   const f = new Frame(16);
   const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
     [
@@ -277,13 +280,21 @@ function convInputGrad(): WasmFunction {
   for (let r = 0; r < R; r++) {
     // the output pixel whose tap (i, j) reads this input pixel: (iy + pt - i) / sh, exact
     // (a negative numerator wraps to a huge unsigned value and fails the bound)
-    k.get(iy[r]!).get(i).sub().tee(ty).get(sh).divU().set(oy);
-    k.get(ix[r]!).get(j).sub().tee(tx).get(sw).divU().set(ox);
+    // (the unit-stride variant skips the divisions: 2 per pixel and tap, ~1/3 of the time at
+    // 64 output channels)
+    if (unitStride) {
+      k.get(iy[r]!).get(i).sub().set(oy).get(ix[r]!).get(j).sub().set(ox);
+    } else {
+      k.get(iy[r]!).get(i).sub().tee(ty).get(sh).divU().set(oy);
+      k.get(ix[r]!).get(j).sub().tee(tx).get(sw).divU().set(ox);
+    }
     k.get(dy).get(oy).get(Wo).mul().get(ox).add().get(outB).mul().add();
     k.get(zero);
     k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
-    k.get(ty).get(oy).get(sh).mul().sub().eqz().and();
-    k.get(tx).get(ox).get(sw).mul().sub().eqz().and();
+    if (!unitStride) {
+      k.get(ty).get(oy).get(sh).mul().sub().eqz().and();
+      k.get(tx).get(ox).get(sw).mul().sub().eqz().and();
+    }
     k.select().set(d[r]!);
   }
   k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
@@ -336,17 +347,35 @@ function convInputGrad(): WasmFunction {
   }
   k.get(q0).i32(R).add().set(q0).br(0).end().end();
   k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
-  return f.fn('conv_dx', k);
+  return f.fn(unitStride ? 'conv_dx1' : 'conv_dx', k);
 }
 
 /**
- * `conv_dw(x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
- * `dw[kh, kw, Cin, Cout]` of the forward above. Cin % 4 == 0 and Cout % 4 == 0.
+ * `conv_dw(x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, accumulate)`, one
+ * sample: `dw[kh, kw, Cin, Cout]` of the forward above (added to what `dw` holds when
+ * `accumulate` is not 0). Cin % 4 == 0 and Cout % 4 == 0.
  */
 function convFilterGrad(): WasmFunction {
-  const f = new Frame(15);
-  const { x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
-    ['x', 'dy', 'dw', 'H', 'W', 'Cin', 'Ho', 'Wo', 'Cout', 'kh', 'kw', 'sh', 'sw', 'pt', 'pl'],
+  const f = new Frame(16);
+  const { x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, accumulate } = indices(
+    [
+      'x',
+      'dy',
+      'dw',
+      'H',
+      'W',
+      'Cin',
+      'Ho',
+      'Wo',
+      'Cout',
+      'kh',
+      'kw',
+      'sh',
+      'sw',
+      'pt',
+      'pl',
+      'accumulate',
+    ],
     0,
   );
   const { i, j, c0, o0, oy, iy, lo, hi, t, xp, dp, cnt, inB, outB, xStep, dwp } = f.i32s([
@@ -376,7 +405,24 @@ function convFilterGrad(): WasmFunction {
   k.get(sw).get(inB).mul().set(xStep);
   // one tile of 4 input channels (c0) x (4 * nv) output channels (o0) at tap (i, j)
   const tile = (nv: number): void => {
+    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul();
+    k.get(o0).i32(4).mul().add().get(dw).add().set(dwp);
+    // start from zero, or from what dw holds (a shared kernel's gradient summed over samples)
+    k.get(accumulate).if();
+    for (let l = 0; l < 4; l++) {
+      for (let h = 0; h < nv; h++) {
+        k.get(dwp)
+          .get(outB)
+          .i32(l)
+          .mul()
+          .add()
+          .vLoad(16 * h)
+          .set(acc[l * nv + h]!);
+      }
+    }
+    k.else();
     for (let q = 0; q < 4 * nv; q++) k.vZero().set(acc[q]!);
+    k.end();
     k.i32(0).set(oy).loop();
     k.get(oy).get(sh).mul().get(i).add().get(pt).sub().tee(iy).get(H).ltU();
     k.get(hi).get(lo).gtS().and().if();
@@ -404,8 +450,6 @@ function convFilterGrad(): WasmFunction {
     k.get(cnt).i32(1).sub().tee(cnt).brIf(0).end();
     k.end();
     k.get(oy).i32(1).add().tee(oy).get(Ho).ltU().brIf(0).end();
-    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul();
-    k.get(o0).i32(4).mul().add().get(dw).add().set(dwp);
     for (let l = 0; l < 4; l++) {
       for (let h = 0; h < nv; h++)
         k.get(dwp)
@@ -444,6 +488,7 @@ type ConvFn = (...args: number[]) => void;
 interface Kernels {
   conv_fwd: ConvFn;
   conv_dx: ConvFn;
+  conv_dx1: ConvFn;
   conv_dw: ConvFn;
 }
 
@@ -455,6 +500,8 @@ interface WasmBackend {
   dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
   wasm?: { asm?: { memory?: unknown }; wasmMemory?: unknown };
 }
+
+let enabled = true;
 
 /** The WebAssembly API (typed here: the package builds without DOM or Node types). */
 interface WasmApi {
@@ -480,7 +527,12 @@ function kernelsFor(be: WasmBackend): Kernels | null {
     return null;
   }
   try {
-    moduleBytes ??= wasmModule([convForward(2, 4), convInputGrad(), convFilterGrad()]);
+    moduleBytes ??= wasmModule([
+      convForward(2, 4),
+      convInputGrad(false),
+      convInputGrad(true),
+      convFilterGrad(),
+    ]);
     const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
     k = inst.exports as unknown as Kernels;
   } catch {
@@ -508,9 +560,9 @@ function zeros(be: WasmBackend, n: number): tf.TensorInfo {
   return z;
 }
 
-const FWD = 'KwPerSampleConv2D';
-const DX = 'KwPerSampleConv2DBackpropInput';
-const DW = 'KwPerSampleConv2DBackpropFilter';
+const FWD = 'KwWasmConv2D';
+const DX = 'KwWasmConv2DBackpropInput';
+const DW = 'KwWasmConv2DBackpropFilter';
 
 function outSize(n: number, k: number, s: number, p: number): number {
   return Math.floor((n + 2 * p - k) / s) + 1;
@@ -552,36 +604,32 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   return y;
 }
 
+/**
+ * Attributes of the gradient kernels: `shared` means one kernel `[kh, kw, C, O]` for the whole
+ * batch (an ordinary conv layer) instead of one per sample `[N, kh, kw, C, O]`.
+ */
+interface GradAttrs extends Geometry {
+  shared: boolean;
+}
+
 function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
   const { dy, kernels } = inputs as { dy: tf.TensorInfo; kernels: tf.TensorInfo };
-  const { strides, pads, inputShape } = attrs as unknown as Geometry & { inputShape: number[] };
-  const [B, H, W, C] = inputShape as [number, number, number, number];
+  const a = attrs as unknown as GradAttrs & { inputShape: number[] };
+  const [B, H, W, C] = a.inputShape as [number, number, number, number];
   const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
-  const [, kh, kw] = kernels.shape as [number, number, number];
+  const [kh, kw] = kernels.shape.slice(a.shared ? 0 : 1) as [number, number];
   const dx = be.makeOutput([B, H, W, C], 'float32');
   const z = zeros(be, O);
   const K = kernelsFor(be)!;
   const [dyo, ko, dxo, zo] = [dy, kernels, dx, z].map((t) => heapOffset(be, t)) as number[];
+  const kStep = a.shared ? 0 : kh * kw * C * O * 4;
+  const [sh, sw] = a.strides;
+  const [pt, pl] = a.pads;
   for (let b = 0; b < B; b++) {
-    K.conv_dx(
-      dyo! + b * Ho * Wo * O * 4,
-      ko! + b * kh * kw * C * O * 4,
-      dxo! + b * H * W * C * 4,
-      zo!,
-      H,
-      W,
-      C,
-      Ho,
-      Wo,
-      O,
-      kh,
-      kw,
-      strides[0],
-      strides[1],
-      pads[0],
-      pads[1],
-    );
+    const at = [dyo! + b * Ho * Wo * O * 4, ko! + b * kStep, dxo! + b * H * W * C * 4, zo!];
+    const dxFn = sh === 1 && sw === 1 ? K.conv_dx1 : K.conv_dx;
+    dxFn(...at, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl);
   }
   be.disposeData(z.dataId);
   return dx;
@@ -590,34 +638,23 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
 function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
   const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-  const { strides, pads, kernelSize } = attrs as unknown as Geometry & {
-    kernelSize: [number, number];
-  };
+  const a = attrs as unknown as GradAttrs & { kernelSize: [number, number] };
   const [B, H, W, C] = x.shape as [number, number, number, number];
   const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
-  const [kh, kw] = kernelSize;
-  const dw = be.makeOutput([B, kh, kw, C, O], 'float32');
+  const [kh, kw] = a.kernelSize;
+  const dw = be.makeOutput(a.shared ? [kh, kw, C, O] : [B, kh, kw, C, O], 'float32');
   const K = kernelsFor(be)!;
   const [xo, dyo, dwo] = [x, dy, dw].map((t) => heapOffset(be, t)) as number[];
+  const kStep = a.shared ? 0 : kh * kw * C * O * 4;
+  const [sh, sw] = a.strides;
+  const [pt, pl] = a.pads;
   for (let b = 0; b < B; b++) {
-    K.conv_dw(
-      xo! + b * H * W * C * 4,
-      dyo! + b * Ho * Wo * O * 4,
-      dwo! + b * kh * kw * C * O * 4,
-      H,
-      W,
-      C,
-      Ho,
-      Wo,
-      O,
-      kh,
-      kw,
-      strides[0],
-      strides[1],
-      pads[0],
-      pads[1],
-    );
+    // a shared kernel's gradient is the sum over samples, added sample after sample
+    const acc = a.shared && b > 0 ? 1 : 0;
+    const at = [xo! + b * H * W * C * 4, dyo! + b * Ho * Wo * O * 4, dwo! + b * kStep];
+    K.conv_dw(...at, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl, acc);
   }
+  if (B === 0) be.typedArrayFromHeap(dw).fill(0);
   return dw;
 }
 
@@ -643,13 +680,12 @@ function ensureRegistered(): void {
   }
 }
 
-let enabled = true;
-
 /**
- * Turn the per-sample wasm kernels on or off (on by default); returns the previous setting.
- * Off, per-sample convolution on wasm takes the stock per-sample loop (for comparisons).
+ * Turn this file's wasm kernels on or off (on by default); returns the previous setting. Off,
+ * per-sample convolution on wasm takes the stock per-sample loop, conv gradients the XNNPACK
+ * re-expressions of `grads.ts` (for comparisons).
  */
-export function setPerSampleWasmKernels(on: boolean): boolean {
+export function setOwnWasmKernels(on: boolean): boolean {
   const was = enabled;
   enabled = on;
   return was;
@@ -686,7 +722,7 @@ export function perSampleConvWasm(
   if (outSize(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
   if (!kernelsFor(tf.backend() as unknown as WasmBackend)) return undefined;
   ensureRegistered();
-  const attrs = { strides: g.stride, pads: g.padding };
+  const attrs = { strides: g.stride, pads: g.padding, shared: false };
   const run = (name: string, inputs: Record<string, tf.Tensor>, a: Record<string, unknown>) =>
     tf.engine().runKernel(name, inputs, a as tf.NamedAttrMap) as tf.Tensor;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -701,4 +737,54 @@ export function perSampleConvWasm(
     };
   });
   return (f as unknown as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor)(x, kernels);
+}
+
+/** Pads and strides of an ordinary conv, as its gradient kernels get them (top/left pads). */
+export interface SharedConvGeometry {
+  strides: [number, number];
+  /** Padding above and left of the image (the rest follows from the shapes). */
+  padTop: number;
+  padLeft: number;
+}
+
+function sharedApplies(c: number, o: number, ...ts: tf.Tensor[]): boolean {
+  if (!enabled || tf.getBackend() !== 'wasm') return false;
+  if (c % 4 !== 0 || o % 4 !== 0 || c === 0 || o === 0) return false;
+  if (ts.some((t) => t.dtype !== 'float32')) return false;
+  return kernelsFor(tf.backend() as unknown as WasmBackend) !== null;
+}
+
+/**
+ * The input gradient of an ordinary NHWC conv (one HWIO `filter` for the batch, dilation 1)
+ * on the kernels above, or `undefined` where they do not apply (channels not multiples of
+ * 4, another backend, kernels off).
+ */
+export function convInputGradWasm(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  inputShape: [number, number, number, number],
+  g: SharedConvGeometry,
+): tf.Tensor4D | undefined {
+  if (!sharedApplies(filter.shape[2], filter.shape[3], dy, filter)) return undefined;
+  ensureRegistered();
+  const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, inputShape };
+  return tf
+    .engine()
+    .runKernel(DX, { dy, kernels: filter }, attrs as tf.NamedAttrMap) as tf.Tensor4D;
+}
+
+/**
+ * The filter gradient `[kh, kw, C, O]` of an ordinary NHWC conv (summed over the batch) on the
+ * kernels above, or `undefined` where they do not apply.
+ */
+export function convFilterGradWasm(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  kernelSize: [number, number],
+  g: SharedConvGeometry,
+): tf.Tensor4D | undefined {
+  if (!sharedApplies(x.shape[3], dy.shape[3], x, dy)) return undefined;
+  ensureRegistered();
+  const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, kernelSize };
+  return tf.engine().runKernel(DW, { x, dy }, attrs as tf.NamedAttrMap) as tf.Tensor4D;
 }
