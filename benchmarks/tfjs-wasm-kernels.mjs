@@ -3,11 +3,14 @@
 // after round): the data-movement ops a per-sample conv uses, the assembly matMul's gradient
 // orientations, and whole training steps of a KW ResNet-8 (width 4, 28x28x1, batch 32 as the preset; KW_BENCH_BATCH) and of
 // the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
-// stock / fast speed-ups.
+// stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
+// kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, few-row gradient products;
+// `setOwnWasmKernels`) off and on around the same training steps.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
   chooseBackend,
   registerFastWasmKernels,
+  setOwnWasmKernels,
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
@@ -38,14 +41,30 @@ const pair = (name, fn) => [
 const kernels = tf.randomNormal([16, 3, 3, 256, 256]);
 const x = tf.randomNormal([batch, 14, 14, 256]);
 const alpha = tf.randomNormal([288, 29]);
+const alpha9 = tf.randomNormal([288, 9]);
 const w = tf.randomNormal([29, 16384]);
 const dcells = tf.randomNormal([288, 16384]);
+const dcells9 = tf.randomNormal([288, 65536]);
+// in training the kernel gradients are new tensors on every step, so the products get a fresh
+// copy (XNNPACK would otherwise reuse the operator it packed on the previous call)
+const fresh = (t) => tf.mul(t, 1);
 const micro = [
   ['unstack 16 kernels 3x3x256x256', () => tf.stack(tf.unstack(kernels).map((k) => tf.sum(k)))],
   [`split a ${batch}x14x14x256 batch`, () => tf.stack(tf.split(x, batch, 0).map((k) => tf.sum(k)))],
   ['reverse 16 kernels spatially', () => tf.sum(tf.reverse(kernels, [1, 2]))],
-  ['matMul TN 288x29 ^T x 288x16384 (dW)', () => tf.sum(tf.matMul(alpha, dcells, true, false))],
-  ['matMul NT 288x16384 x 29x16384 ^T (dA)', () => tf.sum(tf.matMul(dcells, w, false, true))],
+  ['copy 288x16384 (the fresh operand alone)', () => tf.sum(fresh(dcells))],
+  [
+    'matMul TN 288x29 ^T x 288x16384 (dW)',
+    () => tf.sum(tf.matMul(alpha, fresh(dcells), true, false)),
+  ],
+  [
+    'matMul TN 288x9 ^T x 288x65536 (dW, 1x1 cells)',
+    () => tf.sum(tf.matMul(alpha9, fresh(dcells9), true, false)),
+  ],
+  [
+    'matMul NT 288x16384 x 29x16384 ^T (dA)',
+    () => tf.sum(tf.matMul(fresh(dcells), w, false, true)),
+  ],
 ];
 
 /** One training step (forward, gradients, Adam) of a ResNet-8 width 4 on random data. */
@@ -89,3 +108,33 @@ for (const [name, fn] of steps) {
   );
 }
 registerFastWasmKernels();
+
+console.log(
+  '\n| training step (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |',
+);
+console.log('|---|---:|---:|---:|');
+for (const [name, fn] of steps) {
+  const [off, on] = await compare(
+    [
+      {
+        name: 'off',
+        fn: async () => {
+          setOwnWasmKernels(false);
+          await fn();
+        },
+      },
+      {
+        name: 'on',
+        fn: async () => {
+          setOwnWasmKernels(true);
+          await fn();
+        },
+      },
+    ],
+    { rounds, warmup: 1 },
+  );
+  console.log(
+    `| ${name} (batch ${batch}) | ${off.medianMs.toFixed(0)} | ${on.medianMs.toFixed(0)} | ${(off.medianMs / on.medianMs).toFixed(2)}x |`,
+  );
+}
+setOwnWasmKernels(true);

@@ -68,15 +68,17 @@ function indices<K extends string>(names: readonly K[], start: number): Record<K
 }
 
 /**
- * `conv_fwd(x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
- * `y[Ho, Wo, Cout] = conv(x[H, W, Cin], w[kh, kw, Cin, Cout])`; `zero` points at >= Cin zeros
- * (read in place of padding). Byte addresses. Cout % 4 == 0. Tiles of MR pixels x 4·NV output
+ * `conv_fwd(x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, wRowB, yRowB)`,
+ * one sample: `y[Ho, Wo, Cout] = conv(x[H, W, Cin], w[kh, kw, Cin, Cout])`; `zero` points at
+ * >= Cin zeros (read in place of padding). Byte addresses; the rows of `w` (one per tap and
+ * input channel) are `wRowB` bytes apart and the rows of `y` (one per pixel) `yRowB` apart, so
+ * a block of columns of a wider matrix can be read or written in place (4 Cout for a conv). Cout % 4 == 0. Tiles of MR pixels x 4·NV output
  * channels (the rest of Cout 4 at a time); 2 x 16 measured fastest of 4x8, 2x16, 3x16, 5x8, 6x8
  * at the width-4 ResNet-8 stage shapes (16 channels = one 64-byte cache line of a kernel row).
  */
 function convForward(MR: number, NV: number): WasmFunction {
-  const f = new Frame(16);
-  const { x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+  const f = new Frame(18);
+  const { x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, wRowB, yRowB } = indices(
     [
       'x',
       'w',
@@ -94,10 +96,12 @@ function convForward(MR: number, NV: number): WasmFunction {
       'sw',
       'pt',
       'pl',
+      'wRowB',
+      'yRowB',
     ],
     0,
   );
-  const { P, p0, o0, i, j, c, wp, t, inB, outB, iy, ix } = f.i32s([
+  const { P, p0, o0, i, j, c, wp, t, inB, iy, ix } = f.i32s([
     'P',
     'p0',
     'o0',
@@ -107,7 +111,6 @@ function convForward(MR: number, NV: number): WasmFunction {
     'wp',
     't',
     'inB',
-    'outB',
     'iy',
     'ix',
   ]);
@@ -131,7 +134,7 @@ function convForward(MR: number, NV: number): WasmFunction {
       k.get(iy).get(H).ltU().get(ix).get(W).ltU().and();
       k.select().set(a[r]!);
     }
-    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(outB).mul();
+    k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(wRowB).mul();
     k.get(o0).i32(4).mul().add().get(w).add().set(wp);
     k.get(Cin).set(c).loop();
     for (let h = 0; h < nv; h++)
@@ -146,7 +149,7 @@ function convForward(MR: number, NV: number): WasmFunction {
       }
     }
     for (let r = 0; r < MR; r++) k.get(a[r]!).i32(4).add().set(a[r]!);
-    k.get(wp).get(outB).add().set(wp);
+    k.get(wp).get(wRowB).add().set(wp);
     k.get(c).i32(1).sub().tee(c).brIf(0).end();
     k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
     k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
@@ -164,7 +167,7 @@ function convForward(MR: number, NV: number): WasmFunction {
     }
   };
   k.get(Ho).get(Wo).mul().set(P);
-  k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
+  k.get(Cin).i32(4).mul().set(inB);
   // output channels outermost: the kernel columns of one tile ([kh, kw, Cin, 4 NV])
   // stay in cache while every pixel tile passes over them (pixels outermost streamed the
   // whole kernel, 2.4 MB at 3x3x256x256, once per pixel tile)
@@ -177,7 +180,7 @@ function convForward(MR: number, NV: number): WasmFunction {
       k.set(t).get(t).get(Wo).divU().set(oy[r]!);
       k.get(t).get(oy[r]!).get(Wo).mul().sub().get(sw).mul().get(pl).sub().set(ox[r]!);
       k.get(oy[r]!).get(sh).mul().get(pt).sub().set(oy[r]!);
-      k.get(y).get(t).get(outB).mul().add().set(yo[r]!);
+      k.get(y).get(t).get(yRowB).mul().add().set(yo[r]!);
     }
     tile(nv);
     k.get(p0).i32(MR).add().set(p0).br(0).end().end();
@@ -484,12 +487,35 @@ function convFilterGrad(): WasmFunction {
   return f.fn('conv_dw', k);
 }
 
+/**
+ * `copy_rows(src, dst, rows, srcRowB, dstRowB, rowB)`: `rows` rows of `rowB` bytes (a multiple
+ * of 16) from rows `srcRowB` apart to rows `dstRowB` apart.
+ */
+function copyRows(): WasmFunction {
+  const f = new Frame(6);
+  const { src, dst, rows, srcRowB, dstRowB, rowB } = indices(
+    ['src', 'dst', 'rows', 'srcRowB', 'dstRowB', 'rowB'],
+    0,
+  );
+  const { r, o } = f.i32s(['r', 'o']);
+  const k = new WasmCode();
+  k.get(rows).eqz().if().br(1).end();
+  k.i32(0).set(r).loop();
+  k.i32(0).set(o).loop();
+  k.get(dst).get(o).add().get(src).get(o).add().vLoad().vStore();
+  k.get(o).i32(16).add().tee(o).get(rowB).ltU().brIf(0).end();
+  k.get(src).get(srcRowB).add().set(src).get(dst).get(dstRowB).add().set(dst);
+  k.get(r).i32(1).add().tee(r).get(rows).ltU().brIf(0).end();
+  return f.fn('copy_rows', k);
+}
+
 type ConvFn = (...args: number[]) => void;
 interface Kernels {
   conv_fwd: ConvFn;
   conv_dx: ConvFn;
   conv_dx1: ConvFn;
   conv_dw: ConvFn;
+  copy_rows: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here. */
@@ -532,6 +558,7 @@ function kernelsFor(be: WasmBackend): Kernels | null {
       convInputGrad(false),
       convInputGrad(true),
       convFilterGrad(),
+      copyRows(),
     ]);
     const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
     k = inst.exports as unknown as Kernels;
@@ -568,12 +595,72 @@ function outSize(n: number, k: number, s: number, p: number): number {
   return Math.floor((n + 2 * p - k) / s) + 1;
 }
 
+/** Column block of {@link matMulNoPack}: 256 columns x K rows of `b` copied together. */
+const MM_BLOCK = 256;
+/**
+ * {@link matMulNoPack} takes products with at most this many output rows. Measured against
+ * XNNPACK on gradient products (a new `b` each call; tfjs 4.22 wasm, AMD EPYC; .scratch-free
+ * re-run: `bench:wasm-kernels`): time ratio 0.16 at [9, 288] x [288, 65536], 0.45 / 0.53 /
+ * 0.76 at 64 / 128 / 256 rows x [288, 16384], 0.68 at [256, 512] x [512, 512], 0.32-0.48 on
+ * small products; the gain narrows as rows grow (0.82-0.84 at 512 rows, not taken).
+ */
+const MM_MAX_ROWS = 256;
+
+/**
+ * `a @ b` for float32 `a` `[M, K]` and `b` `[K, N]` (or with leading axes of size 1) with few
+ * output rows and a new `b`, such as the KW warehouse gradient (attention^T x per-sample kernel
+ * gradients, e.g. [9, 288] x [288, 65536]). XNNPACK's fully connected operator first packs
+ * `b` column block by column block, reading rows N floats apart (one cache line per row and
+ * page), which costs more than the product. Here each block of 256 columns is copied row by
+ * row (contiguous runs of 1 KB) into a scratch buffer and multiplied there by the forward
+ * kernel (a 1x1 convolution of M "pixels" of K channels), which writes its columns of the
+ * output in place. Returns `undefined` where it does not apply (the caller takes the stock
+ * kernel).
+ */
+export function matMulNoPack(
+  backend: unknown,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+): tf.TensorInfo | undefined {
+  const be = backend as WasmBackend;
+  if (!enabled || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  // [M, K] x [K, N], or with leading batch axes of size 1 (the output keeps them)
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  if (ra < 2 || rb < 2 || [...a.shape.slice(0, -2), ...b.shape.slice(0, -2)].some((d) => d !== 1))
+    return undefined;
+  const [M, K] = a.shape.slice(-2) as [number, number];
+  const [K2, N] = b.shape.slice(-2) as [number, number];
+  if (K !== K2 || N % 4 !== 0 || M === 0 || K === 0 || M > MM_MAX_ROWS) return undefined;
+  const kernels = kernelsFor(be);
+  if (!kernels) return undefined;
+  const out = be.makeOutput([...new Array<number>(Math.max(ra, rb) - 2).fill(1), M, N], 'float32');
+  const block = Math.min(MM_BLOCK, N);
+  const scratch = be.makeOutput([K * block], 'float32');
+  const [ao, bo, so, oo] = [a, b, scratch, out].map((t) => heapOffset(be, t)) as number[] as [
+    number,
+    number,
+    number,
+    number,
+  ];
+  for (let n0 = 0; n0 < N; n0 += block) {
+    const nb = Math.min(block, N - n0);
+    kernels.copy_rows(bo + n0 * 4, so, K, N * 4, nb * 4, nb * 4);
+    // H = 1, W = M pixels, Cin = K, Cout = nb, 1x1 taps, no padding (`zero` is never read)
+    kernels.conv_fwd(ao, so, oo + n0 * 4, 0, 1, M, K, 1, M, nb, 1, 1, 1, 1, 0, 0, nb * 4, N * 4);
+  }
+  be.disposeData(scratch.dataId);
+  return out;
+}
+
 function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
   const { x, kernels } = inputs as { x: tf.TensorInfo; kernels: tf.TensorInfo };
   const { strides, pads } = attrs as unknown as Geometry;
   const [B, H, W, C] = x.shape as [number, number, number, number];
   const [, kh, kw, , O] = kernels.shape as [number, number, number, number, number];
+  const [sh, sw] = strides;
+  const [pt, pl] = pads;
   const Ho = outSize(H, kh, strides[0], pads[0]);
   const Wo = outSize(W, kw, strides[1], pads[1]);
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
@@ -581,24 +668,8 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const K = kernelsFor(be)!;
   const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
   for (let b = 0; b < B; b++) {
-    K.conv_fwd(
-      xo! + b * H * W * C * 4,
-      ko! + b * kh * kw * C * O * 4,
-      yo! + b * Ho * Wo * O * 4,
-      zo!,
-      H,
-      W,
-      C,
-      Ho,
-      Wo,
-      O,
-      kh,
-      kw,
-      strides[0],
-      strides[1],
-      pads[0],
-      pads[1],
-    );
+    const at = [xo! + b * H * W * C * 4, ko! + b * kh * kw * C * O * 4, yo! + b * Ho * Wo * O * 4];
+    K.conv_fwd(...at, zo!, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl, O * 4, O * 4);
   }
   be.disposeData(z.dataId);
   return y;

@@ -23,6 +23,7 @@
  * reductions.
  */
 import * as tf from '@tensorflow/tfjs';
+import { matMulNoPack } from './conv-wasm.js';
 
 type TensorInfo = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -161,7 +162,12 @@ function swapLast(x: TensorInfo, args: KernelArgs, transpose: KernelFn): TensorI
   return transpose({ inputs: { x }, backend: args.backend, attrs: { perm } }) as TensorInfo;
 }
 
-function makeMatMul(prev: KernelFn, transpose: KernelFn): KernelFn {
+/**
+ * Products with a transpose flag are gradient products (whose operands are new on every step,
+ * so XNNPACK's cached operators do not help): those with few output rows go to
+ * `matMulNoPack` (conv-wasm.ts) when `noPack`.
+ */
+function makeMatMul(prev: KernelFn, transpose: KernelFn, noPack: boolean): KernelFn {
   return (args) => {
     const attrs = args.attrs!;
     if (!attrs.transposeA && !attrs.transposeB) return prev(args);
@@ -177,6 +183,8 @@ function makeMatMul(prev: KernelFn, transpose: KernelFn): KernelFn {
       temps.push(inputs.b);
     }
     try {
+      const own = noPack ? matMulNoPack(args.backend, inputs.a!, inputs.b!) : undefined;
+      if (own) return own;
       return prev({ ...args, inputs, attrs: { ...attrs, transposeA: false, transposeB: false } });
     } finally {
       for (const t of temps) b.disposeData(t.dataId);
@@ -295,8 +303,8 @@ export function registerFastWasmKernels(): string[] {
     Unpack: makeUnpack(slice),
     SplitV: makeSplitV(slice),
     Reverse: makeReverse(prev.Reverse!),
-    BatchMatMul: makeMatMul(prev.BatchMatMul!, prev.Transpose!),
-    _FusedMatMul: makeMatMul(prev._FusedMatMul!, prev.Transpose!),
+    BatchMatMul: makeMatMul(prev.BatchMatMul!, prev.Transpose!, true),
+    _FusedMatMul: makeMatMul(prev._FusedMatMul!, prev.Transpose!, false),
     Sum: makeReduce(prev.Sum!, false),
     Mean: makeReduce(prev.Mean!, true),
   };

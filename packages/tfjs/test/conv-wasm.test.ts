@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { setOwnWasmKernels } from '../src/conv-wasm.js';
+import { matMulNoPack, setOwnWasmKernels } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
 import { relErr, useBackend } from './helpers.js';
@@ -318,5 +318,70 @@ describe('ordinary conv gradients on the wasm kernels', () => {
     const ref = sharedReference(cs, x, k, dy);
     expect(relErr(r.dk, ref.dk)).toBeLessThan(1e-5);
     expect(relErr(r.dx, ref.dx)).toBeLessThan(1e-5);
+  });
+});
+
+describe('few-row gradient products on the wasm kernels (matMulNoPack)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+  });
+
+  /** Float64 a^T b for a [K, M], b [K, N]. */
+  function tn(a: Float32Array, b: Float32Array, k: number, m: number, n: number): Float64Array {
+    const out = new Float64Array(m * n);
+    for (let kk = 0; kk < k; kk++)
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) out[i * n + j]! += a[kk * m + i]! * b[kk * n + j]!;
+    return out;
+  }
+
+  // N spanning several 256-column blocks with a partial last one, N = 4, K = 1
+  it.each([
+    [9, 37, 1000],
+    [29, 5, 4],
+    [3, 1, 520],
+    [256, 16, 12],
+  ])('a^T b with M=%i K=%i N=%i matches float64, with the kernels on and off', (m, k, n) => {
+    const a = random(k * m);
+    const b = random(k * n);
+    const ref = tn(a, b, k, m, n);
+    for (const on of [true, false]) {
+      setOwnWasmKernels(on);
+      const y = tf.tidy(() => tf.matMul(tf.tensor2d(a, [k, m]), tf.tensor2d(b, [k, n]), true));
+      expect(y.shape).toEqual([m, n]);
+      // float32 sums of <= 37 products against float64
+      expect(relErr(y.dataSync(), ref)).toBeLessThan(1e-5);
+      y.dispose();
+    }
+  });
+
+  it('takes the products it is for and leaves the rest to the stock kernel', () => {
+    const be = tf.backend();
+    const t = (shape: number[]) => tf.randomNormal(shape);
+    const [a, b] = [t([9, 288]), t([288, 1024])];
+    const out = matMulNoPack(be, a, b);
+    expect(out?.shape).toEqual([9, 1024]);
+    const ref = tf.matMul(a, b).dataSync();
+    expect(
+      relErr((be as unknown as { readSync(id: object): Float32Array }).readSync(out!.dataId), ref),
+    ).toBeLessThan(1e-5);
+    (be as unknown as { disposeData(id: object): void }).disposeData(out!.dataId);
+    const a3 = t([1, 9, 288]);
+    const b3 = t([1, 288, 1024]);
+    const out3 = matMulNoPack(be, a3, b3);
+    expect(out3?.shape).toEqual([1, 9, 1024]);
+    (be as unknown as { disposeData(id: object): void }).disposeData(out3!.dataId);
+    const odd = t([288, 1022]);
+    expect(matMulNoPack(be, a, odd)).toBeUndefined(); // N not a multiple of 4
+    const tall = t([257, 288]);
+    expect(matMulNoPack(be, tall, b)).toBeUndefined(); // more rows than it pays for
+    const batched = t([2, 9, 288]);
+    expect(matMulNoPack(be, batched, b3)).toBeUndefined(); // a real batch
+    setOwnWasmKernels(false);
+    expect(matMulNoPack(be, a, b)).toBeUndefined();
+    tf.dispose([a, b, a3, b3, odd, tall, batched]);
   });
 });
