@@ -5,6 +5,7 @@
  */
 import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { ownWasmKernelsStatus } from './conv-wasm.js';
 import { registerFastWasmKernels } from './fast-wasm.js';
 import { registerTrainingKernels } from './grads.js';
 
@@ -78,11 +79,15 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
       if ((backend === 'wasm' || backend === 'cpu') && options.trainingKernels !== false)
         registerTrainingKernels(backend);
       if (backend === 'wasm' && options.fastKernels !== false) registerFastWasmKernels();
-      const reason = options.force
+      let reason = options.force
         ? `forced by the caller`
         : skipped.length
           ? `first available; skipped ${skipped.join('; ')}`
           : 'first in the preference order';
+      if (backend === 'wasm') {
+        const own = ownWasmKernelsStatus();
+        reason += `; own WebAssembly SIMD conv kernels: ${own.active ? 'on' : `off (${own.reason})`}`;
+      }
       const report =
         options.report === undefined
           ? (line: string) =>

@@ -538,35 +538,55 @@ interface WasmApi {
 const WA = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
 
 let moduleBytes: Uint8Array | undefined;
-const instances = new WeakMap<object, Kernels | null>();
+const instances = new WeakMap<object, { kernels: Kernels | null; why: string }>();
 
 /** The kernels bound to this backend's heap, or null where they cannot run there. */
 function kernelsFor(be: WasmBackend): Kernels | null {
+  return bind(be).kernels;
+}
+
+/** The kernels bound to this backend's heap, or why they cannot run there. */
+function bind(be: WasmBackend): { kernels: Kernels | null; why: string } {
   const mem = be.wasm?.asm?.memory ?? be.wasm?.wasmMemory;
-  if (!WA || !(mem instanceof WA.Memory)) return null;
+  if (!WA) return { kernels: null, why: 'this engine has no WebAssembly' };
+  if (!(mem instanceof WA.Memory))
+    return { kernels: null, why: "the wasm backend's memory is not reachable (unknown build)" };
   const cached = instances.get(mem);
   if (cached !== undefined) return cached;
-  let k: Kernels | null = null;
-  // a heap shared between threads (tfjs's threaded build) would need a shared import
+  let r: { kernels: Kernels | null; why: string };
   if (!(mem.buffer instanceof ArrayBuffer)) {
-    instances.set(mem, null);
-    return null;
+    // tfjs's threaded build: its heap is shared between threads (would need a shared import)
+    r = { kernels: null, why: 'the wasm heap is shared between threads (threaded build)' };
+  } else {
+    try {
+      moduleBytes ??= wasmModule([
+        convForward(2, 4),
+        convInputGrad(false),
+        convInputGrad(true),
+        convFilterGrad(),
+        copyRows(),
+      ]);
+      const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
+      r = { kernels: inst.exports as unknown as Kernels, why: '' };
+    } catch (e) {
+      const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+      r = { kernels: null, why: `this engine cannot compile them (no WebAssembly SIMD?): ${msg}` };
+    }
   }
-  try {
-    moduleBytes ??= wasmModule([
-      convForward(2, 4),
-      convInputGrad(false),
-      convInputGrad(true),
-      convFilterGrad(),
-      copyRows(),
-    ]);
-    const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
-    k = inst.exports as unknown as Kernels;
-  } catch {
-    k = null; // no WebAssembly SIMD in this engine
-  }
-  instances.set(mem, k);
-  return k;
+  instances.set(mem, r);
+  return r;
+}
+
+/**
+ * Whether this file's kernels run on the current backend, and if not why (for reports):
+ * `{ active: true }` on the wasm backend of tfjs 4.22 in Node and in browsers without
+ * cross-origin isolation.
+ */
+export function ownWasmKernelsStatus(): { active: boolean; reason: string } {
+  if (tf.getBackend() !== 'wasm') return { active: false, reason: 'the backend is not wasm' };
+  if (!enabled) return { active: false, reason: 'turned off with setOwnWasmKernels(false)' };
+  const { kernels, why } = bind(tf.backend() as unknown as WasmBackend);
+  return kernels ? { active: true, reason: 'on' } : { active: false, reason: why };
 }
 
 interface Geometry {

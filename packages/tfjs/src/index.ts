@@ -25,7 +25,7 @@ export {
   saveOptimizerState,
   sha256Hex,
 } from './checkpoint.js';
-export { setOwnWasmKernels } from './conv-wasm.js';
+export { ownWasmKernelsStatus, setOwnWasmKernels } from './conv-wasm.js';
 export {
   FAST_WASM_KERNELS,
   registerFastWasmKernels,

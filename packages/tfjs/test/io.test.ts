@@ -8,7 +8,9 @@ import {
   exportWeights,
   fromModelOutput,
   loadWeights,
+  ownWasmKernelsStatus,
   resetBackendReport,
+  setOwnWasmKernels,
   toModelInput,
 } from '../src/index.js';
 import { useBackend } from './helpers.js';
@@ -84,6 +86,12 @@ describe('backend choice', () => {
     await chooseBackend({ importer, report: (l) => lines.push(l) });
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/using backend "wasm"/);
+    // the report says whether the own conv kernels run (they do in Node's tfjs 4.22 wasm)
+    expect(lines[0]).toMatch(/own WebAssembly SIMD conv kernels: on/);
+    expect(ownWasmKernelsStatus()).toEqual({ active: true, reason: 'on' });
+    setOwnWasmKernels(false);
+    expect(ownWasmKernelsStatus().reason).toMatch(/setOwnWasmKernels\(false\)/);
+    setOwnWasmKernels(true);
   });
 
   it('the real importer also falls back (tfjs-node is not installed here); force works and fails loudly', async () => {
