@@ -808,6 +808,11 @@ export function perSampleConvWasm(
   const [n, h, w, c] = x.shape as [number, number, number, number];
   const [kn, kh, kw, kc, o] = kernels.shape as [number, number, number, number, number];
   if (kn !== n || kc !== c || c % 4 !== 0 || o % 4 !== 0 || n === 0) return undefined;
+  // the kernels' loops run at least once: no empty axis, strides >= 1, padding >= 0 (the stock
+  // route reports what is wrong with such a conv)
+  if (![h, w, c, o, kh, kw, ...g.stride].every((d) => Number.isInteger(d) && d >= 1))
+    return undefined;
+  if (!g.padding.every((p) => Number.isInteger(p) && p >= 0)) return undefined;
   if (outSize(h, kh, g.stride[0], g.padding[0]) < 1) return undefined;
   if (outSize(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
   if (!kernelsFor(tf.backend() as unknown as WasmBackend)) return undefined;
@@ -837,9 +842,18 @@ export interface SharedConvGeometry {
   padLeft: number;
 }
 
-function sharedApplies(c: number, o: number, ...ts: tf.Tensor[]): boolean {
+function sharedApplies(
+  c: number,
+  o: number,
+  dims: number[],
+  g: SharedConvGeometry,
+  ...ts: tf.Tensor[]
+): boolean {
   if (!enabled || tf.getBackend() !== 'wasm') return false;
-  if (c % 4 !== 0 || o % 4 !== 0 || c === 0 || o === 0) return false;
+  if (c % 4 !== 0 || o % 4 !== 0) return false;
+  // no empty axis, strides >= 1, padding >= 0 (the kernels' loops run at least once)
+  if (![c, o, ...dims, ...g.strides].every((d) => Number.isInteger(d) && d >= 1)) return false;
+  if (g.padTop < 0 || g.padLeft < 0) return false;
   if (ts.some((t) => t.dtype !== 'float32')) return false;
   return kernelsFor(tf.backend() as unknown as WasmBackend) !== null;
 }
@@ -855,7 +869,8 @@ export function convInputGradWasm(
   inputShape: [number, number, number, number],
   g: SharedConvGeometry,
 ): tf.Tensor4D | undefined {
-  if (!sharedApplies(filter.shape[2], filter.shape[3], dy, filter)) return undefined;
+  const dims = [...inputShape, ...dy.shape, filter.shape[0], filter.shape[1]];
+  if (!sharedApplies(filter.shape[2], filter.shape[3], dims, g, dy, filter)) return undefined;
   ensureRegistered();
   const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, inputShape };
   return tf
@@ -873,7 +888,8 @@ export function convFilterGradWasm(
   kernelSize: [number, number],
   g: SharedConvGeometry,
 ): tf.Tensor4D | undefined {
-  if (!sharedApplies(x.shape[3], dy.shape[3], x, dy)) return undefined;
+  const dims = [...x.shape, ...dy.shape, ...kernelSize];
+  if (!sharedApplies(x.shape[3], dy.shape[3], dims, g, x, dy)) return undefined;
   ensureRegistered();
   const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, kernelSize };
   return tf.engine().runKernel(DW, { x, dy }, attrs as tf.NamedAttrMap) as tf.Tensor4D;

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { matMulNoPack, setOwnWasmKernels } from '../src/conv-wasm.js';
+import { matMulNoPack, perSampleConvWasm, setOwnWasmKernels } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
 import { relErr, useBackend } from './helpers.js';
@@ -178,6 +178,29 @@ describe('per-sample convolution kernels on wasm', () => {
     );
     expect(q.kernelNames).not.toContain('KwWasmConv2D');
     tf.dispose([xt, kt, kd]);
+  });
+
+  it('hands degenerate convs to the stock route (no empty loop, no division by zero)', () => {
+    const g = {
+      groups: 1,
+      stride: [1, 1] as [number, number],
+      padding: [1, 1] as [number, number],
+      dilation: [1, 1] as [number, number],
+    };
+    const cases: [number[], number[], typeof g][] = [
+      [[2, 5, 5, 0], [2, 3, 3, 0, 4], g], // no input channels
+      [[2, 5, 5, 4], [2, 3, 3, 4, 0], g], // no output channels
+      [[2, 5, 5, 4], [2, 0, 3, 4, 4], g], // an empty kernel axis
+      [[2, 5, 5, 4], [2, 3, 3, 4, 4], { ...g, stride: [0, 1] }], // stride 0
+      [[2, 5, 5, 4], [2, 3, 3, 4, 4], { ...g, padding: [-1, 0] }], // negative padding
+      [[2, 5, 5, 4], [3, 3, 3, 4, 4], g], // kernels for another batch size
+    ];
+    for (const [xs, ks, geometry] of cases) {
+      const x = tf.zeros(xs);
+      const k = tf.zeros(ks);
+      expect(perSampleConvWasm(x, k, geometry)).toBeUndefined();
+      tf.dispose([x, k]);
+    }
   });
 
   it('leaves no tensor and no heap memory behind', async () => {
