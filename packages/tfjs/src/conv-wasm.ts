@@ -209,13 +209,14 @@ function convForward(MR: number, NV: number): WasmFunction {
 }
 
 /**
- * `conv_dx(dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample:
+ * `conv_dx1(dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample,
+ * strides 1 (sh and sw are ignored; {@link convInputGradStrided} takes the others):
  * `dx[H, W, Cin]` of the forward above given `dy[Ho, Wo, Cout]`; `zero` points at >= Cout
- * zeros. Cin % 4 == 0 and Cout % 4 == 0.
+ * zeros. Cin % 4 == 0 and Cout % 4 == 0. Tiles of 2 neighbouring pixels (in row-major order).
  */
-function convInputGrad(unitStride: boolean): WasmFunction {
+function convInputGrad(): WasmFunction {
   const f = new Frame(16);
-  const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+  const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, pt, pl } = indices(
     [
       'dy',
       'w',
@@ -236,7 +237,7 @@ function convInputGrad(unitStride: boolean): WasmFunction {
     ],
     0,
   );
-  const { HW, q0, c0, i, j, kb, t, inB, outB, ty, tx, oy, ox } = f.i32s([
+  const { HW, q0, c0, i, j, kb, t, inB, outB, oy, ox } = f.i32s([
     'HW',
     'q0',
     'c0',
@@ -246,8 +247,6 @@ function convInputGrad(unitStride: boolean): WasmFunction {
     't',
     'inB',
     'outB',
-    'ty',
-    'tx',
     'oy',
     'ox',
   ]);
@@ -281,23 +280,12 @@ function convInputGrad(unitStride: boolean): WasmFunction {
   k.i32(0).set(i).loop();
   k.i32(0).set(j).loop();
   for (let r = 0; r < R; r++) {
-    // the output pixel whose tap (i, j) reads this input pixel: (iy + pt - i) / sh, exact
-    // (a negative numerator wraps to a huge unsigned value and fails the bound)
-    // (the unit-stride variant skips the divisions: 2 per pixel and tap, ~1/3 of the time at
-    // 64 output channels)
-    if (unitStride) {
-      k.get(iy[r]!).get(i).sub().set(oy).get(ix[r]!).get(j).sub().set(ox);
-    } else {
-      k.get(iy[r]!).get(i).sub().tee(ty).get(sh).divU().set(oy);
-      k.get(ix[r]!).get(j).sub().tee(tx).get(sw).divU().set(ox);
-    }
+    // the output pixel whose tap (i, j) reads this input pixel: (iy + pt - i, ix + pl - j)
+    // (a negative value wraps to a huge unsigned one and fails the bound)
+    k.get(iy[r]!).get(i).sub().set(oy).get(ix[r]!).get(j).sub().set(ox);
     k.get(dy).get(oy).get(Wo).mul().get(ox).add().get(outB).mul().add();
     k.get(zero);
     k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
-    if (!unitStride) {
-      k.get(ty).get(oy).get(sh).mul().sub().eqz().and();
-      k.get(tx).get(ox).get(sw).mul().sub().eqz().and();
-    }
     k.select().set(d[r]!);
   }
   k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
@@ -319,8 +307,138 @@ function convInputGrad(unitStride: boolean): WasmFunction {
   k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
   k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
   k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
-  // lane sums of the 4 accumulators of a pixel -> one v128 [c0, c0+1, c0+2, c0+3]
-  for (let r = R - 1; r >= 0; r--) {
+  storeLaneSums(k, acc, dxo, c0, s0, s1);
+  k.get(q0).i32(R).add().set(q0).br(0).end().end();
+  k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
+  return f.fn('conv_dx1', k);
+}
+
+/**
+ * `conv_dxs(...)`: {@link convInputGrad} for any strides (same parameters). An input pixel
+ * receives from tap (i, j) only when (iy + pt - i) and (ix + pl - j) are multiples of the
+ * strides, 1 tap in 4 at stride 2: here the 2 pixels of a tile share a row and a column phase
+ * (ix and ix + sw), so a tap that reaches neither is skipped as a whole, where pairing
+ * neighbours read a zero row for it (4x the work of the forward at stride 2).
+ */
+function convInputGradStrided(): WasmFunction {
+  const f = new Frame(16);
+  const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
+    [
+      'dy',
+      'w',
+      'dx',
+      'zero',
+      'H',
+      'W',
+      'Cin',
+      'Ho',
+      'Wo',
+      'Cout',
+      'kh',
+      'kw',
+      'sh',
+      'sw',
+      'pt',
+      'pl',
+    ],
+    0,
+  );
+  const { yy, ph, xx, c0, i, j, kb, inB, outB, ty, oy, t } = f.i32s([
+    'yy',
+    'ph',
+    'xx',
+    'c0',
+    'i',
+    'j',
+    'kb',
+    'inB',
+    'outB',
+    'ty',
+    'oy',
+    't',
+  ]);
+  const R = 2;
+  const ix = range(R).map(() => f.i32()); // ix + pl of each pixel
+  const ox = range(R).map(() => f.i32());
+  const dxo = range(R).map(() => f.i32());
+  const d = range(R).map(() => f.i32());
+  const wq = range(4).map(() => f.i32());
+  const acc = range(4 * R).map(() => f.v128());
+  const dv = range(R).map(() => f.v128());
+  const wv = f.v128();
+  const s0 = f.v128();
+  const s1 = f.v128();
+  const k = new WasmCode();
+  k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
+  k.i32(0).set(c0).loop();
+  k.i32(0).set(yy).loop();
+  k.i32(0).set(ph).loop();
+  k.get(ph).set(xx).block().loop();
+  k.get(xx).get(W).ltS().eqz().brIf(1);
+  for (let r = 0; r < R; r++) {
+    // pixel xx, and xx + sw (or xx again past the row's end: its row is written twice)
+    k.get(xx);
+    if (r > 0) k.get(sw).add().tee(t).get(xx).get(t).get(W).ltS().select();
+    k.tee(t).get(pl).add().set(ix[r]!);
+    k.get(yy).get(W).mul().get(t).add().get(inB).mul().get(dx).add().set(dxo[r]!);
+  }
+  for (const q of acc) k.vZero().set(q);
+  k.i32(0).set(i).loop();
+  // the output row of tap i: (yy + pt - i) / sh, exact and inside (a negative numerator wraps
+  // to a huge unsigned value and fails the bound)
+  k.get(yy).get(pt).add().get(i).sub().tee(ty).get(sh).divU().set(oy);
+  k.get(ty).get(oy).get(sh).mul().sub().eqz().get(oy).get(Ho).ltU().and().if();
+  k.i32(0).set(j).loop();
+  for (let r = 0; r < R; r++) k.get(ix[r]!).get(j).sub().get(sw).divU().set(ox[r]!);
+  // both pixels share the column phase: test the first
+  k.get(ix[0]!).get(j).sub().get(ox[0]!).get(sw).mul().sub().eqz().if();
+  for (let r = 0; r < R; r++) {
+    k.get(dy).get(oy).get(Wo).mul().get(ox[r]!).add().get(outB).mul().add();
+    k.get(zero).get(ox[r]!).get(Wo).ltU().select().set(d[r]!);
+  }
+  k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
+  k.set(wq[0]!);
+  for (let cc = 1; cc < 4; cc++)
+    k.get(wq[cc - 1]!)
+      .get(outB)
+      .add()
+      .set(wq[cc]!);
+  k.i32(0).set(kb).loop();
+  for (let r = 0; r < R; r++) k.get(d[r]!).get(kb).add().vLoad().set(dv[r]!);
+  for (let cc = 0; cc < 4; cc++) {
+    k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
+    for (let r = 0; r < R; r++) {
+      const q = acc[r * 4 + cc]!;
+      k.get(q).get(dv[r]!).get(wv).f32x4Mul().f32x4Add().set(q);
+    }
+  }
+  k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
+  k.end(); // column phase
+  k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
+  k.end(); // row
+  k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
+  storeLaneSums(k, acc, dxo, c0, s0, s1);
+  k.get(xx).get(sw).i32(2).mul().add().set(xx).br(0).end().end();
+  k.get(ph).i32(1).add().tee(ph).get(sw).ltU().brIf(0).end();
+  k.get(yy).i32(1).add().tee(yy).get(H).ltU().brIf(0).end();
+  k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
+  return f.fn('conv_dxs', k);
+}
+
+/**
+ * Store the input-gradient tile: the lane sums of each pixel's 4 accumulators as one v128
+ * `[c0, c0+1, c0+2, c0+3]` at `dxo[r] + 4 c0` (last pixel first: a repeated pixel is written
+ * with the same values).
+ */
+function storeLaneSums(
+  k: WasmCode,
+  acc: number[],
+  dxo: number[],
+  c0: number,
+  s0: number,
+  s1: number,
+): void {
+  for (let r = dxo.length - 1; r >= 0; r--) {
     const [a0, a1, a2, a3] = acc.slice(r * 4, r * 4 + 4) as [number, number, number, number];
     k.get(a0)
       .get(a1)
@@ -348,9 +466,6 @@ function convInputGrad(unitStride: boolean): WasmFunction {
       .f32x4Add()
       .vStore();
   }
-  k.get(q0).i32(R).add().set(q0).br(0).end().end();
-  k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
-  return f.fn(unitStride ? 'conv_dx1' : 'conv_dx', k);
 }
 
 /**
@@ -512,8 +627,8 @@ function copyRows(): WasmFunction {
 type ConvFn = (...args: number[]) => void;
 interface Kernels {
   conv_fwd: ConvFn;
-  conv_dx: ConvFn;
   conv_dx1: ConvFn;
+  conv_dxs: ConvFn;
   conv_dw: ConvFn;
   copy_rows: ConvFn;
 }
@@ -561,8 +676,8 @@ function bind(be: WasmBackend): { kernels: Kernels | null; why: string } {
     try {
       moduleBytes ??= wasmModule([
         convForward(2, 4),
-        convInputGrad(false),
-        convInputGrad(true),
+        convInputGrad(),
+        convInputGradStrided(),
         convFilterGrad(),
         copyRows(),
       ]);
@@ -718,7 +833,7 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const [pt, pl] = a.pads;
   for (let b = 0; b < B; b++) {
     const at = [dyo! + b * Ho * Wo * O * 4, ko! + b * kStep, dxo! + b * H * W * C * 4, zo!];
-    const dxFn = sh === 1 && sw === 1 ? K.conv_dx1 : K.conv_dx;
+    const dxFn = sh === 1 && sw === 1 ? K.conv_dx1 : K.conv_dxs;
     dxFn(...at, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl);
   }
   be.disposeData(z.dataId);
