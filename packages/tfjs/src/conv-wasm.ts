@@ -624,6 +624,57 @@ function copyRows(): WasmFunction {
   return f.fn('copy_rows', k);
 }
 
+/**
+ * `transpose_2d(src, dst, R, C, srcRowB, dstRowB)`: a matrix `[R, C]` (rows `srcRowB` bytes
+ * apart) to `[C, R]` (rows `dstRowB` apart), R and C multiples of 4, by 4x4 blocks through
+ * registers (4 loads, 8 shuffles, 4 stores).
+ */
+function matrixTranspose(): WasmFunction {
+  const f = new Frame(6);
+  const { src, dst, R, C, srcRowB, dstRowB } = indices(
+    ['src', 'dst', 'R', 'C', 'srcRowB', 'dstRowB'],
+    0,
+  );
+  const { r0, c0, sp, dp } = f.i32s(['r0', 'c0', 'sp', 'dp']);
+  const v = range(4).map(() => f.v128());
+  const t = range(4).map(() => f.v128());
+  const k = new WasmCode();
+  k.i32(0).set(r0).loop();
+  k.i32(0).set(c0).loop();
+  // source block at row r0, column c0; destination block at row c0, column r0
+  k.get(src).get(r0).get(srcRowB).mul().add().get(c0).i32(4).mul().add().set(sp);
+  k.get(dst).get(c0).get(dstRowB).mul().add().get(r0).i32(4).mul().add().set(dp);
+  for (let q = 0; q < 4; q++) k.get(sp).get(srcRowB).i32(q).mul().add().vLoad().set(v[q]!);
+  k.get(v[0]!)
+    .get(v[1]!)
+    .shuffle(f32Lanes([0, 4, 1, 5]))
+    .set(t[0]!);
+  k.get(v[0]!)
+    .get(v[1]!)
+    .shuffle(f32Lanes([2, 6, 3, 7]))
+    .set(t[1]!);
+  k.get(v[2]!)
+    .get(v[3]!)
+    .shuffle(f32Lanes([0, 4, 1, 5]))
+    .set(t[2]!);
+  k.get(v[2]!)
+    .get(v[3]!)
+    .shuffle(f32Lanes([2, 6, 3, 7]))
+    .set(t[3]!);
+  const out: [number, number, number[]][] = [
+    [t[0]!, t[2]!, [0, 1, 4, 5]],
+    [t[0]!, t[2]!, [2, 3, 6, 7]],
+    [t[1]!, t[3]!, [0, 1, 4, 5]],
+    [t[1]!, t[3]!, [2, 3, 6, 7]],
+  ];
+  out.forEach(([x, y, lanes], q) => {
+    k.get(dp).get(dstRowB).i32(q).mul().add().get(x).get(y).shuffle(f32Lanes(lanes)).vStore();
+  });
+  k.get(c0).i32(4).add().tee(c0).get(C).ltU().brIf(0).end();
+  k.get(r0).i32(4).add().tee(r0).get(R).ltU().brIf(0).end();
+  return f.fn('transpose_2d', k);
+}
+
 type ConvFn = (...args: number[]) => void;
 interface Kernels {
   conv_fwd: ConvFn;
@@ -631,6 +682,7 @@ interface Kernels {
   conv_dxs: ConvFn;
   conv_dw: ConvFn;
   copy_rows: ConvFn;
+  transpose_2d: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here. */
@@ -680,6 +732,7 @@ function bind(be: WasmBackend): { kernels: Kernels | null; why: string } {
         convInputGradStrided(),
         convFilterGrad(),
         copyRows(),
+        matrixTranspose(),
       ]);
       const inst = new WA.Instance(new WA.Module(moduleBytes), { env: { mem } });
       r = { kernels: inst.exports as unknown as Kernels, why: '' };
@@ -784,6 +837,99 @@ export function matMulNoPack(
     kernels.conv_fwd(ao, so, oo + n0 * 4, 0, 1, M, K, 1, M, nb, 1, 1, 1, 1, 0, 0, nb * 4, N * 4);
   }
   be.disposeData(scratch.dataId);
+  return out;
+}
+
+/**
+ * `shape` and `perm` with size-1 axes dropped and runs of axes that stay neighbours merged: the
+ * same data movement on the fewest axes (e.g. `[32, 3, 3, 1, 1, 256, 256]` by
+ * `[0, 1, 2, 3, 4, 6, 5]` is 288 matrices `[256, 256]` transposed).
+ */
+export function simplifyTranspose(
+  shape: readonly number[],
+  perm: readonly number[],
+): { shape: number[]; perm: number[] } {
+  const keep = shape.map((d) => d !== 1);
+  const renum = new Map<number, number>();
+  shape.forEach((_, a) => {
+    if (keep[a]) renum.set(a, renum.size);
+  });
+  const s1 = shape.filter((_, a) => keep[a]);
+  const p1 = perm.filter((a) => keep[a]).map((a) => renum.get(a)!);
+  // merge input axes a, a + 1 that follow each other in the permutation
+  const groups: number[][] = [];
+  for (const a of p1) {
+    const g = groups[groups.length - 1];
+    if (g && g[g.length - 1]! + 1 === a) g.push(a);
+    else groups.push([a]);
+  }
+  const order = [...groups].sort((x, y) => x[0]! - y[0]!);
+  const outShape = order.map((g) => g.reduce((m, a) => m * s1[a]!, 1));
+  const outPerm = groups.map((g) => order.indexOf(g));
+  return { shape: outShape, perm: outPerm };
+}
+
+/**
+ * A float32 transpose made of matrix transposes with both sides multiples of 4 (after
+ * {@link simplifyTranspose}), on the 4x4-block kernel above; `undefined` otherwise (the caller
+ * takes the stock kernel). Three forms: `[B, R, C]` by `[0, 2, 1]` (a batch of matrices),
+ * `[B, P, Q, R, C]` by `[0, 2, 4, 1, 3]` (each `[R, C]` block lands transposed at row q·C and
+ * column p·R of a `[Q·C, P·R]` matrix) and its inverse `[0, 3, 1, 4, 2]`. KW's per-sample kernels go from the warehouse's cell
+ * order `[N, kh, kw, G_out, G_in, c_out, c_in]` to HWIO this way, and back for their
+ * gradients (the first form when G_out = G_in = 1).
+ */
+export function transposeBlocked(
+  backend: unknown,
+  x: tf.TensorInfo,
+  perm: readonly number[],
+): tf.TensorInfo | undefined {
+  const be = backend as WasmBackend;
+  if (!enabled || x.dtype !== 'float32') return undefined;
+  const { shape, perm: p } = simplifyTranspose(x.shape, perm);
+  const key = p.join(',');
+  const d = shape;
+  // blocks: [count, rows, cols, src(i), dst(i), srcRowB, dstRowB]
+  let plan: [number, number, number, (i: number) => number, (i: number) => number, number, number];
+  if (key === '1,0' || key === '0,2,1') {
+    const [B, R, C] = key === '1,0' ? [1, d[0]!, d[1]!] : [d[0]!, d[1]!, d[2]!];
+    const n = R * C * 4;
+    plan = [B, R, C, (i) => i * n, (i) => i * n, C * 4, R * 4];
+  } else if (key === '0,2,4,1,3') {
+    // [B, P, Q, R, C] -> [B, Q, C, P, R]: block (b, p, q) = [R, C] at row q·C, column p·R
+    const [B, P, Q, R, C] = d as [number, number, number, number, number];
+    const at = (i: number) => [Math.floor(i / (P * Q)), Math.floor(i / Q) % P, i % Q] as const;
+    const src = (i: number) => i * R * C * 4;
+    const dst = (i: number) => {
+      const [b, pp, q] = at(i);
+      return ((b * Q + q) * C * P * R + pp * R) * 4;
+    };
+    plan = [B * P * Q, R, C, src, dst, C * 4, P * R * 4];
+  } else if (key === '0,3,1,4,2') {
+    // the inverse, [B, P, Q, R, C] -> [B, R, P, C, Q]: block (b, p, r) = [Q, C] with rows R·C
+    // apart, to [C, Q] at (b, r, p)
+    const [B, P, Q, R, C] = d as [number, number, number, number, number];
+    const at = (i: number) => [Math.floor(i / (P * R)), Math.floor(i / R) % P, i % R] as const;
+    const src = (i: number) => {
+      const [b, pp, r] = at(i);
+      return ((b * P + pp) * Q * R * C + r * C) * 4;
+    };
+    const dst = (i: number) => {
+      const [b, pp, r] = at(i);
+      return ((b * R + r) * P + pp) * C * Q * 4;
+    };
+    plan = [B * P * R, Q, C, src, dst, R * C * 4, Q * 4];
+  } else return undefined;
+  const [count, rows, cols, src, dst, srcRowB, dstRowB] = plan;
+  if (rows % 4 !== 0 || cols % 4 !== 0 || count * rows * cols === 0) return undefined;
+  const kernels = kernelsFor(be);
+  if (!kernels) return undefined;
+  const out = be.makeOutput(
+    perm.map((a) => x.shape[a]!),
+    'float32',
+  );
+  const [xo, oo] = [heapOffset(be, x), heapOffset(be, out)];
+  for (let i = 0; i < count; i++)
+    kernels.transpose_2d(xo + src(i), oo + dst(i), rows, cols, srcRowB, dstRowB);
   return out;
 }
 

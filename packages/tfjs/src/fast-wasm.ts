@@ -9,6 +9,8 @@
  * - `Reverse` loops per element in JavaScript; reversing leading axes (the spatial flip of an
  *   HWIO kernel in the conv input gradient) is a permutation of contiguous blocks, copied here
  *   block by block.
+ * - `Transpose` moves element by element; batches of matrix transposes (KW's per-sample kernels
+ *   between cell order and HWIO) go through 4x4 register blocks here (conv-wasm.ts).
  * - `BatchMatMul` / `_FusedMatMul` with `transposeA` or `transposeB` run up to 30x slower than
  *   the same product on explicitly transposed operands (the gradients of every matMul have
  *   one of the flags set); here the operand is transposed by the Transpose kernel first.
@@ -23,7 +25,7 @@
  * reductions.
  */
 import * as tf from '@tensorflow/tfjs';
-import { matMulNoPack } from './conv-wasm.js';
+import { matMulNoPack, transposeBlocked } from './conv-wasm.js';
 
 type TensorInfo = tf.TensorInfo;
 type Attrs = Record<string, unknown>;
@@ -155,6 +157,16 @@ function makeReverse(prev: KernelFn): KernelFn {
   };
 }
 
+/**
+ * `Transpose`: batches of matrix transposes (KW's per-sample kernels between the warehouse's
+ * cell order and HWIO) by 4x4 register blocks (`transposeBlocked` in conv-wasm.ts); the rest
+ * by the stock kernel.
+ */
+function makeTranspose(prev: KernelFn): KernelFn {
+  return (args) =>
+    transposeBlocked(args.backend, args.inputs.x!, args.attrs!.perm as number[]) ?? prev(args);
+}
+
 /** `x` with its last two axes swapped, through the backend's Transpose kernel. */
 function swapLast(x: TensorInfo, args: KernelArgs, transpose: KernelFn): TensorInfo {
   const r = x.shape.length;
@@ -270,6 +282,7 @@ function makeReduce(prev: KernelFn, mean: boolean): KernelFn {
 /** The kernel names {@link registerFastWasmKernels} replaces. */
 export const FAST_WASM_KERNELS = [
   'Slice',
+  'Transpose',
   'Unpack',
   'SplitV',
   'Reverse',
@@ -283,7 +296,7 @@ export const FAST_WASM_KERNELS = [
 const replaced = new Map<string, tf.KernelConfig>();
 
 /**
- * Register the faster wasm `Slice`, `Unpack`, `SplitV`, `Reverse`, `BatchMatMul` and
+ * Register the faster wasm `Slice`, `Transpose`, `Unpack`, `SplitV`, `Reverse`, `BatchMatMul` and
  * `_FusedMatMul` kernels and the float64-accumulating `Sum` and `Mean` described above, each in front of the stock one (which still takes
  * the cases they do not cover). Idempotent; `chooseBackend` calls it when it picks wasm.
  * Returns the kernel names registered by this call.
@@ -293,18 +306,20 @@ const replaced = new Map<string, tf.KernelConfig>();
  */
 export function registerFastWasmKernels(): string[] {
   if (replaced.size) return [];
-  const configs = Object.fromEntries([...FAST_WASM_KERNELS, 'Transpose'].map((n) => [n, stock(n)]));
+  const configs = Object.fromEntries(FAST_WASM_KERNELS.map((n) => [n, stock(n)]));
   const prev = Object.fromEntries(
     Object.entries(configs).map(([n, c]) => [n, c.kernelFunc as unknown as KernelFn]),
   );
   const slice = makeSlice(prev.Slice!);
+  const transpose = makeTranspose(prev.Transpose!);
   const impls: Record<string, KernelFn> = {
     Slice: slice,
     Unpack: makeUnpack(slice),
     SplitV: makeSplitV(slice),
     Reverse: makeReverse(prev.Reverse!),
-    BatchMatMul: makeMatMul(prev.BatchMatMul!, prev.Transpose!, true),
-    _FusedMatMul: makeMatMul(prev._FusedMatMul!, prev.Transpose!, false),
+    Transpose: transpose,
+    BatchMatMul: makeMatMul(prev.BatchMatMul!, transpose, true),
+    _FusedMatMul: makeMatMul(prev._FusedMatMul!, transpose, false),
     Sum: makeReduce(prev.Sum!, false),
     Mean: makeReduce(prev.Mean!, true),
   };

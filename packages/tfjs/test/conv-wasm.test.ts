@@ -1,6 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { matMulNoPack, perSampleConvWasm, setOwnWasmKernels } from '../src/conv-wasm.js';
+import {
+  matMulNoPack,
+  perSampleConvWasm,
+  setOwnWasmKernels,
+  simplifyTranspose,
+  transposeBlocked,
+} from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
 import { relErr, useBackend } from './helpers.js';
@@ -406,5 +412,103 @@ describe('few-row gradient products on the wasm kernels (matMulNoPack)', () => {
     setOwnWasmKernels(false);
     expect(matMulNoPack(be, a, b)).toBeUndefined();
     tf.dispose([a, b, a3, b3, odd, tall, batched]);
+  });
+});
+
+describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+  });
+
+  it('simplifyTranspose drops size-1 axes and merges axes that stay neighbours', () => {
+    expect(simplifyTranspose([32, 3, 3, 1, 1, 256, 256], [0, 1, 2, 3, 4, 6, 5])).toEqual({
+      shape: [288, 256, 256],
+      perm: [0, 2, 1],
+    });
+    // KW's cells [N, kh, kw, G_out, G_in, c_out, c_in] to HWIO [N, kh, kw, G_in, c_in, G_out, c_out]
+    expect(simplifyTranspose([8, 3, 3, 2, 4, 16, 8], [0, 1, 2, 4, 6, 3, 5])).toEqual({
+      shape: [72, 2, 4, 16, 8],
+      perm: [0, 2, 4, 1, 3],
+    });
+    expect(simplifyTranspose([5, 7], [1, 0])).toEqual({ shape: [5, 7], perm: [1, 0] });
+    expect(simplifyTranspose([2, 3, 4], [0, 1, 2])).toEqual({ shape: [24], perm: [0] });
+    expect(simplifyTranspose([1, 1], [1, 0])).toEqual({ shape: [], perm: [] });
+  });
+
+  it.each([
+    [
+      [32, 3, 3, 1, 1, 16, 24],
+      [0, 1, 2, 3, 4, 6, 5],
+    ],
+    [
+      [12, 8],
+      [1, 0],
+    ],
+    [
+      [3, 4, 1, 20],
+      [0, 3, 2, 1],
+    ],
+    [
+      [2, 3, 5, 6],
+      [0, 1, 3, 2],
+    ], // 5 x 6: not multiples of 4, stock kernel
+    [
+      [8, 3, 3, 2, 4, 16, 8],
+      [0, 1, 2, 4, 6, 3, 5],
+    ], // KW cells with G_out = 2, G_in = 4 to HWIO
+    [
+      [2, 3, 5, 6, 4],
+      [0, 2, 4, 1, 3],
+    ], // the same form, 6 x 4 blocks
+    [
+      [8, 3, 3, 4, 16, 2, 8],
+      [0, 1, 2, 5, 3, 6, 4],
+    ], // and back (the gradient's direction)
+    [
+      [2, 3, 4, 5, 8],
+      [0, 3, 1, 4, 2],
+    ], // the same form, 4 x 8 blocks with rows 40 floats apart
+    [
+      [2, 6, 3, 4, 8],
+      [0, 4, 1, 3, 2],
+    ], // another permutation: stock
+  ])('shape %j by %j equals the stock kernel bit for bit', (shape, perm) => {
+    const x = tf.randomNormal(shape);
+    const own = tf.transpose(x, perm);
+    setOwnWasmKernels(false);
+    const stock = tf.transpose(x, perm);
+    expect(own.shape).toEqual(stock.shape);
+    expect(Array.from(own.dataSync())).toEqual(Array.from(stock.dataSync()));
+    tf.dispose([x, own, stock]);
+  });
+
+  it('takes batches of matrices with sides that are multiples of 4, and nothing else', () => {
+    const be = tf.backend();
+    const x = tf.randomNormal([6, 8, 12]);
+    const out = transposeBlocked(be, x, [0, 2, 1]);
+    expect(out?.shape).toEqual([6, 12, 8]);
+    (be as unknown as { disposeData(id: object): void }).disposeData(out!.dataId);
+    expect(transposeBlocked(be, x, [1, 0, 2])).toBeUndefined(); // moves whole rows, not a 2-D transpose
+    const cells = tf.randomNormal([2, 3, 2, 8, 4]);
+    const hwio = transposeBlocked(be, cells, [0, 2, 4, 1, 3]);
+    expect(hwio?.shape).toEqual([2, 2, 4, 3, 8]);
+    (be as unknown as { disposeData(id: object): void }).disposeData(hwio!.dataId);
+    const grads = tf.randomNormal([2, 3, 4, 5, 8]);
+    const back = transposeBlocked(be, grads, [0, 3, 1, 4, 2]);
+    expect(back?.shape).toEqual([2, 5, 3, 8, 4]);
+    grads.dispose();
+    (be as unknown as { disposeData(id: object): void }).disposeData(back!.dataId);
+    cells.dispose();
+    const odd = tf.randomNormal([6, 8, 10]);
+    expect(transposeBlocked(be, odd, [0, 2, 1])).toBeUndefined();
+    const empty = tf.zeros([0, 8, 4]);
+    expect(transposeBlocked(be, empty, [0, 2, 1])).toBeUndefined();
+    empty.dispose();
+    const ints = tf.zeros([4, 4], 'int32');
+    expect(transposeBlocked(be, ints, [1, 0])).toBeUndefined();
+    tf.dispose([x, odd, ints]);
   });
 });
