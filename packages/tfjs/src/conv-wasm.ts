@@ -58,6 +58,22 @@ class Frame {
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
+/** The conv geometry parameters every conv kernel takes, in this order (after its pointers). */
+const CONV_GEOMETRY = [
+  'H',
+  'W',
+  'Cin',
+  'Ho',
+  'Wo',
+  'Cout',
+  'kh',
+  'kw',
+  'sh',
+  'sw',
+  'pt',
+  'pl',
+] as const;
+
 /** Consecutive indices from `start`, by name (parameters of a function, in order). */
 function indices<K extends string>(names: readonly K[], start: number): Record<K, number> {
   const out = {} as Record<K, number>;
@@ -79,26 +95,7 @@ function indices<K extends string>(names: readonly K[], start: number): Record<K
 function convForward(MR: number, NV: number): WasmFunction {
   const f = new Frame(18);
   const { x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, wRowB, yRowB } = indices(
-    [
-      'x',
-      'w',
-      'y',
-      'zero',
-      'H',
-      'W',
-      'Cin',
-      'Ho',
-      'Wo',
-      'Cout',
-      'kh',
-      'kw',
-      'sh',
-      'sw',
-      'pt',
-      'pl',
-      'wRowB',
-      'yRowB',
-    ],
+    ['x', 'w', 'y', 'zero', ...CONV_GEOMETRY, 'wRowB', 'yRowB'],
     0,
   );
   const { P, p0, o0, i, j, c, wp, t, inB, iy, ix } = f.i32s([
@@ -217,24 +214,7 @@ function convForward(MR: number, NV: number): WasmFunction {
 function convInputGrad(): WasmFunction {
   const f = new Frame(16);
   const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, pt, pl } = indices(
-    [
-      'dy',
-      'w',
-      'dx',
-      'zero',
-      'H',
-      'W',
-      'Cin',
-      'Ho',
-      'Wo',
-      'Cout',
-      'kh',
-      'kw',
-      'sh',
-      'sw',
-      'pt',
-      'pl',
-    ],
+    ['dy', 'w', 'dx', 'zero', ...CONV_GEOMETRY],
     0,
   );
   const { HW, q0, c0, i, j, kb, t, inB, outB, oy, ox } = f.i32s([
@@ -288,23 +268,7 @@ function convInputGrad(): WasmFunction {
     k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
     k.select().set(d[r]!);
   }
-  k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
-  k.set(wq[0]!);
-  for (let cc = 1; cc < 4; cc++)
-    k.get(wq[cc - 1]!)
-      .get(outB)
-      .add()
-      .set(wq[cc]!);
-  k.i32(0).set(kb).loop();
-  for (let r = 0; r < R; r++) k.get(d[r]!).get(kb).add().vLoad().set(dv[r]!);
-  for (let cc = 0; cc < 4; cc++) {
-    k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
-    for (let r = 0; r < R; r++) {
-      const q = acc[r * 4 + cc]!;
-      k.get(q).get(dv[r]!).get(wv).f32x4Mul().f32x4Add().set(q);
-    }
-  }
-  k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
+  dotTap(k, { i, j, kw, Cin, c0, outB, w, kb, wq, d, dv, wv, acc });
   k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
   k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
   storeLaneSums(k, acc, dxo, c0, s0, s1);
@@ -323,24 +287,7 @@ function convInputGrad(): WasmFunction {
 function convInputGradStrided(): WasmFunction {
   const f = new Frame(16);
   const { dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl } = indices(
-    [
-      'dy',
-      'w',
-      'dx',
-      'zero',
-      'H',
-      'W',
-      'Cin',
-      'Ho',
-      'Wo',
-      'Cout',
-      'kh',
-      'kw',
-      'sh',
-      'sw',
-      'pt',
-      'pl',
-    ],
+    ['dy', 'w', 'dx', 'zero', ...CONV_GEOMETRY],
     0,
   );
   const { yy, ph, xx, c0, i, j, kb, inB, outB, ty, oy, t } = f.i32s([
@@ -396,23 +343,7 @@ function convInputGradStrided(): WasmFunction {
     k.get(dy).get(oy).get(Wo).mul().get(ox[r]!).add().get(outB).mul().add();
     k.get(zero).get(ox[r]!).get(Wo).ltU().select().set(d[r]!);
   }
-  k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
-  k.set(wq[0]!);
-  for (let cc = 1; cc < 4; cc++)
-    k.get(wq[cc - 1]!)
-      .get(outB)
-      .add()
-      .set(wq[cc]!);
-  k.i32(0).set(kb).loop();
-  for (let r = 0; r < R; r++) k.get(d[r]!).get(kb).add().vLoad().set(dv[r]!);
-  for (let cc = 0; cc < 4; cc++) {
-    k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
-    for (let r = 0; r < R; r++) {
-      const q = acc[r * 4 + cc]!;
-      k.get(q).get(dv[r]!).get(wv).f32x4Mul().f32x4Add().set(q);
-    }
-  }
-  k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
+  dotTap(k, { i, j, kw, Cin, c0, outB, w, kb, wq, d, dv, wv, acc });
   k.end(); // column phase
   k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
   k.end(); // row
@@ -423,6 +354,49 @@ function convInputGradStrided(): WasmFunction {
   k.get(yy).i32(1).add().tee(yy).get(H).ltU().brIf(0).end();
   k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
   return f.fn('conv_dxs', k);
+}
+
+/** Locals of {@link dotTap}. */
+interface DotTapLocals {
+  i: number;
+  j: number;
+  kw: number;
+  Cin: number;
+  c0: number;
+  outB: number;
+  w: number;
+  kb: number;
+  wq: number[];
+  d: number[];
+  dv: number[];
+  wv: number;
+  acc: number[];
+}
+
+/**
+ * One kernel tap of the input gradient: for each pixel r (dy row `d[r]`) and each of the 4 input
+ * channels from c0 (kernel rows `wq`), add the dot product over the output channels, 4 lanes at
+ * a time, into `acc[4 r + cc]`.
+ */
+function dotTap(k: WasmCode, v: DotTapLocals): void {
+  const { i, j, kw, Cin, c0, outB, w, kb, wq, d, dv, wv, acc } = v;
+  k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul().get(w).add();
+  k.set(wq[0]!);
+  for (let cc = 1; cc < 4; cc++)
+    k.get(wq[cc - 1]!)
+      .get(outB)
+      .add()
+      .set(wq[cc]!);
+  k.i32(0).set(kb).loop();
+  d.forEach((row, r) => k.get(row).get(kb).add().vLoad().set(dv[r]!));
+  for (let cc = 0; cc < 4; cc++) {
+    k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
+    d.forEach((_, r) => {
+      const q = acc[r * 4 + cc]!;
+      k.get(q).get(dv[r]!).get(wv).f32x4Mul().f32x4Add().set(q);
+    });
+  }
+  k.get(kb).i32(16).add().tee(kb).get(outB).ltU().brIf(0).end();
 }
 
 /**
@@ -476,24 +450,7 @@ function storeLaneSums(
 function convFilterGrad(): WasmFunction {
   const f = new Frame(16);
   const { x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, accumulate } = indices(
-    [
-      'x',
-      'dy',
-      'dw',
-      'H',
-      'W',
-      'Cin',
-      'Ho',
-      'Wo',
-      'Cout',
-      'kh',
-      'kw',
-      'sh',
-      'sw',
-      'pt',
-      'pl',
-      'accumulate',
-    ],
+    ['x', 'dy', 'dw', ...CONV_GEOMETRY, 'accumulate'],
     0,
   );
   const { i, j, c0, o0, oy, iy, lo, hi, t, xp, dp, cnt, inB, outB, xStep, dwp } = f.i32s([
