@@ -388,7 +388,7 @@ function dotTap(k: WasmCode, v: DotTapLocals): void {
       .add()
       .set(wq[cc]!);
   k.i32(0).set(kb).loop();
-  d.forEach((row, r) => k.get(row).get(kb).add().vLoad().set(dv[r]!));
+  for (let r = 0; r < d.length; r++) k.get(d[r]!).get(kb).add().vLoad().set(dv[r]!);
   for (let cc = 0; cc < 4; cc++) {
     k.get(wq[cc]!).get(kb).add().vLoad().set(wv);
     d.forEach((_, r) => {
