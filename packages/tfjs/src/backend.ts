@@ -86,7 +86,7 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
           : 'first in the preference order';
       if (backend === 'wasm') {
         const own = ownWasmKernelsStatus();
-        reason += `; own WebAssembly SIMD conv kernels: ${own.active ? 'on' : `off (${own.reason})`}`;
+        reason += `; own WebAssembly SIMD conv kernels: ${own.active ? own.reason : `off (${own.reason})`}`;
       }
       const report =
         options.report === undefined

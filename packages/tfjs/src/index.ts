@@ -25,7 +25,11 @@ export {
   saveOptimizerState,
   sha256Hex,
 } from './checkpoint.js';
-export { ownWasmKernelsStatus, setOwnWasmKernels } from './conv-wasm.js';
+export {
+  ownWasmKernelsStatus,
+  setOwnWasmKernels,
+  setWasmFusedMultiplyAdd,
+} from './conv-wasm.js';
 export {
   FAST_WASM_KERNELS,
   registerFastWasmKernels,

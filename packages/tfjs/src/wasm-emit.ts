@@ -162,6 +162,13 @@ export class WasmCode {
   f32x4Mul(): this {
     return this.simd(0xe6);
   }
+  /**
+   * Relaxed SIMD `f32x4.relaxed_madd` with the stack `a b c`: a·b + c, fused or not as the
+   * hardware does it (an engine without relaxed SIMD refuses the module).
+   */
+  f32x4RelaxedMadd(): this {
+    return this.simd(0x105);
+  }
 }
 
 /** One exported function: `params` i32 parameters, then `i32Locals` and `v128Locals`. */

@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -511,4 +513,32 @@ describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () 
     expect(transposeBlocked(be, ints, [1, 0])).toBeUndefined();
     tf.dispose([x, odd, ints]);
   });
+});
+
+describe('relaxed SIMD multiply-add (engines that have it: Node >= 22, Chrome >= 114)', () => {
+  // Node 20 has relaxed SIMD behind a flag: the check runs in a child process started with it,
+  // on the package's built dist/ (the check builds before it tests)
+  const flag = '--experimental-wasm-relaxed-simd';
+  const hasFlag = execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8' }).includes(
+    flag,
+  );
+  it.skipIf(!hasFlag)(
+    'the fused kernels agree with the unfused ones and with the stock route',
+    () => {
+      const child = fileURLToPath(new URL('./fixtures/fma/child.mjs', import.meta.url));
+      const out = execFileSync(process.execPath, [flag, child], { encoding: 'utf8' });
+      const r = JSON.parse(out.trim().split('\n').pop()!) as {
+        status: { active: boolean; fma: boolean; reason: string };
+        unfusedStatus: { fma: boolean };
+        vsUnfused: number[];
+        vsStock: number[];
+      };
+      expect(r.status).toEqual({ active: true, fma: true, reason: 'on, with fused multiply-add' });
+      expect(r.unfusedStatus.fma).toBe(false);
+      // forward, input gradient, filter gradient: float32 rounding of sums of <= 72 products
+      for (const e of [...r.vsUnfused, ...r.vsStock]) expect(e).toBeLessThan(1e-5);
+      // and the fused kernels really round differently (they ran), at least somewhere
+      expect(Math.max(...r.vsUnfused)).toBeGreaterThan(0);
+    },
+  );
 });
