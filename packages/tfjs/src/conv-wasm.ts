@@ -759,6 +759,14 @@ function bind(be: WasmBackend): Binding {
 }
 
 /**
+ * The current settings of {@link setOwnWasmKernels} and {@link setWasmFusedMultiplyAdd} (shard
+ * workers start with the main thread's).
+ */
+export function ownWasmKernelSettings(): { enabled: boolean; fmaAllowed: boolean } {
+  return { enabled, fmaAllowed };
+}
+
+/**
  * Allow or forbid relaxed SIMD's multiply-add in the kernels (allowed by default; used where the
  * engine has relaxed SIMD: 1.2-1.35x faster convolutions, `bench:per-sample`). It rounds once
  * where the hardware fuses (a·b + c exactly rounded), so results differ from the unfused kernels

@@ -6,6 +6,7 @@
 import { initWeights, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from './backend.js';
+import { setOwnWasmKernels, setWasmFusedMultiplyAdd } from './conv-wasm.js';
 import { buildModel, setMethodTemperature, setTemperature } from './model.js';
 import {
   type ShardRequest,
@@ -23,12 +24,19 @@ const { parentPort, workerData } = (await import(threads)) as {
     on(event: 'message', listener: (m: ShardRequest) => void): void;
     postMessage(message: unknown, transfer?: ArrayBuffer[]): void;
   };
-  workerData: { spec: ModelSpec; backend: string };
+  workerData: {
+    spec: ModelSpec;
+    backend: string;
+    ownKernels: { enabled: boolean; fmaAllowed: boolean };
+  };
 };
 const port = parentPort;
-const { spec, backend } = workerData;
+const { spec, backend, ownKernels } = workerData;
 
 try {
+  // the main thread's kernel settings (the same numbers as the in-thread shards)
+  setOwnWasmKernels(ownKernels.enabled);
+  setWasmFusedMultiplyAdd(ownKernels.fmaAllowed);
   await chooseBackend({ force: backend as never, report: null });
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));
   const vars = shardVariables(model);

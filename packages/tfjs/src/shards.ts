@@ -13,6 +13,7 @@
  */
 import { KwError, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { ownWasmKernelSettings } from './conv-wasm.js';
 
 /** What one shard's forward and backward gives. */
 export interface ShardResult {
@@ -206,7 +207,8 @@ export class ShardWorkers {
       : new Url('./shard-worker.js', here);
     const workers = Array.from(
       { length: count },
-      () => new wt.Worker(url, { workerData: { spec, backend } }),
+      () =>
+        new wt.Worker(url, { workerData: { spec, backend, ownKernels: ownWasmKernelSettings() } }),
     );
     try {
       await Promise.all(

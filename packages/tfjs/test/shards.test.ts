@@ -5,7 +5,7 @@ import { isKwError, type WeightMap } from '@kernelwarehouse/core';
 import { createModel } from '@kernelwarehouse/zoo';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { registerTrainingKernels, Trainer } from '../src/index.js';
+import { registerTrainingKernels, setOwnWasmKernels, Trainer } from '../src/index.js';
 import { ShardWorkers, shardBounds, weightedSum } from '../src/shards.js';
 import { patternImages, relErr, useBackend } from './helpers.js';
 
@@ -118,6 +118,37 @@ describe('data-parallel shards', () => {
       expect(inProcess.losses).toHaveLength(6);
     }
     tf.dispose(d.x);
+  });
+
+  it("workers take the main thread's own-kernel settings (kernels off: the stock route's numbers)", async () => {
+    const d = data(16, 8, 4);
+    const run = async (shardWorkers: boolean) => {
+      const t = new Trainer({
+        spec: small({ budget: 1 }),
+        epochs: 1,
+        batchSize: 8,
+        shards: 2,
+        shardWorkers,
+        bnPasses: 0,
+      });
+      await t.fit(d);
+      const w = t.exportWeights();
+      t.dispose();
+      return w;
+    };
+    const withOwn = await run(false);
+    setOwnWasmKernels(false);
+    try {
+      const inProcess = await run(false);
+      const workers = await run(true);
+      // the stock route rounds differently from the own kernels ...
+      expect(weightsErr(inProcess, withOwn)).toBeGreaterThan(0);
+      // ... and the workers followed the main thread onto it
+      expect(weightsErr(workers, inProcess)).toBe(0);
+    } finally {
+      setOwnWasmKernels(true);
+      tf.dispose(d.x);
+    }
   });
 
   it('refuses shard settings that cannot work, by name', () => {
