@@ -14,17 +14,18 @@
  * - forward: direct convolution, tiles of 2 output pixels x 16 output channels accumulated over
  *   (kernel row, kernel column, input channel), one broadcast input value times four 4-lane
  *   kernel rows per step, each 16-channel block of a sample's kernel first copied to a
- *   contiguous scratch (the same products, added in the same order, as XNNPACK's: outputs
+ *   contiguous scratch ({@link forwardInBlocks}; the same products, added in the same order, as XNNPACK's: outputs
  *   were bit-identical to tf.conv2d on wasm at the benchmark's shapes);
  * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
  *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed;
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
  *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch).
  *
- * Used by `perSampleConv` (every dynamic method), and by the Conv2DBackpropInput / Filter kernels of
- * `grads.ts` (every ordinary conv layer in training). Covered:
- * float32, groups 1, dilation 1, input and output channels multiples of 4, any stride and
- * padding. Everything else (and a heap that is shared between threads, and an engine without
+ * Used by `perSampleConv` (every dynamic method) and by the Conv2DBackpropInput / Filter
+ * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
+ * few-row gradient products ({@link matMulNoPack}) and a 4x4-block kernel serves transposes
+ * ({@link transposeBlocked}). Covered: float32, groups 1, dilation 1, input and output channels
+ * multiples of 4, any stride and padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -652,8 +653,8 @@ interface Kernels {
   transpose_2d: ConvFn;
 }
 
-/** The parts of tfjs-backend-wasm's BackendWasm used here. */
-interface WasmBackend {
+/** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
+export interface WasmBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
   disposeData(dataId: object): void;
@@ -801,7 +802,7 @@ interface Geometry {
 
 function heapOffset(be: WasmBackend, t: tf.TensorInfo): number {
   const d = be.dataIdMap.get(t.dataId);
-  if (!d) throw new Error('per-sample wasm kernel: a tensor is not in the wasm heap');
+  if (!d) throw new Error('conv-wasm kernel: a tensor is not in the wasm heap');
   return d.memoryOffset;
 }
 
@@ -820,25 +821,50 @@ function outSize(n: number, k: number, s: number, p: number): number {
   return Math.floor((n + 2 * p - k) / s) + 1;
 }
 
-/** Column block of {@link matMulNoPack}: 256 columns x K rows of `b` copied together. */
-const MM_BLOCK = 256;
 /**
- * {@link matMulNoPack} takes products with at most this many output rows. Measured against
- * XNNPACK on gradient products `288xR ^T x 288x16384` with a new operand each call
- * (`bench:wasm-kernels`, tfjs 4.22 wasm, AMD EPYC): 6.0x faster at 9 rows, 2.4x at 64, 1.4x at
- * 256, 0.97x at 512 (there XNNPACK's packing pays for itself).
+ * {@link matMulNoPack} takes products with at most this many output rows (more go to XNNPACK,
+ * whose packing is then a smaller share of the work). `bench:wasm-kernels`, own kernels off vs
+ * on, `288xR ^T x 288x16384` with a new operand each call: 2.8x faster at 9 rows, 1.9x at 64,
+ * 1.6x at 256 (its 512-row case is above the limit: XNNPACK in both columns). The KW warehouse
+ * gradients measured here have 9-76 rows.
  */
 const MM_MAX_ROWS = 256;
+
+/**
+ * `conv_fwd` of one sample, 16 output channels at a time: each block of the kernel
+ * (`[kh·kw·C rows, 16]`, rows `4·O` bytes apart) is copied to the contiguous `scratch` (at least
+ * `kh·kw·C·16` floats) first. Read in place those rows fall into few L1 sets (1.65x slower at
+ * 7x7x256, the rows 1 KB apart); the copy is one pass over the kernel. `g` is the conv
+ * geometry `[H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl]`; byte addresses.
+ */
+function forwardInBlocks(
+  K: Kernels,
+  scratch: number,
+  x: number,
+  w: number,
+  y: number,
+  zero: number,
+  g: readonly number[],
+): void {
+  const O = g[5]!;
+  const rows = g[6]! * g[7]! * g[2]!;
+  const block = [...g];
+  for (let o0 = 0; o0 < O; o0 += 16) {
+    const nb = Math.min(16, O - o0);
+    block[5] = nb;
+    K.copy_rows(w + o0 * 4, scratch, rows, O * 4, nb * 4, nb * 4);
+    K.conv_fwd(x, scratch, y + o0 * 4, zero, ...block, nb * 4, O * 4);
+  }
+}
 
 /**
  * `a @ b` for float32 `a` `[M, K]` and `b` `[K, N]` (or with leading axes of size 1) with few
  * output rows and a new `b`, such as the KW warehouse gradient (attention^T x per-sample kernel
  * gradients, e.g. [9, 288] x [288, 65536]). XNNPACK's fully connected operator first packs
  * `b` column block by column block, reading rows N floats apart (one cache line per row and
- * page), which costs more than the product. Here each block of 256 columns is copied row by
- * row (contiguous runs of 1 KB) into a scratch buffer and multiplied there by the forward
- * kernel (a 1x1 convolution of M "pixels" of K channels), which writes its columns of the
- * output in place. Returns `undefined` where it does not apply (the caller takes the stock
+ * page), which costs more than the product. Here the forward kernel computes it as a 1x1
+ * convolution of M "pixels" of K channels ({@link forwardInBlocks}: each block of 16 columns
+ * copied row by row into a scratch buffer first), writing its columns of the output in place. Returns `undefined` where it does not apply (the caller takes the stock
  * kernel).
  */
 export function matMulNoPack(
@@ -859,20 +885,15 @@ export function matMulNoPack(
   const kernels = kernelsFor(be);
   if (!kernels) return undefined;
   const out = be.makeOutput([...new Array<number>(Math.max(ra, rb) - 2).fill(1), M, N], 'float32');
-  const block = Math.min(MM_BLOCK, N);
-  const scratch = be.makeOutput([K * block], 'float32');
-  const [ao, bo, so, oo] = [a, b, scratch, out].map((t) => heapOffset(be, t)) as number[] as [
+  const scratch = be.makeOutput([K * 16], 'float32');
+  const [ao, bo, so, oo] = [a, b, scratch, out].map((t) => heapOffset(be, t)) as [
     number,
     number,
     number,
     number,
   ];
-  for (let n0 = 0; n0 < N; n0 += block) {
-    const nb = Math.min(block, N - n0);
-    kernels.copy_rows(bo + n0 * 4, so, K, N * 4, nb * 4, nb * 4);
-    // H = 1, W = M pixels, Cin = K, Cout = nb, 1x1 taps, no padding (`zero` is never read)
-    kernels.conv_fwd(ao, so, oo + n0 * 4, 0, 1, M, K, 1, M, nb, 1, 1, 1, 1, 0, 0, nb * 4, N * 4);
-  }
+  // a 1x1 convolution of M "pixels" of K channels: H = 1, W = M, no padding (`zero` unread)
+  forwardInBlocks(kernels, so, ao, bo, oo, 0, [1, M, K, 1, M, N, 1, 1, 1, 1, 0, 0]);
   be.disposeData(scratch.dataId);
   return out;
 }
@@ -911,9 +932,9 @@ export function simplifyTranspose(
  * {@link simplifyTranspose}), on the 4x4-block kernel above; `undefined` otherwise (the caller
  * takes the stock kernel). Three forms: `[B, R, C]` by `[0, 2, 1]` (a batch of matrices),
  * `[B, P, Q, R, C]` by `[0, 2, 4, 1, 3]` (each `[R, C]` block lands transposed at row q·C and
- * column p·R of a `[Q·C, P·R]` matrix) and its inverse `[0, 3, 1, 4, 2]`. KW's per-sample kernels go from the warehouse's cell
- * order `[N, kh, kw, G_out, G_in, c_out, c_in]` to HWIO this way, and back for their
- * gradients (the first form when G_out = G_in = 1).
+ * column p·R of a `[Q·C, P·R]` matrix) and its inverse `[0, 3, 1, 4, 2]`. KW's per-sample
+ * kernels go from the warehouse's cell order `[N, kh, kw, G_out, G_in, c_out, c_in]` to HWIO
+ * this way, and back for their gradients (the first form when G_out = G_in = 1).
  */
 export function transposeBlocked(
   backend: unknown,
@@ -984,24 +1005,12 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const z = zeros(be, C);
   const K = kernelsFor(be)!;
   const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
-  // each block of 16 output channels of a sample's kernel ([kh·kw·C rows, 16]) is copied to a
-  // contiguous scratch first: read in place, its rows are 4·O bytes apart and fall into few L1
-  // sets (1.65x slower at 7x7x256); the copy is one pass over the kernel
-  const rows = kh * kw * C;
-  const scratch = be.makeOutput([rows * 16], 'float32');
+  const scratch = be.makeOutput([kh * kw * C * 16], 'float32');
   const so = heapOffset(be, scratch);
+  const g = [H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl];
   for (let b = 0; b < B; b++) {
-    const [xb, kb, yb] = [
-      xo! + b * H * W * C * 4,
-      ko! + b * rows * O * 4,
-      yo! + b * Ho * Wo * O * 4,
-    ];
-    for (let o0 = 0; o0 < O; o0 += 16) {
-      const nb = Math.min(16, O - o0);
-      K.copy_rows(kb + o0 * 4, so, rows, O * 4, nb * 4, nb * 4);
-      const geometry = [H, W, C, Ho, Wo, nb, kh, kw, sh, sw, pt, pl];
-      K.conv_fwd(xb, so, yb + o0 * 4, zo!, ...geometry, nb * 4, O * 4);
-    }
+    const xb = xo! + b * H * W * C * 4;
+    forwardInBlocks(K, so, xb, ko! + b * kh * kw * C * O * 4, yo! + b * Ho * Wo * O * 4, zo!, g);
   }
   be.disposeData(scratch.dataId);
   be.disposeData(z.dataId);
@@ -1058,11 +1067,11 @@ function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo
     const at = [xo! + b * H * W * C * 4, dyo! + b * Ho * Wo * O * 4, dwo! + b * kStep];
     K.conv_dw(...at, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl, acc);
   }
-  if (B === 0) be.typedArrayFromHeap(dw).fill(0);
   return dw;
 }
 
-interface KernelArgs {
+/** What tfjs passes a kernel function (here and in fast-wasm.ts). */
+export interface KernelArgs {
   inputs: Record<string, tf.TensorInfo>;
   backend: unknown;
   attrs?: Record<string, unknown>;
@@ -1115,21 +1124,15 @@ export function perSampleConvWasm(
   kernels: tf.Tensor,
   g: PerSampleGeometry,
 ): tf.Tensor | undefined {
-  if (!enabled || tf.getBackend() !== 'wasm') return undefined;
   if (g.groups !== 1 || g.dilation[0] !== 1 || g.dilation[1] !== 1) return undefined;
   if (x.rank !== 4 || kernels.rank !== 5) return undefined;
-  if (x.dtype !== 'float32' || kernels.dtype !== 'float32') return undefined;
   const [n, h, w, c] = x.shape as [number, number, number, number];
   const [kn, kh, kw, kc, o] = kernels.shape as [number, number, number, number, number];
-  if (kn !== n || kc !== c || c % 4 !== 0 || o % 4 !== 0 || n === 0) return undefined;
-  // the kernels' loops run at least once: no empty axis, strides >= 1, padding >= 0 (the stock
-  // route reports what is wrong with such a conv)
-  if (![h, w, c, o, kh, kw, ...g.stride].every((d) => Number.isInteger(d) && d >= 1))
-    return undefined;
-  if (!g.padding.every((p) => Number.isInteger(p) && p >= 0)) return undefined;
+  if (kn !== n || kc !== c) return undefined;
+  const geometry = { strides: g.stride, padTop: g.padding[0], padLeft: g.padding[1] };
+  if (!applies(c, o, [n, h, w, kh, kw], geometry, x, kernels)) return undefined;
   if (outSize(h, kh, g.stride[0], g.padding[0]) < 1) return undefined;
   if (outSize(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
-  if (!kernelsFor(tf.backend() as unknown as WasmBackend)) return undefined;
   ensureRegistered();
   const attrs = { strides: g.stride, pads: g.padding, shared: false };
   const run = (name: string, inputs: Record<string, tf.Tensor>, a: Record<string, unknown>) =>
@@ -1156,7 +1159,13 @@ export interface SharedConvGeometry {
   padLeft: number;
 }
 
-function sharedApplies(
+/**
+ * Whether the kernels take a conv with `c` input and `o` output channels: the wasm backend with
+ * the kernels on and bound, float32 tensors, channels multiples of 4, and (so that their loops
+ * run at least once) no empty axis in `dims`, strides >= 1 and padding >= 0 (the stock route
+ * reports what is wrong with such a conv).
+ */
+function applies(
   c: number,
   o: number,
   dims: number[],
@@ -1165,9 +1174,8 @@ function sharedApplies(
 ): boolean {
   if (!enabled || tf.getBackend() !== 'wasm') return false;
   if (c % 4 !== 0 || o % 4 !== 0) return false;
-  // no empty axis, strides >= 1, padding >= 0 (the kernels' loops run at least once)
   if (![c, o, ...dims, ...g.strides].every((d) => Number.isInteger(d) && d >= 1)) return false;
-  if (g.padTop < 0 || g.padLeft < 0) return false;
+  if (![g.padTop, g.padLeft].every((p) => Number.isInteger(p) && p >= 0)) return false;
   if (ts.some((t) => t.dtype !== 'float32')) return false;
   return kernelsFor(tf.backend() as unknown as WasmBackend) !== null;
 }
@@ -1184,7 +1192,7 @@ export function convInputGradWasm(
   g: SharedConvGeometry,
 ): tf.Tensor4D | undefined {
   const dims = [...inputShape, ...dy.shape, filter.shape[0], filter.shape[1]];
-  if (!sharedApplies(filter.shape[2], filter.shape[3], dims, g, dy, filter)) return undefined;
+  if (!applies(filter.shape[2], filter.shape[3], dims, g, dy, filter)) return undefined;
   ensureRegistered();
   const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, inputShape };
   return tf
@@ -1203,7 +1211,7 @@ export function convFilterGradWasm(
   g: SharedConvGeometry,
 ): tf.Tensor4D | undefined {
   const dims = [...x.shape, ...dy.shape, ...kernelSize];
-  if (!sharedApplies(x.shape[3], dy.shape[3], dims, g, x, dy)) return undefined;
+  if (!applies(x.shape[3], dy.shape[3], dims, g, x, dy)) return undefined;
   ensureRegistered();
   const attrs = { strides: g.strides, pads: [g.padTop, g.padLeft], shared: true, kernelSize };
   return tf.engine().runKernel(DW, { x, dy }, attrs as tf.NamedAttrMap) as tf.Tensor4D;

@@ -25,21 +25,9 @@
  * reductions.
  */
 import * as tf from '@tensorflow/tfjs';
-import { matMulNoPack, transposeBlocked } from './conv-wasm.js';
+import { type KernelArgs, matMulNoPack, transposeBlocked, type WasmBackend } from './conv-wasm.js';
 
 type TensorInfo = tf.TensorInfo;
-type Attrs = Record<string, unknown>;
-interface KernelArgs {
-  inputs: Record<string, TensorInfo>;
-  backend: unknown;
-  attrs?: Attrs;
-}
-/** The parts of tfjs-backend-wasm's BackendWasm used here (public methods of that class). */
-interface WasmBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
-  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
-  disposeData(dataId: object): void;
-}
 type KernelFn = (args: KernelArgs) => TensorInfo | TensorInfo[];
 
 /** Smallest contiguous block (elements) worth a block copy in Reverse. */
