@@ -69,6 +69,8 @@ else {
       `  ${op.padEnd(22)} ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)} %`,
     );
   console.log('  top nodes (op, output shape):');
-  for (const [k, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, 12))
+  for (const [k, us] of [...byNode]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, Number(process.env.KW_PROFILE_TOP ?? 12)))
     console.log(`    ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms  ${k}`);
 }

@@ -36,6 +36,9 @@ export class TfOps implements Ops<tf.Tensor> {
     private readonly where: string,
   ) {}
 
+  /** Per-sample convs run on HWIO kernels (KW assembles its cells closer to that order). */
+  readonly kernelLayout = 'hwio';
+
   param(name: string): tf.Tensor {
     const v = this.vars.get(name);
     if (!v) throw new KwError('WEIGHTS_MISSING', `${this.where}: missing tensor "${name}"`);
@@ -87,7 +90,12 @@ export class TfOps implements Ops<tf.Tensor> {
         for (let i = j; i < r - 2; i++) q.push(i);
         for (let i = 1; i < j; i++) q.push(i);
         const composed = q.map((i) => perm[i]!);
-        return tf.reshape(tf.transpose(k, composed), [-1, kh, kw, ig, o]);
+        // a permutation that only moves size-1 axes keeps the element order: no copy
+        const moved = composed.filter((axis) => k.shape[axis] !== 1);
+        const t = moved.every((axis, i) => i === 0 || axis > moved[i - 1]!)
+          ? k
+          : tf.transpose(k, composed);
+        return tf.reshape(t, [-1, kh, kw, ig, o]);
       }
     }
     return oihwBatchToHwio(perm ? tf.transpose(k, perm) : k, o, ig, kh, kw);

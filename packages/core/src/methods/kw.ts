@@ -106,11 +106,30 @@ function warehouseCells<T>(ops: Ops<T>, g: KwLayerGroup): T {
 /** Axis order taking the cells `[N, kh, kw, G_out, G_in, c_out, c_in]` to OIHW order. */
 export const KW_CELLS_TO_OIHW = [0, 3, 5, 4, 6, 1, 2];
 
-/** Assembled cells `[N, m, c_out·c_in]` of a conv layer as `[N, kh, kw, G_out, G_in, c_out, c_in]`. */
-function kwCells<T>(ops: Ops<T>, cells: T, g: KwLayerGroup): T {
+/** The same for cells assembled from the transposed warehouse, `[N, kh, kw, G_out, G_in, c_in, c_out]`. */
+export const KW_IO_CELLS_TO_OIHW = [0, 3, 6, 4, 5, 1, 2];
+
+/**
+ * The warehouse as `[n, c_in·c_out]` (each cell transposed): for a backend whose per-sample
+ * conv is HWIO, the assembled cells of a layer with G_out = 1 are then HWIO already. The
+ * transpose is of the warehouse (n cells), not of the N·m assembled ones; the products and their
+ * order of summation are the same.
+ */
+function warehouseCellsIO<T>(ops: Ops<T>, g: KwLayerGroup): T {
+  const wh = g.warehouse;
+  const w = ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut, wh.cellIn]);
+  return ops.reshape(ops.transpose(w, [0, 2, 1]), [wh.n, wh.cellIn * wh.cellOut]);
+}
+
+/**
+ * Assembled cells `[N, m, c_out·c_in]` of a conv layer as `[N, kh, kw, G_out, G_in, c_out, c_in]`
+ * (`io`: `[N, m, c_in·c_out]` as `[..., c_in, c_out]`).
+ */
+function kwCells<T>(ops: Ops<T>, cells: T, g: KwLayerGroup, io = false): T {
   const { layer, warehouse: wh } = g;
   const [kh, kw] = [layer.weightShape[2]!, layer.weightShape[3]!];
-  return ops.reshape(cells, [-1, kh, kw, layer.gOut, layer.gIn, wh.cellOut, wh.cellIn]);
+  const cell = io ? [wh.cellIn, wh.cellOut] : [wh.cellOut, wh.cellIn];
+  return ops.reshape(cells, [-1, kh, kw, layer.gOut, layer.gIn, ...cell]);
 }
 
 /**
@@ -145,13 +164,14 @@ export function kwForward<T>(
   const bias = g.layer.biasParams ? ops.param('bias') : undefined;
   if (node.op === 'dynamicConv2d') {
     // the cell re-ordering goes to the conv as a permutation: a backend folds it into its layout
-    const cells = ops.matMul(alpha, warehouseCells(ops, g));
+    const io = ops.kernelLayout === 'hwio';
+    const cells = ops.matMul(alpha, io ? warehouseCellsIO(ops, g) : warehouseCells(ops, g));
     return ops.perSampleConv(
       x,
-      kwCells(ops, cells, g),
+      kwCells(ops, cells, g, io),
       convAttrs(node),
       bias ? { shared: bias } : undefined,
-      KW_CELLS_TO_OIHW,
+      io ? KW_IO_CELLS_TO_OIHW : KW_CELLS_TO_OIHW,
     );
   }
   const kernels = kwAssemble(ops, alpha, g);

@@ -56,6 +56,14 @@ export type SampleBias<T> = { shared: T } | { perSample: T } | undefined;
 export interface Ops<T> {
   /** Whether BatchNorms use batch statistics (and, where the backend trains, update running ones). */
   readonly training: boolean;
+  /**
+   * The kernel layout the backend's {@link Ops.perSampleConv} works in: `'oihw'` (the default)
+   * or `'hwio'` (tfjs). A method that builds kernels as a product may lay out its constant side
+   * so that the product comes out closer to that layout and the permutation it passes is
+   * cheaper (KW: the warehouse's cells transposed to `[c_in, c_out]`, a few KB per step, so
+   * that a layer with G_out = 1 gets HWIO kernels with no per-sample transpose at all).
+   */
+  readonly kernelLayout?: 'oihw' | 'hwio';
 
   /** The layer's tensor `name` (relative to its node id, e.g. `attention.fc1.weight`). */
   param(name: string): T;
