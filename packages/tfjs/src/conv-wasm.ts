@@ -658,6 +658,7 @@ export interface WasmBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
   disposeData(dataId: object): void;
+  incRef(dataId: object): void;
   dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
   wasm?: { asm?: { memory?: unknown }; wasmMemory?: unknown };
 }

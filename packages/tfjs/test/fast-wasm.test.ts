@@ -188,6 +188,50 @@ describe('fast wasm kernels', () => {
     });
   }
 
+  it("Identity (tf.clone, the tape's saved inputs) shares memory and keeps the references right", async () => {
+    await useBackend('wasm');
+    const be = tf.backend() as unknown as {
+      dataIdMap: {
+        get(id: object): { memoryOffset: number; refCount: number } | undefined;
+        has(id: object): boolean;
+      };
+    };
+    const data = rng.normalArray(3 * 5 * 7);
+    const before = tf.memory();
+    const x = tf.tensor(data, [3, 5, 7]);
+    const c = tf.clone(x);
+    // the clone is the same memory (one more reference), not a copy
+    expect(be.dataIdMap.get(c.dataId)!.memoryOffset).toBe(be.dataIdMap.get(x.dataId)!.memoryOffset);
+    expect(be.dataIdMap.get(x.dataId)!.refCount).toBe(2);
+    expect(c.shape).toEqual([3, 5, 7]);
+    // either can go first; the other keeps its values
+    x.dispose();
+    expect(Array.from(c.dataSync())).toEqual(Array.from(Float32Array.from(data)));
+    c.dispose();
+    expect(be.dataIdMap.has(c.dataId)).toBe(false); // the memory went with the last reference
+    expect(tf.memory().numTensors).toBe(before.numTensors);
+    expect(tf.memory().numBytes).toBe(before.numBytes);
+    // gradients through ops whose inputs the tape keeps (Reshape, Cast) are unchanged
+    const w = rng.normalArray(12);
+    const grad = async (backend: 'cpu' | 'wasm') => {
+      await useBackend(backend);
+      return tf.tidy(() =>
+        tf
+          .grad((v: tf.Tensor) => tf.sum(tf.square(tf.reshape(tf.cast(v, 'float32'), [3, 4]))))(
+            tf.tensor(w, [12]),
+          )
+          .dataSync(),
+      );
+    };
+    expect(relErr(await grad('wasm'), await grad('cpu'))).toBeLessThan(1e-6);
+    // strings take the stock kernel
+    const s = tf.tensor(['a', 'b']);
+    const sc = tf.clone(s);
+    s.dispose();
+    expect(sc.arraySync()).toEqual(['a', 'b']);
+    sc.dispose();
+  });
+
   it('Sum and Mean accumulate in float64: a BatchNorm-sized sum as exact as cpu', async () => {
     // 16x28x28 values per channel, all of one sign: float32 one-by-one adds drift ~1e-6
     const n = 16 * 28 * 28;
