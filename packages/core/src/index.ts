@@ -121,6 +121,7 @@ export {
   weightNetParamCount,
   weightNetReduce,
 } from './methods/weightnet.js';
+export { simplifyTranspose } from './ops/layout.js';
 export { ReferenceOps, type ReferenceOpsOptions } from './ops/reference.js';
 export {
   type ConvAttrs,

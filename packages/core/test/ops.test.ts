@@ -1,6 +1,14 @@
 // Reference ops against hand-computed values and against direct definitions.
 import { describe, expect, it } from 'vitest';
-import { CAF_EPS, caf, maxRelativeError, ops, temperatureAt, tensor } from '../src/index.js';
+import {
+  CAF_EPS,
+  caf,
+  maxRelativeError,
+  ops,
+  simplifyTranspose,
+  temperatureAt,
+  tensor,
+} from '../src/index.js';
 import { Rng, randomInput } from '../src/testing.js';
 
 describe('conv2d', () => {
@@ -159,5 +167,22 @@ describe('temperature schedule (engine.py get_temperature)', () => {
     expect(() => temperatureAt({ epochs: 20, itersPerEpoch: 0 }, 0, 0)).toThrow(/itersPerEpoch/);
     expect(() => temperatureAt({ epochs: 20, itersPerEpoch: 10 }, -1, 0)).toThrow(/epoch and step/);
     expect(() => temperatureAt({ epochs: Number.NaN, itersPerEpoch: 10 }, 0, 0)).toThrow(/epochs/);
+  });
+});
+
+describe('simplifyTranspose', () => {
+  it('simplifyTranspose drops size-1 axes and merges axes that stay neighbours', () => {
+    expect(simplifyTranspose([32, 3, 3, 1, 1, 256, 256], [0, 1, 2, 3, 4, 6, 5])).toEqual({
+      shape: [288, 256, 256],
+      perm: [0, 2, 1],
+    });
+    // KW's cells [N, kh, kw, G_out, G_in, c_out, c_in] to HWIO [N, kh, kw, G_in, c_in, G_out, c_out]
+    expect(simplifyTranspose([8, 3, 3, 2, 4, 16, 8], [0, 1, 2, 4, 6, 3, 5])).toEqual({
+      shape: [72, 2, 4, 16, 8],
+      perm: [0, 2, 4, 1, 3],
+    });
+    expect(simplifyTranspose([5, 7], [1, 0])).toEqual({ shape: [5, 7], perm: [1, 0] });
+    expect(simplifyTranspose([2, 3, 4], [0, 1, 2])).toEqual({ shape: [24], perm: [0] });
+    expect(simplifyTranspose([1, 1], [1, 0])).toEqual({ shape: [], perm: [] });
   });
 });

@@ -28,6 +28,7 @@
  * multiples of 4, any stride and padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
+import { simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { f32Lanes, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
 
@@ -897,35 +898,6 @@ export function matMulNoPack(
   forwardInBlocks(kernels, so, ao, bo, oo, 0, [1, M, K, 1, M, N, 1, 1, 1, 1, 0, 0]);
   be.disposeData(scratch.dataId);
   return out;
-}
-
-/**
- * `shape` and `perm` with size-1 axes dropped and runs of axes that stay neighbours merged: the
- * same data movement on the fewest axes (e.g. `[32, 3, 3, 1, 1, 256, 256]` by
- * `[0, 1, 2, 3, 4, 6, 5]` is 288 matrices `[256, 256]` transposed).
- */
-export function simplifyTranspose(
-  shape: readonly number[],
-  perm: readonly number[],
-): { shape: number[]; perm: number[] } {
-  const keep = shape.map((d) => d !== 1);
-  const renum = new Map<number, number>();
-  shape.forEach((_, a) => {
-    if (keep[a]) renum.set(a, renum.size);
-  });
-  const s1 = shape.filter((_, a) => keep[a]);
-  const p1 = perm.filter((a) => keep[a]).map((a) => renum.get(a)!);
-  // merge input axes a, a + 1 that follow each other in the permutation
-  const groups: number[][] = [];
-  for (const a of p1) {
-    const g = groups[groups.length - 1];
-    if (g && g[g.length - 1]! + 1 === a) g.push(a);
-    else groups.push([a]);
-  }
-  const order = [...groups].sort((x, y) => x[0]! - y[0]!);
-  const outShape = order.map((g) => g.reduce((m, a) => m * s1[a]!, 1));
-  const outPerm = groups.map((g) => order.indexOf(g));
-  return { shape: outShape, perm: outPerm };
 }
 
 /**

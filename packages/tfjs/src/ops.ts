@@ -4,7 +4,13 @@
  * Backend paths kept behind the seam: the per-sample loop of {@link perSampleConv}, grouped and
  * depthwise convs of `groupedConv`, and the global average pool as two one-axis means.
  */
-import { type ConvAttrs, KwError, type Ops, type SampleBias } from '@kernelwarehouse/core';
+import {
+  type ConvAttrs,
+  KwError,
+  type Ops,
+  type SampleBias,
+  simplifyTranspose,
+} from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   batchNormLast,
@@ -91,10 +97,8 @@ export class TfOps implements Ops<tf.Tensor> {
         for (let i = 1; i < j; i++) q.push(i);
         const composed = q.map((i) => perm[i]!);
         // a permutation that only moves size-1 axes keeps the element order: no copy
-        const moved = composed.filter((axis) => k.shape[axis] !== 1);
-        const t = moved.every((axis, i) => i === 0 || axis > moved[i - 1]!)
-          ? k
-          : tf.transpose(k, composed);
+        const { perm: moved } = simplifyTranspose(k.shape, composed);
+        const t = moved.every((axis, i) => axis === i) ? k : tf.transpose(k, composed);
         return tf.reshape(t, [-1, kh, kw, ig, o]);
       }
     }

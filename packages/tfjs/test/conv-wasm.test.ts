@@ -6,7 +6,6 @@ import {
   matMulNoPack,
   perSampleConvWasm,
   setOwnWasmKernels,
-  simplifyTranspose,
   transposeBlocked,
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
@@ -423,21 +422,6 @@ describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () 
   });
   afterEach(() => {
     setOwnWasmKernels(true);
-  });
-
-  it('simplifyTranspose drops size-1 axes and merges axes that stay neighbours', () => {
-    expect(simplifyTranspose([32, 3, 3, 1, 1, 256, 256], [0, 1, 2, 3, 4, 6, 5])).toEqual({
-      shape: [288, 256, 256],
-      perm: [0, 2, 1],
-    });
-    // KW's cells [N, kh, kw, G_out, G_in, c_out, c_in] to HWIO [N, kh, kw, G_in, c_in, G_out, c_out]
-    expect(simplifyTranspose([8, 3, 3, 2, 4, 16, 8], [0, 1, 2, 4, 6, 3, 5])).toEqual({
-      shape: [72, 2, 4, 16, 8],
-      perm: [0, 2, 4, 1, 3],
-    });
-    expect(simplifyTranspose([5, 7], [1, 0])).toEqual({ shape: [5, 7], perm: [1, 0] });
-    expect(simplifyTranspose([2, 3, 4], [0, 1, 2])).toEqual({ shape: [24], perm: [0] });
-    expect(simplifyTranspose([1, 1], [1, 0])).toEqual({ shape: [], perm: [] });
   });
 
   it.each([
