@@ -5,7 +5,7 @@ import { toOnnxWithInfo } from './export.js';
 import { GraphBuilder } from './onnx.js';
 
 /** The ops `toOnnx` emits, with their attributes (GraphBuilder.op spied for one export). */
-function emitted(spec: unknown, batch?: number) {
+function emitted(spec: unknown, batch?: number, threads?: number) {
   const calls: { type: string; attrs: Record<string, unknown> }[] = [];
   const orig = GraphBuilder.prototype.op;
   GraphBuilder.prototype.op = function (this: GraphBuilder, type, inputs, attrs = {}) {
@@ -13,7 +13,7 @@ function emitted(spec: unknown, batch?: number) {
     return orig.call(this, type, inputs, attrs);
   };
   try {
-    const ex = toOnnxWithInfo(spec, initWeights(spec, { seed: 0 }), { batch });
+    const ex = toOnnxWithInfo(spec, initWeights(spec, { seed: 0 }), { batch, threads });
     return { calls, ex };
   } finally {
     GraphBuilder.prototype.op = orig;
@@ -41,4 +41,27 @@ describe('KW kernel assembly in the ONNX graph', () => {
       expect(ex.ops.MatMul).toBe(batch === undefined ? 2 * kwLayers : kwLayers);
     });
   }
+
+  it('batch 1 on one thread: a wide product per G > 1 layer, the warehouse stored once all the same', () => {
+    const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
+    const wide = emitted(spec, 1, 1);
+    const usual = emitted(spec, 1);
+    // the 3x3 layers (G_out = G_in = 2: 16 of the 19; the 3 downsample 1x1s keep the broadcast
+    // form) each get a 2-D product [rows, n] x [n, c_out·c_in] and a 2-D Transpose of it
+    const twoD = wide.calls.filter(
+      (c) => c.type === 'Transpose' && (c.attrs.perm as number[]).join() === '1,0',
+    );
+    expect(twoD.length).toBe(16);
+    expect(wide.ex.ops.MatMul).toBe(19);
+    // each warehouse is in the file once (as [n, c_out·c_in]; the other layers' order is a
+    // Transpose of it that onnxruntime folds at load): same size as the usual export, +-1 KB of
+    // shape constants
+    expect(Math.abs(wide.ex.initializerBytes - usual.ex.initializerBytes)).toBeLessThan(2048);
+    // the usual batch-1 export has no 2-D transposes at all
+    expect(
+      usual.calls.some(
+        (c) => c.type === 'Transpose' && (c.attrs.perm as number[]).join() === '1,0',
+      ),
+    ).toBe(false);
+  });
 });

@@ -52,12 +52,18 @@ function randomWeights(spec: ModelSpec, seed: number): WeightMap {
 
 async function parity(
   spec: ModelSpec,
-  opts: { tau?: number; batches?: number[]; seed?: number; fixedBatch?: number } = {},
+  opts: {
+    tau?: number;
+    batches?: number[];
+    seed?: number;
+    fixedBatch?: number;
+    threads?: number;
+  } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
   const tau = opts.tau ?? 0;
   const session = await createSession(
-    toOnnx(spec, w, { temperature: tau, batch: opts.fixedBatch }),
+    toOnnx(spec, w, { temperature: tau, batch: opts.fixedBatch, threads: opts.threads }),
   );
   const errs: number[] = [];
   for (const n of opts.batches ?? [1, 3]) {
@@ -149,7 +155,17 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     it(`${label} at batch 3`, async () => {
       expect(await parity(spec, { tau, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
     });
+    // batch 1 on one thread: the wide assembly products (G_out, G_in > 1) and their Transposes
+    it(`${label} at batch 1, exported for one thread`, async () => {
+      const opts = { tau, batches: [1], fixedBatch: 1 };
+      expect(await parity(spec, { ...opts, threads: 1 })).toBeLessThan(TOL);
+      expect(await parity(spec, opts)).toBeLessThan(TOL);
+    });
   }
+  it('ResNet18 1/4x at batch 1, exported for one thread (every 3x3 layer G_out = G_in = 2)', async () => {
+    const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
+    expect(await parity(spec, { batches: [1], fixedBatch: 1, threads: 1 })).toBeLessThan(TOL);
+  });
 
   it('emits grouped Convs instead of im2col MatMuls, fixes the batch and refuses another one', async () => {
     const spec = tinyKwSpec({ budget: 1 });
@@ -160,6 +176,10 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     expect(dynamic.inputs[0]!.shape[0]).toBe('N');
     expect((fixed.ops.MatMul ?? 0) + 4).toBe(dynamic.ops.MatMul); // 4 KW convs: no im2col MatMul
     expect(() => toOnnx(spec, w, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
+    for (const threads of [0, 1.5, Number.NaN])
+      expect(() => toOnnx(spec, w, { batch: 1, threads })).toThrow(
+        /threads must be an integer >= 1/,
+      );
     const session = await createSession(toOnnx(spec, w, { batch: 3 }));
     await expect(runSession(session, randomInput(new Rng(1), [2, 3, 8, 8]))).rejects.toThrow(
       KwError,
