@@ -2,7 +2,7 @@
 // batch 1 and 8, 1 and 2 threads. Each thread count runs in its own process (onnxruntime-web
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
-// model file sizes. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
+// model file sizes. The fixed-batch exports are told the thread count they run with. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
 // (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
 // and after each thread count, and the spread (min-max) of the per-round ratios.
@@ -47,7 +47,12 @@ async function child(threads) {
     const cases = [];
     for (const m of specs) {
       for (const fixed of m.budget === null ? [undefined] : [undefined, n]) {
-        const bytes = toOnnx(m.spec, m.weights, { batch: fixed });
+        // a fixed-batch export knows the thread count it will run with (`threads`: at batch 1
+        // on one thread, the wide assembly products)
+        const bytes = toOnnx(m.spec, m.weights, {
+          batch: fixed,
+          threads: fixed === undefined ? undefined : threads,
+        });
         const session = await createSession(bytes, { numThreads: threads });
         cases.push({
           name: `${m.label}${fixed === undefined ? '' : ' (fixed batch, grouped Conv)'}`,

@@ -22,6 +22,9 @@ async function child() {
   const spec = createModel('resnet18', { budget, inputShape: [3, SIZE, SIZE] });
   const { bytes, ops } = toOnnxWithInfo(spec, initWeights(spec, { seed: 0 }), {
     batch: fixedArg === 'fixed' ? n : undefined,
+    threads: process.env.KW_PROFILE_EXPORT_THREADS
+      ? Number(process.env.KW_PROFILE_EXPORT_THREADS)
+      : undefined,
   });
   console.error(`ops: ${JSON.stringify(ops)}`);
   const s = await ort.InferenceSession.create(bytes, {

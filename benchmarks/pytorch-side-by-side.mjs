@@ -85,7 +85,8 @@ if (process.argv[2] === '--tfjs-train') {
   process.exit(0);
 }
 
-const official = process.argv[2] ?? process.env.KW_OFFICIAL;
+// `pnpm run bench:pytorch -- DIR` passes the `--` through: skip it
+const official = process.argv.slice(2).find((a) => a !== '--') ?? process.env.KW_OFFICIAL;
 const probe = spawnSync(PY, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
 if (probe.status !== 0) {
   console.log(`skipped: ${PY} with torch is not installed (Debian: apt-get install python3-torch)`);

@@ -1,0 +1,110 @@
+// How fast can onnxruntime-web (wasm) run KW's kernel assembly at batch 1? The exported graph
+// assembles a layer's kernel as ONE MatMul `warehouse [c_out·c_in, n] x attention [n, kh·kw]`
+// (written straight in the conv's [O, I, kh, kw] order, no Transpose). At batch 1 that product is
+// a matrix times a 9-column matrix: each warehouse value is used 9 times, where a conv's GEMM uses
+// each weight H·W times. This benchmark times, for each distinct G = 1 3x3 KW layer shape of KW
+// ResNet18 at 224x224 (from core's plan), in one process and interleaved round after round:
+//   exported     the exported form, [M, n] x [n, 9] (M = c_out·c_in);
+//   tap-major    [9, n] x [n, M] with the warehouse as a constant right operand (onnxruntime
+//                packs it once at session creation): the best-shaped product, whose output
+//                [9, M] is NOT the conv's layout (a lower bound for any layout);
+//   + Transpose  the same followed by the Transpose to the conv's [M, 9] layout;
+//   conv         the layer's own convolution at batch 1 (Conv, constant weights, as in the
+//                plain model), whose rate the MAC-ideal ratio assumes for the assembly too.
+// Prints ms and G multiply-adds per second. Run: pnpm --filter @kernelwarehouse/benchmarks
+// bench:ort-assembly. Knobs: KW_BENCH_ROUNDS (7), KW_BENCH_THREADS (1), KW_BENCH_BUDGET (1).
+import { analyzeSpec, planKw, Rng } from '@kernelwarehouse/core';
+import { createModel } from '@kernelwarehouse/zoo';
+import * as ort from 'onnxruntime-web';
+// the ONNX graph builder of @kernelwarehouse/ort-web (not part of its public API)
+import { GraphBuilder } from '../packages/ort-web/dist/onnx.js';
+import { compare, machine } from './harness.mjs';
+
+const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 7);
+const THREADS = Number(process.env.KW_BENCH_THREADS ?? 1);
+const BUDGET = Number(process.env.KW_BENCH_BUDGET ?? 1);
+ort.env.wasm.numThreads = THREADS;
+
+const spec = createModel('resnet18', { budget: BUDGET, inputShape: [3, 224, 224] });
+const analyzed = analyzeSpec(spec);
+const plan = planKw(analyzed);
+const shapes = new Map();
+for (const node of analyzed.spec.nodes) {
+  const l = plan.layers.get(node.id);
+  if (l?.kind !== 'conv2d' || l.gOut !== 1 || l.gIn !== 1) continue;
+  if (l.weightShape[2] !== 3 || l.weightShape[3] !== 3 || node.stride[0] !== 1) continue;
+  const wh = plan.warehouses.find((w) => w.layers.includes(node.id));
+  const [, h, w] = analyzed.shapes.get(node.inputs[0]);
+  const key = `${l.weightShape[0]}x${l.weightShape[1]}, n ${wh.n}, ${h}x${w}`;
+  if (!shapes.has(key))
+    shapes.set(key, { o: l.weightShape[0], i: l.weightShape[1], n: wh.n, h, w });
+}
+
+const rng = new Rng(7);
+const rand = (len) => Float32Array.from({ length: len }, () => rng.normal() * 0.1);
+
+async function session(build) {
+  const g = new GraphBuilder();
+  build(g);
+  return ort.InferenceSession.create(g.model('bench', ''), {
+    executionProviders: ['wasm'],
+    graphOptimizationLevel: 'all',
+  });
+}
+
+console.log(
+  `# ORT wasm: KW kernel assembly vs conv at batch 1\n\n${await machine()}; onnxruntime-web ${ort.env.versions?.web ?? ''}; ${THREADS} thread(s); KW ${BUDGET}x ResNet18 224x224; ${ROUNDS} rounds\n`,
+);
+console.log(
+  '| layer (O x I, warehouse n, input) | exported [M,n]x[n,9] ms (GMAC/s) | tap-major, prepacked ms (GMAC/s) | tap-major + Transpose ms (GMAC/s) | conv ms (GMAC/s) | exported rate / conv rate |',
+);
+console.log('|---|---:|---:|---:|---:|---:|');
+for (const [key, { o, i, n, h, w }] of shapes) {
+  const m = o * i;
+  const warehouse = rand(m * n);
+  const warehouseT = new Float32Array(m * n);
+  for (let r = 0; r < m; r++)
+    for (let k = 0; k < n; k++) warehouseT[k * m + r] = warehouse[r * n + k];
+  const att = new ort.Tensor('float32', rand(n * 9), [n, 9]);
+  const attT = new ort.Tensor('float32', rand(9 * n), [9, n]);
+  const exported = await session((g) => {
+    const a = g.input('a', [n, 9]);
+    g.output('y', g.op('MatMul', [g.float('w', [m, n], warehouse), a]), [m, 9]);
+  });
+  const tapMajor = await session((g) => {
+    const a = g.input('a', [9, n]);
+    g.output('y', g.op('MatMul', [a, g.float('w', [n, m], warehouseT)]), [9, m]);
+  });
+  const transposed = await session((g) => {
+    const a = g.input('a', [9, n]);
+    const y = g.op('MatMul', [a, g.float('w', [n, m], warehouseT)]);
+    g.output('y', g.op('Transpose', [y], { perm: [1, 0] }), [m, 9]);
+  });
+  const conv = await session((g) => {
+    const x = g.input('x', [1, i, h, w]);
+    const y = g.op('Conv', [x, g.float('w', [o, i, 3, 3], rand(o * i * 9))], {
+      kernel_shape: [3, 3],
+      pads: [1, 1, 1, 1],
+    });
+    g.output('y', y, [1, o, h, w]);
+  });
+  const xin = new ort.Tensor('float32', rand(i * h * w), [1, i, h, w]);
+  const rows = await compare(
+    [
+      { name: 'exported', fn: () => exported.run({ a: att }) },
+      { name: 'tap-major', fn: () => tapMajor.run({ a: attT }) },
+      { name: 'transposed', fn: () => transposed.run({ a: attT }) },
+      { name: 'conv', fn: () => conv.run({ x: xin }) },
+    ],
+    { rounds: ROUNDS, warmup: 2 },
+  );
+  const asmMacs = m * 9 * n;
+  const convMacs = m * 9 * h * w;
+  const rate = (r, macs) => macs / r.medianMs / 1e6;
+  const cell = (r, macs) => `${r.medianMs.toFixed(2)} (${rate(r, macs).toFixed(1)})`;
+  const [e, t, tt, c] = rows;
+  console.log(
+    `| ${key} | ${cell(e, asmMacs)} | ${cell(t, asmMacs)} | ${cell(tt, asmMacs)} | ${cell(c, convMacs)} | ${(rate(e, asmMacs) / rate(c, convMacs)).toFixed(2)} |`,
+  );
+  for (const s of [exported, tapMajor, transposed, conv]) await s.release();
+}
