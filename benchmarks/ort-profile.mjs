@@ -11,9 +11,10 @@ import * as ort from 'onnxruntime-web';
 
 const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const RUNS = Number(process.env.KW_PROFILE_RUNS ?? 3);
-const [budgetArg = '0.25', batchArg = '1', threadsArg = '1', fixedArg = ''] = process.argv.slice(
-  process.argv[2] === '--child' ? 3 : 2,
-);
+// `pnpm run bench:ort-profile -- 0.25 8 2` passes the `--` through: skip it
+const [budgetArg = '0.25', batchArg = '1', threadsArg = '1', fixedArg = ''] = process.argv
+  .slice(process.argv[2] === '--child' ? 3 : 2)
+  .filter((a) => a !== '--');
 
 async function child() {
   const budget = budgetArg === 'plain' ? null : Number(budgetArg);
