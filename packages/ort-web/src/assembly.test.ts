@@ -42,7 +42,7 @@ describe('KW kernel assembly in the ONNX graph', () => {
     });
   }
 
-  it('batch 1 on one thread: a wide product per G > 1 layer, the warehouse stored once all the same', () => {
+  it('batch 1 on one thread: a wide product per G_in > 1 layer, the warehouse stored once all the same', () => {
     const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
     const wide = emitted(spec, 1, 1);
     const usual = emitted(spec, 1);

@@ -37,8 +37,8 @@ export interface ToOnnxOptions {
   /**
    * The intra-op thread count the model will run with, when known (onnxruntime-web's wasm runs
    * on one thread in a browser page that is not cross-origin isolated). With `batch: 1` and one
-   * thread, KW assembles a kernel whose cells split it over G_out and G_in (budgets below 1x) as
-   * one wide product with the warehouse as its constant right operand, then two Transposes into
+   * thread, KW assembles the kernel of a layer whose input channels are split over several cells
+   * (G_in > 1: the 3x3 layers of ResNet18 1/2x and 1/4x) as one wide product with the warehouse as its constant right operand, then two Transposes into
    * the conv's layout: measured faster on one thread (ResNet18 224x224: KW 1/2x 1.72 -> 1.49x
    * plain, KW 1/4x 1.36 -> 1.29x), slower on more, since onnxruntime's Transpose runs on one
    * thread while its products use them all. Default: undefined, the form that is faster on

@@ -193,7 +193,7 @@ export class OnnxOps implements Ops<OnnxValue> {
    * warehouse-sized constant `w` on the right (onnxruntime packs a constant right operand once,
    * at session creation, and the product is wide), then the permutation as two Transposes: a
    * 2-D one for the leading row dims that `perm` puts last (a kernel's taps), then one over what
-   * is left, which moves contiguous runs (G_out, G_in > 1). `permutedProduct`'s broadcast
+   * is left, which moves contiguous runs (G_in > 1). `permutedProduct`'s broadcast
    * product has the taps as its 9 columns, which fill a 16-wide SIMD tile half
    * (`bench:ort-assembly`). Undefined otherwise.
    */
@@ -219,10 +219,12 @@ export class OnnxOps implements Ops<OnnxValue> {
       order.map((d) => dims[d]!),
       q.map((d) => order.indexOf(d)),
     );
-    // only where both Transposes are needed (G_out or G_in > 1): with one, onnxruntime's
-    // optimizer merges the 2-D Transpose with the Reshapes after it into a 4-D one that runs
-    // ~3x slower, and the broadcast product is faster (KW 1x at 224x224, batch 1, 1 thread:
-    // 200 ms this way, 202 ms the other; KW 1/2x, where every layer has G > 1: 220 vs 264 ms)
+    // only where both Transposes are needed (G_in > 1, the input channels split over cells):
+    // with the 2-D one alone,
+    // onnxruntime's optimizer merges it with the Reshapes after it into a 4-D Transpose that runs
+    // ~2x slower, and the broadcast product wins (KW 1x ResNet18 224x224, batch 1, one thread:
+    // products 52 -> 35 ms but Transposes 0 -> 23 ms, the run 201 -> 206 ms; KW 1/2x, whose 3x3
+    // layers all have G_in = 2: 264 -> 220 ms)
     if (lead === 1 || rest.perm.every((axis, i) => axis === i)) return undefined;
     const kDim = p.w.shape[0]!;
     const a = this.op('Reshape', [p.a, this.ints([prod(p.aDims), kDim])]);

@@ -155,7 +155,7 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     it(`${label} at batch 3`, async () => {
       expect(await parity(spec, { tau, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
     });
-    // batch 1 on one thread: the wide assembly products (G_out, G_in > 1) and their Transposes
+    // batch 1 on one thread: the wide assembly products (G_in > 1) and their Transposes
     it(`${label} at batch 1, exported for one thread`, async () => {
       const opts = { tau, batches: [1], fixedBatch: 1 };
       expect(await parity(spec, { ...opts, threads: 1 })).toBeLessThan(TOL);
