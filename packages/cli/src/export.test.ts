@@ -117,6 +117,49 @@ describe('kw export and kw onnx-info', () => {
     expect(bad.err).toMatch(/--triton-name must be letters/);
   });
 
+  it('--batch fixes the batch (--threads 1: the one-thread assembly form) and computes what the reference computes', async () => {
+    const onnx = join(dir, 'b1.onnx');
+    const st = join(dir, 'b1.safetensors');
+    const args = ['resnet18', '--budget', '1/4x', '--classes', '10', '--input', '32x32x3'];
+    const r = await run(
+      'export',
+      ...args,
+      '--batch',
+      '1',
+      '--threads',
+      '1',
+      '--out',
+      onnx,
+      '--weights-out',
+      st,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/input input \[1, 3, 32, 32\]/);
+    const info = await run('onnx-info', onnx);
+    expect(info.out).toMatch(/inputs: {2}input \[1, 3, 32, 32\]/);
+    const spec = createModel('resnet18', { budget: '1/4x', classes: 10, inputShape: [3, 32, 32] });
+    const w = loadWeights(spec, new Uint8Array(readFileSync(st)));
+    const session = await createSession(new Uint8Array(readFileSync(onnx)));
+    const x = randomInput(new Rng(5), [1, 3, 32, 32]);
+    const [y] = await runSession(session, x);
+    const want = runReference(spec, w, x).get(spec.outputs[0]!)!;
+    expect(maxRelativeError(y!.data, want.data)).toBeLessThan(1e-4);
+    // the one-thread form is another graph than the default fixed-batch one
+    const other = join(dir, 'b1-default.onnx');
+    expect((await run('export', ...args, '--batch', '1', '--out', other)).code).toBe(0);
+    expect(new Uint8Array(readFileSync(other))).not.toEqual(new Uint8Array(readFileSync(onnx)));
+    // bad values are usage errors naming the flag
+    for (const [flag, v] of [
+      ['--batch', '0'],
+      ['--batch', '1.5'],
+      ['--threads', '0'],
+    ] as const) {
+      const bad = await run('export', 'resnet8_cifar', flag, v, '--out', join(dir, 'x.onnx'));
+      expect(bad.code).toBe(2);
+      expect(bad.err).toContain(flag);
+    }
+  });
+
   it('onnx-info prints inputs, outputs, opset and the op histogram', async () => {
     const onnx = join(dir, 'r8.onnx');
     const r = await run('onnx-info', onnx);

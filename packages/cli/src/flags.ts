@@ -74,6 +74,20 @@ export const EXPORT_FLAGS: OptionTable = {
     default: '0 (inference)',
     range: { min: 0, max: 1 },
   },
+  batch: {
+    type: 'string',
+    value: 'N',
+    help: 'fix the batch size in the graph (every KW conv one grouped Conv; every run must then be N images)',
+    default: 'dynamic',
+    range: { int: true, min: 1, max: 65536 },
+  },
+  threads: {
+    type: 'string',
+    value: 'N',
+    help: 'the thread count the model will run with; with --batch 1 --threads 1 (a browser page that is not cross-origin isolated) KW 1/2x and 1/4x assemble their kernels in the form faster on one thread',
+    default: 'unknown',
+    range: { int: true, min: 1, max: 1024 },
+  },
   'triton-repo': {
     type: 'string',
     value: 'DIR',

@@ -11,7 +11,8 @@ import { parseModelArgs } from './plan.js';
 
 /**
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
- * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
+ * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
+ * [--batch N [--threads T]] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
  * [--max-batch 8] [--instances 1])`
  *
  * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
@@ -38,7 +39,10 @@ export function exportCommand(args: string[], io: Io): number {
       throw new UsageError(`--${flag} must be an integer >= ${min}; found "${v}"`);
     return n;
   };
-  const maxBatch = intFlag('max-batch', 8, 0);
+  const batch = values.batch === undefined ? undefined : intFlag('batch', 1, 1);
+  const threads = values.threads === undefined ? undefined : intFlag('threads', 1, 1);
+  // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
+  const maxBatch = intFlag('max-batch', batch === undefined ? 8 : 0, 0);
   const instances = intFlag('instances', 1, 1);
   const tritonName = (values['triton-name'] as string | undefined) ?? '';
   if (repo && tritonName && !isModelName(tritonName))
@@ -68,7 +72,7 @@ export function exportCommand(args: string[], io: Io): number {
     weights = r.weights;
     loaded = `${describeLoad(values.weights as string, r.report)}\n`;
   } else weights = initWeights(spec, { seed });
-  const ex = toOnnxWithInfo(spec, weights, { temperature });
+  const ex = toOnnxWithInfo(spec, weights, { temperature, batch, threads });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
   const name = tritonName || (isModelName(derived) ? derived : `model${derived}`);
@@ -82,7 +86,7 @@ export function exportCommand(args: string[], io: Io): number {
     files.push({ path: values['weights-out'] as string, bytes: saveWeights(spec, weights) });
   writeOutputs(files, repo ? [join(repo, name, '1')] : []);
   io.out(
-    `${loaded}${out}: ${spec.name}, opset ${ex.opset}, IR ${ex.irVersion}, input ${ex.inputName} [N, ${spec.inputShape.join(', ')}], ` +
+    `${loaded}${out}: ${spec.name}, opset ${ex.opset}, IR ${ex.irVersion}, input ${ex.inputName} [${batch ?? 'N'}, ${spec.inputShape.join(', ')}], ` +
       `${Object.values(ex.ops).reduce((a, b) => a + b, 0)} nodes, initializers ${human(ex.initializerBytes, 'B')}, ` +
       `weights ${values.weights ? `from ${values.weights}` : `seeded (${seed})`}${values['weights-out'] ? `, written to ${values['weights-out']}` : ''}\n` +
       (repo
