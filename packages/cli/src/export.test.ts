@@ -148,6 +148,13 @@ describe('kw export and kw onnx-info', () => {
     const other = join(dir, 'b1-default.onnx');
     expect((await run('export', ...args, '--batch', '1', '--out', other)).code).toBe(0);
     expect(new Uint8Array(readFileSync(other))).not.toEqual(new Uint8Array(readFileSync(onnx)));
+    // a fixed-batch Triton entry: Triton cannot batch it, so max_batch_size 0 and the full dims
+    const repo = join(dir, 'fixed-repo');
+    const t = await run('export', 'resnet8_cifar', '--batch', '2', '--triton-repo', repo);
+    expect(t.code, t.err).toBe(0);
+    const config = readFileSync(join(repo, 'resnet8_cifar', 'config.pbtxt'), 'utf8');
+    expect(config).toMatch(/^max_batch_size: 0$/m);
+    expect(config).toMatch(/name: "input"\s+data_type: TYPE_FP32\s+dims: \[ 2, 3, 32, 32 \]/);
     // bad values are usage errors naming the flag
     for (const [flag, v] of [
       ['--batch', '0'],
