@@ -188,7 +188,7 @@ describe('fast wasm kernels', () => {
     });
   }
 
-  it("Identity (tf.clone, the tape's saved inputs) shares memory and keeps the references right", async () => {
+  it("Identity (tf.clone, the tape's saved inputs) and a same-dtype Cast share memory, references right", async () => {
     await useBackend('wasm');
     const be = tf.backend() as unknown as {
       dataIdMap: {
@@ -224,6 +224,20 @@ describe('fast wasm kernels', () => {
       );
     };
     expect(relErr(await grad('wasm'), await grad('cpu'))).toBeLessThan(1e-6);
+    // a Cast to the dtype it has is the same sharing; a real conversion converts
+    await useBackend('wasm');
+    const f = tf.tensor([1.5, -2, 0]);
+    const same = tf.cast(f, 'float32');
+    expect(be.dataIdMap.get(same.dataId)!.memoryOffset).toBe(
+      be.dataIdMap.get(f.dataId)!.memoryOffset,
+    );
+    const int = tf.cast(f, 'int32');
+    expect(be.dataIdMap.get(int.dataId)!.memoryOffset).not.toBe(
+      be.dataIdMap.get(f.dataId)!.memoryOffset,
+    );
+    expect(Array.from(int.dataSync())).toEqual([1, -2, 0]);
+    tf.dispose([f, same, int]);
+    expect(tf.memory().numTensors).toBe(before.numTensors);
     // strings take the stock kernel
     const s = tf.tensor(['a', 'b']);
     const sc = tf.clone(s);
