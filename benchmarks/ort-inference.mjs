@@ -2,7 +2,8 @@
 // batch 1 and 8, 1 and 2 threads. Each thread count runs in its own process (onnxruntime-web
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
-// model file sizes. The fixed-batch exports are told the thread count they run with. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
+// model file sizes. At batch 1 the fixed-batch export also runs in the form exported for one
+// thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
 // (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
 // and after each thread count, and the spread (min-max) of the per-round ratios.
@@ -45,17 +46,17 @@ async function child(threads) {
   for (const n of BATCHES) {
     // dynamic batch (default export) for every model, plus the fixed-batch form for KW models
     const cases = [];
+    // the forms: dynamic batch; fixed batch; at batch 1 also the fixed batch exported for one
+    // thread (`threads: 1`: the wide assembly products), run on this process's thread count
+    const forms = [{ label: '' }, { label: ' (fixed batch, grouped Conv)', batch: n }];
+    if (n === 1)
+      forms.push({ label: ' (fixed batch, exported for 1 thread)', batch: n, threads: 1 });
     for (const m of specs) {
-      for (const fixed of m.budget === null ? [undefined] : [undefined, n]) {
-        // a fixed-batch export knows the thread count it will run with (`threads`: at batch 1
-        // on one thread, the wide assembly products)
-        const bytes = toOnnx(m.spec, m.weights, {
-          batch: fixed,
-          threads: fixed === undefined ? undefined : threads,
-        });
+      for (const form of m.budget === null ? [forms[0]] : forms) {
+        const bytes = toOnnx(m.spec, m.weights, { batch: form.batch, threads: form.threads });
         const session = await createSession(bytes, { numThreads: threads });
         cases.push({
-          name: `${m.label}${fixed === undefined ? '' : ' (fixed batch, grouped Conv)'}`,
+          name: `${m.label}${form.label}`,
           session,
           bytes: bytes.length,
           macs: m.macs,

@@ -39,8 +39,8 @@ export interface ToOnnxOptions {
    * on one thread in a browser page that is not cross-origin isolated). With `batch: 1` and one
    * thread, KW assembles the kernel of a layer whose input channels are split over several cells
    * (G_in > 1: the 3x3 layers of ResNet18 1/2x and 1/4x) as one wide product with the warehouse as its constant right operand, then two Transposes into
-   * the conv's layout: measured faster on one thread (ResNet18 224x224: KW 1/2x 1.72 -> 1.49x
-   * plain, KW 1/4x 1.36 -> 1.29x), slower on more, since onnxruntime's Transpose runs on one
+   * the conv's layout: measured faster on one thread (`bench:ort`, ResNet18 224x224: KW 1/2x 1.71 ->
+   * 1.50x plain, KW 1/4x 1.36 -> 1.29x), not always on more (1/4x on two: 1.37 -> 1.45x), since onnxruntime's Transpose runs on one
    * thread while its products use them all. Default: undefined, the form that is faster on
    * several threads. Only the speed differs; the values agree to float rounding.
    */
