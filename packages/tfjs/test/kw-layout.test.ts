@@ -1,7 +1,7 @@
 // KW's kernel assembly on tfjs: the backend's per-sample conv is HWIO (`TfOps.kernelLayout`), so
 // core assembles each layer's cells from the transposed warehouse and a layer with G_out = 1 gets
 // its N·m assembled cells in HWIO order with no per-sample Transpose, forward or backward (a KW
-// 1x ResNet-8 training step moved 63 -> 19 ms of transposes). Checked here by the kernels that
+// 1x ResNet-8 training step moved 63 -> 17 ms of transposes, bench:tfjs-profile). Checked here by the kernels that
 // run (tf.profile) on a training step of a model with both kinds of layer; the values are the
 // conformance suite's (tfjs vs the reference executor, 1e-4) and the gradients torch-parity's.
 import { analyzeSpec, initWeights, planKw } from '@kernelwarehouse/core';
