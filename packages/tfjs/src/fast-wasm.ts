@@ -27,7 +27,8 @@
  *   `Identity` does: tensors are immutable). A KW 1x training step made ~830 such copies (80 ms,
  *   up to 75 MB each for the assembled kernels), a plain one ~340 (25 ms). `Cast` to the dtype
  *   the tensor already has is the same copy (most of a ResNet-8 training step's 67 Casts, 8 ms
- *   in `bench:tfjs-profile`: feature maps, from the gradients): shared the same way; real conversions take the stock kernel.
+ *   in `bench:tfjs-profile`: feature maps, from the gradients): shared the same way; real
+ *   conversions take the stock kernel.
  *
  * Results are bit-identical for the copies and equal to float rounding for the products and
  * reductions.
@@ -308,8 +309,9 @@ const replaced = new Map<string, tf.KernelConfig>();
 
 /**
  * Register the faster wasm `Slice`, `Transpose`, `Unpack`, `SplitV`, `Reverse`, `BatchMatMul`,
- * `_FusedMatMul`, `Identity` and `Cast` kernels and the float64-accumulating `Sum` and `Mean` described above, each in front of the stock one (which still takes
- * the cases they do not cover). Idempotent; `chooseBackend` calls it when it picks wasm.
+ * `_FusedMatMul`, `Identity` and `Cast` kernels and the float64-accumulating `Sum` and `Mean`
+ * described above, each in front of the stock one (which still takes the cases they do not
+ * cover). Idempotent; `chooseBackend` calls it when it picks wasm.
  * Returns the kernel names registered by this call.
  *
  * @example

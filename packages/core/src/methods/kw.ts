@@ -112,8 +112,9 @@ export const KW_IO_CELLS_TO_OIHW = [0, 3, 6, 4, 5, 1, 2];
 /**
  * The warehouse as `[n, c_in·c_out]` (each cell transposed): for a backend whose per-sample
  * conv is HWIO, the assembled cells of a layer with G_out = 1 are then HWIO already. The
- * transpose is of the warehouse (n cells), not of the N·m assembled ones; the products and their
- * order of summation are the same.
+ * transpose is of the warehouse (n cells), not of the N·m assembled ones. The forward's products
+ * and their order of summation are the same; the attention's gradient sums over a cell in the
+ * other order (float rounding).
  */
 function warehouseCellsIO<T>(ops: Ops<T>, g: KwLayerGroup): T {
   const wh = g.warehouse;
