@@ -6,10 +6,10 @@ import { GraphBuilder } from './onnx.js';
 
 /** The ops `toOnnx` emits, with their attributes (GraphBuilder.op spied for one export). */
 function emitted(spec: unknown, batch?: number, threads?: number) {
-  const calls: { type: string; attrs: Record<string, unknown> }[] = [];
+  const calls: { type: string; inputs: string[]; attrs: Record<string, unknown> }[] = [];
   const orig = GraphBuilder.prototype.op;
   GraphBuilder.prototype.op = function (this: GraphBuilder, type, inputs, attrs = {}) {
-    calls.push({ type, attrs: attrs as Record<string, unknown> });
+    calls.push({ type, inputs: [...inputs], attrs: attrs as Record<string, unknown> });
     return orig.call(this, type, inputs, attrs);
   };
   try {
@@ -64,4 +64,21 @@ describe('KW kernel assembly in the ONNX graph', () => {
       ),
     ).toBe(false);
   });
+
+  for (const threads of [undefined, 1]) {
+    it(`layers sharing a warehouse and a cell layout share one view of it (threads ${threads ?? 'unset'})`, () => {
+      const spec = createModel('resnet18', {
+        budget: '1/4x',
+        inputShape: [3, 32, 32],
+        classes: 10,
+      });
+      const { calls } = emitted(spec, 1, threads);
+      // the ops applied to a warehouse initializer itself (its Transpose / Reshape into a layer's
+      // order): one per (warehouse, layout), not one per layer (19 KW layers, 4 warehouses, 3x3
+      // and 1x1 layouts)
+      const views = calls.filter((c) => c.inputs[0]?.startsWith('warehouses.'));
+      expect(views.length).toBeGreaterThan(0);
+      expect(views.length).toBeLessThanOrEqual(8);
+    });
+  }
 });

@@ -300,32 +300,43 @@ export class OnnxOps implements Ops<OnnxValue> {
     // The warehouse is stored once, laid out as [...wDims, K] (a conv kernel's cells are then
     // already in [O, I/g, kh, kw] order: no transpose at all); a layer that needs another order
     // (a 1x1 or linear layer: [.., K, c_in]) gets a Transpose of the initializer, which
-    // onnxruntime folds at session creation, so the file holds each warehouse once.
+    // onnxruntime folds at session creation, so the file holds each warehouse once. The view
+    // (Transpose and Reshape of the initializer) is made once per warehouse and layout: layers
+    // with the same cells share it, so onnxruntime folds it into one tensor, not one per layer,
+    // and the export transposes the warehouse once.
     const g = this.o.g;
-    let wName: string;
-    if (this.o.wideAssembly) {
-      // stored as [K, Nc] for the wide products (`batchOneProduct`); this layer's order is a
-      // Transpose of it that onnxruntime folds at session creation
-      wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
-      if (wPerm.some((axis, i) => axis !== i)) wName = g.op('Transpose', [wName], { perm: wPerm });
-    } else {
-      const l = wDims.length;
-      const laidData = this.fold.transpose({ shape: [kDim, ...wDims], data: p.w.data }, [
-        ...wDims.map((_, i) => i + 1),
-        0,
-      ]);
-      const laid: OnnxValue = {
-        data: laidData.data,
-        shape: [...laidData.shape],
-        label: p.w.label,
-        sharedKey: p.w.sharedKey && `${p.w.sharedKey}:laid`,
-      };
-      const toLaid = wPerm.map((axis) => (axis === 0 ? l : axis - 1));
-      wName = this.v(laid);
-      if (toLaid.some((axis, i) => axis !== i))
-        wName = g.op('Transpose', [wName], { perm: toLaid });
-    }
-    const wv: OnnxValue = { name: g.op('Reshape', [wName, g.int64('shape', wShape)]) };
+    const wide = this.o.wideAssembly === true;
+    const view = () => {
+      let wName: string;
+      if (wide) {
+        // stored as [K, Nc] for the wide products (`batchOneProduct`); this layer's order is a
+        // Transpose of it that onnxruntime folds at session creation
+        wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
+        if (wPerm.some((axis, i) => axis !== i))
+          wName = g.op('Transpose', [wName], { perm: wPerm });
+      } else {
+        const l = wDims.length;
+        const laidData = this.fold.transpose({ shape: [kDim, ...wDims], data: p.w.data }, [
+          ...wDims.map((_, i) => i + 1),
+          0,
+        ]);
+        const laid: OnnxValue = {
+          data: laidData.data,
+          shape: [...laidData.shape],
+          label: p.w.label,
+          sharedKey: p.w.sharedKey && `${p.w.sharedKey}:laid`,
+        };
+        const toLaid = wPerm.map((axis) => (axis === 0 ? l : axis - 1));
+        wName = this.v(laid);
+        if (toLaid.some((axis, i) => axis !== i))
+          wName = g.op('Transpose', [wName], { perm: toLaid });
+      }
+      return g.op('Reshape', [wName, g.int64('shape', wShape)]);
+    };
+    const key =
+      p.w.sharedKey &&
+      `${p.w.sharedKey}:${wide ? 'stored' : 'laid'}:${[kDim, ...wDims].join('x')}:${wPerm.join(',')}:${wShape.join('x')}`;
+    const wv: OnnxValue = { name: key ? g.shared(key, view) : view() };
     const y = this.op('MatMul', aLeft ? [av, wv] : [wv, av]);
     // the MatMul's element order is the permuted one; give it the permuted shape
     return this.op('Reshape', [y, this.ints([-1, ...perm.slice(1).map(sizeOf)])]);
