@@ -3,6 +3,7 @@ import { initWeights, saveWeights } from '@kernelwarehouse/core';
 import { isModelName, toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
 import { formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel } from '@kernelwarehouse/zoo';
+import { numberFlag } from '../args.js';
 import { EXPORT_FLAGS } from '../flags.js';
 import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
@@ -23,27 +24,21 @@ import { parseModelArgs } from './plan.js';
  * `DIR/NAME/1/model.onnx` and `DIR/NAME/config.pbtxt` (onnxruntime backend).
  */
 export function exportCommand(args: string[], io: Io): number {
-  const { id, budget, classes, width, inputShape, method, values } = parseModelArgs(
+  const { id, budget, classes, width, inputShape, method, values, flags } = parseModelArgs(
     args,
     EXPORT_FLAGS,
   );
+  // numeric flags were checked against their ranges in EXPORT_FLAGS when parsed
+  const num = (name: string) => numberFlag(flags, EXPORT_FLAGS, name);
   const repo = values['triton-repo'] as string | undefined;
   if (!repo && (values['triton-name'] || values['max-batch'] || values.instances))
     throw new UsageError('--triton-name, --max-batch and --instances need --triton-repo DIR');
   if (repo && values.out) throw new UsageError('give --out or --triton-repo, not both');
-  const intFlag = (flag: string, fallback: number, min: number) => {
-    const v = values[flag];
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min)
-      throw new UsageError(`--${flag} must be an integer >= ${min}; found "${v}"`);
-    return n;
-  };
-  const batch = values.batch === undefined ? undefined : intFlag('batch', 1, 1);
-  const threads = values.threads === undefined ? undefined : intFlag('threads', 1, 1);
+  const batch = num('batch');
+  const threads = num('threads');
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
-  const maxBatch = intFlag('max-batch', batch === undefined ? 8 : 0, 0);
-  const instances = intFlag('instances', 1, 1);
+  const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
+  const instances = num('instances') ?? 1;
   const tritonName = (values['triton-name'] as string | undefined) ?? '';
   if (repo && tritonName && !isModelName(tritonName))
     throw new UsageError(
@@ -53,12 +48,8 @@ export function exportCommand(args: string[], io: Io): number {
     throw new UsageError('--out model.onnx (or --triton-repo DIR) is required');
   if (values.weights && values.seed !== undefined)
     throw new UsageError('give --weights or --seed, not both');
-  const seed = values.seed === undefined ? 0 : Number(values.seed);
-  if (!Number.isInteger(seed))
-    throw new UsageError(`--seed must be an integer; found "${values.seed}"`);
-  const temperature = values.temperature === undefined ? 0 : Number(values.temperature);
-  if (!(temperature >= 0 && temperature <= 1))
-    throw new UsageError(`--temperature must be in [0, 1]; found "${values.temperature}"`);
+  const seed = num('seed') ?? 0;
+  const temperature = num('temperature') ?? 0;
   if (values.ema && !values.weights) throw new UsageError('--ema picks model_ema from --weights');
   const stem = parseStem(values.stem);
   const spec = createModel(id, { budget, classes, width, inputShape, method, stem });

@@ -92,7 +92,7 @@ export function parseModelArgs(args: string[], extra: OptionTable = {}) {
   const method = values.method === undefined ? undefined : parseMethod(values.method as string);
   if (method && budget !== null)
     throw new UsageError('give --budget (KernelWarehouse) or --method, not both');
-  return { id, budget, classes, width, inputShape, method, values };
+  return { id, budget, classes, width, inputShape, method, values, flags: parsed };
 }
 
 /** The JSON document of `kw plan --json`. */
