@@ -44,10 +44,10 @@ async function child(threads) {
   const rng = new Rng(1);
   const rows = [];
   for (const n of BATCHES) {
-    // dynamic batch (default export) for every model, plus the fixed-batch form for KW models
     const cases = [];
-    // the forms: dynamic batch; fixed batch; at batch 1 also the fixed batch exported for one
-    // thread (`threads: 1`: the wide assembly products), run on this process's thread count
+    // the forms: dynamic batch (every model); for KW also the fixed batch and, at batch 1, the
+    // fixed batch exported for one thread (`threads: 1`: the wide assembly products), run on
+    // this process's thread count
     const forms = [{ label: '' }, { label: ' (fixed batch, grouped Conv)', batch: n }];
     if (n === 1)
       forms.push({ label: ' (fixed batch, exported for 1 thread)', batch: n, threads: 1 });

@@ -97,10 +97,19 @@ export function kwCaf<T>(ops: Ops<T>, logits: T, g: KwLayerGroup, tau: number): 
   return ops.slice(alpha, 2, 0, n);
 }
 
-/** The warehouse as `[n, c_out·c_in]`. */
-function warehouseCells<T>(ops: Ops<T>, g: KwLayerGroup): T {
+/**
+ * The warehouse as `[n, c_out·c_in]`, or with `io` as `[n, c_in·c_out]` (each cell transposed):
+ * for a backend whose per-sample conv is HWIO, the assembled cells of a layer with G_out = 1 are
+ * then HWIO already. That transpose is of the warehouse (n cells), not of the N·m assembled
+ * ones. The forward's products and their order of summation are the same; the attention's
+ * gradient sums over a cell in the other order (float rounding).
+ */
+function warehouseCells<T>(ops: Ops<T>, g: KwLayerGroup, io = false): T {
   const wh = g.warehouse;
-  return ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut * wh.cellIn]);
+  const w = ops.shared(warehouseParamName(wh.id));
+  if (!io) return ops.reshape(w, [wh.n, wh.cellOut * wh.cellIn]);
+  const cells = ops.reshape(w, [wh.n, wh.cellOut, wh.cellIn]);
+  return ops.reshape(ops.transpose(cells, [0, 2, 1]), [wh.n, wh.cellIn * wh.cellOut]);
 }
 
 /** Axis order taking the cells `[N, kh, kw, G_out, G_in, c_out, c_in]` to OIHW order. */
@@ -108,19 +117,6 @@ export const KW_CELLS_TO_OIHW = [0, 3, 5, 4, 6, 1, 2];
 
 /** The same for cells assembled from the transposed warehouse, `[N, kh, kw, G_out, G_in, c_in, c_out]`. */
 export const KW_IO_CELLS_TO_OIHW = [0, 3, 6, 4, 5, 1, 2];
-
-/**
- * The warehouse as `[n, c_in·c_out]` (each cell transposed): for a backend whose per-sample
- * conv is HWIO, the assembled cells of a layer with G_out = 1 are then HWIO already. The
- * transpose is of the warehouse (n cells), not of the N·m assembled ones. The forward's products
- * and their order of summation are the same; the attention's gradient sums over a cell in the
- * other order (float rounding).
- */
-function warehouseCellsIO<T>(ops: Ops<T>, g: KwLayerGroup): T {
-  const wh = g.warehouse;
-  const w = ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut, wh.cellIn]);
-  return ops.reshape(ops.transpose(w, [0, 2, 1]), [wh.n, wh.cellIn * wh.cellOut]);
-}
 
 /**
  * Assembled cells `[N, m, c_out·c_in]` of a conv layer as `[N, kh, kw, G_out, G_in, c_out, c_in]`
@@ -166,7 +162,7 @@ export function kwForward<T>(
   if (node.op === 'dynamicConv2d') {
     // the cell re-ordering goes to the conv as a permutation: a backend folds it into its layout
     const io = ops.kernelLayout === 'hwio';
-    const cells = ops.matMul(alpha, io ? warehouseCellsIO(ops, g) : warehouseCells(ops, g));
+    const cells = ops.matMul(alpha, warehouseCells(ops, g, io));
     return ops.perSampleConv(
       x,
       kwCells(ops, cells, g, io),
