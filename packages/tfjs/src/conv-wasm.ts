@@ -900,6 +900,89 @@ export function matMulNoPack(
   return out;
 }
 
+/** The attributes of tfjs's `Conv2D` kernel. */
+interface Conv2DAttrs {
+  strides: number | [number, number];
+  pad: 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+  dataFormat?: 'NHWC' | 'NCHW';
+  dilations?: number | [number, number];
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/**
+ * tfjs's `Conv2D` (an ordinary conv: NHWC, one HWIO filter for the whole batch) on `conv_fwd`.
+ * The filter is first laid out as contiguous blocks of 16 output channels (one pass over it,
+ * as {@link forwardInBlocks} does per sample), then every sample runs over the blocks. The
+ * stock kernel is XNNPACK's, which packs the filter again whenever it is a new tensor (every
+ * training step); here there is nothing to pack. `bench:conv-forward` measures the two side by
+ * side. Returns `undefined` where the kernels do not apply (the caller takes the stock kernel):
+ * NCHW, dilation, channels not multiples of 4, an empty axis, non-float32 tensors, or kernels
+ * off or unbound.
+ */
+export function conv2dForwardWasm(
+  backend: unknown,
+  x: tf.TensorInfo,
+  filter: tf.TensorInfo,
+  attrs: Conv2DAttrs,
+): tf.TensorInfo | undefined {
+  if (!enabled || x.dtype !== 'float32' || filter.dtype !== 'float32') return undefined;
+  if (x.shape.length !== 4 || filter.shape.length !== 4) return undefined;
+  if ((attrs.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
+  const [B, H, W, C] = x.shape as [number, number, number, number];
+  const [kh, kw, fc, O] = filter.shape as [number, number, number, number];
+  if (fc !== C || C % 4 !== 0 || O % 4 !== 0) return undefined;
+  let info: tf.backend_util.Conv2DInfo;
+  try {
+    info = tf.backend_util.computeConv2DInfo(
+      [B, H, W, C],
+      [kh, kw, fc, O],
+      attrs.strides,
+      attrs.dilations ?? 1,
+      attrs.pad,
+      attrs.dimRoundingMode,
+    );
+  } catch {
+    return undefined; // the stock kernel reports what is wrong
+  }
+  const { outHeight: Ho, outWidth: Wo, strideHeight: sh, strideWidth: sw } = info;
+  const { top: pt, left: pl } = info.padInfo;
+  if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return undefined;
+  const dims = [B, H, W, C, O, kh, kw, Ho, Wo, sh, sw];
+  if (!dims.every((d) => Number.isInteger(d) && d >= 1)) return undefined;
+  if (!(Number.isInteger(pt) && Number.isInteger(pl) && pt >= 0 && pl >= 0)) return undefined;
+  const be = backend as WasmBackend;
+  const K = kernelsFor(be);
+  if (!K) return undefined;
+  const y = be.makeOutput([B, Ho, Wo, O], 'float32');
+  const z = zeros(be, C);
+  const rows = kh * kw * C;
+  const packed = be.makeOutput([rows * O], 'float32');
+  const [xo, fo, yo, zo, po] = [x, filter, y, z, packed].map((t) => heapOffset(be, t)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  // block j (16 output channels, fewer in the last) at rows * 16 * j floats, rows nb apart
+  for (let o0 = 0; o0 < O; o0 += 16) {
+    const nb = Math.min(16, O - o0);
+    K.copy_rows(fo + o0 * 4, po + rows * o0 * 4, rows, O * 4, nb * 4, nb * 4);
+  }
+  for (let b = 0; b < B; b++) {
+    const xb = xo + b * H * W * C * 4;
+    const yb = yo + b * Ho * Wo * O * 4;
+    for (let o0 = 0; o0 < O; o0 += 16) {
+      const nb = Math.min(16, O - o0);
+      const geometry = [H, W, C, Ho, Wo, nb, kh, kw, sh, sw, pt, pl];
+      K.conv_fwd(xb, po + rows * o0 * 4, yb + o0 * 4, zo, ...geometry, nb * 4, O * 4);
+    }
+  }
+  be.disposeData(packed.dataId);
+  be.disposeData(z.dataId);
+  return y;
+}
+
 /**
  * A float32 transpose made of matrix transposes with both sides multiples of 4 (after
  * {@link simplifyTranspose}), on the 4x4-block kernel above; `undefined` otherwise (the caller

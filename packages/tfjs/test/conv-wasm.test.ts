@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
+  conv2dForwardWasm,
   matMulNoPack,
   perSampleConvWasm,
   setOwnWasmKernels,
@@ -261,6 +262,7 @@ function sharedReference(cs: SharedCase, x: Float32Array, k: Float32Array, dy: F
   const [kh, kw] = cs.k;
   const dx = new Float64Array(cs.n * cs.h * cs.w * cs.c);
   const dk = new Float64Array(kh * kw * cs.c * cs.o);
+  const y = new Float64Array(cs.n * ho * wo * cs.o);
   for (let b = 0; b < cs.n; b++)
     for (let oy = 0; oy < ho; oy++)
       for (let ox = 0; ox < wo; ox++)
@@ -274,11 +276,12 @@ function sharedReference(cs: SharedCase, x: Float32Array, k: Float32Array, dy: F
                 const xi = ((b * cs.h + iy) * cs.w + ix) * cs.c + c;
                 const yi = ((b * ho + oy) * wo + ox) * cs.o + o;
                 const ki = ((i * kw + j) * cs.c + c) * cs.o + o;
+                y[yi]! += x[xi]! * k[ki]!;
                 dx[xi]! += dy[yi]! * k[ki]!;
                 dk[ki]! += dy[yi]! * x[xi]!;
               }
           }
-  return { dx, dk, dyShape: [cs.n, ho, wo, cs.o] };
+  return { y, dx, dk, dyShape: [cs.n, ho, wo, cs.o] };
 }
 
 const SHARED: SharedCase[] = [
@@ -350,6 +353,104 @@ describe('ordinary conv gradients on the wasm kernels', () => {
     expect(relErr(r.dx, ref.dx)).toBeLessThan(1e-5);
   });
 });
+
+describe('ordinary conv forward on the wasm kernels (Conv2D)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+  });
+
+  // the gradient cases, and 36 output channels: two 16-wide blocks and a 4-wide one
+  const FORWARD: SharedCase[] = [
+    ...SHARED,
+    { n: 2, h: 6, w: 5, c: 8, o: 36, k: [3, 3], s: [1, 1], pad: 'same' },
+  ];
+
+  it.each(FORWARD)('the own kernel and tf.conv2d match float64: %j', (cs) => {
+    const x = random(cs.n * cs.h * cs.w * cs.c);
+    const k = random(cs.k[0] * cs.k[1] * cs.c * cs.o);
+    const ref = sharedReference(cs, x, k, new Float32Array(ref0Size(cs)));
+    const before = tf.memory();
+    const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
+    const kt = tf.tensor4d(k, [cs.k[0], cs.k[1], cs.c, cs.o]);
+    const info = conv2dForwardWasm(tf.backend(), xt, kt, { strides: cs.s, pad: cs.pad });
+    expect(info).toBeDefined();
+    const own = tf.engine().makeTensorFromTensorInfo(info!);
+    expect(own.shape).toEqual(ref.dyShape);
+    const viaTf = tf.conv2d(xt, kt, cs.s, cs.pad);
+    // float32 sums of <= 5 x 3 x 20 products against float64
+    expect(relErr(own.dataSync() as Float32Array, ref.y)).toBeLessThan(1e-5);
+    expect(relErr(viaTf.dataSync() as Float32Array, ref.y)).toBeLessThan(1e-5);
+    setOwnWasmKernels(false); // XNNPACK: the same values up to rounding
+    const stock = tf.conv2d(xt, kt, cs.s, cs.pad);
+    expect(relErr(stock.dataSync() as Float32Array, ref.y)).toBeLessThan(1e-5);
+    tf.dispose([xt, kt, own, viaTf, stock]);
+    const after = tf.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numBytes).toBe(before.numBytes);
+  });
+
+  it('explicit padding (top/left differ from bottom/right) as tfjs pads it', () => {
+    const [n, h, w, c, o] = [2, 7, 6, 4, 8];
+    const x = random(n * h * w * c);
+    const k = random(3 * 3 * c * o);
+    const pad: [[number, number], [number, number], [number, number], [number, number]] = [
+      [0, 0],
+      [2, 0],
+      [0, 1],
+      [0, 0],
+    ];
+    const xt = tf.tensor4d(x, [n, h, w, c]);
+    const kt = tf.tensor4d(k, [3, 3, c, o]);
+    const info = conv2dForwardWasm(tf.backend(), xt, kt, { strides: [1, 2], pad });
+    expect(info).toBeDefined();
+    const own = tf.engine().makeTensorFromTensorInfo(info!);
+    // the same conv on the image padded by hand, 'valid', on the stock (XNNPACK) kernel
+    const padded = tf.pad(xt, pad);
+    setOwnWasmKernels(false);
+    const stock = tf.conv2d(padded, kt, [1, 2], 'valid');
+    expect(own.shape).toEqual(stock.shape);
+    expect(relErr(own.dataSync() as Float32Array, stock.dataSync() as Float32Array)).toBeLessThan(
+      1e-5,
+    );
+    tf.dispose([xt, kt, own, padded, stock]);
+  });
+
+  it('leaves what it does not cover to the stock kernel (same values through tf.conv2d)', () => {
+    const t = (shape: number[], dtype: 'float32' | 'int32' = 'float32') =>
+      dtype === 'int32' ? tf.zeros(shape, 'int32') : tf.randomNormal(shape);
+    const not: [string, tf.Tensor, tf.Tensor, Record<string, unknown>][] = [
+      ['3 input channels (a stem)', t([1, 5, 5, 3]), t([3, 3, 3, 8]), {}],
+      ['6 output channels', t([1, 5, 5, 4]), t([3, 3, 4, 6]), {}],
+      ['dilation 2', t([1, 7, 7, 4]), t([3, 3, 4, 8]), { dilations: 2 }],
+      ['NCHW', t([1, 4, 5, 5]), t([3, 3, 4, 8]), { dataFormat: 'NCHW' }],
+      ['int32', t([1, 5, 5, 4], 'int32'), t([3, 3, 4, 8], 'int32'), {}],
+      ['an empty batch', t([0, 5, 5, 4]), t([3, 3, 4, 8]), {}],
+      ['channels that do not match', t([1, 5, 5, 8]), t([3, 3, 4, 8]), {}],
+    ];
+    for (const [label, x, f, extra] of not) {
+      const attrs = { strides: 1, pad: 'same' as const, ...extra };
+      expect(conv2dForwardWasm(tf.backend(), x, f, attrs), label).toBeUndefined();
+    }
+    // through tf.conv2d, the stock kernel gives the float64 values for the covered-by-stock ones
+    const cs: SharedCase = { n: 2, h: 6, w: 6, c: 3, o: 6, k: [3, 3], s: [1, 1], pad: 'same' };
+    const x = random(2 * 36 * 3);
+    const k = random(9 * 3 * 6);
+    const ref = sharedReference(cs, x, k, new Float32Array(ref0Size(cs)));
+    const y = tf.conv2d(tf.tensor4d(x, [2, 6, 6, 3]), tf.tensor4d(k, [3, 3, 3, 6]), 1, 'same');
+    expect(relErr(y.dataSync() as Float32Array, ref.y)).toBeLessThan(1e-5);
+    tf.dispose([y, ...not.flatMap(([, a, b]) => [a, b])]);
+  });
+});
+
+/** The size of `dy` for a case (the forward tests pass zeros: only `y` is read). */
+function ref0Size(cs: SharedCase): number {
+  const [ho] = tfPads(cs.h, cs.k[0], cs.s[0], cs.pad);
+  const [wo] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
+  return cs.n * ho * wo * cs.o;
+}
 
 describe('few-row gradient products on the wasm kernels (matMulNoPack)', () => {
   beforeAll(async () => {
