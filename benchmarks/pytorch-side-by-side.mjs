@@ -35,9 +35,10 @@ const load = () =>
     .join(', ');
 
 async function tfjsTrainChild(threads) {
-  const { chooseBackend } = await import('@kernelwarehouse/tfjs');
-  const { compare, median, resnet8TrainStep, trainerStepTimes } = await import('./harness.mjs');
-  await chooseBackend({ force: 'wasm', report: null });
+  const { compare, median, resnet8TrainStep, trainerStepTimes, wasmAsKwTrain } = await import(
+    './harness.mjs'
+  );
+  await wasmAsKwTrain();
   if (threads > 1) {
     // tfjs wasm runs one thread per process: `threads` data-parallel shard workers (Trainer
     // shards + shardWorkers), the median time between steps of short fits, rounds interleaved
@@ -157,7 +158,7 @@ for (const t of THREADS) {
 }
 
 console.log(
-  `machine: ${await machine()}; PyTorch ${sections[0]?.py.torch} CPU with ${useOpenblas ? 'OpenBLAS (LD_PRELOAD of Debian libopenblas0-pthread)' : "Debian's reference BLAS"}; onnxruntime-web 1.30.0 wasm; tfjs 4.22 wasm; ${ROUNDS} interleaved rounds (median)`,
+  `machine: ${await machine()}; PyTorch ${sections[0]?.py.torch} CPU with ${useOpenblas ? 'OpenBLAS (LD_PRELOAD of Debian libopenblas0-pthread)' : "Debian's reference BLAS"}; onnxruntime-web 1.30.0 wasm; tfjs 4.22 wasm (${process.env.KW_BENCH_FMA === 'off' ? 'own kernels unfused, KW_BENCH_FMA=off' : 'own kernels with fused multiply-add where relaxed SIMD is there or enableRelaxedSimd turns it on, as kw train'}); ${ROUNDS} interleaved rounds (median)`,
 );
 for (const s of sections) console.log(`${s.t} thread(s): ${s.load}`);
 if (WHAT.includes('inference')) {

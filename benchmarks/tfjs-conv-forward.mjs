@@ -4,13 +4,14 @@
 // `registerFastWasmKernels`), side by side in one run. Two filters per shape: a new tensor on
 // every call (training: the weights change every step) and the same tensor (inference, where
 // XNNPACK reuses its packed operator). Shapes: the main job's ResNet-8 width 4 at batch 32 and
-// ResNet18's 3x3 stages at batch 1 and 8 (KW_BENCH_SHAPES="N,S,C,O,k,stride;...").
+// ResNet18's 3x3 stages at batch 1 and 8 (KW_BENCH_SHAPES="N,S,C,O,k,stride;..."). The own kernel
+// uses relaxed SIMD's fused multiply-add as `kw train` does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:conv-forward   (KW_BENCH_ROUNDS=5)
-import { chooseBackend, ownWasmKernelsStatus, setOwnWasmKernels } from '@kernelwarehouse/tfjs';
+import { ownWasmKernelsStatus, setOwnWasmKernels } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-import { compare, machine } from './harness.mjs';
+import { compare, machine, wasmAsKwTrain } from './harness.mjs';
 
-await chooseBackend({ force: 'wasm', report: null });
+await wasmAsKwTrain(); // KW_BENCH_FMA=off: the unfused kernels
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 5);
 const shapes = (
   process.env.KW_BENCH_SHAPES ??

@@ -5,16 +5,15 @@
 // others, such as the conv gradients, includes them, and `unnamed scope` is a custom gradient's
 // scope, which includes the kernels it ran) and the step's wall time.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:tfjs-profile
-import { chooseBackend } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-import { machine, resnet8TrainStep } from './harness.mjs';
+import { machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
-await chooseBackend({ force: 'wasm', report: null });
+const kernels = await wasmAsKwTrain();
 const width = Number(process.env.KW_BENCH_WIDTH ?? 4);
 const batch = Number(process.env.KW_BENCH_BATCH ?? 32);
 const budgets = (process.env.KW_BENCH_BUDGETS ?? 'plain,1x,1/2x').split(',');
 console.log(
-  `# tfjs wasm training step profile\n\n${await machine()}; ResNet-8 width ${width}, batch ${batch}\n`,
+  `# tfjs wasm training step profile\n\n${await machine()}; ${kernels}; ResNet-8 width ${width}, batch ${batch}\n`,
 );
 for (const b of budgets) {
   const step = await resnet8TrainStep({ width, batch, budget: b === 'plain' ? undefined : b });

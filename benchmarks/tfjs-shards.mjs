@@ -6,19 +6,20 @@
 // steps, which include starting the workers, are left out); cases run in interleaved rounds.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:shards  (KW_BENCH_ROUNDS=2, KW_BENCH_STEPS=8,
 // KW_BENCH_MODELS="1:64;4:32" as width:batch)
-import { chooseBackend } from '@kernelwarehouse/tfjs';
 import { createModel } from '@kernelwarehouse/zoo';
-import { machine, median, trainerStepTimes } from './harness.mjs';
+import { machine, median, trainerStepTimes, wasmAsKwTrain } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 2);
 const STEPS = Number(process.env.KW_BENCH_STEPS ?? 8);
 const MODELS = (process.env.KW_BENCH_MODELS ?? '1:64;4:32')
   .split(';')
   .map((s) => s.split(':').map(Number));
-await chooseBackend({ force: 'wasm', report: null });
+const kernels = await wasmAsKwTrain();
 
 console.log(`# tfjs training on both cores: shard workers (wasm)\n`);
-console.log(`${await machine()}; ${STEPS} timed steps per case, ${ROUNDS} interleaved rounds\n`);
+console.log(
+  `${await machine()}; ${kernels}; ${STEPS} timed steps per case, ${ROUNDS} interleaved rounds\n`,
+);
 console.log('| model | batch | case | ms per step | images/s | speed-up vs 1 shard |');
 console.log('|---|---:|---|---:|---:|---:|');
 for (const [width, batch] of MODELS) {

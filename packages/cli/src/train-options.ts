@@ -46,6 +46,12 @@ export interface RunOptions {
    * `shardWorkers`); 1: the plain step. Absent in runs from before the flag (= 1).
    */
   shards?: number;
+  /**
+   * Relaxed SIMD's fused multiply-add in the own wasm conv kernels (`on`: Node 20 gets V8's
+   * relaxed SIMD switched on, `enableRelaxedSimd`; `off`: unfused, the same numbers on every
+   * engine). Absent in runs from before the flag (= `on`).
+   */
+  fma?: 'on' | 'off';
 }
 
 /**
@@ -75,6 +81,7 @@ export const DEFAULTS: RunOptions = {
   tauFraction: 0.1,
   methodTempEpochs: null,
   backend: 'wasm',
+  fma: 'on',
   seed: 0,
   seeds: 2,
   bnPasses: 32,
@@ -230,6 +237,12 @@ export const TRAIN_FLAGS: OptionTable = {
     range: { int: true, min: 0, max: 100000 },
   },
   backend: { type: 'string', value: 'NAME', help: 'wasm or cpu', default: DEFAULTS.backend },
+  fma: {
+    type: 'string',
+    value: 'on|off',
+    help: "wasm: relaxed SIMD's fused multiply-add in the conv kernels, ~1.1x faster steps (on Node 20 this switches on V8's --experimental-wasm-relaxed-simd); off: unfused, the same numbers on every engine",
+    default: DEFAULTS.fma,
+  },
   seed: {
     type: 'string',
     value: 'S',
@@ -401,6 +414,7 @@ export function resolveOptions(f: ParsedFlags, base: RunOptions): RunOptions {
       v.backend === undefined
         ? base.backend
         : oneOf('--backend', v.backend, ['wasm', 'cpu'] as const),
+    fma: v.fma === undefined ? (base.fma ?? 'on') : oneOf('--fma', v.fma, ['on', 'off'] as const),
     seed: num('seed') ?? base.seed,
     seeds: num('seeds') ?? base.seeds,
     bnPasses: num('bn-passes') ?? base.bnPasses,
@@ -429,6 +443,7 @@ export const FLAG_OF: Record<keyof RunOptions, string> = {
   tauFraction: '--tau-fraction',
   methodTempEpochs: '--method-temp-epochs',
   backend: '--backend',
+  fma: '--fma',
   seed: '--seed',
   seeds: '--seeds',
   bnPasses: '--bn-passes',

@@ -26,6 +26,7 @@ export {
   sha256Hex,
 } from './checkpoint.js';
 export {
+  enableRelaxedSimd,
   ownWasmKernelsStatus,
   setOwnWasmKernels,
   setWasmFusedMultiplyAdd,

@@ -607,23 +607,48 @@ describe('relaxed SIMD multiply-add (engines that have it: Node >= 22, Chrome >=
   const hasFlag = execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8' }).includes(
     flag,
   );
+  const child = fileURLToPath(new URL('./fixtures/fma/child.mjs', import.meta.url));
+  interface ChildResult {
+    enabled?: boolean;
+    status: { active: boolean; fma: boolean; reason: string };
+    unfusedStatus: { fma: boolean };
+    vsUnfused: number[];
+    vsStock: number[];
+  }
+  const check = (r: ChildResult) => {
+    expect(r.status).toEqual({ active: true, fma: true, reason: 'on, with fused multiply-add' });
+    expect(r.unfusedStatus.fma).toBe(false);
+    // per-sample and ordinary conv: forward, input gradient, filter gradient; float32 rounding
+    // of sums of <= 72 products
+    expect(r.vsUnfused).toHaveLength(6);
+    for (const e of [...r.vsUnfused, ...r.vsStock]) expect(e).toBeLessThan(1e-5);
+    // and the fused kernels really round differently (they ran), at least somewhere
+    expect(Math.max(...r.vsUnfused)).toBeGreaterThan(0);
+  };
+  const runChild = (args: string[], env: Record<string, string> = {}) =>
+    JSON.parse(
+      execFileSync(process.execPath, [...args, child], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+      })
+        .trim()
+        .split('\n')
+        .pop()!,
+    ) as ChildResult;
+
   it.skipIf(!hasFlag)(
     'the fused kernels agree with the unfused ones and with the stock route',
     () => {
-      const child = fileURLToPath(new URL('./fixtures/fma/child.mjs', import.meta.url));
-      const out = execFileSync(process.execPath, [flag, child], { encoding: 'utf8' });
-      const r = JSON.parse(out.trim().split('\n').pop()!) as {
-        status: { active: boolean; fma: boolean; reason: string };
-        unfusedStatus: { fma: boolean };
-        vsUnfused: number[];
-        vsStock: number[];
-      };
-      expect(r.status).toEqual({ active: true, fma: true, reason: 'on, with fused multiply-add' });
-      expect(r.unfusedStatus.fma).toBe(false);
-      // forward, input gradient, filter gradient: float32 rounding of sums of <= 72 products
-      for (const e of [...r.vsUnfused, ...r.vsStock]) expect(e).toBeLessThan(1e-5);
-      // and the fused kernels really round differently (they ran), at least somewhere
-      expect(Math.max(...r.vsUnfused)).toBeGreaterThan(0);
+      check(runChild([flag]));
+    },
+  );
+
+  it.skipIf(!hasFlag)(
+    'enableRelaxedSimd() turns them on in a Node started without the flag',
+    () => {
+      const r = runChild([], { KW_ENABLE_RELAXED_SIMD: '1' });
+      expect(r.enabled).toBe(true);
+      check(r);
     },
   );
 });

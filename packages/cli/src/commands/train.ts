@@ -4,6 +4,8 @@ import { countParams, KwError, type ModelSpec } from '@kernelwarehouse/core';
 import {
   buildModel,
   chooseBackend,
+  enableRelaxedSimd,
+  setWasmFusedMultiplyAdd,
   Trainer,
   type TrainerState,
   watchWasmFailures,
@@ -50,6 +52,10 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     await setupRun(args);
   const { epochs, trainSize, testSize, batch, seeds } = opts;
   makeDir(out);
+  // before the backend binds its kernels (and before any shard worker starts: V8 flags are
+  // process-wide)
+  setWasmFusedMultiplyAdd(opts.fma !== 'off');
+  if (opts.fma !== 'off' && opts.backend === 'wasm') await enableRelaxedSimd();
   await chooseBackend({ force: opts.backend, report: (l) => io.err(`${l}\n`) });
   // every method must be trainable by tfjs before any training starts
   for (const [i, c] of choices.entries()) {
