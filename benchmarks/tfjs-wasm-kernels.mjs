@@ -4,19 +4,21 @@
 // orientations, and whole training steps of a KW ResNet-8 (width 4, 28x28x1, batch 32 as the preset; KW_BENCH_BATCH) and of
 // the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
 // stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
-// kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, few-row gradient products;
-// `setOwnWasmKernels`) off and on around the same training steps.
+// kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
+// few-row gradient products, KW's assembly gradients in one pass; `setOwnWasmKernels`) off and on
+// around the same training steps. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
-  chooseBackend,
+  matMulWasm,
   registerFastWasmKernels,
   setOwnWasmKernels,
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-import { compare, machine, resnet8TrainStep } from './harness.mjs';
+import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
-await chooseBackend({ force: 'wasm', report: null });
+const kernelsLine = await wasmAsKwTrain();
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 3);
 const batch = Number(process.env.KW_BENCH_BATCH ?? 32);
 
@@ -92,7 +94,9 @@ const asyncPair = (name, fn) => [
 ];
 
 console.log(`# tfjs wasm: stock kernels vs @kernelwarehouse/tfjs fast kernels\n`);
-console.log(`${await machine()}; batch ${batch}; median of ${rounds} interleaved rounds\n`);
+console.log(
+  `${await machine()}; ${kernelsLine}; batch ${batch}; median of ${rounds} interleaved rounds\n`,
+);
 console.log('| case | stock ms | fast ms | speed-up |');
 console.log('|---|---:|---:|---:|');
 for (const [name, fn] of micro) {
@@ -127,9 +131,28 @@ const toggled = (name, fn) =>
     },
   }));
 
+// KW's kernel assembly alpha [M, K] @ cells [K, N] (the width-4 ResNet-8's shapes): its two
+// gradient products (tfjs: dy b^T and a^T dy, each reading all of dy) against matMulWasm's one
+// pass (mm_grads); with the product's forward, common to both
+const assemblyCases = [
+  [288, 9, 65536],
+  [576, 29, 16384],
+  [576, 38, 4096],
+  [64, 29, 16384],
+].map(([M, K, N]) => {
+  const a = tf.randomNormal([M, K]);
+  const b = tf.randomNormal([K, N]);
+  const dy = tf.randomNormal([M, N]);
+  const g = tf.grads((x, y) => matMulWasm(x, y) ?? tf.matMul(x, y));
+  return [
+    `assembly gradients ${M}x${K} @ ${K}x${N} (with its forward)`,
+    () => tf.add(...g([a, b], dy).map((t) => tf.sum(t))),
+  ];
+});
+
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');
-for (const [name, fn] of rowsCases) {
+for (const [name, fn] of [...rowsCases, ...assemblyCases]) {
   const [off, on] = await compare(
     toggled(name, () => tf.tidy(() => void fn().dataSync())),
     { rounds, warmup: 1 },

@@ -239,5 +239,6 @@ export function runConfig(opts: RunOptions, backend: string): Record<string, unk
     checkpointEvery: opts.checkpointEvery,
     shards: opts.shards ?? 1,
     backend,
+    fma: opts.fma ?? 'on',
   };
 }

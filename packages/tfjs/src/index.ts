@@ -27,6 +27,7 @@ export {
 } from './checkpoint.js';
 export {
   enableRelaxedSimd,
+  matMulWasm,
   ownWasmKernelsStatus,
   setOwnWasmKernels,
   setWasmFusedMultiplyAdd,

@@ -2,7 +2,8 @@
  * The TensorFlow.js implementation of core's op seam: differentiable tf ops. Images are NHWC
  * and kernels arrive OIHW; the layout change happens here (in the image ops) and nowhere else.
  * Backend paths kept behind the seam: the per-sample loop of {@link perSampleConv}, grouped and
- * depthwise convs of `groupedConv`, and the global average pool as two one-axis means.
+ * depthwise convs of `groupedConv`, the global average pool as two one-axis means, and on wasm
+ * products whose two gradients are one pass (`matMulWasm`: KW's kernel assembly).
  */
 import {
   type ConvAttrs,
@@ -12,6 +13,7 @@ import {
   simplifyTranspose,
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { matMulWasm } from './conv-wasm.js';
 import {
   batchNormLast,
   groupedConv,
@@ -161,7 +163,9 @@ export class TfOps implements Ops<tf.Tensor> {
     if (b.rank === 2 && a.rank > 2) {
       // one matrix for every leading index of a: one 2-D product, no broadcast copies of b
       const k = a.shape[a.rank - 1]!;
-      const y = tf.matMul(tf.reshape(a, [-1, k]) as tf.Tensor2D, b as tf.Tensor2D, false, transB);
+      const a2 = tf.reshape(a, [-1, k]) as tf.Tensor2D;
+      const y =
+        (transB ? undefined : matMulWasm(a2, b)) ?? tf.matMul(a2, b as tf.Tensor2D, false, transB);
       return tf.reshape(y, [...a.shape.slice(0, -1), y.shape[1]!]);
     }
     const ba = a.shape.slice(0, -2);

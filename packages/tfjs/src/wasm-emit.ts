@@ -1,6 +1,7 @@
 /**
  * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, control
- * flow, 128-bit SIMD loads, stores, f32x4 arithmetic and shuffles) to write small numeric
+ * flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, lanes and
+ * shuffles) to write small numeric
  * kernels as code here, with no compiler and no binary file in the package. A module built with
  * {@link wasmModule} imports one memory (`env.mem`) and exports its functions, whose
  * parameters are all i32 and which return nothing.
@@ -155,6 +156,21 @@ export class WasmCode {
   shuffle(byteLanes: readonly number[]): this {
     if (byteLanes.length !== 16) throw new Error('shuffle needs 16 byte lanes');
     return this.simd(0x0d, ...byteLanes);
+  }
+  /** `f32.load` at address + offset (bytes). */
+  f32Load(offset = 0): this {
+    return this.op(0x2a, 2, ...uleb(offset));
+  }
+  /** `f32.store` with the stack `address value`. */
+  f32Store(offset = 0): this {
+    return this.op(0x38, 2, ...uleb(offset));
+  }
+  f32Add(): this {
+    return this.op(0x92);
+  }
+  /** Lane `lane` (0-3) of the f32x4 on the stack, as an f32. */
+  f32x4ExtractLane(lane: number): this {
+    return this.simd(0x1f, lane);
   }
   f32x4Add(): this {
     return this.simd(0xe4);

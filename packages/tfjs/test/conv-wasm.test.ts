@@ -5,6 +5,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   conv2dForwardWasm,
   matMulNoPack,
+  matMulWasm,
   perSampleConvWasm,
   setOwnWasmKernels,
   transposeBlocked,
@@ -451,6 +452,89 @@ function ref0Size(cs: SharedCase): number {
   const [wo] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
   return cs.n * ho * wo * cs.o;
 }
+
+describe('products with one-pass gradients on the wasm kernels (matMulWasm)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+  });
+
+  // [M, K, N]: a row remainder (M % 4), one column block and a part, K = 1 and the largest K (64)
+  const SHAPES: [number, number, number][] = [
+    [13, 9, 20],
+    [8, 29, 64],
+    [6, 1, 4],
+    [37, 64, 36],
+    [5, 3, 600],
+    [288, 9, 1024],
+  ];
+
+  it.each(SHAPES)('value and both gradients match float64: M %i, K %i, N %i', (M, K, N) => {
+    const a = random(M * K);
+    const b = random(K * N);
+    const dy = random(M * N);
+    const y = new Float64Array(M * N);
+    const da = new Float64Array(M * K);
+    const db = new Float64Array(K * N);
+    for (let r = 0; r < M; r++)
+      for (let j = 0; j < K; j++)
+        for (let c = 0; c < N; c++) {
+          y[r * N + c]! += a[r * K + j]! * b[j * N + c]!;
+          da[r * K + j]! += dy[r * N + c]! * b[j * N + c]!;
+          db[j * N + c]! += a[r * K + j]! * dy[r * N + c]!;
+        }
+    const before = tf.memory();
+    const at = tf.tensor2d(a, [M, K]);
+    const bt = tf.tensor2d(b, [K, N]);
+    const dyt = tf.tensor2d(dy, [M, N]);
+    const f = (x: tf.Tensor, w: tf.Tensor) => {
+      const out = matMulWasm(x, w);
+      expect(out).toBeDefined();
+      return out!;
+    };
+    const yt = f(at, bt);
+    const [ga, gb] = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(f(x, w), dyt)))([
+      at,
+      bt,
+    ]);
+    // float32 sums of <= 1024 products against float64
+    expect(relErr(yt.dataSync() as Float32Array, y)).toBeLessThan(1e-5);
+    expect(relErr(ga!.dataSync() as Float32Array, da)).toBeLessThan(1e-5);
+    expect(relErr(gb!.dataSync() as Float32Array, db)).toBeLessThan(1e-5);
+    tf.dispose([at, bt, dyt, yt, ga!, gb!]);
+    const after = tf.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numBytes).toBe(before.numBytes);
+  });
+
+  it('takes the products it is for and leaves the rest (undefined: the caller takes tf.matMul)', async () => {
+    const t = (shape: number[], dtype: 'float32' | 'int32' = 'float32') =>
+      dtype === 'int32' ? tf.zeros(shape, 'int32') : tf.randomNormal(shape);
+    const yes = [t([7, 9]), t([9, 16])];
+    const y = matMulWasm(yes[0]!, yes[1]!);
+    expect(y?.shape).toEqual([7, 16]);
+    const not: [string, tf.Tensor, tf.Tensor][] = [
+      ['N not a multiple of 4', t([7, 9]), t([9, 6])],
+      ['K above the limit', t([4, 65]), t([65, 8])],
+      ['rank 3', t([2, 7, 9]), t([9, 16])],
+      ['int32', t([7, 9], 'int32'), t([9, 16], 'int32')],
+      ['an empty axis', t([0, 9]), t([9, 16])],
+      ['inner dims that differ', t([7, 9]), t([8, 16])],
+    ];
+    for (const [label, a, b] of not) expect(matMulWasm(a, b), label).toBeUndefined();
+    setOwnWasmKernels(false);
+    expect(matMulWasm(yes[0]!, yes[1]!), 'kernels off').toBeUndefined();
+    setOwnWasmKernels(true);
+    await useBackend('cpu');
+    const [ca, cb] = [t([7, 9]), t([9, 16])];
+    expect(matMulWasm(ca, cb), 'cpu backend').toBeUndefined();
+    tf.dispose([ca, cb]);
+    await useBackend('wasm');
+    tf.dispose([...yes, y!, ...not.flatMap(([, a, b]) => [a, b])]);
+  });
+});
 
 describe('few-row gradient products on the wasm kernels (matMulNoPack)', () => {
   beforeAll(async () => {
