@@ -1295,7 +1295,7 @@ const MMG_MAX_K = 64;
  * few output rows or columns at a fraction of the conv kernels' rate): KW's kernel assembly
  * `alpha [N·m, n] @ warehouse [n, c_in·c_out]`. The forward is tfjs's. Returns `undefined`
  * where it does not apply: another backend, kernels off, other dtypes or ranks, N not a
- * multiple of 4, K above {@link MMG_MAX_K}, an empty axis.
+ * multiple of 4, K above 64 (`MMG_MAX_K`), an empty axis.
  */
 export function matMulWasm(a: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
   if (!enabled || tf.getBackend() !== 'wasm') return undefined;
