@@ -911,7 +911,10 @@ export async function enableRelaxedSimd(): Promise<boolean> {
   const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
   if (!proc?.versions?.node) return false;
   try {
-    const v8 = (await import('node:v8' as string)) as { setFlagsFromString(f: string): void };
+    // a name in a variable, as for node:fs and node:worker_threads: bundlers for browsers do
+    // not try to resolve it
+    const name = 'node:v8';
+    const v8 = (await import(name)) as { setFlagsFromString(f: string): void };
     v8.setFlagsFromString(RELAXED_SIMD_FLAG);
   } catch {
     return false;
