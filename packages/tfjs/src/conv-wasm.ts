@@ -891,7 +891,8 @@ const RELAXED_SIMD_FLAG = '--experimental-wasm-relaxed-simd';
  * `--experimental-wasm-relaxed-simd`: sets that flag through `node:v8` (process-wide, so worker
  * threads started later have it too) when the engine does not validate relaxed SIMD yet. The
  * kernels then use its multiply-add (unless {@link setWasmFusedMultiplyAdd} forbids it):
- * 1.2-1.4x faster convolutions (`bench:conv-forward`, `bench:per-sample`). Results differ
+ * 1.1-1.3x faster convolutions (`bench:conv-forward` with and without `KW_BENCH_FMA=off`,
+ * `bench:per-sample`). Results differ
  * from the unfused kernels by float rounding. Node documents flags set after start-up as
  * unsupported territory; this one is only read when a module is validated or compiled, and
  * `packages/tfjs/test/conv-wasm.test.ts` checks the kernels under it. Returns whether the
@@ -1287,9 +1288,10 @@ function matMulGradsKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
 }
 
 /**
- * Largest inner dimension K for {@link matMulWasm}. Measured against tfjs's two products
- * (AMD EPYC, tfjs 4.22 wasm): 1.1-2.2x faster at K = 9-38 (the main job's warehouses), even at
- * K = 76-256 with the fused multiply-add and 0.9x at K = 76 without it.
+ * Largest inner dimension K for {@link matMulWasm}. `bench:wasm-kernels` measures K = 9-38 (the
+ * width-4 ResNet-8's warehouses): 1.26-1.60x faster than tfjs's two products, counting the
+ * forward. A one-off timing while this was written (not a repo benchmark) found no gain at
+ * K = 76-256 with the fused multiply-add and a loss (0.9x) at K = 76 without it, hence the limit.
  */
 const MMG_MAX_K = 64;
 
