@@ -897,10 +897,11 @@ const RELAXED_SIMD_FLAG = '--experimental-wasm-relaxed-simd';
  * unsupported territory; this one is only read when a module is validated or compiled, and
  * `packages/tfjs/test/conv-wasm.test.ts` checks the kernels under it. Returns whether the
  * engine has relaxed SIMD now (true at once on Node >= 22; false in a browser without it, or
- * where `node:v8` cannot be loaded). `kw train` calls it unless `--fma off`.
+ * where `node:v8` cannot be loaded). `chooseBackend({ fusedMultiplyAdd: true })` calls it when
+ * it picks wasm, as `kw train` does unless `--fma off`.
  *
  * @example
- * await enableRelaxedSimd(); // before chooseBackend / Trainer
+ * await enableRelaxedSimd(); // before the first kernel runs (chooseBackend reports bind them)
  */
 export async function enableRelaxedSimd(): Promise<boolean> {
   if (!WA) return false;
@@ -949,9 +950,9 @@ function heapOffset(be: WasmBackend, t: tf.TensorInfo): number {
   return d.memoryOffset;
 }
 
-/** A zero-filled scratch buffer of n floats in the heap (dispose with disposeData). */
-function zeros(be: WasmBackend, n: number): tf.TensorInfo {
-  const z = be.makeOutput([n], 'float32');
+/** A zero-filled float32 tensor of `shape` in the heap (dispose with disposeData). */
+function zeros(be: WasmBackend, shape: number[]): tf.TensorInfo {
+  const z = be.makeOutput(shape, 'float32');
   be.typedArrayFromHeap(z).fill(0);
   return z;
 }
@@ -989,15 +990,37 @@ function forwardInBlocks(
   zero: number,
   g: readonly number[],
 ): void {
-  const O = g[5]!;
-  const rows = g[6]! * g[7]! * g[2]!;
-  const block = [...g];
-  for (let o0 = 0; o0 < O; o0 += 16) {
-    const nb = Math.min(16, O - o0);
-    block[5] = nb;
-    K.copy_rows(w + o0 * 4, scratch, rows, O * 4, nb * 4, nb * 4);
-    K.conv_fwd(x, scratch, y + o0 * 4, zero, ...block, nb * 4, O * 4);
+  for (let o0 = 0; o0 < g[5]!; o0 += 16) {
+    copyBlock(K, w, scratch, g, o0);
+    convBlock(K, x, scratch, y, zero, g, o0);
   }
+}
+
+/**
+ * The kernel's columns `o0 .. o0 + 16` (fewer in the last block) from `w` (rows `4·O` bytes
+ * apart) to the contiguous `[kh·kw·C, nb]` block at `dst`; `g` as in {@link forwardInBlocks}.
+ */
+function copyBlock(K: Kernels, w: number, dst: number, g: readonly number[], o0: number): void {
+  const O = g[5]!;
+  const nb = Math.min(16, O - o0);
+  K.copy_rows(w + o0 * 4, dst, g[6]! * g[7]! * g[2]!, O * 4, nb * 4, nb * 4);
+}
+
+/** `conv_fwd` of one sample for the output channels of the block {@link copyBlock} wrote. */
+function convBlock(
+  K: Kernels,
+  x: number,
+  block: number,
+  y: number,
+  zero: number,
+  g: readonly number[],
+  o0: number,
+): void {
+  const O = g[5]!;
+  const nb = Math.min(16, O - o0);
+  const geometry = [...g];
+  geometry[5] = nb;
+  K.conv_fwd(x, block, y + o0 * 4, zero, ...geometry, nb * 4, O * 4);
 }
 
 /**
@@ -1066,12 +1089,11 @@ export function conv2dForwardWasm(
   filter: tf.TensorInfo,
   attrs: Conv2DAttrs,
 ): tf.TensorInfo | undefined {
-  if (!enabled || x.dtype !== 'float32' || filter.dtype !== 'float32') return undefined;
   if (x.shape.length !== 4 || filter.shape.length !== 4) return undefined;
   if ((attrs.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
   const [B, H, W, C] = x.shape as [number, number, number, number];
   const [kh, kw, fc, O] = filter.shape as [number, number, number, number];
-  if (fc !== C || C % 4 !== 0 || O % 4 !== 0) return undefined;
+  if (fc !== C) return undefined;
   let info: tf.backend_util.Conv2DInfo;
   try {
     info = tf.backend_util.computeConv2DInfo(
@@ -1088,14 +1110,12 @@ export function conv2dForwardWasm(
   const { outHeight: Ho, outWidth: Wo, strideHeight: sh, strideWidth: sw } = info;
   const { top: pt, left: pl } = info.padInfo;
   if (info.dilationHeight !== 1 || info.dilationWidth !== 1) return undefined;
-  const dims = [B, H, W, C, O, kh, kw, Ho, Wo, sh, sw];
-  if (!dims.every((d) => Number.isInteger(d) && d >= 1)) return undefined;
-  if (!(Number.isInteger(pt) && Number.isInteger(pl) && pt >= 0 && pl >= 0)) return undefined;
+  const geometry = { strides: [sh, sw] as [number, number], padTop: pt, padLeft: pl };
+  if (!applies(C, O, [B, H, W, kh, kw, Ho, Wo], geometry, x, filter)) return undefined;
   const be = backend as WasmBackend;
-  const K = kernelsFor(be);
-  if (!K) return undefined;
+  const K = kernelsFor(be)!;
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
-  const z = zeros(be, C);
+  const z = zeros(be, [C]);
   const rows = kh * kw * C;
   const packed = be.makeOutput([rows * O], 'float32');
   const [xo, fo, yo, zo, po] = [x, filter, y, z, packed].map((t) => heapOffset(be, t)) as [
@@ -1105,19 +1125,14 @@ export function conv2dForwardWasm(
     number,
     number,
   ];
-  // block j (16 output channels, fewer in the last) at rows * 16 * j floats, rows nb apart
-  for (let o0 = 0; o0 < O; o0 += 16) {
-    const nb = Math.min(16, O - o0);
-    K.copy_rows(fo + o0 * 4, po + rows * o0 * 4, rows, O * 4, nb * 4, nb * 4);
-  }
+  const g = [H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl];
+  // every block once (block j, 16 output channels, at rows * 16 * j floats), then every sample
+  // over the blocks
+  for (let o0 = 0; o0 < O; o0 += 16) copyBlock(K, fo, po + rows * o0 * 4, g, o0);
   for (let b = 0; b < B; b++) {
     const xb = xo + b * H * W * C * 4;
     const yb = yo + b * Ho * Wo * O * 4;
-    for (let o0 = 0; o0 < O; o0 += 16) {
-      const nb = Math.min(16, O - o0);
-      const geometry = [H, W, C, Ho, Wo, nb, kh, kw, sh, sw, pt, pl];
-      K.conv_fwd(xb, po + rows * o0 * 4, yb + o0 * 4, zo, ...geometry, nb * 4, O * 4);
-    }
+    for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, xb, po + rows * o0 * 4, yb, zo, g, o0);
   }
   be.disposeData(packed.dataId);
   be.disposeData(z.dataId);
@@ -1199,7 +1214,7 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const Ho = outSize(H, kh, strides[0], pads[0]);
   const Wo = outSize(W, kw, strides[1], pads[1]);
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
-  const z = zeros(be, C);
+  const z = zeros(be, [C]);
   const K = kernelsFor(be)!;
   const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
   const scratch = be.makeOutput([kh * kw * C * 16], 'float32');
@@ -1230,7 +1245,7 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
   const [kh, kw] = kernels.shape.slice(a.shared ? 0 : 1) as [number, number];
   const dx = be.makeOutput([B, H, W, C], 'float32');
-  const z = zeros(be, O);
+  const z = zeros(be, [O]);
   const K = kernelsFor(be)!;
   const [dyo, ko, dxo, zo] = [dy, kernels, dx, z].map((t) => heapOffset(be, t)) as number[];
   const kStep = a.shared ? 0 : kh * kw * C * O * 4;
@@ -1275,10 +1290,8 @@ function matMulGradsKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
   const { a, b, dy } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo; dy: tf.TensorInfo };
   const [M, K] = a.shape as [number, number];
   const N = b.shape[1]!;
-  const da = be.makeOutput([M, K], 'float32');
-  const db = be.makeOutput([K, N], 'float32');
-  be.typedArrayFromHeap(da).fill(0);
-  be.typedArrayFromHeap(db).fill(0);
+  const da = zeros(be, [M, K]);
+  const db = zeros(be, [K, N]);
   const Kn = kernelsFor(be)!;
   const at = [a, b, dy, da, db].map((t) => heapOffset(be, t)) as number[];
   const mr = M - (M % MMG_ROWS);
@@ -1424,7 +1437,7 @@ function applies(
   o: number,
   dims: number[],
   g: SharedConvGeometry,
-  ...ts: tf.Tensor[]
+  ...ts: { dtype: tf.DataType }[]
 ): boolean {
   if (!enabled || tf.getBackend() !== 'wasm') return false;
   if (c % 4 !== 0 || o % 4 !== 0) return false;
