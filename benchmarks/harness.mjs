@@ -51,16 +51,13 @@ export function printTable(title, rows) {
 
 /**
  * tfjs on wasm as `kw train` runs it: the own conv kernels with relaxed SIMD's fused
- * multiply-add (on Node 20 `enableRelaxedSimd` switches V8's flag on), unless `KW_BENCH_FMA=off`
+ * multiply-add (`chooseBackend`'s `fusedMultiplyAdd`; on Node 20 it switches V8's flag on), unless `KW_BENCH_FMA=off`
  * (the unfused kernels, as `kw train --fma off`). Returns a few words for the report.
  */
 export async function wasmAsKwTrain() {
-  const { chooseBackend, enableRelaxedSimd, ownWasmKernelsStatus, setWasmFusedMultiplyAdd } =
-    await import('@kernelwarehouse/tfjs');
-  const fma = process.env.KW_BENCH_FMA !== 'off';
-  setWasmFusedMultiplyAdd(fma);
-  if (fma) await enableRelaxedSimd();
-  await chooseBackend({ force: 'wasm', report: null });
+  const { chooseBackend, ownWasmKernelsStatus } = await import('@kernelwarehouse/tfjs');
+  const fusedMultiplyAdd = process.env.KW_BENCH_FMA !== 'off';
+  await chooseBackend({ force: 'wasm', report: null, fusedMultiplyAdd });
   const s = ownWasmKernelsStatus();
   return `tfjs wasm own kernels ${s.active ? (s.fma ? 'on, fused multiply-add' : 'on, unfused') : `off (${s.reason})`}`;
 }

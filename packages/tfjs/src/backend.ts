@@ -5,7 +5,7 @@
  */
 import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { ownWasmKernelsStatus } from './conv-wasm.js';
+import { enableRelaxedSimd, ownWasmKernelsStatus, setWasmFusedMultiplyAdd } from './conv-wasm.js';
 import { registerFastWasmKernels } from './fast-wasm.js';
 import { registerTrainingKernels } from './grads.js';
 
@@ -32,6 +32,14 @@ export interface ChooseBackendOptions {
   trainingKernels?: boolean;
   /** Register {@link registerFastWasmKernels} when wasm is chosen (default true). */
   fastKernels?: boolean;
+  /**
+   * Relaxed SIMD's fused multiply-add in the own wasm conv kernels: `true` allows it and, on
+   * wasm, switches relaxed SIMD on where the engine has it behind a flag (Node 20:
+   * {@link enableRelaxedSimd}, process-wide); `false` forbids it ({@link setWasmFusedMultiplyAdd}:
+   * the same numbers on every engine). Unset: leave the setting as it is (allowed by default, used
+   * where the engine has relaxed SIMD without a flag).
+   */
+  fusedMultiplyAdd?: boolean;
 }
 
 /** Result of {@link chooseBackend}. */
@@ -76,6 +84,9 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
     try {
       const backend = await tryCandidate(c, importer);
       await tf.ready();
+      // before anything binds the own kernels (the report below does)
+      if (options.fusedMultiplyAdd !== undefined) setWasmFusedMultiplyAdd(options.fusedMultiplyAdd);
+      if (options.fusedMultiplyAdd && backend === 'wasm') await enableRelaxedSimd();
       if ((backend === 'wasm' || backend === 'cpu') && options.trainingKernels !== false)
         registerTrainingKernels(backend);
       if (backend === 'wasm' && options.fastKernels !== false) registerFastWasmKernels();

@@ -728,7 +728,7 @@ describe('relaxed SIMD multiply-add (engines that have it: Node >= 22, Chrome >=
   );
 
   it.skipIf(!hasFlag)(
-    'enableRelaxedSimd() turns them on in a Node started without the flag',
+    'chooseBackend({ fusedMultiplyAdd: true }) turns them on in a Node started without the flag',
     () => {
       const r = runChild([], { KW_ENABLE_RELAXED_SIMD: '1' });
       expect(r.enabled).toBe(true);

@@ -4,8 +4,6 @@ import { countParams, KwError, type ModelSpec } from '@kernelwarehouse/core';
 import {
   buildModel,
   chooseBackend,
-  enableRelaxedSimd,
-  setWasmFusedMultiplyAdd,
   Trainer,
   type TrainerState,
   watchWasmFailures,
@@ -52,11 +50,12 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     await setupRun(args);
   const { epochs, trainSize, testSize, batch, seeds } = opts;
   makeDir(out);
-  // before the backend binds its kernels (and before any shard worker starts: V8 flags are
-  // process-wide)
-  setWasmFusedMultiplyAdd(opts.fma !== 'off');
-  if (opts.fma !== 'off' && opts.backend === 'wasm') await enableRelaxedSimd();
-  await chooseBackend({ force: opts.backend, report: (l) => io.err(`${l}\n`) });
+  // before any shard worker starts: relaxed SIMD's V8 flag is process-wide
+  await chooseBackend({
+    force: opts.backend,
+    report: (l) => io.err(`${l}\n`),
+    fusedMultiplyAdd: opts.fma !== 'off',
+  });
   // every method must be trainable by tfjs before any training starts
   for (const [i, c] of choices.entries()) {
     if (c.method === undefined) continue;
