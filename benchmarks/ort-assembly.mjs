@@ -11,13 +11,20 @@
 //   + Transpose  the same followed by the Transpose to the conv's [M, 9] layout;
 //   conv         the layer's own convolution at batch 1 (Conv, constant weights, as in the
 //                plain model), whose rate the MAC-ideal ratio assumes for the assembly too.
-// Prints ms and G multiply-adds per second. Run: pnpm --filter @kernelwarehouse/benchmarks
-// bench:ort-assembly. Knobs: KW_BENCH_ROUNDS (7), KW_BENCH_THREADS (1), KW_BENCH_BUDGET (1).
-import { analyzeSpec, planKw, Rng } from '@kernelwarehouse/core';
+// Prints ms and G multiply-adds per second. Then, for every 3x3 KW layer shape of the model
+// (any G_out, G_in, stride), the whole layer at batch 1 (attention, assembly, conv) as one-layer
+// models exported by `toOnnx` both ways: the assembled OIHW kernel and a Conv (`tapMajor: false`)
+// and tap by tap (`tapMajor: true`), with the ratio `tapMajorPays` decides on (the export's
+// default takes the tap-major form where it is >= TAP_MAJOR_MIN_RATIO).
+// Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort-assembly. Knobs: KW_BENCH_ROUNDS (7),
+// KW_BENCH_THREADS (1), KW_BENCH_BUDGET (1).
+import { analyzeSpec, initWeights, planKw, Rng, SpecBuilder } from '@kernelwarehouse/core';
+import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
 import * as ort from 'onnxruntime-web';
 // the ONNX graph builder of @kernelwarehouse/ort-web (not part of its public API)
 import { GraphBuilder } from '../packages/ort-web/dist/onnx.js';
+import { TAP_MAJOR_MIN_RATIO, tapMajorPays } from '../packages/ort-web/dist/ops.js';
 import { compare, machine } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 7);
@@ -107,4 +114,63 @@ for (const [key, { o, i, n, h, w }] of shapes) {
     `| ${key} | ${cell(e, asmMacs)} | ${cell(t, asmMacs)} | ${cell(tt, asmMacs)} | ${cell(c, convMacs)} | ${(rate(e, asmMacs) / rate(c, convMacs)).toFixed(2)} |`,
   );
   for (const s of [exported, tapMajor, transposed, conv]) await s.release();
+}
+
+// ---- whole layers: assembled kernel + Conv against tap by tap ----
+const layers = new Map();
+for (const node of analyzed.spec.nodes) {
+  const l = plan.layers.get(node.id);
+  if (l?.kind !== 'conv2d' || l.weightShape[2] !== 3 || l.weightShape[3] !== 3) continue;
+  const wh = plan.warehouses.find((w) => w.layers.includes(node.id));
+  const [i, h, w] = analyzed.shapes.get(node.inputs[0]);
+  const [o, ho, wo] = analyzed.shapes.get(node.id);
+  const key = `${o}x${i} s${node.stride[0]}, G ${l.gOut}x${l.gIn}, n ${wh.n}, ${ho}x${wo} out`;
+  if (!layers.has(key))
+    layers.set(key, { o, i, h, w, ho, wo, stride: node.stride[0], gOut: l.gOut, gIn: l.gIn, n: wh.n, m: l.m });
+}
+console.log(
+  `\n## The whole layer at batch 1: assembled kernel + Conv vs tap by tap (toOnnx tapMajor false / true)\n\nOne-layer models with the layer's shape and cells, the warehouse n of its stage or the nearest whole number of the layer's m cells; ${THREADS} thread(s); ${ROUNDS} rounds, interleaved. ratio: tapMajorPays's (default: tap by tap where >= ${TAP_MAJOR_MIN_RATIO}).\n`,
+);
+console.log('| layer | ratio | assembled + Conv ms | tap by tap ms | tap / assembled | default |');
+console.log('|---|---:|---:|---:|---:|---|');
+for (const [key, L] of layers) {
+  const b = new SpecBuilder('layer', [L.i, L.h, L.w]);
+  b.warehouse({
+    id: 'w',
+    // a warehouse of one layer holds a whole number of its kernels: the nearest such n
+    budget: Math.max(1, Math.round(L.n / L.m)),
+    cellOutRatio: 1 / L.gOut,
+    cellInRatio: 1 / L.gIn,
+  });
+  const y = b.dynamicConv2d(
+    'conv',
+    b.input,
+    { outChannels: L.o, kernelSize: 3, stride: L.stride, padding: 1 },
+    { kind: 'kw', warehouse: 'w' },
+  );
+  b.output(y);
+  const spec = b.build();
+  const got = planKw(analyzeSpec(spec));
+  const gl = got.layers.get('conv');
+  if (gl.gOut !== L.gOut || gl.gIn !== L.gIn)
+    throw new Error(`${key}: the one-layer model has G ${gl.gOut}x${gl.gIn}`);
+  const n = got.warehouses[0].n;
+  const weights = initWeights(spec, { seed: 0 });
+  const assembled = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: false }), { numThreads: THREADS });
+  const tap = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: true }), { numThreads: THREADS });
+  const x = { shape: [1, L.i, L.h, L.w], data: rand(L.i * L.h * L.w) };
+  const [a, t] = await compare(
+    [
+      { name: 'assembled', fn: () => runSession(assembled, x) },
+      { name: 'tap', fn: () => runSession(tap, x) },
+    ],
+    { rounds: ROUNDS, warmup: 2 },
+  );
+  const pays = tapMajorPays(L.o, L.i, L.gIn, n, 9, L.ho * L.wo);
+  const ratio = (9 * L.o * L.i * n) / (9 * L.ho * L.wo * (L.i + L.gIn * L.o));
+  console.log(
+    `| ${key}${n === L.n ? '' : ` (one layer: n ${n})`} | ${ratio.toFixed(1)} | ${a.medianMs.toFixed(2)} | ${t.medianMs.toFixed(2)} | ${(t.medianMs / a.medianMs).toFixed(2)} | ${pays ? 'tap by tap' : 'assembled'} |`,
+  );
+  await assembled.release();
+  await tap.release();
 }

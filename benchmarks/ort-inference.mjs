@@ -3,7 +3,8 @@
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
 // model file sizes. At batch 1 the fixed-batch export also runs in the form exported for one
-// thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
+// thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one), and with every
+// KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
 // (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
 // and after each thread count, and the spread (min-max) of the per-round ratios.
@@ -46,14 +47,21 @@ async function child(threads) {
   for (const n of BATCHES) {
     const cases = [];
     // the forms: dynamic batch (every model); for KW also the fixed batch and, at batch 1, the
-    // fixed batch exported for one thread (`threads: 1`: the wide assembly products), run on
-    // this process's thread count
+    // fixed batch exported for one thread (`threads: 1`: the wide assembly products) and the
+    // fixed batch with every KW conv on an assembled kernel (`tapMajor: false`: the batch-1
+    // form before the tap-by-tap stage 4), run on this process's thread count
     const forms = [{ label: '' }, { label: ' (fixed batch, grouped Conv)', batch: n }];
-    if (n === 1)
+    if (n === 1) {
       forms.push({ label: ' (fixed batch, exported for 1 thread)', batch: n, threads: 1 });
+      forms.push({ label: ' (fixed batch, tapMajor false)', batch: n, tapMajor: false });
+    }
     for (const m of specs) {
       for (const form of m.budget === null ? [forms[0]] : forms) {
-        const bytes = toOnnx(m.spec, m.weights, { batch: form.batch, threads: form.threads });
+        const bytes = toOnnx(m.spec, m.weights, {
+          batch: form.batch,
+          threads: form.threads,
+          tapMajor: form.tapMajor,
+        });
         const session = await createSession(bytes, { numThreads: threads });
         cases.push({
           name: `${m.label}${form.label}`,

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadWeights, maxRelativeError, runReference } from '@kernelwarehouse/core';
 import { Rng, randomInput } from '@kernelwarehouse/core/testing';
-import { createSession, runSession } from '@kernelwarehouse/ort-web';
+import { createSession, onnxInfo, runSession } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
 import { describe, expect, it } from 'vitest';
 import { run } from '../test/harness.js';
@@ -148,6 +148,23 @@ describe('kw export and kw onnx-info', () => {
     const other = join(dir, 'b1-default.onnx');
     expect((await run('export', ...args, '--batch', '1', '--out', other)).code).toBe(0);
     expect(new Uint8Array(readFileSync(other))).not.toEqual(new Uint8Array(readFileSync(onnx)));
+    // --tap-major on: every KW 3x3 conv tap by tap, at a dynamic batch too; same values
+    const tapOut = join(dir, 'tap.onnx');
+    const tr = await run('export', ...args, '--tap-major', 'on', '--seed', '3', '--out', tapOut);
+    expect(tr.code, tr.err).toBe(0);
+    const offOut = join(dir, 'tap-off.onnx');
+    expect(
+      (await run('export', ...args, '--tap-major', 'off', '--seed', '3', '--out', offOut)).code,
+    ).toBe(0);
+    const reduceSums = (f: string) => onnxInfo(new Uint8Array(readFileSync(f))).ops.ReduceSum ?? 0;
+    expect(reduceSums(tapOut) - reduceSums(offOut)).toBe(16); // the 16 3x3 KW convs
+    const x3 = randomInput(new Rng(6), [3, 3, 32, 32]);
+    const [a] = await runSession(await createSession(new Uint8Array(readFileSync(tapOut))), x3);
+    const [b] = await runSession(await createSession(new Uint8Array(readFileSync(offOut))), x3);
+    expect(maxRelativeError(a!.data, b!.data)).toBeLessThan(1e-4);
+    const badTap = await run('export', ...args, '--tap-major', 'yes', '--out', tapOut);
+    expect(badTap.code).toBe(2);
+    expect(badTap.err).toMatch(/--tap-major must be auto, on or off; found "yes"/);
     // a fixed-batch Triton entry: Triton cannot batch it, so max_batch_size 0 and the full dims
     const repo = join(dir, 'fixed-repo');
     const t = await run('export', 'resnet8_cifar', '--batch', '2', '--triton-repo', repo);

@@ -88,6 +88,12 @@ export const EXPORT_FLAGS: OptionTable = {
     default: 'unknown',
     range: { int: true, min: 1, max: 1024 },
   },
+  'tap-major': {
+    type: 'string',
+    value: 'M',
+    help: 'auto, on or off: run KW convs tap by tap (the kernel assembled with its taps as rows, the conv as one batched MatMul with im2col patches); auto: at --batch 1 where the assembly costs much next to the conv (ResNet18 224x224: stage 4)',
+    default: 'auto',
+  },
   'triton-repo': {
     type: 'string',
     value: 'DIR',

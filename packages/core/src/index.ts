@@ -53,6 +53,7 @@ export { foldSpec } from './methods/fold.js';
 export {
   KW_ATTENTION_NORM_EPS,
   KW_ATTENTION_NORM_MOMENTUM,
+  KW_CELLS_TO_OIHW,
   type KwConvGeometry,
   type KwForwardOptions,
   type KwLayerGroup,

@@ -45,6 +45,18 @@ export interface ToOnnxOptions {
    * several threads. Only the speed differs; the values agree to float rounding.
    */
   threads?: number;
+  /**
+   * KernelWarehouse convs tap by tap: the kernel assembled with the taps as the product's rows
+   * (the warehouse as onnxruntime's packed constant right operand) and the conv as one batched
+   * MatMul of each (tap, cell) kernel with the input's im2col patches, summed over taps; no
+   * kernel is permuted into the conv's OIHW order. Default (undefined): at a fixed batch of 1,
+   * for the layers where the assembly costs much next to the conv (ResNet18 224x224: stage 4,
+   * 0.77-0.91x the time there on 1 and 2 threads, `bench:ort-assembly`; not faster at stage 3,
+   * slower before it); `true`: every KW conv with more than one tap, at any batch (for another
+   * runtime or execution provider where it pays, e.g. to measure); `false`: never. Only the
+   * speed differs; the values agree to float rounding.
+   */
+  tapMajor?: boolean;
 }
 
 /** What {@link toOnnxWithInfo} reports besides the bytes. */
@@ -98,6 +110,12 @@ export function toOnnxWithInfo(
   const threads = options.threads;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new KwError('ARGUMENT_INVALID', `threads must be an integer >= 1, found ${threads}`);
+  }
+  if (options.tapMajor !== undefined && typeof options.tapMajor !== 'boolean') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `tapMajor must be true or false, found ${String(options.tapMajor)}`,
+    );
   }
   const batchDim: Dim = batch ?? 'N';
   const g = new GraphBuilder();
@@ -237,6 +255,7 @@ export function toOnnxWithInfo(
           outShape,
           batch,
           wideAssembly: batch === 1 && threads === 1,
+          tapMajor: options.tapMajor,
           weight: (name) => weights.get(name),
         });
         const y = METHODS.get(node.method.kind)!.forward(

@@ -7,7 +7,7 @@
 import { foldBnIntoDepthwise, type NodeSpec } from '@kernelwarehouse/core';
 import type { GraphBuilder } from './onnx.js';
 
-type ConvNode = NodeSpec & { op: 'dynamicConv2d' };
+export type ConvNode = NodeSpec & { op: 'dynamicConv2d' };
 
 /**
  * GAP `[N, C, H, W]` -> `[N, C]` as two one-axis means (W, then H). A one-shot mean over H*W
@@ -66,11 +66,7 @@ export function perSampleConv(
   const cin = inShape[0]!;
   const cg = cin / groups;
   const og = o / groups;
-  const addBias = (y: string) => {
-    if (!bias) return y;
-    if ('shared' in bias) return g.op('Add', [y, g.float(`${id}.bias`, [o, 1, 1], bias.shared)]);
-    return g.op('Add', [y, g.op('Reshape', [bias.perSample, g.int64('shape', [-1, o, 1, 1])])]);
-  };
+  const addBias = (y: string) => addSampleBias(g, y, id, o, bias);
   const pads = [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]];
   if (batch !== undefined) {
     const wk = g.op('Reshape', [kernel, g.int64('shape', [batch * o, cg, kh, kw])]);
@@ -97,22 +93,8 @@ export function perSampleConv(
   if (simple) {
     patches = g.op('Reshape', [x, g.int64('shape', [-1, groups, cg, L])]);
   } else {
-    const k2 = kh * kw;
-    // one-hot depthwise kernel that copies each input channel's kh*kw taps to their own channels
-    const im2col = g.shared(`im2col:${cin}:${kh}:${kw}`, () => {
-      const onehot = new Float32Array(cin * k2 * k2);
-      for (let ch = 0; ch < cin; ch++)
-        for (let s = 0; s < k2; s++) onehot[(ch * k2 + s) * k2 + s] = 1;
-      return g.float('im2col', [cin * k2, 1, kh, kw], onehot);
-    });
-    const cols = g.op('Conv', [x, im2col], {
-      kernel_shape: [kh, kw],
-      strides: conv.stride,
-      pads,
-      dilations: conv.dilation,
-      group: cin,
-    });
-    patches = g.op('Reshape', [cols, g.int64('shape', [-1, groups, cg * k2, L])]);
+    const cols = im2col(g, x, conv, cin);
+    patches = g.op('Reshape', [cols, g.int64('shape', [-1, groups, cg * kh * kw, L])]);
   }
   return addBias(
     g.op('Reshape', [
@@ -120,4 +102,44 @@ export function perSampleConv(
       g.int64('shape', [-1, o, outShape[1]!, outShape[2]!]),
     ]),
   );
+}
+
+/** `y [N, O, H, W]` plus a per-sample conv's bias, if any. */
+export function addSampleBias(
+  g: GraphBuilder,
+  y: string,
+  id: string,
+  o: number,
+  bias: SampleBias,
+): string {
+  if (!bias) return y;
+  if ('shared' in bias) return g.op('Add', [y, g.float(`${id}.bias`, [o, 1, 1], bias.shared)]);
+  return g.op('Add', [y, g.op('Reshape', [bias.perSample, g.int64('shape', [-1, o, 1, 1])])]);
+}
+
+/**
+ * The im2col patches of a conv's input as a static one-hot depthwise `Conv`:
+ * `[N, C·kh·kw, H_out, W_out]`, channel `c·kh·kw + t` holding tap `t` of input channel `c`. The
+ * one-hot kernel is the same for every channel: the file holds one channel's (`kh·kw` taps) and
+ * a `Tile` over the channels, which onnxruntime folds at session creation (a 512-channel 3x3
+ * kernel stored whole was 166 KB); made once per (channels, kernel size).
+ */
+export function im2col(g: GraphBuilder, x: string, conv: ConvNode, cin: number): string {
+  const [kh, kw] = conv.kernelSize;
+  const k2 = kh * kw;
+  const one = g.shared(`im2col:${kh}:${kw}`, () => {
+    const data = new Float32Array(k2 * k2);
+    for (let s = 0; s < k2; s++) data[s * k2 + s] = 1;
+    return g.float('im2col', [k2, 1, kh, kw], data);
+  });
+  const onehot = g.shared(`im2col:${cin}:${kh}:${kw}`, () =>
+    g.op('Tile', [one, g.int64('repeats', [cin, 1, 1, 1])]),
+  );
+  return g.op('Conv', [x, onehot], {
+    kernel_shape: [kh, kw],
+    strides: conv.stride,
+    pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
+    dilations: conv.dilation,
+    group: cin,
+  });
 }

@@ -8,15 +8,23 @@
  */
 import {
   type ConvAttrs,
+  KW_CELLS_TO_OIHW,
   KwError,
-  type NodeSpec,
   type Ops,
   ReferenceOps,
   type SampleBias,
   simplifyTranspose,
   type Tensor,
 } from '@kernelwarehouse/core';
-import { foldBnRows, gapNC, perSampleConv } from './methods.js';
+import {
+  addSampleBias,
+  type ConvNode,
+  foldBnRows,
+  gapNC,
+  im2col,
+  type SampleBias as OnnxSampleBias,
+  perSampleConv,
+} from './methods.js';
 import type { GraphBuilder } from './onnx.js';
 
 /** A value of the graph being built. */
@@ -65,6 +73,9 @@ export interface OnnxOpsOptions {
   batch: number | undefined;
   /** Batch 1 on one thread: products with the warehouse on the right (see `batchOneProduct`). */
   wideAssembly?: boolean;
+  /** KW convs tap by tap (`tapMajorConv`): true wherever it applies, false never, undefined
+   * where it pays at batch 1. */
+  tapMajor?: boolean;
   /** Every tensor of the model by full name. */
   weight: (name: string) => Tensor | undefined;
 }
@@ -305,12 +316,13 @@ export class OnnxOps implements Ops<OnnxValue> {
     // with the same cells share it, so onnxruntime folds it into one tensor, not one per layer,
     // and the export transposes the warehouse once.
     const g = this.o.g;
-    const wide = this.o.wideAssembly === true;
+    // at batch 1 (or with `tapMajor`) the wide products (`batchOneProduct`, `tapMajorConv`) read
+    // the warehouse as stored, [K, Nc]: the other layers' order is then a Transpose of it that
+    // onnxruntime folds at session creation, and the file holds each warehouse once
+    const wide = this.o.batch === 1 || this.o.tapMajor === true;
     const view = () => {
       let wName: string;
       if (wide) {
-        // stored as [K, Nc] for the wide products (`batchOneProduct`); this layer's order is a
-        // Transpose of it that onnxruntime folds at session creation
         wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
         if (wPerm.some((axis, i) => axis !== i))
           wName = g.op('Transpose', [wName], { perm: wPerm });
@@ -496,14 +508,10 @@ export class OnnxOps implements Ops<OnnxValue> {
     bias?: SampleBias<OnnxValue>,
     kernelPerm?: number[],
   ): OnnxValue {
+    const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as ConvNode;
+    const tap = this.tapMajorConv(x, kernels, conv, bias, kernelPerm);
+    if (tap) return tap;
     if (kernelPerm) kernels = this.transpose(kernels, kernelPerm);
-    const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as NodeSpec & {
-      op: 'dynamicConv2d';
-    };
-    let b: Parameters<typeof perSampleConv>[8];
-    if (bias && 'shared' in bias && isConst(bias.shared)) b = { shared: bias.shared.data };
-    else if (bias && 'shared' in bias) b = { perSample: this.v(bias.shared) };
-    else if (bias) b = { perSample: this.v(bias.perSample) };
     const name = perSampleConv(
       this.o.g,
       this.v(x),
@@ -513,12 +521,99 @@ export class OnnxOps implements Ops<OnnxValue> {
       this.o.inShape,
       this.o.outShape,
       this.o.batch,
-      b,
+      this.sampleBias(bias),
     );
     return { name };
+  }
+
+  /**
+   * A KW conv tap by tap instead of on an assembled OIHW kernel: at a fixed batch of 1 where
+   * the kernel assembly costs much next to the conv (few output pixels: ResNet18's stage 4 at
+   * 224x224; {@link tapMajorPays}), or wherever it applies with `tapMajor: true`. The assembly
+   * `a [N·kh·kw·G_out·G_in, n] @ w [n, c_out·c_in]` then keeps the taps as its rows, with the
+   * warehouse (as stored) as onnxruntime's packed constant right operand: a wide product, where
+   * the OIHW order makes the taps its 9 columns (0.3-0.65x the conv's rate at batch 1,
+   * `bench:ort-assembly`). The conv follows the kernel's order instead of the other way round:
+   * the input's im2col patches (`[C·kh·kw, L]`, small at these layers) are transposed tap-major,
+   * one batched MatMul applies each (tap, G_out, G_in) cell to its patches, and a ReduceSum over
+   * taps and G_in adds them up. Only patches and partial sums are moved, never a kernel.
+   * Undefined where it does not apply (another cell layout, a grouped or 1x1 conv) or is not
+   * chosen.
+   */
+  private tapMajorConv(
+    x: OnnxValue,
+    kernels: OnnxValue,
+    conv: ConvNode,
+    bias: SampleBias<OnnxValue> | undefined,
+    kernelPerm: number[] | undefined,
+  ): OnnxValue | undefined {
+    const p = kernels.name === undefined ? kernels.product : undefined;
+    if (this.o.tapMajor === false || !p?.aDims || conv.groups !== 1) return undefined;
+    if (kernelPerm?.join() !== KW_CELLS_TO_OIHW.join()) return undefined;
+    if (p.aDims.length !== 4 || p.wDims!.length !== 2) return undefined;
+    const [kh, kw, gOut, gIn] = p.aDims as [number, number, number, number];
+    const [co, ci] = p.wDims as [number, number];
+    const taps = kh * kw;
+    const cin = this.o.inShape[0]!;
+    const [o, ho, wo] = this.o.outShape as [number, number, number];
+    const n = p.w.shape[0]!;
+    const pixels = ho * wo;
+    if (taps === 1 || gIn * ci !== cin || gOut * co !== o) return undefined;
+    if (this.o.tapMajor !== true) {
+      if (this.o.batch !== 1 || !tapMajorPays(o, cin, gIn, n, taps, pixels)) return undefined;
+    }
+    const g = this.o.g;
+    const shape = (dims: number[]) => g.int64('shape', [-1, ...dims]);
+    // [N·taps·G_out·G_in, n] @ [n, c_out·c_in]: kernels [N, taps, G_out, G_in, c_out, c_in]
+    const a = g.op('Reshape', [this.v(p.a), g.int64('shape', [-1, n])]);
+    const k = g.op('Reshape', [g.op('MatMul', [a, this.v(p.w)]), shape([taps, gOut, gIn, co, ci])]);
+    // patches [N, C·taps, H_out, W_out] (channel c·taps + t) -> [N, taps, 1, G_in, c_in, L]
+    const cols = g.op('Reshape', [im2col(g, this.v(x), conv, cin), shape([gIn, ci, taps, pixels])]);
+    const patches = g.op('Reshape', [
+      g.op('Transpose', [cols], { perm: [0, 3, 1, 2, 4] }),
+      shape([taps, 1, gIn, ci, pixels]),
+    ]);
+    // [N, taps, G_out, G_in, c_out, L], summed over taps and G_in: [N, G_out, c_out, L]
+    const y = g.op('ReduceSum', [g.op('MatMul', [k, patches]), g.int64('axes', [1, 3])], {
+      keepdims: 0,
+    });
+    const out = g.op('Reshape', [y, shape([o, ho, wo])]);
+    return { name: addSampleBias(g, out, this.o.id, o, this.sampleBias(bias)) };
+  }
+
+  /** A per-sample conv's bias as `methods.ts` takes it: constant data or a graph value. */
+  private sampleBias(bias: SampleBias<OnnxValue> | undefined): OnnxSampleBias {
+    if (bias && 'shared' in bias && isConst(bias.shared)) return { shared: bias.shared.data };
+    if (bias && 'shared' in bias) return { perSample: this.v(bias.shared) };
+    if (bias) return { perSample: this.v(bias.perSample) };
+    return undefined;
   }
 
   scaleChannels(x: OnnxValue, s: OnnxValue): OnnxValue {
     return this.op('Mul', [x, this.reshape(s, [-1, this.o.inShape[0]!, 1, 1])]);
   }
 }
+
+/**
+ * Whether {@link OnnxOps.tapMajorConv} pays for a layer at batch 1: the multiply-adds its
+ * assembly moves to the wide product (`taps·O·I·n`) against the floats it moves instead (the
+ * patches `taps·I·L` and the partial sums `taps·G_in·O·L`, L output pixels). `bench:ort-assembly`
+ * (whole one-layer models, onnxruntime-web 1.30 wasm, 1 and 2 threads) measured tap by tap at
+ * 0.77-0.91x the assembled form's time for the ResNet18 224x224 stage-4 layers (ratio 125-188),
+ * 0.99-1.13x for the stage-3 ones (16-30) and 1.15-1.68x for the earlier ones (0.5-3.7, one
+ * 0.78x at two threads); the threshold sits in the gap.
+ */
+export function tapMajorPays(
+  o: number,
+  i: number,
+  gIn: number,
+  n: number,
+  taps: number,
+  pixels: number,
+): boolean {
+  const moved = taps * pixels * (i + gIn * o);
+  return (taps * o * i * n) / moved >= TAP_MAJOR_MIN_RATIO;
+}
+
+/** See {@link tapMajorPays}. */
+export const TAP_MAJOR_MIN_RATIO = 64;

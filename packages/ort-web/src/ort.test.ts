@@ -58,12 +58,18 @@ async function parity(
     seed?: number;
     fixedBatch?: number;
     threads?: number;
+    tapMajor?: boolean;
   } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
   const tau = opts.tau ?? 0;
   const session = await createSession(
-    toOnnx(spec, w, { temperature: tau, batch: opts.fixedBatch, threads: opts.threads }),
+    toOnnx(spec, w, {
+      temperature: tau,
+      batch: opts.fixedBatch,
+      threads: opts.threads,
+      tapMajor: opts.tapMajor,
+    }),
   );
   const errs: number[] = [];
   for (const n of opts.batches ?? [1, 3]) {
@@ -184,6 +190,84 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     await expect(runSession(session, randomInput(new Rng(1), [2, 3, 8, 8]))).rejects.toThrow(
       KwError,
     );
+  });
+});
+
+/**
+ * KW convs for the tap-major form: cells split in and out (G_out = G_in = 2), a bias, a stride
+ * with a dilation, a non-square kernel, and a grouped conv and a 1x1 that keep the assembled form.
+ */
+function tapSpec(): ModelSpec {
+  const b = new SpecBuilder('tap-major', [4, 9, 9]);
+  b.warehouse({ id: 'w', budget: 0.5, cellInRatio: 0.5, cellOutRatio: 0.5 });
+  const kw = { kind: 'kw' as const, warehouse: 'w' };
+  let x = b.dynamicConv2d(
+    'a',
+    b.input,
+    { outChannels: 8, kernelSize: 3, padding: 1, bias: true },
+    kw,
+  );
+  x = b.relu('ra', x);
+  x = b.dynamicConv2d(
+    'b',
+    x,
+    { outChannels: 8, kernelSize: [3, 2], stride: 2, dilation: 2, padding: [2, 1] },
+    kw,
+  );
+  x = b.dynamicConv2d('c', x, { outChannels: 8, kernelSize: 3, padding: 1, groups: 2 }, kw);
+  x = b.dynamicConv2d('d', x, { outChannels: 8, kernelSize: 1 }, kw);
+  b.output(b.flatten('fl', x));
+  return b.build();
+}
+
+describe('KW convs tap by tap (options.tapMajor)', () => {
+  const cases: [string, ModelSpec, number][] = [
+    ['split cells, bias, stride + dilation, non-square kernel', tapSpec(), 0],
+    ['KW b = 1, tau = 0.5', tinyKwSpec({ budget: 1 }), 0.5],
+    [
+      'KW non-local basis, KW classifier',
+      tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25, kwClassifier: true }),
+      0,
+    ],
+  ];
+  for (const [label, spec, tau] of cases) {
+    it(`${label}: dynamic batch (1 and 3), fixed batch 3 and 1`, async () => {
+      const tap = { tau, tapMajor: true };
+      expect(await parity(spec, tap)).toBeLessThan(TOL);
+      expect(await parity(spec, { ...tap, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
+      expect(await parity(spec, { ...tap, batches: [1], fixedBatch: 1 })).toBeLessThan(TOL);
+    });
+  }
+
+  it('takes the layers it applies to: ungrouped, more than one tap; the warehouse stored once', () => {
+    const spec = tapSpec();
+    const w = initWeights(spec);
+    const on = toOnnxWithInfo(spec, w, { tapMajor: true });
+    const off = toOnnxWithInfo(spec, w, { tapMajor: false });
+    // one ReduceSum over taps and G_in per tap-major layer (a and b; not the grouped c nor the 1x1 d)
+    expect(on.ops.ReduceSum! - (off.ops.ReduceSum ?? 0)).toBe(2);
+    expect(Math.abs(on.initializerBytes - off.initializerBytes)).toBeLessThan(2048);
+    expect(() => toOnnx(spec, w, { tapMajor: 'yes' as unknown as boolean })).toThrow(
+      /tapMajor must be true or false/,
+    );
+  });
+
+  it('by default, at batch 1 only where the assembly is costly: ResNet18 224x224 stage 4', () => {
+    const spec = createModel('resnet18', { budget: 1, inputShape: [3, 224, 224] });
+    const w = initWeights(spec);
+    const taps = (o: { batch?: number; tapMajor?: boolean }) =>
+      (toOnnxWithInfo(spec, w, o).ops.ReduceSum ?? 0) -
+      (toOnnxWithInfo(spec, w, { ...o, tapMajor: false }).ops.ReduceSum ?? 0);
+    // the four 3x3 convs of layer4 (7x7 outputs), not the twelve before them nor the 1x1
+    // shortcuts
+    expect(taps({ batch: 1 })).toBe(4);
+    expect(taps({ batch: 2 })).toBe(0);
+    expect(taps({})).toBe(0);
+  }, 60_000);
+
+  it('ResNet18 1/4x 32x32 at batch 1 (auto: its small-pixel layers tap by tap, G_out = G_in = 2)', async () => {
+    const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
+    expect(await parity(spec, { batches: [1], fixedBatch: 1 })).toBeLessThan(TOL);
   });
 });
 

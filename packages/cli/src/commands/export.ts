@@ -13,7 +13,7 @@ import { parseModelArgs } from './plan.js';
 /**
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
  * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
- * [--batch N [--threads T]] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
+ * [--batch N [--threads T]] [--tap-major auto|on|off] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
  * [--max-batch 8] [--instances 1])`
  *
  * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
@@ -36,6 +36,10 @@ export function exportCommand(args: string[], io: Io): number {
   if (repo && values.out) throw new UsageError('give --out or --triton-repo, not both');
   const batch = num('batch');
   const threads = num('threads');
+  const tap = values['tap-major'];
+  if (tap !== undefined && tap !== 'auto' && tap !== 'on' && tap !== 'off')
+    throw new UsageError(`--tap-major must be auto, on or off; found "${String(tap)}"`);
+  const tapMajor = tap === 'on' ? true : tap === 'off' ? false : undefined;
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
   const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
   const instances = num('instances') ?? 1;
@@ -63,7 +67,7 @@ export function exportCommand(args: string[], io: Io): number {
     weights = r.weights;
     loaded = `${describeLoad(values.weights as string, r.report)}\n`;
   } else weights = initWeights(spec, { seed });
-  const ex = toOnnxWithInfo(spec, weights, { temperature, batch, threads });
+  const ex = toOnnxWithInfo(spec, weights, { temperature, batch, threads, tapMajor });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
   const name = tritonName || (isModelName(derived) ? derived : `model${derived}`);
