@@ -62,10 +62,12 @@ async function session(build) {
 console.log(
   `# ORT wasm: KW kernel assembly vs conv at batch 1\n\n${await machine()}; onnxruntime-web ${ort.env.versions?.web ?? ''}; ${THREADS} thread(s); KW ${BUDGET}x ResNet18 224x224; ${ROUNDS} rounds\n`,
 );
-console.log(
-  '| layer (O x I, warehouse n, input) | exported [M,n]x[n,9] ms (GMAC/s) | tap-major, prepacked ms (GMAC/s) | tap-major + Transpose ms (GMAC/s) | conv ms (GMAC/s) | exported rate / conv rate |',
-);
-console.log('|---|---:|---:|---:|---:|---:|');
+if (shapes.size === 0) console.log('(no G_out = G_in = 1 stride-1 3x3 layer in this model)\n');
+else
+  console.log(
+    '| layer (O x I, warehouse n, input) | exported [M,n]x[n,9] ms (GMAC/s) | tap-major, prepacked ms (GMAC/s) | tap-major + Transpose ms (GMAC/s) | conv ms (GMAC/s) | exported rate / conv rate |',
+  );
+if (shapes.size > 0) console.log('|---|---:|---:|---:|---:|---:|');
 for (const [key, { o, i, n, h, w }] of shapes) {
   const m = o * i;
   const warehouse = rand(m * n);
@@ -126,7 +128,19 @@ for (const node of analyzed.spec.nodes) {
   const [o, ho, wo] = analyzed.shapes.get(node.id);
   const key = `${o}x${i} s${node.stride[0]}, G ${l.gOut}x${l.gIn}, n ${wh.n}, ${ho}x${wo} out`;
   if (!layers.has(key))
-    layers.set(key, { o, i, h, w, ho, wo, stride: node.stride[0], gOut: l.gOut, gIn: l.gIn, n: wh.n, m: l.m });
+    layers.set(key, {
+      o,
+      i,
+      h,
+      w,
+      ho,
+      wo,
+      stride: node.stride[0],
+      gOut: l.gOut,
+      gIn: l.gIn,
+      n: wh.n,
+      m: l.m,
+    });
 }
 console.log(
   `\n## The whole layer at batch 1: assembled kernel + Conv vs tap by tap (toOnnx tapMajor false / true)\n\nOne-layer models with the layer's shape and cells, the warehouse n of its stage or the nearest whole number of the layer's m cells; ${THREADS} thread(s); ${ROUNDS} rounds, interleaved. ratio: tapMajorPays's (default: tap by tap where >= ${TAP_MAJOR_MIN_RATIO}).\n`,
@@ -156,8 +170,12 @@ for (const [key, L] of layers) {
     throw new Error(`${key}: the one-layer model has G ${gl.gOut}x${gl.gIn}`);
   const n = got.warehouses[0].n;
   const weights = initWeights(spec, { seed: 0 });
-  const assembled = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: false }), { numThreads: THREADS });
-  const tap = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: true }), { numThreads: THREADS });
+  const assembled = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: false }), {
+    numThreads: THREADS,
+  });
+  const tap = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: true }), {
+    numThreads: THREADS,
+  });
   const x = { shape: [1, L.i, L.h, L.w], data: rand(L.i * L.h * L.w) };
   const [a, t] = await compare(
     [
