@@ -17,7 +17,8 @@
 // and tap by tap (`tapMajor: true`), with the ratio `tapMajorPays` decides on (the export's
 // default takes the tap-major form where it is >= TAP_MAJOR_MIN_RATIO).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort-assembly. Knobs: KW_BENCH_ROUNDS (7),
-// KW_BENCH_THREADS (1), KW_BENCH_BUDGET (1).
+// KW_BENCH_THREADS (1), KW_BENCH_BUDGET (1), KW_BENCH_LAYER_BATCH (1: the whole layers at a fixed
+// batch of 1; N > 1: exported with a dynamic batch, run at N).
 import { analyzeSpec, initWeights, planKw, Rng, SpecBuilder } from '@kernelwarehouse/core';
 import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
@@ -30,6 +31,8 @@ import { compare, machine } from './harness.mjs';
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 7);
 const THREADS = Number(process.env.KW_BENCH_THREADS ?? 1);
 const BUDGET = Number(process.env.KW_BENCH_BUDGET ?? 1);
+// the whole-layer table's batch: 1 exports a fixed batch of 1, more a dynamic batch run at it
+const LAYER_BATCH = Number(process.env.KW_BENCH_LAYER_BATCH ?? 1);
 ort.env.wasm.numThreads = THREADS;
 
 const spec = createModel('resnet18', { budget: BUDGET, inputShape: [3, 224, 224] });
@@ -143,7 +146,7 @@ for (const node of analyzed.spec.nodes) {
     });
 }
 console.log(
-  `\n## The whole layer at batch 1: assembled kernel + Conv vs tap by tap (toOnnx tapMajor false / true)\n\nOne-layer models with the layer's shape and cells, the warehouse n of its stage or the nearest whole number of the layer's m cells; ${THREADS} thread(s); ${ROUNDS} rounds, interleaved. ratio: tapMajorPays's (default: tap by tap where >= ${TAP_MAJOR_MIN_RATIO}).\n`,
+  `\n## The whole layer at batch ${LAYER_BATCH}: assembled kernel + conv vs tap by tap (toOnnx tapMajor false / true)\n\n${LAYER_BATCH === 1 ? 'Exported at a fixed batch of 1' : `Exported with a dynamic batch, run at ${LAYER_BATCH}`}; one-layer models with the layer's shape and cells, the warehouse n of its stage or the nearest whole number of the layer's m cells; ${THREADS} thread(s); ${ROUNDS} rounds, interleaved. ratio: tapMajorPays's (default: tap by tap where >= ${TAP_MAJOR_MIN_RATIO}).\n`,
 );
 console.log('| layer | ratio | assembled + Conv ms | tap by tap ms | tap / assembled | default |');
 console.log('|---|---:|---:|---:|---:|---|');
@@ -170,13 +173,17 @@ for (const [key, L] of layers) {
     throw new Error(`${key}: the one-layer model has G ${gl.gOut}x${gl.gIn}`);
   const n = got.warehouses[0].n;
   const weights = initWeights(spec, { seed: 0 });
-  const assembled = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: false }), {
+  const fixed = LAYER_BATCH === 1 ? 1 : undefined;
+  const assembled = await createSession(toOnnx(spec, weights, { batch: fixed, tapMajor: false }), {
     numThreads: THREADS,
   });
-  const tap = await createSession(toOnnx(spec, weights, { batch: 1, tapMajor: true }), {
+  const tap = await createSession(toOnnx(spec, weights, { batch: fixed, tapMajor: true }), {
     numThreads: THREADS,
   });
-  const x = { shape: [1, L.i, L.h, L.w], data: rand(L.i * L.h * L.w) };
+  const x = {
+    shape: [LAYER_BATCH, L.i, L.h, L.w],
+    data: rand(LAYER_BATCH * L.i * L.h * L.w),
+  };
   const [a, t] = await compare(
     [
       { name: 'assembled', fn: () => runSession(assembled, x) },

@@ -91,7 +91,7 @@ export const EXPORT_FLAGS: OptionTable = {
   'tap-major': {
     type: 'string',
     value: 'M',
-    help: 'auto, on or off: run KW convs tap by tap (the kernel assembled with its taps as rows, the conv as one batched MatMul with im2col patches); auto: at --batch 1 where the assembly costs much next to the conv (ResNet18 224x224: stage 4)',
+    help: 'auto, on or off: run KW convs tap by tap (the kernel assembled with its taps as rows, the conv as one batched MatMul with im2col patches); auto: where the assembly costs much next to the conv (ResNet18 224x224: stage 4)',
     default: 'auto',
   },
   'triton-repo': {

@@ -49,11 +49,11 @@ export interface ToOnnxOptions {
    * KernelWarehouse convs tap by tap: the kernel assembled with the taps as the product's rows
    * (the warehouse as onnxruntime's packed constant right operand) and the conv as one batched
    * MatMul of each (tap, cell) kernel with the input's im2col patches, summed over taps; no
-   * kernel is permuted into the conv's OIHW order. Default (undefined): at a fixed batch of 1,
-   * for the layers where the assembly costs much next to the conv (ResNet18 224x224: stage 4,
-   * 0.77-0.91x the time there on 1 and 2 threads, `bench:ort-assembly`; not faster at stage 3,
-   * slower before it); `true`: every KW conv with more than one tap, at any batch (for another
-   * runtime or execution provider where it pays, e.g. to measure); `false`: never. Only the
+   * kernel is permuted into the conv's OIHW order. Default (undefined): for the layers where the
+   * assembly costs much next to the conv, at any batch (ResNet18 224x224: stage 4, 0.75-0.94x
+   * the time there at batch 1 and 8 on 1 and 2 threads, `bench:ort-assembly`; not reliably
+   * faster at stage 3, mostly slower before it); `true`: every KW conv with more than one tap, at any batch (for another
+   * runtime or execution provider where it pays, or to measure); `false`: never. Only the
    * speed differs; the values agree to float rounding.
    */
   tapMajor?: boolean;

@@ -49,8 +49,8 @@ export interface OnnxValue {
  * reshape and a transpose after it fold into the product: KW's kernel assembly
  * (`alpha @ warehouse`, split into cells, permuted into the conv's `[O, I/g, kh, kw]` order) then
  * becomes ONE broadcast MatMul whose output is already in the permuted order, with the warehouse
- * laid out for it at export time (no runtime Transpose of the kernels; only the small attention
- * tensor is permuted).
+ * viewed in its order (a Transpose of the initializer that onnxruntime folds at load: no runtime
+ * Transpose of the kernels; only the small attention tensor is permuted).
  */
 export interface PendingProduct {
   a: OnnxValue;
@@ -74,7 +74,7 @@ export interface OnnxOpsOptions {
   /** Batch 1 on one thread: products with the warehouse on the right (see `batchOneProduct`). */
   wideAssembly?: boolean;
   /** KW convs tap by tap (`tapMajorConv`): true wherever it applies, false never, undefined
-   * where it pays at batch 1. */
+   * where it pays. */
   tapMajor?: boolean;
   /** Every tensor of the model by full name. */
   weight: (name: string) => Tensor | undefined;
@@ -308,46 +308,23 @@ export class OnnxOps implements Ops<OnnxValue> {
       ...batch.map((d) => (side(d) === 'w' ? sizeOf(d) : 1)),
       ...(aLeft ? [kDim, prod(wMat)] : [prod(wMat), kDim]),
     ];
-    // The warehouse is stored once, laid out as [...wDims, K] (a conv kernel's cells are then
-    // already in [O, I/g, kh, kw] order: no transpose at all); a layer that needs another order
-    // (a 1x1 or linear layer: [.., K, c_in]) gets a Transpose of the initializer, which
-    // onnxruntime folds at session creation, so the file holds each warehouse once. The view
-    // (Transpose and Reshape of the initializer) is made once per warehouse and layout: layers
-    // with the same cells share it, so onnxruntime folds it into one tensor, not one per layer,
-    // and the export transposes the warehouse once.
+    // The warehouse is stored once, as it is ([K, Nc]: the wide products of `tapMajorConv` and
+    // `batchOneProduct` read it so, as onnxruntime's packed right operand); this layer's order is
+    // a Transpose and Reshape of the initializer, which onnxruntime folds at session creation, so
+    // no kernel is permuted at run time and the file holds each warehouse once. The view is made
+    // once per warehouse and layout: layers with the same cells share it, so onnxruntime folds it
+    // into one tensor, not one per layer. (Until 2026-11-27 the file stored the warehouse laid
+    // out as [...wDims, K] at a dynamic batch: the same bytes, one layout fewer to fold at load,
+    // but a second copy in the file as soon as one layer of it runs tap by tap.)
     const g = this.o.g;
-    // at batch 1 (or with `tapMajor`) the wide products (`batchOneProduct`, `tapMajorConv`) read
-    // the warehouse as stored, [K, Nc]: the other layers' order is then a Transpose of it that
-    // onnxruntime folds at session creation, and the file holds each warehouse once
-    const wide = this.o.batch === 1 || this.o.tapMajor === true;
     const view = () => {
-      let wName: string;
-      if (wide) {
-        wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
-        if (wPerm.some((axis, i) => axis !== i))
-          wName = g.op('Transpose', [wName], { perm: wPerm });
-      } else {
-        const l = wDims.length;
-        const laidData = this.fold.transpose({ shape: [kDim, ...wDims], data: p.w.data }, [
-          ...wDims.map((_, i) => i + 1),
-          0,
-        ]);
-        const laid: OnnxValue = {
-          data: laidData.data,
-          shape: [...laidData.shape],
-          label: p.w.label,
-          sharedKey: p.w.sharedKey && `${p.w.sharedKey}:laid`,
-        };
-        const toLaid = wPerm.map((axis) => (axis === 0 ? l : axis - 1));
-        wName = this.v(laid);
-        if (toLaid.some((axis, i) => axis !== i))
-          wName = g.op('Transpose', [wName], { perm: toLaid });
-      }
+      let wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
+      if (wPerm.some((axis, i) => axis !== i)) wName = g.op('Transpose', [wName], { perm: wPerm });
       return g.op('Reshape', [wName, g.int64('shape', wShape)]);
     };
     const key =
       p.w.sharedKey &&
-      `${p.w.sharedKey}:${wide ? 'stored' : 'laid'}:${[kDim, ...wDims].join('x')}:${wPerm.join(',')}:${wShape.join('x')}`;
+      `${p.w.sharedKey}:view:${[kDim, ...wDims].join('x')}:${wPerm.join(',')}:${wShape.join('x')}`;
     const wv: OnnxValue = { name: key ? g.shared(key, view) : view() };
     const y = this.op('MatMul', aLeft ? [av, wv] : [wv, av]);
     // the MatMul's element order is the permuted one; give it the permuted shape
@@ -527,9 +504,9 @@ export class OnnxOps implements Ops<OnnxValue> {
   }
 
   /**
-   * A KW conv tap by tap instead of on an assembled OIHW kernel: at a fixed batch of 1 where
-   * the kernel assembly costs much next to the conv (few output pixels: ResNet18's stage 4 at
-   * 224x224; {@link tapMajorPays}), or wherever it applies with `tapMajor: true`. The assembly
+   * A KW conv tap by tap instead of on an assembled OIHW kernel: at any batch, fixed or
+   * dynamic, where the kernel assembly costs much next to the conv (few output pixels: ResNet18's
+   * stage 4 at 224x224; {@link tapMajorPays}), or wherever it applies with `tapMajor: true`. The assembly
    * `a [N·kh·kw·G_out·G_in, n] @ w [n, c_out·c_in]` then keeps the taps as its rows, with the
    * warehouse (as stored) as onnxruntime's packed constant right operand: a wide product, where
    * the OIHW order makes the taps its 9 columns (0.3-0.65x the conv's rate at batch 1,
@@ -559,9 +536,7 @@ export class OnnxOps implements Ops<OnnxValue> {
     const n = p.w.shape[0]!;
     const pixels = ho * wo;
     if (taps === 1 || gIn * ci !== cin || gOut * co !== o) return undefined;
-    if (this.o.tapMajor !== true) {
-      if (this.o.batch !== 1 || !tapMajorPays(o, cin, gIn, n, taps, pixels)) return undefined;
-    }
+    if (this.o.tapMajor !== true && !tapMajorPays(o, cin, gIn, n, taps, pixels)) return undefined;
     const g = this.o.g;
     const shape = (dims: number[]) => g.int64('shape', [-1, ...dims]);
     // [N·taps·G_out·G_in, n] @ [n, c_out·c_in]: kernels [N, taps, G_out, G_in, c_out, c_in]
@@ -595,13 +570,14 @@ export class OnnxOps implements Ops<OnnxValue> {
 }
 
 /**
- * Whether {@link OnnxOps.tapMajorConv} pays for a layer at batch 1: the multiply-adds its
- * assembly moves to the wide product (`taps·O·I·n`) against the floats it moves instead (the
- * patches `taps·I·L` and the partial sums `taps·G_in·O·L`, L output pixels). `bench:ort-assembly`
- * (whole one-layer models, onnxruntime-web 1.30 wasm, 1 and 2 threads) measured tap by tap at
- * 0.77-0.91x the assembled form's time for the ResNet18 224x224 stage-4 layers (ratio 125-188),
- * 0.99-1.13x for the stage-3 ones (16-30) and 1.15-1.68x for the earlier ones (0.5-3.7, one
- * 0.78x at two threads); the threshold sits in the gap.
+ * Whether {@link OnnxOps.tapMajorConv} pays for a layer: the multiply-adds its assembly moves to
+ * the wide product (`taps·O·I·n`) against the floats it moves instead (the patches `taps·I·L`
+ * and the partial sums `taps·G_in·O·L`, L output pixels); both scale with the batch, so the
+ * ratio does not depend on it. `bench:ort-assembly` (whole one-layer models, onnxruntime-web 1.30
+ * wasm, 1 and 2 threads, batch 1 and 8) measured tap by tap at 0.80-0.92x the assembled form's
+ * time for the ResNet18 224x224 stage-4 layers (ratio 125-188), 0.88-1.16x for the stage-3 ones
+ * (16-30: no gain to count on) and mostly slower before (0.5-3.7: 0.94-1.83x); the threshold sits
+ * in the gap.
  */
 export function tapMajorPays(
   o: number,

@@ -252,7 +252,7 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
     );
   });
 
-  it('by default, at batch 1 only where the assembly is costly: ResNet18 224x224 stage 4', () => {
+  it('by default where the assembly is costly, at any batch: ResNet18 224x224 stage 4', () => {
     const spec = createModel('resnet18', { budget: 1, inputShape: [3, 224, 224] });
     const w = initWeights(spec);
     const taps = (o: { batch?: number; tapMajor?: boolean }) =>
@@ -261,8 +261,13 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
     // the four 3x3 convs of layer4 (7x7 outputs), not the twelve before them nor the 1x1
     // shortcuts
     expect(taps({ batch: 1 })).toBe(4);
-    expect(taps({ batch: 2 })).toBe(0);
-    expect(taps({})).toBe(0);
+    expect(taps({ batch: 2 })).toBe(4);
+    expect(taps({})).toBe(4);
+    // and none at 32x32 input would be wrong: there every stage-3 and -4 layer has few pixels
+    const small = createModel('resnet18', { budget: 1, inputShape: [3, 32, 32] });
+    expect(toOnnxWithInfo(small, initWeights(small)).ops.ReduceSum).toBeGreaterThan(
+      toOnnxWithInfo(small, initWeights(small), { tapMajor: false }).ops.ReduceSum ?? 0,
+    );
   }, 60_000);
 
   it('ResNet18 1/4x 32x32 at batch 1 (auto: its small-pixel layers tap by tap, G_out = G_in = 2)', async () => {
