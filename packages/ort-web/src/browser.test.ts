@@ -85,8 +85,8 @@ const PAGE = `<!doctype html><html><head>
   import * as ort from 'onnxruntime-web';
   import { createSession, runSession } from '/dist/index.js';
   ort.env.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
-  window.runModel = async (ep, shape) => {
-    const bytes = new Uint8Array(await (await fetch('/model.onnx')).arrayBuffer());
+  window.runModel = async (ep, shape, url = '/model.onnx') => {
+    const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
     const x = new Float32Array(await (await fetch('/input.bin')).arrayBuffer());
     const session = await createSession(bytes, { executionProvider: ep });
     const ys = await runSession(session, { shape, data: x });
@@ -113,6 +113,8 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
   for (const [k, t] of w) w.set(k, perturb(rng, t, 0.1));
   const x = randomInput(new Rng(13), [2, ...spec.inputShape]);
   const model = toOnnx(spec, w);
+  // the ungrouped KW conv (kw2) tap by tap: 6-D broadcast MatMul, two-axis ReduceSum, 5-D Transpose
+  const tapModel = toOnnx(spec, w, { tapMajor: true });
   const refs = runReference(spec, w, x);
   const err = (got: number[][]) =>
     Math.max(...spec.outputs.map((o, i) => maxRelativeError(got[i]!, refs.get(o)!.data)));
@@ -130,6 +132,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       };
       if (url === '/') return send(PAGE, 'text/html');
       if (url === '/model.onnx') return send(model, 'application/octet-stream');
+      if (url === '/model-tap.onnx') return send(tapModel, 'application/octet-stream');
       if (url === '/input.bin')
         return send(new Uint8Array(x.data.buffer), 'application/octet-stream');
       const file = normalize(join(root, url));
@@ -168,18 +171,19 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
         undefined,
         { timeout: 0 },
       );
-      const run = (ep: string) =>
+      const run = (ep: string, url = '/model.onnx') =>
         page.evaluate(
-          ([e, s]) =>
+          ([e, s, u]) =>
             (
               window as unknown as {
                 runModel: (
                   e: string,
                   s: number[],
+                  u: string,
                 ) => Promise<{ data: number[][]; isolated: boolean; threads: number }>;
               }
-            ).runModel(e as string, s as number[]),
-          [ep, x.shape] as const,
+            ).runModel(e as string, s as number[], u as string),
+          [ep, x.shape, url] as const,
         );
       const wasm = await run('wasm');
       expect(wasm.isolated).toBe(true);
@@ -187,6 +191,12 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       const gpu = await run('webgpu');
       const gpuErr = err(gpu.data);
       expect(gpuErr).toBeLessThan(1e-4);
+      const tapErr = [
+        err((await run('wasm', '/model-tap.onnx')).data),
+        err((await run('webgpu', '/model-tap.onnx')).data),
+      ];
+      expect(tapErr[0]).toBeLessThan(1e-4);
+      expect(tapErr[1]).toBeLessThan(1e-4);
       // the bug the NCHW layout works around is real in this version: default NHWC is wrong here
       const version = await page.evaluate(
         () => (window as unknown as { ortVersion: string }).ortVersion,
@@ -200,7 +210,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       );
       const nhwcErr = maxRelativeError(nhwc[1]!, refs.get('kw1')!.data);
       console.log(
-        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)} (onnxruntime-web ${version})`,
+        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)}, tap by tap wasm ${tapErr[0]!.toExponential(2)} webgpu ${tapErr[1]!.toExponential(2)} (onnxruntime-web ${version})`,
       );
       if (version === '1.30.0') expect(nhwcErr).toBeGreaterThan(0.1);
       expect(errors).toEqual([]);
