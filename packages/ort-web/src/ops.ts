@@ -574,8 +574,8 @@ export class OnnxOps implements Ops<OnnxValue> {
  * the wide product (`taps·O·I·n`) against the floats it moves instead (the patches `taps·I·L`
  * and the partial sums `taps·G_in·O·L`, L output pixels); both scale with the batch, so the
  * ratio does not depend on it. `bench:ort-assembly` (whole one-layer models, onnxruntime-web 1.30
- * wasm, 1 and 2 threads, batch 1 and 8) measured tap by tap at 0.80-0.92x the assembled form's
- * time for the ResNet18 224x224 stage-4 layers (ratio 125-188), 0.88-1.16x for the stage-3 ones
+ * wasm, 1 and 2 threads, batch 1 and 8) measured tap by tap at 0.75-0.94x the assembled form's
+ * time for the ResNet18 224x224 stage-4 layers (ratio 125-188), 0.85-1.16x for the stage-3 ones
  * (16-30: no gain to count on) and mostly slower before (0.5-3.7: 0.94-1.83x); the threshold sits
  * in the gap.
  */
