@@ -161,6 +161,21 @@ export function numberFlag(
   return parseNumber(`--${name}`, v, table[name]!.range ?? {});
 }
 
+/**
+ * A flag that takes one of a few words: the word, or undefined when absent; anything else is a
+ * usage error listing them (`--stem must be auto, imagenet or small; found "x"`).
+ */
+export function choiceFlag<T extends string>(
+  flag: string,
+  v: unknown,
+  allowed: readonly T[],
+): T | undefined {
+  if (v === undefined) return undefined;
+  if ((allowed as readonly unknown[]).includes(v)) return v as T;
+  const words = `${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}`;
+  throw new UsageError(`--${flag} must be ${words}; found "${String(v)}"`);
+}
+
 /** The `--help` text of a command: its usage line, then one line per option with its default. */
 export function helpText(usage: string, table: OptionTable, intro = ''): string {
   const rows = Object.entries(table).map(([k, s]) => {

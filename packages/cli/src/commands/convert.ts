@@ -1,7 +1,7 @@
 import { exportOfficialStateDict, saveWeights, writeSafetensors } from '@kernelwarehouse/core';
 import { type CheckpointReport, formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel, type StemOption } from '@kernelwarehouse/zoo';
-import { parseFlags } from '../args.js';
+import { choiceFlag, parseFlags } from '../args.js';
 import { CONVERT_FLAGS } from '../flags.js';
 import { readFileBytes, writeFileAtomic } from '../fsio.js';
 import { type Io, UsageError } from '../io.js';
@@ -9,9 +9,7 @@ import { parseModelArgs } from './plan.js';
 
 /** `--stem auto|imagenet|small`, checked. */
 export function parseStem(v: unknown): StemOption | undefined {
-  if (v === undefined) return undefined;
-  if (v === 'auto' || v === 'imagenet' || v === 'small') return v;
-  throw new UsageError(`--stem must be auto, imagenet or small; found "${String(v)}"`);
+  return choiceFlag('stem', v, ['auto', 'imagenet', 'small'] as const);
 }
 
 /** One paragraph saying what a weights file gave: container, naming, key, prefix, what was left. */
