@@ -25,7 +25,7 @@ import { createModel } from '@kernelwarehouse/zoo';
 import * as ort from 'onnxruntime-web';
 // the ONNX graph builder of @kernelwarehouse/ort-web (not part of its public API)
 import { GraphBuilder } from '../packages/ort-web/dist/onnx.js';
-import { TAP_MAJOR_MIN_RATIO, tapMajorPays } from '../packages/ort-web/dist/ops.js';
+import { TAP_MAJOR_MIN_RATIO, tapMajorPays, tapMajorRatio } from '../packages/ort-web/dist/ops.js';
 import { compare, machine } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 7);
@@ -191,8 +191,9 @@ for (const [key, L] of layers) {
     ],
     { rounds: ROUNDS, warmup: 2 },
   );
-  const pays = tapMajorPays(L.o, L.i, L.gIn, n, 9, L.ho * L.wo);
-  const ratio = (9 * L.o * L.i * n) / (9 * L.ho * L.wo * (L.i + L.gIn * L.o));
+  const layer = [L.o, L.i, L.gIn, n, 9, L.ho * L.wo];
+  const ratio = tapMajorRatio(...layer);
+  const pays = tapMajorPays(...layer);
   console.log(
     `| ${key}${n === L.n ? '' : ` (one layer: n ${n})`} | ${ratio.toFixed(1)} | ${a.medianMs.toFixed(2)} | ${t.medianMs.toFixed(2)} | ${(t.medianMs / a.medianMs).toFixed(2)} | ${pays ? 'tap by tap' : 'assembled'} |`,
   );

@@ -505,8 +505,9 @@ export class OnnxOps implements Ops<OnnxValue> {
 
   /**
    * A KW conv tap by tap instead of on an assembled OIHW kernel: at any batch, fixed or
-   * dynamic, where the kernel assembly costs much next to the conv (few output pixels: ResNet18's
-   * stage 4 at 224x224; {@link tapMajorPays}), or wherever it applies with `tapMajor: true`. The assembly
+   * dynamic, where the kernel assembly costs much next to the conv (few output pixels:
+   * ResNet18's stage 4 at 224x224; {@link tapMajorPays}), or wherever it applies with
+   * `tapMajor: true`. The assembly
    * `a [N·kh·kw·G_out·G_in, n] @ w [n, c_out·c_in]` then keeps the taps as its rows, with the
    * warehouse (as stored) as onnxruntime's packed constant right operand: a wide product, where
    * the OIHW order makes the taps its 9 columns (0.3-0.65x the conv's rate at batch 1,
@@ -587,8 +588,19 @@ export function tapMajorPays(
   taps: number,
   pixels: number,
 ): boolean {
-  const moved = taps * pixels * (i + gIn * o);
-  return (taps * o * i * n) / moved >= TAP_MAJOR_MIN_RATIO;
+  return tapMajorRatio(o, i, gIn, n, taps, pixels) >= TAP_MAJOR_MIN_RATIO;
+}
+
+/** The ratio {@link tapMajorPays} compares with {@link TAP_MAJOR_MIN_RATIO}. */
+export function tapMajorRatio(
+  o: number,
+  i: number,
+  gIn: number,
+  n: number,
+  taps: number,
+  pixels: number,
+): number {
+  return (taps * o * i * n) / (taps * pixels * (i + gIn * o));
 }
 
 /** See {@link tapMajorPays}. */
