@@ -52,9 +52,9 @@ export interface ToOnnxOptions {
    * kernel is permuted into the conv's OIHW order. Default (undefined): for the layers where the
    * assembly costs much next to the conv, at any batch (ResNet18 224x224: stage 4, 0.75-0.94x
    * the time there at batch 1 and 8 on 1 and 2 threads, `bench:ort-assembly`; not reliably
-   * faster at stage 3, mostly slower before it); `true`: every KW conv with more than one tap, at any batch (for another
-   * runtime or execution provider where it pays, or to measure); `false`: never. Only the
-   * speed differs; the values agree to float rounding.
+   * faster at stage 3, mostly slower before it); `true`: every KW conv with more than one tap,
+   * at any batch (for another runtime or execution provider where it pays, or to measure);
+   * `false`: never. Only the speed differs; the values agree to float rounding.
    */
   tapMajor?: boolean;
 }

@@ -25,8 +25,9 @@
  * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
  * an ordinary conv's forward (`Conv2D`, {@link conv2dForwardWasm}) and few-row gradient products
  * ({@link matMulNoPack}), a 4x4-block kernel serves transposes ({@link transposeBlocked}), and
- * `mm_grads` both gradients of KW's kernel assembly in one pass ({@link matMulWasm}). Covered: float32, groups 1, dilation 1, input and output channels
- * multiples of 4, any stride and padding. Everything else (and a heap that is shared between threads, and an engine without
+ * `mm_grads` both gradients of KW's kernel assembly in one pass ({@link matMulWasm}). Covered:
+ * float32, groups 1, dilation 1, input and output channels multiples of 4, any stride and
+ * padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
 import { simplifyTranspose } from '@kernelwarehouse/core';

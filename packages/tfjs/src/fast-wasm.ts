@@ -32,7 +32,8 @@
  * - `Conv2D` (an ordinary conv's forward) is XNNPACK's, which packs a new operator for every
  *   new filter tensor (every training step); the own `conv_fwd` kernel (conv-wasm.ts) reads
  *   the filter in 16-channel blocks with no packing: 1.2-1.5x faster (unfused) and 1.5-1.75x
- *   (fused) at most 3x3 ResNet shapes, 1.1-1.2x for a 1x1 (`bench:conv-forward`). Grouped, dilated, NCHW and odd-channel convs keep the stock kernel.
+ *   (fused) at most 3x3 ResNet shapes, 1.1-1.2x for a 1x1 (`bench:conv-forward`). Grouped,
+ *   dilated, NCHW and odd-channel convs keep the stock kernel.
  *
  * Results are bit-identical for the copies and equal to float rounding for the products and
  * reductions.
@@ -334,8 +335,8 @@ const replaced = new Map<string, tf.KernelConfig>();
 
 /**
  * Register the faster wasm `Slice`, `Transpose`, `Unpack`, `SplitV`, `Reverse`, `BatchMatMul`,
- * `_FusedMatMul`, `Identity`, `Cast` and `Conv2D` kernels and the float64-accumulating `Sum` and `Mean`
- * described above, each in front of the stock one (which still takes the cases they do not
+ * `_FusedMatMul`, `Identity`, `Cast` and `Conv2D` kernels and the float64-accumulating `Sum`
+ * and `Mean` described above, each in front of the stock one (which still takes the cases they do not
  * cover). Idempotent; `chooseBackend` calls it when it picks wasm.
  * Returns the kernel names registered by this call.
  *

@@ -3,7 +3,7 @@ import { initWeights, saveWeights } from '@kernelwarehouse/core';
 import { isModelName, toOnnxWithInfo, tritonConfig } from '@kernelwarehouse/ort-web';
 import { formatFromName, loadCheckpoint } from '@kernelwarehouse/torch';
 import { createModel } from '@kernelwarehouse/zoo';
-import { numberFlag } from '../args.js';
+import { choiceFlag, numberFlag } from '../args.js';
 import { EXPORT_FLAGS } from '../flags.js';
 import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
@@ -13,8 +13,8 @@ import { parseModelArgs } from './plan.js';
 /**
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
  * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
- * [--batch N [--threads T]] [--tap-major auto|on|off] (--out model.onnx | --triton-repo DIR [--triton-name NAME]
- * [--max-batch 8] [--instances 1])`
+ * [--batch N [--threads T]] [--tap-major auto|on|off] (--out model.onnx | --triton-repo DIR
+ * [--triton-name NAME] [--max-batch 8] [--instances 1])`
  *
  * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
  * `model`, or `model_ema` with `--ema`; a DDP `module.` prefix is stripped) or a safetensors file in
@@ -36,9 +36,7 @@ export function exportCommand(args: string[], io: Io): number {
   if (repo && values.out) throw new UsageError('give --out or --triton-repo, not both');
   const batch = num('batch');
   const threads = num('threads');
-  const tap = values['tap-major'];
-  if (tap !== undefined && tap !== 'auto' && tap !== 'on' && tap !== 'off')
-    throw new UsageError(`--tap-major must be auto, on or off; found "${String(tap)}"`);
+  const tap = choiceFlag('tap-major', values['tap-major'], ['auto', 'on', 'off'] as const);
   const tapMajor = tap === 'on' ? true : tap === 'off' ? false : undefined;
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
   const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
