@@ -580,18 +580,15 @@ export class OnnxOps implements Ops<OnnxValue> {
  * (16-30: no gain to count on) and mostly slower before (0.5-3.7: 0.94-1.83x); the threshold sits
  * in the gap.
  */
-export function tapMajorPays(
-  o: number,
-  i: number,
-  gIn: number,
-  n: number,
-  taps: number,
-  pixels: number,
-): boolean {
-  return tapMajorRatio(o, i, gIn, n, taps, pixels) >= TAP_MAJOR_MIN_RATIO;
+export function tapMajorPays(...layer: Parameters<typeof tapMajorRatio>): boolean {
+  return tapMajorRatio(...layer) >= TAP_MAJOR_MIN_RATIO;
 }
 
-/** The ratio {@link tapMajorPays} compares with {@link TAP_MAJOR_MIN_RATIO}. */
+/**
+ * The ratio {@link tapMajorPays} compares with {@link TAP_MAJOR_MIN_RATIO}, for a layer of `o`
+ * output and `i` input channels, `gIn` input cell groups, a warehouse of `n` cells, `taps` kernel
+ * taps and `pixels` output pixels.
+ */
 export function tapMajorRatio(
   o: number,
   i: number,
