@@ -25,41 +25,16 @@
  * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
  * an ordinary conv's forward (`Conv2D`, {@link conv2dForwardWasm}) and few-row gradient products
  * ({@link matMulNoPack}), a 4x4-block kernel serves transposes ({@link transposeBlocked}), and
- * `mm_grads` both gradients of KW's kernel assembly in one pass ({@link matMulWasm}). Covered:
+ * `mm_grads` both gradients of KW's kernel assembly in one pass ({@link matMulWasm}); the same
+ * module carries the training BatchNorm's kernels (bn-kernels.ts, run by bn-wasm.ts). Covered:
  * float32, groups 1, dilation 1, input and output channels multiples of 4, any stride and
  * padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
 import { simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { f32Lanes, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
-
-/** Locals of one function: parameters first, then i32 locals, then v128 locals. */
-class Frame {
-  private n: number;
-  private v128Start = -1;
-  constructor(readonly params: number) {
-    this.n = params;
-  }
-  i32(): number {
-    if (this.v128Start >= 0) throw new Error('i32 locals must come before v128 locals');
-    return this.n++;
-  }
-  /** i32 locals by name, in order. */
-  i32s<K extends string>(names: readonly K[]): Record<K, number> {
-    const out = {} as Record<K, number>;
-    for (const n of names) out[n] = this.i32();
-    return out;
-  }
-  v128(): number {
-    if (this.v128Start < 0) this.v128Start = this.n;
-    return this.n++;
-  }
-  fn(name: string, code: WasmCode): WasmFunction {
-    const v = this.v128Start < 0 ? this.n : this.v128Start;
-    return { name, params: this.params, i32Locals: v - this.params, v128Locals: this.n - v, code };
-  }
-}
+import { batchNormFunctions } from './bn-kernels.js';
+import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
@@ -87,15 +62,6 @@ const CONV_GEOMETRY = [
   'pt',
   'pl',
 ] as const;
-
-/** Consecutive indices from `start`, by name (parameters of a function, in order). */
-function indices<K extends string>(names: readonly K[], start: number): Record<K, number> {
-  const out = {} as Record<K, number>;
-  names.forEach((n, i) => {
-    out[n] = start + i;
-  });
-  return out;
-}
 
 /**
  * `conv_fwd(x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, wRowB, yRowB)`,
@@ -741,8 +707,8 @@ function matMulGrads(R: number): WasmFunction {
   return f.fn(R === 1 ? 'mm_grads_1' : 'mm_grads_R', k);
 }
 
-type ConvFn = (...args: number[]) => void;
-interface Kernels {
+export type ConvFn = (...args: number[]) => void;
+export interface Kernels {
   conv_fwd: ConvFn;
   conv_dx1: ConvFn;
   conv_dxs: ConvFn;
@@ -751,6 +717,10 @@ interface Kernels {
   transpose_2d: ConvFn;
   mm_grads_R: ConvFn;
   mm_grads_1: ConvFn;
+  bn_moments: ConvFn;
+  bn_gsums: ConvFn;
+  bn_norm: ConvFn;
+  bn_dx: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
@@ -810,6 +780,17 @@ function kernelsFor(be: WasmBackend): Kernels | null {
   return bind(be).kernels;
 }
 
+/**
+ * The own kernels bound to the active wasm backend's heap, or null: another backend, the kernels
+ * turned off ({@link setOwnWasmKernels}), or an engine or heap they cannot run on (bn-wasm.ts).
+ */
+export function activeOwnKernels(): { be: WasmBackend; kernels: Kernels } | null {
+  if (!enabled || tf.getBackend() !== 'wasm') return null;
+  const be = tf.backend() as unknown as WasmBackend;
+  const kernels = kernelsFor(be);
+  return kernels ? { be, kernels } : null;
+}
+
 /** All kernels as one module; `fma`: with relaxed SIMD's multiply-add. */
 function writeModule(fma: boolean): Uint8Array {
   fusedMultiplyAdd = fma;
@@ -823,6 +804,7 @@ function writeModule(fma: boolean): Uint8Array {
       matrixTranspose(),
       matMulGrads(MMG_ROWS),
       matMulGrads(1),
+      ...batchNormFunctions(),
     ]);
   } finally {
     fusedMultiplyAdd = false;
@@ -945,14 +927,15 @@ interface Geometry {
   pads: [number, number];
 }
 
-function heapOffset(be: WasmBackend, t: tf.TensorInfo): number {
+/** The byte address of a tensor's data in the wasm heap. */
+export function heapOffset(be: WasmBackend, t: tf.TensorInfo): number {
   const d = be.dataIdMap.get(t.dataId);
   if (!d) throw new Error('conv-wasm kernel: a tensor is not in the wasm heap');
   return d.memoryOffset;
 }
 
 /** A zero-filled float32 tensor of `shape` in the heap (dispose with disposeData). */
-function zeros(be: WasmBackend, shape: number[]): tf.TensorInfo {
+export function zeros(be: WasmBackend, shape: number[]): tf.TensorInfo {
   const z = be.makeOutput(shape, 'float32');
   be.typedArrayFromHeap(z).fill(0);
   return z;

@@ -6,6 +6,7 @@
  */
 import { convOutputSize, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { batchNormTrainWasm } from './bn-wasm.js';
 import { perSampleConvWasm } from './conv-wasm.js';
 
 /** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
@@ -235,8 +236,9 @@ export function batchNormLast(
       bias,
     );
   }
-  const axes = x.shape.map((_, i) => i).slice(0, -1);
-  const mom = tf.moments(x, axes);
+  // on wasm, the moments, normalisation and their gradient as four passes (bn-wasm.ts)
+  const own = batchNormTrainWasm(x, weight, bias, eps);
+  const mom = own ?? tf.moments(x, x.shape.map((_, i) => i).slice(0, -1));
   const count = x.size / x.shape[x.shape.length - 1]!;
   // running-stat update (PyTorch: unbiased variance), outside the gradient
   tf.tidy(() => {
@@ -245,6 +247,7 @@ export function batchNormLast(
     mean.write(tf.add(tf.mul(mean.read(), 1 - momentum), tf.mul(m, momentum)));
     variance.write(tf.add(tf.mul(variance.read(), 1 - momentum), tf.mul(vUnb, momentum)));
   });
+  if (own) return own.y;
   return tf.add(
     tf.mul(tf.sub(x, mom.mean), tf.mul(weight, tf.rsqrt(tf.add(mom.variance, eps)))),
     bias,

@@ -1,7 +1,7 @@
 /**
  * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, control
- * flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, lanes and
- * shuffles) to write small numeric
+ * flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, f64x2 adds and
+ * multiplies of promoted f32 lanes, lanes and shuffles) to write small numeric
  * kernels as code here, with no compiler and no binary file in the package. A module built with
  * {@link wasmModule} imports one memory (`env.mem`) and exports its functions, whose
  * parameters are all i32 and which return nothing.
@@ -175,8 +175,21 @@ export class WasmCode {
   f32x4Add(): this {
     return this.simd(0xe4);
   }
+  f32x4Sub(): this {
+    return this.simd(0xe5);
+  }
   f32x4Mul(): this {
     return this.simd(0xe6);
+  }
+  /** The two low f32 lanes of the f32x4 on the stack, as an f64x2. */
+  f64x2PromoteLow(): this {
+    return this.simd(0x5f);
+  }
+  f64x2Add(): this {
+    return this.simd(0xf0);
+  }
+  f64x2Mul(): this {
+    return this.simd(0xf2);
   }
   /**
    * Relaxed SIMD `f32x4.relaxed_madd` with the stack `a b c`: a·b + c, fused or not as the
@@ -232,4 +245,40 @@ export function wasmModule(fns: readonly WasmFunction[]): Uint8Array {
     ...section(7, exports),
     ...section(10, bodies),
   ]);
+}
+
+/** Locals of one function: parameters first, then i32 locals, then v128 locals. */
+export class Frame {
+  private n: number;
+  private v128Start = -1;
+  constructor(readonly params: number) {
+    this.n = params;
+  }
+  i32(): number {
+    if (this.v128Start >= 0) throw new Error('i32 locals must come before v128 locals');
+    return this.n++;
+  }
+  /** i32 locals by name, in order. */
+  i32s<K extends string>(names: readonly K[]): Record<K, number> {
+    const out = {} as Record<K, number>;
+    for (const n of names) out[n] = this.i32();
+    return out;
+  }
+  v128(): number {
+    if (this.v128Start < 0) this.v128Start = this.n;
+    return this.n++;
+  }
+  fn(name: string, code: WasmCode): WasmFunction {
+    const v = this.v128Start < 0 ? this.n : this.v128Start;
+    return { name, params: this.params, i32Locals: v - this.params, v128Locals: this.n - v, code };
+  }
+}
+
+/** Consecutive indices from `start`, by name (parameters of a function, in order). */
+export function indices<K extends string>(names: readonly K[], start: number): Record<K, number> {
+  const out = {} as Record<K, number>;
+  names.forEach((n, i) => {
+    out[n] = start + i;
+  });
+  return out;
 }

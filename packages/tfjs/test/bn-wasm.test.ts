@@ -1,0 +1,188 @@
+import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { batchNormTrainWasm, setWasmBatchNorm } from '../src/bn-wasm.js';
+import { setOwnWasmKernels } from '../src/conv-wasm.js';
+import { batchNormLast } from '../src/layers.js';
+import { relErr, useBackend } from './helpers.js';
+
+const EPS = 1e-5;
+
+/** Normal-ish values with the given offset and spread (sum of uniforms). */
+function values(size: number, offset: number, spread: number): Float32Array {
+  const a = new Float32Array(size);
+  for (let i = 0; i < a.length; i++)
+    a[i] = offset + spread * (Math.random() + Math.random() + Math.random() - 1.5);
+  return a;
+}
+
+/**
+ * Float64 BatchNorm over the last axis and its gradients for L = sum(y · dy), from the
+ * definition: the batch mean and biased variance, y = x̂ w + b with x̂ = (x - mean) / sqrt(var +
+ * eps); dbias = Σ dy, dweight = Σ dy x̂, dx = w / sqrt(var + eps) · (dy - dbias/M - x̂ dweight/M).
+ */
+function reference(x: Float32Array, w: Float32Array, b: Float32Array, dy: Float32Array) {
+  const C = w.length;
+  const M = x.length / C;
+  const mean = new Float64Array(C);
+  const variance = new Float64Array(C);
+  for (let i = 0; i < x.length; i++) mean[i % C]! += x[i]! / M;
+  for (let i = 0; i < x.length; i++) variance[i % C]! += (x[i]! - mean[i % C]!) ** 2 / M;
+  const rstd = Array.from(variance, (v) => 1 / Math.sqrt(v + EPS));
+  const xhat = Float64Array.from(x, (v, i) => (v - mean[i % C]!) * rstd[i % C]!);
+  const y = Float64Array.from(xhat, (v, i) => v * w[i % C]! + b[i % C]!);
+  const db = new Float64Array(C);
+  const dw = new Float64Array(C);
+  for (let i = 0; i < x.length; i++) {
+    db[i % C]! += dy[i]!;
+    dw[i % C]! += dy[i]! * xhat[i]!;
+  }
+  const dx = Float64Array.from(dy, (g, i) => {
+    const c = i % C;
+    return w[c]! * rstd[c]! * (g - db[c]! / M - (xhat[i]! * dw[c]!) / M);
+  });
+  return { y, mean, variance, dx, dw, db };
+}
+
+/** Variables of a BatchNorm as `batchNormLast` reads them (plain tensors, writable). */
+function bnVars(C: number, w: tf.Tensor, b: tf.Tensor) {
+  const store = new Map<string, tf.Tensor>([
+    ['weight', w],
+    ['bias', b],
+    ['running_mean', tf.zeros([C])],
+    ['running_var', tf.ones([C])],
+  ]);
+  const vars = new Map<string, tf.LayerVariable>();
+  for (const name of store.keys())
+    vars.set(name, {
+      read: () => store.get(name)!,
+      write: (t: tf.Tensor) => {
+        tf.keep(t);
+        if (name.startsWith('running')) store.get(name)!.dispose();
+        store.set(name, t);
+      },
+    } as unknown as tf.LayerVariable);
+  return { vars, store };
+}
+
+describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+    setWasmBatchNorm(true);
+  });
+
+  // shape, offset and spread of x, tolerance: float32 outputs with float64 sums against float64.
+  // The last case's values sit 1000x their spread from zero: there the float32 mean itself is
+  // off by half an ulp of 100 (~4e-6, 4e-5 of the spread), which x̂ carries (as tfjs's ops do).
+  const CASES: [number[], number, number, number][] = [
+    [[4, 5, 5, 8], 0, 1, 1e-5],
+    [[32, 16], 0.3, 2, 1e-5],
+    [[2, 3, 3, 12], 10, 1, 1e-5],
+    [[1, 1, 1, 4], 0, 1, 1e-5],
+    [[3, 7, 7, 36], -2, 0.5, 1e-5],
+    [[6, 4, 4, 8], 100, 0.1, 1e-4],
+  ];
+
+  it.each(CASES)(
+    'x %j (offset %d, spread %d): y, moments and gradients match float64 to %d',
+    (shape, offset, spread, tol) => {
+      const C = shape[shape.length - 1]!;
+      const size = shape.reduce((a, d) => a * d, 1);
+      const x = values(size, offset, spread);
+      const w = values(C, 1, 0.5);
+      const b = values(C, 0, 1);
+      const dy = values(size, 0, 1);
+      const ref = reference(x, w, b, dy);
+      const before = tf.memory();
+      const [xt, wt, bt, dyt] = [
+        tf.tensor(x, shape),
+        tf.tensor1d(w),
+        tf.tensor1d(b),
+        tf.tensor(dy, shape),
+      ];
+      const out = batchNormTrainWasm(xt!, wt!, bt!, EPS);
+      expect(out).toBeDefined();
+      const f = (a: tf.Tensor, p: tf.Tensor, q: tf.Tensor) =>
+        tf.sum(tf.mul(batchNormTrainWasm(a, p, q, EPS)!.y, dyt!));
+      const [gx, gw, gb] = tf.grads(f)([xt!, wt!, bt!]);
+      expect(relErr(out!.y.dataSync(), ref.y)).toBeLessThan(tol);
+      expect(relErr(out!.mean.dataSync(), ref.mean)).toBeLessThan(tol);
+      expect(relErr(out!.variance.dataSync(), ref.variance)).toBeLessThan(tol);
+      expect(relErr(gx!.dataSync(), ref.dx)).toBeLessThan(tol);
+      expect(relErr(gw!.dataSync(), ref.dw)).toBeLessThan(tol);
+      expect(relErr(gb!.dataSync(), ref.db)).toBeLessThan(tol);
+      tf.dispose([xt!, wt!, bt!, dyt!, out!.y, out!.mean, out!.variance, gx!, gw!, gb!]);
+      const after = tf.memory();
+      expect(after.numTensors).toBe(before.numTensors);
+      expect(after.numBytes).toBe(before.numBytes);
+    },
+  );
+
+  it('batchNormLast with it gives what tfjs ops give: output, gradients, running statistics', () => {
+    const shape = [8, 6, 6, 16];
+    const C = 16;
+    const x = tf.tensor(values(8 * 6 * 6 * 16, 0.5, 2), shape);
+    const dy = tf.tensor(values(8 * 6 * 6 * 16, 0, 1), shape);
+    const w = tf.tensor1d(values(C, 1, 0.5));
+    const b = tf.tensor1d(values(C, 0, 1));
+    const run = (own: boolean) => {
+      setWasmBatchNorm(own);
+      const { vars, store } = bnVars(C, w, b);
+      const f = (a: tf.Tensor, p: tf.Tensor, q: tf.Tensor) => {
+        store.set('weight', p);
+        store.set('bias', q);
+        return tf.sum(tf.mul(batchNormLast(a, vars, '', EPS, 0.1, true), dy));
+      };
+      const { value, grads } = tf.valueAndGrads(f)([x, w, b]);
+      const got = [value, ...grads].map((t) => t.dataSync());
+      const running = ['running_mean', 'running_var'].map((n) => store.get(n)!.dataSync());
+      tf.dispose([value, ...grads, store.get('running_mean')!, store.get('running_var')!]);
+      return [...got, ...running];
+    };
+    const tfOps = run(false);
+    const own = run(true);
+    // loss, dx, dweight, dbias, running mean, running variance (unbiased, as PyTorch)
+    for (const [i, v] of own.entries())
+      expect(relErr(v, tfOps[i]!), `output ${i}`).toBeLessThan(1e-5);
+    tf.dispose([x, dy, w, b]);
+  });
+
+  it('takes the BatchNorms it is for and leaves the rest (undefined: the caller takes tfjs ops)', async () => {
+    const t = (shape: number[], dtype: 'float32' | 'int32' = 'float32') =>
+      dtype === 'int32' ? tf.zeros(shape, 'int32') : tf.randomNormal(shape);
+    const yes = batchNormTrainWasm(t([2, 3, 3, 8]), t([8]), t([8]), EPS);
+    expect(yes?.y.shape).toEqual([2, 3, 3, 8]);
+    const not: [string, tf.Tensor, tf.Tensor, tf.Tensor][] = [
+      ['C not a multiple of 4', t([2, 3, 3, 6]), t([6]), t([6])],
+      ['C below 4', t([5, 2]), t([2]), t([2])],
+      ['rank 1', t([8]), t([8]), t([8])],
+      ['int32', t([2, 8], 'int32'), t([8]), t([8])],
+      ['weight of another size', t([2, 8]), t([4]), t([8])],
+      ['bias of rank 2', t([2, 8]), t([8]), t([1, 8])],
+      ['an empty batch', t([0, 8]), t([8]), t([8])],
+    ];
+    for (const [label, x, w, b] of not)
+      expect(batchNormTrainWasm(x, w, b, EPS), label).toBeUndefined();
+    const ok = [t([2, 8]), t([8]), t([8])] as const;
+    setWasmBatchNorm(false);
+    expect(batchNormTrainWasm(...ok, EPS), 'switched off').toBeUndefined();
+    setWasmBatchNorm(true);
+    setOwnWasmKernels(false);
+    expect(batchNormTrainWasm(...ok, EPS), 'own kernels off').toBeUndefined();
+    setOwnWasmKernels(true);
+    await useBackend('cpu');
+    const onCpu = [t([2, 8]), t([8]), t([8])] as const;
+    expect(batchNormTrainWasm(...onCpu, EPS), 'cpu backend').toBeUndefined();
+    tf.dispose([...onCpu]);
+    await useBackend('wasm');
+    tf.dispose([
+      yes!.y,
+      yes!.mean,
+      yes!.variance,
+      ...ok,
+      ...not.flatMap(([, x, w, b]) => [x, w, b]),
+    ]);
+  });
+});
