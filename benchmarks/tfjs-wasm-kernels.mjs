@@ -5,8 +5,8 @@
 // the plain ResNet-8, the `kw train --preset paper-direction` model. Prints median ms and
 // stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
 // kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
-// few-row gradient products, KW's assembly gradients in one pass; `setOwnWasmKernels`) off and on
-// around the same training steps. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// few-row gradient products, KW's assembly gradients in one pass, the training BatchNorm of
+// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
@@ -16,6 +16,8 @@ import {
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
+// batchNormLast: the BatchNorm of @kernelwarehouse/tfjs's layers (not part of its public API)
+import { batchNormLast } from '../packages/tfjs/dist/layers.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
 const kernelsLine = await wasmAsKwTrain();
@@ -150,9 +152,47 @@ const assemblyCases = [
   ];
 });
 
+// a training BatchNorm (batch statistics, running-statistics update) and its three gradients at
+// the width-4 ResNet-8's feature maps: tfjs's ops and autodiff against bn-wasm.ts's four passes
+const bnCases = [
+  [28, 64],
+  [14, 128],
+  [7, 256],
+].map(([hw, ch]) => {
+  const x = tf.randomNormal([batch, hw, hw, ch]);
+  const dy = tf.randomNormal([batch, hw, hw, ch]);
+  const w = tf.randomUniform([ch], 0.5, 1.5);
+  const b = tf.randomNormal([ch]);
+  const store = new Map([
+    ['running_mean', tf.zeros([ch])],
+    ['running_var', tf.ones([ch])],
+  ]);
+  const variable = (name) => ({
+    read: () => store.get(name),
+    write: (t) => {
+      store.get(name).dispose();
+      store.set(name, tf.keep(t));
+    },
+  });
+  const vars = (wt, bt) =>
+    new Map([
+      ['weight', { read: () => wt }],
+      ['bias', { read: () => bt }],
+      ['running_mean', variable('running_mean')],
+      ['running_var', variable('running_var')],
+    ]);
+  const g = tf.grads((xt, wt, bt) =>
+    tf.sum(tf.mul(batchNormLast(xt, vars(wt, bt), '', 1e-5, 0.1, true), dy)),
+  );
+  return [
+    `training BatchNorm and its gradients ${batch}x${hw}x${hw}x${ch}`,
+    () => tf.add(...g([x, w, b]).map((t) => tf.sum(t))),
+  ];
+});
+
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');
-for (const [name, fn] of [...rowsCases, ...assemblyCases]) {
+for (const [name, fn] of [...rowsCases, ...assemblyCases, ...bnCases]) {
   const [off, on] = await compare(
     toggled(name, () => tf.tidy(() => void fn().dataSync())),
     { rounds, warmup: 1 },
