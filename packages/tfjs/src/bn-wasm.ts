@@ -53,89 +53,94 @@ function release(be: WasmBackend, s: Scratch): void {
   be.disposeData(s.acc.dataId);
 }
 
-/** Views of the heap, taken after the last allocation of a call (a growing heap moves). */
-function views(be: WasmBackend, s: Scratch, C: number) {
-  const coef = be.typedArrayFromHeap(s.coef) as Float32Array;
-  return { coef, sums: new Float64Array(coef.buffer, s.accAt, 2 * C) };
-}
-
 function kernels(): Kernels {
   const own = activeOwnKernels();
   if (!own) throw new Error(`${FWD}: the own wasm kernels are not available`);
   return own.kernels;
 }
 
-function geometry(x: tf.TensorInfo): { C: number; rows: number } {
+/**
+ * What both kernels start with: float32 outputs (`x`'s shape, then `perChannel` of `[C]`), the
+ * scratch, and float32 views of `inputs` and the outputs plus a float64 view of the sums, all
+ * taken after the last allocation (a growing heap moves).
+ */
+function setUp(be: WasmBackend, x: tf.TensorInfo, inputs: tf.TensorInfo[], perChannel: number) {
   const C = x.shape[x.shape.length - 1]!;
-  return { C, rows: tf.util.sizeFromShape(x.shape) / C };
+  const rows = tf.util.sizeFromShape(x.shape) / C;
+  const shapes = [[...x.shape], ...new Array<number[]>(perChannel).fill([C])];
+  const outs = shapes.map((shape) => be.makeOutput(shape, 'float32'));
+  const s = scratch(be, C);
+  const f32 = (t: tf.TensorInfo) => be.typedArrayFromHeap(t) as Float32Array;
+  const coef = f32(s.coef);
+  const sums = new Float64Array(coef.buffer, s.accAt, 2 * C);
+  return { C, rows, outs, s, coef, sums, ins: inputs.map(f32), out: outs.map(f32) };
 }
 
-/** Outputs `[y, mean, variance]` (the biased batch variance, as `tf.moments`). */
+/**
+ * Outputs `[y, mean, variance, meanLow]`: the batch mean as float32, the biased variance (as
+ * `tf.moments`), and what the float32 mean misses of the float64 one (`mean + meanLow` is the
+ * mean to ~1e-14), which both kernels fold into their per-channel shift: `x - mean` is exact in
+ * float32 for x near the mean, so y and the gradients do not carry the mean's rounding (half an
+ * ulp of the mean: 4e-5 of the spread for values 1000x their spread from 0).
+ */
 function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const be = backend as WasmBackend;
   const { x, weight, bias } = inputs as Record<string, tf.TensorInfo>;
   const eps = attrs!.eps as number;
-  const { C, rows } = geometry(x!);
-  const y = be.makeOutput([...x!.shape], 'float32');
-  const mean = be.makeOutput([C], 'float32');
-  const variance = be.makeOutput([C], 'float32');
-  const s = scratch(be, C);
-  const { coef, sums } = views(be, s, C);
-  const X = be.typedArrayFromHeap(x!) as Float32Array;
-  const W = be.typedArrayFromHeap(weight!) as Float32Array;
-  const B = be.typedArrayFromHeap(bias!) as Float32Array;
-  const M = be.typedArrayFromHeap(mean) as Float32Array;
-  const V = be.typedArrayFromHeap(variance) as Float32Array;
+  const { C, rows, outs, s, coef, sums, ins, out } = setUp(be, x!, [x!, weight!, bias!], 3);
+  const [X, W, B] = ins as [Float32Array, Float32Array, Float32Array];
+  const [, M, V, L] = out as [Float32Array, Float32Array, Float32Array, Float32Array];
   // moments about the first row (close to the mean, so E[u²] - E[u]² loses nothing in float64)
   coef.set(X.subarray(0, C));
   const K = kernels();
   K.bn_moments(heapOffset(be, x!), 0, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {
     const m1 = sums[c]! / rows;
-    M[c] = coef[c]! + m1;
+    const mean = coef[c]! + m1;
+    M[c] = mean;
+    L[c] = mean - M[c]!;
     V[c] = Math.max(sums[C + c]! / rows - m1 * m1, 0);
+    // y = (x - mean) a + b = (x - M) a + (b - L a)
+    const a = W[c]! / Math.sqrt(V[c]! + eps);
     coef[c] = M[c]!;
-    coef[C + c] = W[c]! / Math.sqrt(V[c]! + eps);
-    coef[2 * C + c] = B[c]!;
+    coef[C + c] = a;
+    coef[2 * C + c] = B[c]! - L[c]! * a;
   }
-  K.bn_norm(heapOffset(be, x!), 0, heapOffset(be, y), rows, C, heapOffset(be, s.coef));
+  K.bn_norm(heapOffset(be, x!), 0, heapOffset(be, outs[0]!), rows, C, heapOffset(be, s.coef));
   release(be, s);
-  return [y, mean, variance];
+  return outs;
 }
 
 /** Outputs `[dx, dweight, dbias]` for dy of `y`, from the forward's input and statistics. */
 function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const be = backend as WasmBackend;
-  const { dy, x, weight, mean, variance } = inputs as Record<string, tf.TensorInfo>;
+  const { dy, x, weight, mean, variance, meanLow } = inputs as Record<string, tf.TensorInfo>;
   const eps = attrs!.eps as number;
-  const { C, rows } = geometry(x!);
-  const dx = be.makeOutput([...x!.shape], 'float32');
-  const dw = be.makeOutput([C], 'float32');
-  const db = be.makeOutput([C], 'float32');
-  const s = scratch(be, C);
-  const { coef, sums } = views(be, s, C);
-  const W = be.typedArrayFromHeap(weight!) as Float32Array;
-  const M = be.typedArrayFromHeap(mean!) as Float32Array;
-  const V = be.typedArrayFromHeap(variance!) as Float32Array;
-  const DW = be.typedArrayFromHeap(dw) as Float32Array;
-  const DB = be.typedArrayFromHeap(db) as Float32Array;
+  const setup = setUp(be, x!, [weight!, mean!, variance!, meanLow!], 2);
+  const { C, rows, outs, s, coef, sums, ins, out } = setup;
+  const [W, M, V, L] = ins as [Float32Array, Float32Array, Float32Array, Float32Array];
+  const [, DW, DB] = out as [Float32Array, Float32Array, Float32Array];
   coef.set(M.subarray(0, C));
   const K = kernels();
   const at = [x!, dy!].map((t) => heapOffset(be, t)) as [number, number];
   K.bn_gsums(...at, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {
-    // sums: sum(dy) and sum(dy · (x - mean)); dx = k (dy - db/rows - x̂ dw/rows), k = w / σ
+    // sums: sum(dy) and sum(dy · (x - M)), so sum(dy · (x - mean)) = the second - L · the
+    // first; dx = k (dy - db/rows - x̂ dw/rows), k = w / σ, x̂ = (x - M - L) / σ
     const rstd = 1 / Math.sqrt(V[c]! + eps);
     const k = W[c]! * rstd;
-    DB[c] = sums[c]!;
-    DW[c] = sums[C + c]! * rstd;
-    coef[C + c] = (-k * rstd * rstd * sums[C + c]!) / rows;
-    coef[2 * C + c] = (-k * sums[c]!) / rows;
+    const sb = sums[c]!;
+    const sw = sums[C + c]! - L[c]! * sb;
+    DB[c] = sb;
+    DW[c] = sw * rstd;
+    const a = (-k * rstd * rstd * sw) / rows;
+    coef[C + c] = a;
+    coef[2 * C + c] = (-k * sb) / rows - L[c]! * a;
     coef[3 * C + c] = k;
   }
-  K.bn_dx(...at, heapOffset(be, dx), rows, C, heapOffset(be, s.coef));
+  K.bn_dx(...at, heapOffset(be, outs[0]!), rows, C, heapOffset(be, s.coef));
   release(be, s);
-  return [dx, dw, db];
+  return outs;
 }
 
 function ensureRegistered(): void {
@@ -154,15 +159,15 @@ function ensureRegistered(): void {
   tf.registerGradient({
     kernelName: FWD,
     inputsToSave: ['x', 'weight'],
-    outputsToSave: [false, true, true],
+    outputsToSave: [false, true, true, true],
     gradFunc: (dys, saved, attrs) => {
-      const [x, weight, mean, variance] = saved as tf.Tensor[];
+      const [x, weight, mean, variance, meanLow] = saved as tf.Tensor[];
       const dy = (dys as tf.Tensor[])[0]!;
       // all three in one kernel call, here (the tape calls each input's function in a tidy of
       // its own, as customGrad's functions are called: the three results live in the outer one)
       const [dx, dw, db] = tf.engine().runKernel(
         GRAD,
-        { dy, x: x!, weight: weight!, mean: mean!, variance: variance! },
+        { dy, x: x!, weight: weight!, mean: mean!, variance: variance!, meanLow: meanLow! },
         {
           eps: attrs.eps as number,
         },
@@ -192,8 +197,10 @@ export function batchNormTrainWasm(
   if (x.rank < 2 || C < 4 || C % 4 !== 0 || x.size === 0) return undefined;
   if ([weight, bias].some((t) => t.rank !== 1 || t.shape[0] !== C)) return undefined;
   ensureRegistered();
-  const [y, mean, variance] = tf
+  const [y, mean, variance, meanLow] = tf
     .engine()
     .runKernel(FWD, { x, weight, bias }, { eps }) as tf.Tensor[];
+  // meanLow is for the gradient alone, which keeps its own copy (a taped kernel's saved outputs)
+  meanLow!.dispose();
   return { y: y!, mean: mean!, variance: variance! };
 }

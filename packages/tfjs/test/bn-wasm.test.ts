@@ -74,15 +74,18 @@ describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () =
   });
 
   // shape, offset and spread of x, tolerance: float32 outputs with float64 sums against float64.
-  // The last case's values sit 1000x their spread from zero: there the float32 mean itself is
-  // off by half an ulp of 100 (~4e-6, 4e-5 of the spread), which x̂ carries (as tfjs's ops do).
+  // The last two cases' values sit 1000x and 10^4 x their spread from zero, where the float32
+  // mean alone is off by half an ulp (4e-5 and 4e-4 of the spread, which tfjs's ops carry into
+  // x̂); the kernels fold the float64 remainder back in. Three rows: the fewest whose gradient is
+  // not ~0 (below).
   const CASES: [number[], number, number, number][] = [
     [[4, 5, 5, 8], 0, 1, 1e-5],
     [[32, 16], 0.3, 2, 1e-5],
     [[2, 3, 3, 12], 10, 1, 1e-5],
-    [[1, 1, 1, 4], 0, 1, 1e-5],
+    [[3, 1, 1, 4], 0, 1, 1e-5],
     [[3, 7, 7, 36], -2, 0.5, 1e-5],
-    [[6, 4, 4, 8], 100, 0.1, 1e-4],
+    [[6, 4, 4, 8], 100, 0.1, 1e-5],
+    [[2, 8, 8, 4], -1000, 0.1, 1e-5],
   ];
 
   it.each(CASES)(
@@ -119,6 +122,22 @@ describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () =
       expect(after.numBytes).toBe(before.numBytes);
     },
   );
+
+  it('one row per channel: y is the bias exactly and dx is ~0 (x̂ = 0; tfjs ops the same)', () => {
+    const x = tf.tensor2d([[3, -1, 2.5, 7]]);
+    const w = tf.tensor1d([1, 2, 0.5, -1]);
+    const b = tf.tensor1d([0.1, -0.2, 0.3, 4]);
+    const dy = tf.tensor2d([[1, -2, 3, 0.5]]);
+    const out = batchNormTrainWasm(x, w, b, EPS)!;
+    expect(Array.from(out.y.dataSync())).toEqual(Array.from(b.dataSync()));
+    expect(Array.from(out.variance.dataSync())).toEqual([0, 0, 0, 0]);
+    const [gx] = tf.grads((a: tf.Tensor) =>
+      tf.sum(tf.mul(batchNormTrainWasm(a, w, b, EPS)!.y, dy)),
+    )([x]);
+    // the exact gradient is 0; k dy - k dy leaves a rounding of |k dy| = |w dy| / sqrt(eps)
+    for (const v of gx!.dataSync()) expect(Math.abs(v)).toBeLessThan((1e-6 * 3) / Math.sqrt(EPS));
+    tf.dispose([x, w, b, dy, out.y, out.mean, out.variance, gx!]);
+  });
 
   it('batchNormLast with it gives what tfjs ops give: output, gradients, running statistics', () => {
     const shape = [8, 6, 6, 16];
