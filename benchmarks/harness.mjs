@@ -11,21 +11,31 @@ export async function compare(cases, opts = {}) {
   const rounds = opts.rounds ?? 7;
   const warmup = opts.warmup ?? 1;
   const samples = cases.map(() => []);
+  const cpu = cases.map(() => []);
   for (let r = 0; r < warmup + rounds; r++) {
     for (let i = 0; i < cases.length; i++) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       await cases[i].fn();
       const dt = performance.now() - t0;
-      if (r >= warmup) samples[i].push(dt);
+      const cu = process.cpuUsage(c0);
+      if (r >= warmup) {
+        samples[i].push(dt);
+        cpu[i].push((cu.user + cu.system) / 1000);
+      }
     }
   }
   const base = median(samples[0]);
+  const cpuBase = median(cpu[0]);
   return cases.map((c, i) => ({
     name: c.name,
     medianMs: median(samples[i]),
     ratio: median(samples[i]) / base,
     ideal: c.ideal,
     samples: samples[i],
+    // the process's CPU time (all its threads): time the case waited for a core is not in it
+    cpuMs: median(cpu[i]),
+    cpuRatio: median(cpu[i]) / cpuBase,
   }));
 }
 

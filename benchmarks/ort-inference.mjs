@@ -8,8 +8,12 @@
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
 // (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
 // and after each thread count, the spread (min-max) of the per-round ratios, and the ratio of each
-// model's fastest run to the plain model's over the MAC-ideal (host stalls only add time).
+// model's fastest run to the plain model's over the MAC-ideal (host stalls only add time); a row
+// whose file is byte-identical to an earlier row's says so (an A/A control of the noise); and at
+// one thread the ratio of the process's CPU time (median) over the MAC-ideal: time spent waiting
+// for a core while other processes run is not in it (at 2 threads it would add both threads).
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { availableParallelism, loadavg } from 'node:os';
 import { initWeights, planModel, Rng } from '@kernelwarehouse/core';
 import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
@@ -64,8 +68,13 @@ async function child(threads) {
           tapMajor: form.tapMajor,
         });
         const session = await createSession(bytes, { numThreads: threads });
+        // a form whose file equals an earlier one's (KW 1x's one-thread form: no layer with
+        // G_in > 1) is an A/A control: whatever separates the two rows is measurement, not model
+        const digest = createHash('sha256').update(bytes).digest('hex');
+        const twin = cases.find((c) => c.digest === digest);
         cases.push({
-          name: `${m.label}${form.label}`,
+          name: `${m.label}${form.label}${twin ? ` [the same file as "${twin.name}"]` : ''}`,
+          digest,
           session,
           bytes: bytes.length,
           macs: m.macs,
@@ -127,12 +136,12 @@ if (process.argv[2] === '--child') {
   );
   console.log(`load (uptime, ${availableParallelism()} cores): ${loads.join('; ')}`);
   console.log(
-    '\n| threads | batch | model | params | .onnx size | median ms | ms / image | measured ratio (per-round min-max) | MAC-ideal ratio | measured / ideal | fastest-run ratio / ideal |',
+    '\n| threads | batch | model | params | .onnx size | median ms | ms / image | measured ratio (per-round min-max) | MAC-ideal ratio | measured / ideal | fastest-run ratio / ideal | CPU-time ratio / ideal (1 thread) |',
   );
-  console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of all) {
     console.log(
-      `| ${r.threads} | ${r.batch} | ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${(r.bytes / 2 ** 20).toFixed(1)} MiB | ${r.medianMs.toFixed(0)} | ${(r.medianMs / r.batch).toFixed(1)} | ${r.ratio.toFixed(2)} (${r.lo.toFixed(2)}-${r.hi.toFixed(2)}) | ${r.ideal.toFixed(2)} | ${(r.ratio / r.ideal).toFixed(2)} | ${(r.minRatio / r.ideal).toFixed(2)} |`,
+      `| ${r.threads} | ${r.batch} | ${r.name} | ${(r.params / 1e6).toFixed(2)}M | ${(r.bytes / 2 ** 20).toFixed(1)} MiB | ${r.medianMs.toFixed(0)} | ${(r.medianMs / r.batch).toFixed(1)} | ${r.ratio.toFixed(2)} (${r.lo.toFixed(2)}-${r.hi.toFixed(2)}) | ${r.ideal.toFixed(2)} | ${(r.ratio / r.ideal).toFixed(2)} | ${(r.minRatio / r.ideal).toFixed(2)} | ${r.threads === 1 ? (r.cpuRatio / r.ideal).toFixed(2) : '-'} |`,
     );
   }
 }
