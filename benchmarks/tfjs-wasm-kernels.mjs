@@ -6,7 +6,8 @@
 // stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
 // kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
 // few-row gradient products, KW's assembly gradients in one pass, the training BatchNorm of
-// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it, a
+// table of the stride-1 input gradient on `conv_dx1` against it as a forward conv. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
@@ -16,7 +17,9 @@ import {
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-// batchNormLast: the BatchNorm of @kernelwarehouse/tfjs's layers (not part of its public API)
+// not part of @kernelwarehouse/tfjs's public API: its layers' BatchNorm and the switch of the
+// input gradient's forward form
+import { setInputGradByForward } from '../packages/tfjs/dist/conv-wasm.js';
 import { batchNormLast } from '../packages/tfjs/dist/layers.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
@@ -189,6 +192,59 @@ const bnCases = [
     () => tf.add(...g([x, w, b]).map((t) => tf.sum(t))),
   ];
 });
+
+// a stride-1 input gradient on the own kernels: conv_dx1 against the same gradient as a forward
+// conv of dy with the flipped, transposed kernel (`setInputGradByForward`), for a kernel shared
+// by the batch (an ordinary conv's Conv2DBackpropInput) and for per-sample kernels (KW's)
+const dxCases = [
+  [28, 64],
+  [14, 128],
+  [7, 256],
+].flatMap(([hw, ch]) => {
+  const dy = tf.randomNormal([batch, hw, hw, ch]);
+  const w = tf.randomNormal([3, 3, ch, ch]);
+  const ks = tf.randomNormal([batch, 3, 3, ch, ch]);
+  const inputShape = [batch, hw, hw, ch];
+  const shared = () =>
+    tf
+      .engine()
+      .runKernel(
+        'Conv2DBackpropInput',
+        { dy, filter: w },
+        { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', inputShape },
+      );
+  const perSample = () =>
+    tf
+      .engine()
+      .runKernel(
+        'KwWasmConv2DBackpropInput',
+        { dy, kernels: ks },
+        { strides: [1, 1], pads: [1, 1], shared: false, inputShape },
+      );
+  return [
+    [`input gradient, 3x3 stride 1, shared kernel, ${batch}x${hw}x${hw}x${ch}`, shared],
+    [`input gradient, 3x3 stride 1, per-sample kernels, ${batch}x${hw}x${hw}x${ch}`, perSample],
+  ];
+});
+
+console.log('\n| case (own kernels on) | conv_dx1 ms | as a forward conv ms | speed-up |');
+console.log('|---|---:|---:|---:|');
+for (const [name, fn] of dxCases) {
+  const [dx1, fwd] = await compare(
+    [false, true].map((on) => ({
+      name,
+      fn: () => {
+        setInputGradByForward(on);
+        tf.tidy(() => void fn().dataSync());
+      },
+    })),
+    { rounds, warmup: 1 },
+  );
+  console.log(
+    `| ${name} | ${dx1.medianMs.toFixed(1)} | ${fwd.medianMs.toFixed(1)} | ${(dx1.medianMs / fwd.medianMs).toFixed(2)}x |`,
+  );
+}
+setInputGradByForward(true);
 
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');

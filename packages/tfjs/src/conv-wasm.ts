@@ -1221,6 +1221,73 @@ interface GradAttrs extends Geometry {
   shared: boolean;
 }
 
+let dxByForward = true;
+
+/**
+ * Per-sample kernels take {@link inputGradByForward} from this many input pixels up: each
+ * sample's kernel is flipped and transposed first, a pass over the kernel per sample that small
+ * images do not repay (batch 32, 3x3, `bench:wasm-kernels`' input-gradient table: faster at
+ * 28x28x64 and 14x14x128, 0.79x at 7x7x256 in a timing while this was written; a shared kernel,
+ * flipped once for the batch, is faster at all three).
+ */
+const DX_FORWARD_MIN_PIXELS = 100;
+
+/**
+ * Whether a stride-1 input gradient runs as a forward conv ({@link inputGradByForward}; on by
+ * default) or on `conv_dx1`; returns the previous setting. For side-by-side benchmarks.
+ */
+export function setInputGradByForward(on: boolean): boolean {
+  const was = dxByForward;
+  dxByForward = on;
+  return was;
+}
+
+/**
+ * A stride-1 input gradient as a forward conv: `dx = conv(dy, w')` with `w'[i, j, o, c] =
+ * w[kh-1-i, kw-1-j, c, o]` (the taps reversed, each tap's `[C, O]` transposed by `transpose_2d`)
+ * and padding `kh-1-pt`, `kw-1-pl`, so it runs at the forward kernel's rate (`conv_dx1` reduces
+ * over the output channels with lane sums at the end: ~0.75x it at the ResNet-8 shapes). A shared
+ * kernel is flipped and packed once for the batch, per-sample kernels one sample at a time.
+ */
+function inputGradByForward(
+  be: WasmBackend,
+  K: Kernels,
+  at: { dy: number; k: number; dx: number; zero: number },
+  dims: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  taps: { kh: number; kw: number; pt: number; pl: number },
+  shared: boolean,
+): void {
+  const { B, H, W, C, Ho, Wo, O } = dims;
+  const { kh, kw, pt, pl } = taps;
+  const rows = kh * kw * O;
+  const flipped = be.makeOutput([rows * C], 'float32');
+  const blocks = shared ? Math.ceil(C / 16) : 1;
+  const packed = be.makeOutput([rows * 16 * blocks], 'float32');
+  const [fo, po] = [flipped, packed].map((t) => heapOffset(be, t)) as [number, number];
+  // the forward's geometry: input dy [Ho, Wo, O], output dx [H, W, C]
+  const g = [Ho, Wo, O, H, W, C, kh, kw, 1, 1, kh - 1 - pt, kw - 1 - pl];
+  const flip = (k: number) => {
+    for (let t = 0; t < kh * kw; t++)
+      K.transpose_2d(k + t * C * O * 4, fo + (kh * kw - 1 - t) * O * C * 4, C, O, O * 4, C * 4);
+  };
+  if (shared) {
+    flip(at.k);
+    for (let o0 = 0; o0 < C; o0 += 16) copyBlock(K, fo, po + rows * o0 * 4, g, o0);
+  }
+  for (let b = 0; b < B; b++) {
+    const dyb = at.dy + b * Ho * Wo * O * 4;
+    const dxb = at.dx + b * H * W * C * 4;
+    if (shared) {
+      for (let o0 = 0; o0 < C; o0 += 16) convBlock(K, dyb, po + rows * o0 * 4, dxb, at.zero, g, o0);
+    } else {
+      flip(at.k + b * kh * kw * C * O * 4);
+      forwardInBlocks(K, po, dyb, fo, dxb, at.zero, g);
+    }
+  }
+  be.disposeData(packed.dataId);
+  be.disposeData(flipped.dataId);
+}
+
 function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
   const { dy, kernels } = inputs as { dy: tf.TensorInfo; kernels: tf.TensorInfo };
@@ -1235,6 +1302,13 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const kStep = a.shared ? 0 : kh * kw * C * O * 4;
   const [sh, sw] = a.strides;
   const [pt, pl] = a.pads;
+  const byForward = a.shared || H * W >= DX_FORWARD_MIN_PIXELS;
+  if (dxByForward && byForward && sh === 1 && sw === 1 && pt <= kh - 1 && pl <= kw - 1) {
+    const at = { dy: dyo!, k: ko!, dx: dxo!, zero: zo! };
+    inputGradByForward(be, K, at, { B, H, W, C, Ho, Wo, O }, { kh, kw, pt, pl }, a.shared);
+    be.disposeData(z.dataId);
+    return dx;
+  }
   for (let b = 0; b < B; b++) {
     const at = [dyo! + b * Ho * Wo * O * 4, ko! + b * kStep, dxo! + b * H * W * C * 4, zo!];
     const dxFn = sh === 1 && sw === 1 ? K.conv_dx1 : K.conv_dxs;

@@ -108,6 +108,11 @@ const CASES: Case[] = [
   { n: 2, h: 3, w: 3, c: 4, o: 20, k: [7, 7], s: [1, 1], p: [3, 3] },
   { n: 3, h: 8, w: 5, c: 8, o: 12, k: [1, 3], s: [3, 2], p: [0, 1] },
   { n: 5, h: 2, w: 2, c: 16, o: 8, k: [3, 3], s: [1, 1], p: [1, 1] },
+  // stride 1 with padding other than (k - 1) / 2: the input gradient as a forward conv pads by
+  // k - 1 - p; padding above k - 1 keeps conv_dx1
+  { n: 2, h: 6, w: 5, c: 4, o: 8, k: [3, 3], s: [1, 1], p: [0, 2] },
+  { n: 2, h: 7, w: 6, c: 8, o: 4, k: [5, 3], s: [1, 1], p: [1, 0] },
+  { n: 1, h: 4, w: 4, c: 4, o: 8, k: [3, 3], s: [1, 1], p: [3, 3] },
 ];
 
 describe('per-sample convolution kernels on wasm', () => {
@@ -292,6 +297,7 @@ const SHARED: SharedCase[] = [
   { n: 2, h: 7, w: 7, c: 12, o: 4, k: [1, 1], s: [2, 2], pad: 'valid' },
   { n: 2, h: 9, w: 6, c: 4, o: 20, k: [5, 3], s: [1, 2], pad: 'valid' },
   { n: 1, h: 5, w: 5, c: 16, o: 16, k: [3, 3], s: [1, 1], pad: 'same' },
+  { n: 2, h: 7, w: 6, c: 8, o: 12, k: [3, 5], s: [1, 1], pad: 'valid' },
 ];
 
 describe('ordinary conv gradients on the wasm kernels', () => {
