@@ -6,8 +6,9 @@
 // stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
 // kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
 // few-row gradient products, KW's assembly gradients in one pass, the training BatchNorm of
-// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it, a
-// table of the stride-1 input gradient on `conv_dx1` against it as a forward conv. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it,
+// tables of the filter gradient in place against on channel-block copies and of the stride-1
+// input gradient on `conv_dx1` against it as a forward conv. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
@@ -17,9 +18,9 @@ import {
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-// not part of @kernelwarehouse/tfjs's public API: its layers' BatchNorm and the switch of the
-// input gradient's forward form
-import { setInputGradByForward } from '../packages/tfjs/dist/conv-wasm.js';
+// not part of @kernelwarehouse/tfjs's public API: its layers' BatchNorm and the switches of the
+// gradient kernels' forms
+import { setFilterGradBlocked, setInputGradByForward } from '../packages/tfjs/dist/conv-wasm.js';
 import { batchNormLast } from '../packages/tfjs/dist/layers.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
@@ -226,6 +227,53 @@ const dxCases = [
     [`input gradient, 3x3 stride 1, per-sample kernels, ${batch}x${hw}x${hw}x${ch}`, perSample],
   ];
 });
+
+// a filter gradient on the own kernels: conv_dw reading x and dy in place against conv_dw_blk on
+// channel-block copies (`setFilterGradBlocked`), shared kernel (Conv2DBackpropFilter) and
+// per-sample kernels (KW's), 3x3 stride 1 and a stride-2 layer
+const dwCases = [
+  [28, 64, 64, 1],
+  [14, 128, 128, 1],
+  [7, 256, 256, 1],
+  [28, 64, 128, 2],
+].flatMap(([hw, ci, co, s]) => {
+  const x = tf.randomNormal([batch, hw, hw, ci]);
+  const dy = tf.randomNormal([batch, hw / s, hw / s, co]);
+  const attrs = { strides: [s, s], pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, ci, co] };
+  const label = `3x3 stride ${s}, ${batch}x${hw}x${hw}x${ci} -> ${co}`;
+  const perSample = { strides: [s, s], pads: [1, 1], shared: false, kernelSize: [3, 3] };
+  return [
+    [
+      `filter gradient, shared kernel, ${label}`,
+      () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, attrs),
+    ],
+    [
+      `filter gradient, per-sample kernels, ${label}`,
+      () => tf.engine().runKernel('KwWasmConv2DBackpropFilter', { x, dy }, perSample),
+    ],
+  ];
+});
+
+console.log(
+  '\n| case (own kernels on) | conv_dw in place ms | on channel-block copies ms | speed-up |',
+);
+console.log('|---|---:|---:|---:|');
+for (const [name, fn] of dwCases) {
+  const [inPlace, blocked] = await compare(
+    [false, true].map((on) => ({
+      name,
+      fn: () => {
+        setFilterGradBlocked(on);
+        tf.tidy(() => void fn().dataSync());
+      },
+    })),
+    { rounds, warmup: 1 },
+  );
+  console.log(
+    `| ${name} | ${inPlace.medianMs.toFixed(1)} | ${blocked.medianMs.toFixed(1)} | ${(inPlace.medianMs / blocked.medianMs).toFixed(2)}x |`,
+  );
+}
+setFilterGradBlocked(true);
 
 console.log('\n| case (own kernels on) | conv_dx1 ms | as a forward conv ms | speed-up |');
 console.log('|---|---:|---:|---:|');

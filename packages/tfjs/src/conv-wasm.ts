@@ -426,8 +426,13 @@ function storeLaneSums(
  * `conv_dw(x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, accumulate)`, one
  * sample: `dw[kh, kw, Cin, Cout]` of the forward above (added to what `dw` holds when
  * `accumulate` is not 0). Cin % 4 == 0 and Cout % 4 == 0.
+ * `conv_dw_blk` (`blocked`), the same with x as `[Cin/4, H·W, 4]` and dy as `[Cout/8, Ho·Wo, 8]`
+ * (the last block of 4 when Cout % 8 is 4), copied so by `copy_rows` first: a tile (4 input x 8
+ * output channels) then reads 16 and 32 contiguous bytes per pixel instead of 16 and 32 bytes
+ * of a 64-byte line whose rows are Cin·4 and Cout·4 bytes apart, a quarter and a half of the
+ * cache lines it pulls through L2 for every tile (`bench:wasm-kernels`' gradient table).
  */
-function convFilterGrad(): WasmFunction {
+function convFilterGrad(blocked = false): WasmFunction {
   const f = new Frame(16);
   const { x, dy, dw, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, accumulate } = indices(
     ['x', 'dy', 'dw', ...CONV_GEOMETRY, 'accumulate'],
@@ -457,7 +462,8 @@ function convFilterGrad(): WasmFunction {
   const s = f.v128();
   const k = new WasmCode();
   k.get(Cin).i32(4).mul().set(inB).get(Cout).i32(4).mul().set(outB);
-  k.get(sw).get(inB).mul().set(xStep);
+  if (blocked) k.get(sw).i32(16).mul().set(xStep);
+  else k.get(sw).get(inB).mul().set(xStep);
   // one tile of 4 input channels (c0) x (4 * nv) output channels (o0) at tap (i, j)
   const tile = (nv: number): void => {
     k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(c0).add().get(outB).mul();
@@ -482,8 +488,22 @@ function convFilterGrad(): WasmFunction {
     k.get(oy).get(sh).mul().get(i).add().get(pt).sub().tee(iy).get(H).ltU();
     k.get(hi).get(lo).gtS().and().if();
     k.get(iy).get(W).mul().get(lo).get(sw).mul().add().get(j).add().get(pl).sub();
-    k.get(Cin).mul().get(c0).add().i32(4).mul().get(x).add().set(xp);
-    k.get(oy).get(Wo).mul().get(lo).add().get(Cout).mul().get(o0).add().i32(4).mul();
+    if (blocked) {
+      // x as [Cin/4, H·W, 4]: channel block c0/4 at c0·H·W floats, one pixel 16 bytes
+      k.i32(16).mul().get(c0).get(H).mul().get(W).mul().i32(4).mul().add().get(x).add().set(xp);
+    } else k.get(Cin).mul().get(c0).add().i32(4).mul().get(x).add().set(xp);
+    if (blocked) {
+      // dy as blocks of 8 output channels ([Cout/8, Ho·Wo, 8], the last one of 4 when Cout % 8
+      // is 4): block o0/8 at o0·Ho·Wo floats, one pixel 4·nv floats
+      k.get(oy)
+        .get(Wo)
+        .mul()
+        .get(lo)
+        .add()
+        .i32(16 * nv)
+        .mul();
+      k.get(o0).get(Ho).mul().get(Wo).mul().i32(4).mul().add();
+    } else k.get(oy).get(Wo).mul().get(lo).add().get(Cout).mul().get(o0).add().i32(4).mul();
     k.get(dy).add().set(dp);
     k.get(hi).get(lo).sub().set(cnt).loop();
     k.get(xp).vLoad().set(a);
@@ -501,7 +521,10 @@ function convFilterGrad(): WasmFunction {
         madd(k, q, s, b[h]!);
       }
     }
-    k.get(xp).get(xStep).add().set(xp).get(dp).get(outB).add().set(dp);
+    k.get(xp).get(xStep).add().set(xp).get(dp);
+    if (blocked) k.i32(16 * nv);
+    else k.get(outB);
+    k.add().set(dp);
     k.get(cnt).i32(1).sub().tee(cnt).brIf(0).end();
     k.end();
     k.get(oy).i32(1).add().tee(oy).get(Ho).ltU().brIf(0).end();
@@ -536,7 +559,7 @@ function convFilterGrad(): WasmFunction {
   k.get(c0).i32(4).add().tee(c0).get(Cin).ltU().brIf(0).end();
   k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
   k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
-  return f.fn('conv_dw', k);
+  return f.fn(blocked ? 'conv_dw_blk' : 'conv_dw', k);
 }
 
 /**
@@ -713,6 +736,7 @@ export interface Kernels {
   conv_dx1: ConvFn;
   conv_dxs: ConvFn;
   conv_dw: ConvFn;
+  conv_dw_blk: ConvFn;
   copy_rows: ConvFn;
   transpose_2d: ConvFn;
   mm_grads_R: ConvFn;
@@ -800,6 +824,7 @@ function writeModule(fma: boolean): Uint8Array {
       convInputGrad(),
       convInputGradStrided(),
       convFilterGrad(),
+      convFilterGrad(true),
       copyRows(),
       matrixTranspose(),
       matMulGrads(MMG_ROWS),
@@ -1222,6 +1247,18 @@ interface GradAttrs extends Geometry {
 }
 
 let dxByForward = true;
+let dwBlocked = true;
+
+/**
+ * Whether the filter gradient reads x and dy through channel-block copies (`conv_dw_blk`; on
+ * by default) or in place (`conv_dw`); returns the previous setting. For side-by-side
+ * benchmarks.
+ */
+export function setFilterGradBlocked(on: boolean): boolean {
+  const was = dwBlocked;
+  dwBlocked = on;
+  return was;
+}
 
 /**
  * Per-sample kernels take {@link inputGradByForward} from this many input pixels up: each
@@ -1331,12 +1368,29 @@ function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo
   const kStep = a.shared ? 0 : kh * kw * C * O * 4;
   const [sh, sw] = a.strides;
   const [pt, pl] = a.pads;
+  // conv_dw_blk's copies of one sample's x and dy (channel blocks, one after another)
+  const blocks = dwBlocked ? be.makeOutput([H * W * C + Ho * Wo * O], 'float32') : undefined;
+  const xBlk = blocks ? heapOffset(be, blocks) : 0;
+  const dyBlk = xBlk + H * W * C * 4;
   for (let b = 0; b < B; b++) {
     // a shared kernel's gradient is the sum over samples, added sample after sample
     const acc = a.shared && b > 0 ? 1 : 0;
-    const at = [xo! + b * H * W * C * 4, dyo! + b * Ho * Wo * O * 4, dwo! + b * kStep];
-    K.conv_dw(...at, H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl, acc);
+    const xb = xo! + b * H * W * C * 4;
+    const dyb = dyo! + b * Ho * Wo * O * 4;
+    const geometry = [H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl, acc];
+    if (!blocks) {
+      K.conv_dw(xb, dyb, dwo! + b * kStep, ...geometry);
+      continue;
+    }
+    for (let c0 = 0; c0 < C; c0 += 4)
+      K.copy_rows(xb + c0 * 4, xBlk + c0 * H * W * 4, H * W, C * 4, 16, 16);
+    for (let o0 = 0; o0 < O; o0 += 8) {
+      const nb = Math.min(8, O - o0) * 4;
+      K.copy_rows(dyb + o0 * 4, dyBlk + o0 * Ho * Wo * 4, Ho * Wo, O * 4, nb, nb);
+    }
+    K.conv_dw_blk(xBlk, dyBlk, dwo! + b * kStep, ...geometry);
   }
+  if (blocks) be.disposeData(blocks.dataId);
   return dw;
 }
 
