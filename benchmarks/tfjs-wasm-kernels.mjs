@@ -294,6 +294,30 @@ for (const [name, fn] of dxCases) {
 }
 setInputGradByForward(true);
 
+// the same training steps with both gradient forms above off (conv_dw in place, conv_dx1) and on
+console.log(
+  '\n| case (own kernels on) | gradient forms off ms | on ms | speed-up | CPU-time speed-up |',
+);
+console.log('|---|---:|---:|---:|---:|');
+for (const [name, fn] of steps) {
+  const [off, on] = await compare(
+    [false, true].map((forms) => ({
+      name,
+      fn: async () => {
+        setFilterGradBlocked(forms);
+        setInputGradByForward(forms);
+        await fn();
+      },
+    })),
+    { rounds, warmup: 1 },
+  );
+  console.log(
+    `| ${name} (batch ${batch}) | ${off.medianMs.toFixed(0)} | ${on.medianMs.toFixed(0)} | ${(off.medianMs / on.medianMs).toFixed(2)}x | ${(off.cpuMs / on.cpuMs).toFixed(2)}x |`,
+  );
+}
+setFilterGradBlocked(true);
+setInputGradByForward(true);
+
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');
 for (const [name, fn] of [...rowsCases, ...assemblyCases, ...bnCases]) {
