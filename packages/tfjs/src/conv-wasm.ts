@@ -17,9 +17,12 @@
  *   contiguous scratch ({@link forwardInBlocks}; the same products, added in the same order, as XNNPACK's: outputs
  *   were bit-identical to tf.conv2d on wasm at the benchmark's shapes);
  * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
- *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed;
+ *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed; at
+ *   stride 1 (a shared kernel, or per-sample kernels on images of 100 pixels or more) it is
+ *   the forward kernel on dy with the flipped, transposed kernel instead ({@link inputGradByForward});
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
- *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch).
+ *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch), reading
+ *   channel-block copies of x and dy (`conv_dw_blk`).
  *
  * Used by `perSampleConv` (every dynamic method) and by the Conv2DBackpropInput / Filter
  * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
@@ -1263,9 +1266,9 @@ export function setFilterGradBlocked(on: boolean): boolean {
 /**
  * Per-sample kernels take {@link inputGradByForward} from this many input pixels up: each
  * sample's kernel is flipped and transposed first, a pass over the kernel per sample that small
- * images do not repay (batch 32, 3x3, `bench:wasm-kernels`' input-gradient table: faster at
- * 28x28x64 and 14x14x128, 0.79x at 7x7x256 in a timing while this was written; a shared kernel,
- * flipped once for the batch, is faster at all three).
+ * images do not repay (batch 32, 3x3, `bench:wasm-kernels`' input-gradient table: 1.08-1.69x at
+ * 28x28x64 and 14x14x128 over its runs, 0.79x at 7x7x256 in a timing while this was written,
+ * before the limit; a shared kernel, flipped once for the batch, 0.99-1.37x at all three).
  */
 const DX_FORWARD_MIN_PIXELS = 100;
 
@@ -1282,9 +1285,10 @@ export function setInputGradByForward(on: boolean): boolean {
 /**
  * A stride-1 input gradient as a forward conv: `dx = conv(dy, w')` with `w'[i, j, o, c] =
  * w[kh-1-i, kw-1-j, c, o]` (the taps reversed, each tap's `[C, O]` transposed by `transpose_2d`)
- * and padding `kh-1-pt`, `kw-1-pl`, so it runs at the forward kernel's rate (`conv_dx1` reduces
- * over the output channels with lane sums at the end: ~0.75x it at the ResNet-8 shapes). A shared
- * kernel is flipped and packed once for the batch, per-sample kernels one sample at a time.
+ * and padding `kh-1-pt`, `kw-1-pl`, so it runs at the forward kernel's rate (`conv_dx1`, dot
+ * products over the output channels with lane sums at the end, is slower at most ResNet-8
+ * shapes: `bench:wasm-kernels`' input-gradient table). A shared kernel is flipped and packed once
+ * for the batch, per-sample kernels one sample at a time.
  */
 function inputGradByForward(
   be: WasmBackend,
