@@ -4,8 +4,9 @@
  * sqrt(var + eps) + b`) runs ~20 elementwise kernels and reductions over the feature map per
  * training step, each a pass over memory; here the forward is two passes (the moments, the
  * normalisation) and the backward two (the gradient sums, the input gradient).
- * `bench:tfjs-profile` has the step times; values equal the autodiff path's up to float rounding
- * (sums in float64 in both).
+ * `bench:wasm-kernels` times it against tfjs's ops (its BatchNorm rows). Values equal the
+ * autodiff path's up to float rounding (sums in float64 in both; here also the float64 remainder
+ * of the mean, see {@link forwardKernel}).
  */
 import * as tf from '@tensorflow/tfjs';
 import {
@@ -13,11 +14,13 @@ import {
   heapOffset,
   type KernelArgs,
   type Kernels,
+  kernelsFor,
   type WasmBackend,
   zeros,
 } from './conv-wasm.js';
 
 const FWD = 'KwWasmBatchNorm';
+const GRAD = 'KwWasmBatchNormGrad';
 let on = true;
 
 /**
@@ -30,7 +33,6 @@ export function setWasmBatchNorm(enabled: boolean): boolean {
   on = enabled;
   return was;
 }
-const GRAD = 'KwWasmBatchNormGrad';
 
 /** Scratch of a kernel call: per-channel coefficients `[4, C]` and two float64 rows of sums. */
 interface Scratch {
@@ -53,10 +55,11 @@ function release(be: WasmBackend, s: Scratch): void {
   be.disposeData(s.acc.dataId);
 }
 
-function kernels(): Kernels {
-  const own = activeOwnKernels();
-  if (!own) throw new Error(`${FWD}: the own wasm kernels are not available`);
-  return own.kernels;
+/** The kernels bound to this heap (a gradient runs on them even if they were switched off since). */
+function kernels(be: WasmBackend): Kernels {
+  const k = kernelsFor(be);
+  if (!k) throw new Error(`${FWD}: the own wasm kernels cannot run on this heap`);
+  return k;
 }
 
 /**
@@ -92,7 +95,7 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
   const [, M, V, L] = out as [Float32Array, Float32Array, Float32Array, Float32Array];
   // moments about the first row (close to the mean, so E[u²] - E[u]² loses nothing in float64)
   coef.set(X.subarray(0, C));
-  const K = kernels();
+  const K = kernels(be);
   K.bn_moments(heapOffset(be, x!), 0, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {
     const m1 = sums[c]! / rows;
@@ -121,7 +124,7 @@ function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const [W, M, V, L] = ins as [Float32Array, Float32Array, Float32Array, Float32Array];
   const [, DW, DB] = out as [Float32Array, Float32Array, Float32Array];
   coef.set(M.subarray(0, C));
-  const K = kernels();
+  const K = kernels(be);
   const at = [x!, dy!].map((t) => heapOffset(be, t)) as [number, number];
   K.bn_gsums(...at, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {

@@ -803,7 +803,7 @@ function useFma(): boolean {
 const instances = new WeakMap<object, Map<boolean, Binding>>();
 
 /** The kernels bound to this backend's heap, or null where they cannot run there. */
-function kernelsFor(be: WasmBackend): Kernels | null {
+export function kernelsFor(be: WasmBackend): Kernels | null {
   return bind(be).kernels;
 }
 
