@@ -139,6 +139,31 @@ describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () =
     tf.dispose([x, w, b, dy, out.y, out.mean, out.variance, gx!]);
   });
 
+  it('its gradient runs even when the own kernels are switched off between forward and backward', () => {
+    const shape = [2, 3, 3, 8];
+    const [x, w, b, dy] = [
+      values(144, 0, 1),
+      values(8, 1, 0.5),
+      values(8, 0, 1),
+      values(144, 0, 1),
+    ];
+    const ref = reference(x, w, b, dy);
+    const [xt, wt, bt, dyt] = [
+      tf.tensor(x, shape),
+      tf.tensor1d(w),
+      tf.tensor1d(b),
+      tf.tensor(dy, shape),
+    ];
+    const f = (a: tf.Tensor) => {
+      const y = batchNormTrainWasm(a, wt!, bt!, EPS)!.y;
+      setOwnWasmKernels(false); // the backward below runs after this
+      return tf.sum(tf.mul(y, dyt!));
+    };
+    const [gx] = tf.grads(f)([xt!]);
+    expect(relErr(gx!.dataSync(), ref.dx)).toBeLessThan(1e-5);
+    tf.dispose([xt!, wt!, bt!, dyt!, gx!]);
+  });
+
   it('batchNormLast with it gives what tfjs ops give: output, gradients, running statistics', () => {
     const shape = [8, 6, 6, 16];
     const C = 16;
