@@ -156,13 +156,16 @@ const assemblyCases = [
   ];
 });
 
-// a training BatchNorm (batch statistics, running-statistics update) and its three gradients at
-// the width-4 ResNet-8's feature maps: tfjs's ops and autodiff against bn-wasm.ts's four passes
-const bnCases = [
+// the width-4 ResNet-8's feature maps at its three stages (size, channels)
+const STAGE_MAPS = [
   [28, 64],
   [14, 128],
   [7, 256],
-].map(([hw, ch]) => {
+];
+
+// a training BatchNorm (batch statistics, running-statistics update) and its three gradients at
+// those maps: tfjs's ops and autodiff against bn-wasm.ts's four passes
+const bnCases = STAGE_MAPS.map(([hw, ch]) => {
   const x = tf.randomNormal([batch, hw, hw, ch]);
   const dy = tf.randomNormal([batch, hw, hw, ch]);
   const w = tf.randomUniform([ch], 0.5, 1.5);
@@ -197,11 +200,7 @@ const bnCases = [
 // a stride-1 input gradient on the own kernels: conv_dx1 against the same gradient as a forward
 // conv of dy with the flipped, transposed kernel (`setInputGradByForward`), for a kernel shared
 // by the batch (an ordinary conv's Conv2DBackpropInput) and for per-sample kernels (KW's)
-const dxCases = [
-  [28, 64],
-  [14, 128],
-  [7, 256],
-].flatMap(([hw, ch]) => {
+const dxCases = STAGE_MAPS.flatMap(([hw, ch]) => {
   const dy = tf.randomNormal([batch, hw, hw, ch]);
   const w = tf.randomNormal([3, 3, ch, ch]);
   const ks = tf.randomNormal([batch, 3, 3, ch, ch]);
@@ -254,45 +253,38 @@ const dwCases = [
   ];
 });
 
-console.log(
-  '\n| case (own kernels on) | conv_dw in place ms | on channel-block copies ms | speed-up |',
-);
-console.log('|---|---:|---:|---:|');
-for (const [name, fn] of dwCases) {
-  const [inPlace, blocked] = await compare(
-    [false, true].map((on) => ({
-      name,
-      fn: () => {
-        setFilterGradBlocked(on);
-        tf.tidy(() => void fn().dataSync());
-      },
-    })),
-    { rounds, warmup: 1 },
-  );
-  console.log(
-    `| ${name} | ${inPlace.medianMs.toFixed(1)} | ${blocked.medianMs.toFixed(1)} | ${(inPlace.medianMs / blocked.medianMs).toFixed(2)}x |`,
-  );
+/** `cases` with `setForm(false)` and `setForm(true)`, interleaved, as a table; leaves it on. */
+async function formTable(header, cases, setForm) {
+  console.log(`\n${header}`);
+  console.log('|---|---:|---:|---:|');
+  for (const [name, fn] of cases) {
+    const [off, on] = await compare(
+      [false, true].map((form) => ({
+        name,
+        fn: () => {
+          setForm(form);
+          tf.tidy(() => void fn().dataSync());
+        },
+      })),
+      { rounds, warmup: 1 },
+    );
+    console.log(
+      `| ${name} | ${off.medianMs.toFixed(1)} | ${on.medianMs.toFixed(1)} | ${(off.medianMs / on.medianMs).toFixed(2)}x |`,
+    );
+  }
+  setForm(true);
 }
-setFilterGradBlocked(true);
 
-console.log('\n| case (own kernels on) | conv_dx1 ms | as a forward conv ms | speed-up |');
-console.log('|---|---:|---:|---:|');
-for (const [name, fn] of dxCases) {
-  const [dx1, fwd] = await compare(
-    [false, true].map((on) => ({
-      name,
-      fn: () => {
-        setInputGradByForward(on);
-        tf.tidy(() => void fn().dataSync());
-      },
-    })),
-    { rounds, warmup: 1 },
-  );
-  console.log(
-    `| ${name} | ${dx1.medianMs.toFixed(1)} | ${fwd.medianMs.toFixed(1)} | ${(dx1.medianMs / fwd.medianMs).toFixed(2)}x |`,
-  );
-}
-setInputGradByForward(true);
+await formTable(
+  '| case (own kernels on) | conv_dw in place ms | on channel-block copies ms | speed-up |',
+  dwCases,
+  setFilterGradBlocked,
+);
+await formTable(
+  '| case (own kernels on) | conv_dx1 ms | as a forward conv ms | speed-up |',
+  dxCases,
+  setInputGradByForward,
+);
 
 // the same training steps with both gradient forms above off (conv_dw in place, conv_dx1) and on
 console.log(
