@@ -174,12 +174,12 @@ describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () =
     const run = (own: boolean) => {
       setWasmBatchNorm(own);
       const { vars, store } = bnVars(C, w, b);
-      let y = new Float32Array(0);
+      let y: ArrayLike<number> = [];
       const f = (a: tf.Tensor, p: tf.Tensor, q: tf.Tensor) => {
         store.set('weight', p);
         store.set('bias', q);
         const out = batchNormLast(a, vars, '', EPS, 0.1, true);
-        y = out.dataSync() as Float32Array;
+        y = out.dataSync();
         return tf.sum(tf.mul(out, dy));
       };
       const { value, grads } = tf.valueAndGrads(f)([x, w, b]);
