@@ -809,7 +809,8 @@ export function kernelsFor(be: WasmBackend): Kernels | null {
 
 /**
  * The own kernels bound to the active wasm backend's heap, or null: another backend, the kernels
- * turned off ({@link setOwnWasmKernels}), or an engine or heap they cannot run on (bn-wasm.ts).
+ * turned off ({@link setOwnWasmKernels}), or an engine or heap they cannot run on. The one check
+ * every entry point makes (`applies`, {@link matMulWasm}, bn-wasm.ts).
  */
 export function activeOwnKernels(): { be: WasmBackend; kernels: Kernels } | null {
   if (!enabled || tf.getBackend() !== 'wasm') return null;
@@ -1433,12 +1434,11 @@ const MMG_MAX_K = 64;
  * multiple of 4, K above 64 (`MMG_MAX_K`), an empty axis.
  */
 export function matMulWasm(a: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
-  if (!enabled || tf.getBackend() !== 'wasm') return undefined;
   if (a.rank !== 2 || b.rank !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') return;
   const [M, K] = a.shape as [number, number];
   const [K2, N] = b.shape as [number, number];
   if (K !== K2 || M < 1 || K < 1 || K > MMG_MAX_K || N < 4 || N % 4 !== 0) return undefined;
-  if (!kernelsFor(tf.backend() as unknown as WasmBackend)) return undefined;
+  if (!activeOwnKernels()) return undefined;
   ensureRegistered();
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
@@ -1555,12 +1555,11 @@ function applies(
   g: SharedConvGeometry,
   ...ts: { dtype: tf.DataType }[]
 ): boolean {
-  if (!enabled || tf.getBackend() !== 'wasm') return false;
   if (c % 4 !== 0 || o % 4 !== 0) return false;
   if (![c, o, ...dims, ...g.strides].every((d) => Number.isInteger(d) && d >= 1)) return false;
   if (![g.padTop, g.padLeft].every((p) => Number.isInteger(p) && p >= 0)) return false;
   if (ts.some((t) => t.dtype !== 'float32')) return false;
-  return kernelsFor(tf.backend() as unknown as WasmBackend) !== null;
+  return activeOwnKernels() !== null;
 }
 
 /**
