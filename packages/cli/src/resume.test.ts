@@ -105,10 +105,15 @@ describe('kw train checkpoints and --resume', () => {
     for (let k = 0; k < 4; k++) {
       const args = k === 0 ? [...TINY, '--out', out] : ['--resume', out];
       const p = startTrain([...args, '--checkpoint-every', '1']);
-      // wait until this process has written a checkpoint of its own (so the generation must have
-      // grown, however slow the machine), then kill after a random delay (within writes or not)
+      // wait until this process has written two checkpoints of its own (so the generation must
+      // have grown, however slow the machine), then kill after a random delay within one
+      // checkpoint interval, as measured (within writes or not). A fixed delay would let a fast
+      // machine finish the run's 24 steps before the fourth kill.
       await waitFor(p, /\(checkpoint\)/);
-      await new Promise((r) => setTimeout(r, Math.random() * 1500));
+      const t0 = performance.now();
+      await waitFor(p, /\(checkpoint\)/, 2);
+      const interval = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, Math.random() * interval));
       p.child.kill('SIGKILL');
       await p.exit;
       const ck = await readCheckpoint<{ current: unknown }>(join(out, 'checkpoint'));

@@ -36,16 +36,25 @@ export function startTrain(args: string[], env: NodeJS.ProcessEnv = process.env)
 }
 
 /**
- * Wait until the child's stderr matches `pattern`; fails when the child exits first. No
- * wall-clock limit (issue 15): on a loaded machine the child is slower, not wrong.
+ * Wait until the child's stderr matches `pattern` `times` times (default once); fails when the
+ * child exits first. No wall-clock limit (issue 15): on a loaded machine the child is slower, not
+ * wrong.
  */
-export async function waitFor(p: TrainChild, pattern: RegExp): Promise<void> {
+export async function waitFor(p: TrainChild, pattern: RegExp, times = 1): Promise<void> {
   let exited = false;
   void p.exit.then(() => {
     exited = true;
   });
-  while (!pattern.test(p.err())) {
-    if (exited) throw new Error(`the child exited before printing ${pattern}; stderr:\n${p.err()}`);
+  const all = new RegExp(
+    pattern.source,
+    pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`,
+  );
+  const count = () => p.err().match(all)?.length ?? 0;
+  while (count() < times) {
+    if (exited)
+      throw new Error(
+        `the child exited before printing ${pattern}${times > 1 ? ` ${times} times` : ''}; stderr:\n${p.err()}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
