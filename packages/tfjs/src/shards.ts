@@ -119,7 +119,9 @@ export function weightedSum(xs: Float32Array[], w: number[]): Float32Array {
     const wi = w[i]!;
     for (let j = 0; j < x.length; j++) acc[j]! += wi * x[j]!;
   });
-  return Float32Array.from(acc);
+  // (the typed-array constructor rounds each value as Float32Array.from does, without its
+  // iterator: 2x faster for the ~1M floats of a step)
+  return new Float32Array(acc);
 }
 
 /** A step's message to a shard worker. */
