@@ -50,6 +50,32 @@ describe('data-parallel shards', () => {
       [1, 1, 1],
     );
     expect(s[0]).toBeCloseTo(1e-8, 14);
+    // fresh random arrays, 1-4 of them, uneven weights: exactly the float64 sum in order, rounded
+    // to float32 once (tolerance 0); rounding each product or partial sum to float32 differs on
+    // most of the 4096 elements
+    for (let k = 1; k <= 4; k++) {
+      const xs = Array.from({ length: k }, () =>
+        Float32Array.from(
+          { length: 4096 },
+          () => (Math.random() - 0.5) * 10 ** (Math.random() * 6 - 3),
+        ),
+      );
+      const w = Array.from({ length: k }, () => Math.random());
+      const want = new Float32Array(4096);
+      for (let j = 0; j < 4096; j++) {
+        let acc = 0;
+        for (let i = 0; i < k; i++) acc += w[i]! * xs[i]![j]!;
+        want[j] = acc;
+      }
+      let f32 = 0;
+      for (let j = 0; j < 4096; j++) {
+        let acc = 0;
+        for (let i = 0; i < k; i++) acc = Math.fround(acc + Math.fround(w[i]! * xs[i]![j]!));
+        if (acc !== want[j]) f32++;
+      }
+      expect(Array.from(weightedSum(xs, w)), `${k} arrays`).toEqual(Array.from(want));
+      if (k > 1) expect(f32, `${k} arrays: float32 accumulation differs`).toBeGreaterThan(100);
+    }
   });
 
   it('two identical shards give the plain step over one of them (plain ResNet-8, 3 steps)', async () => {
