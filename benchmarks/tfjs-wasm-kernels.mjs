@@ -7,8 +7,9 @@
 // kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
 // few-row gradient products, KW's assembly gradients in one pass, the training BatchNorm of
 // src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it,
-// tables of the filter gradient in place against on channel-block copies and of the stride-1
-// input gradient on `conv_dx1` against it as a forward conv. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// tables of the filter gradient in place against on channel-block copies, of the stride-1
+// input gradient on `conv_dx1` against it as a forward conv and of the strided one on `conv_dxs`
+// against one forward conv per output phase, and whole steps with those forms off and on. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
@@ -20,7 +21,11 @@ import {
 import * as tf from '@tensorflow/tfjs';
 // not part of @kernelwarehouse/tfjs's public API: its layers' BatchNorm and the switches of the
 // gradient kernels' forms
-import { setFilterGradBlocked, setInputGradByForward } from '../packages/tfjs/dist/conv-wasm.js';
+import {
+  setFilterGradBlocked,
+  setInputGradByForward,
+  setStridedInputGradByPhases,
+} from '../packages/tfjs/dist/conv-wasm.js';
 import { batchNormLast } from '../packages/tfjs/dist/layers.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
@@ -227,6 +232,53 @@ const dxCases = STAGE_MAPS.flatMap(([hw, ch]) => {
   ];
 });
 
+// a strided input gradient on the own kernels: conv_dxs against one forward conv per output
+// phase (`setStridedInputGradByPhases`), the width-4 ResNet-8's two stride-2 stage entries (3x3
+// conv and 1x1 shortcut, padding 1 and 0 as PyTorch's), shared kernel and per-sample kernels
+const dxsCases = [
+  [28, 64, 128, 3],
+  [14, 128, 256, 3],
+  [28, 64, 128, 1],
+  [14, 128, 256, 1],
+].flatMap(([hw, ci, co, k]) => {
+  const p = (k - 1) / 2;
+  const dy = tf.randomNormal([batch, hw / 2, hw / 2, co]);
+  const w = tf.randomNormal([k, k, ci, co]);
+  const ks = tf.randomNormal([batch, k, k, ci, co]);
+  const inputShape = [batch, hw, hw, ci];
+  const pad = [
+    [0, 0],
+    [p, p],
+    [p, p],
+    [0, 0],
+  ];
+  const label = `${k}x${k} stride 2, ${batch}x${hw}x${hw}x${ci} <- ${co}`;
+  return [
+    [
+      `input gradient, shared kernel, ${label}`,
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            'Conv2DBackpropInput',
+            { dy, filter: w },
+            { strides: [2, 2], pad, dataFormat: 'NHWC', inputShape },
+          ),
+    ],
+    [
+      `input gradient, per-sample kernels, ${label}`,
+      () =>
+        tf
+          .engine()
+          .runKernel(
+            'KwWasmConv2DBackpropInput',
+            { dy, kernels: ks },
+            { strides: [2, 2], pads: [p, p], shared: false, inputShape },
+          ),
+    ],
+  ];
+});
+
 // a filter gradient on the own kernels: conv_dw reading x and dy in place against conv_dw_blk on
 // channel-block copies (`setFilterGradBlocked`), shared kernel (Conv2DBackpropFilter) and
 // per-sample kernels (KW's), 3x3 stride 1 and a stride-2 layer
@@ -285,30 +337,47 @@ await formTable(
   dxCases,
   setInputGradByForward,
 );
-
-// the same training steps with both gradient forms above off (conv_dw in place, conv_dx1) and on
-console.log(
-  '\n| case (own kernels on) | gradient forms off ms | on ms | speed-up | CPU-time speed-up |',
+await formTable(
+  '| case (own kernels on) | conv_dxs ms | one forward conv per phase ms | speed-up |',
+  dxsCases,
+  setStridedInputGradByPhases,
 );
-console.log('|---|---:|---:|---:|---:|');
-for (const [name, fn] of steps) {
-  const [off, on] = await compare(
-    [false, true].map((forms) => ({
-      name,
-      fn: async () => {
-        setFilterGradBlocked(forms);
-        setInputGradByForward(forms);
-        await fn();
-      },
-    })),
-    { rounds, warmup: 1 },
-  );
-  console.log(
-    `| ${name} (batch ${batch}) | ${off.medianMs.toFixed(0)} | ${on.medianMs.toFixed(0)} | ${(off.medianMs / on.medianMs).toFixed(2)}x | ${(off.cpuMs / on.cpuMs).toFixed(2)}x |`,
-  );
+
+/** The training steps with `setForms(false)` and `setForms(true)`, interleaved, as a table. */
+async function stepTable(header, setForms) {
+  console.log(`\n${header}`);
+  console.log('|---|---:|---:|---:|---:|');
+  for (const [name, fn] of steps) {
+    const [off, on] = await compare(
+      [false, true].map((forms) => ({
+        name,
+        fn: async () => {
+          setForms(forms);
+          await fn();
+        },
+      })),
+      { rounds, warmup: 1 },
+    );
+    console.log(
+      `| ${name} (batch ${batch}) | ${off.medianMs.toFixed(0)} | ${on.medianMs.toFixed(0)} | ${(off.medianMs / on.medianMs).toFixed(2)}x | ${(off.cpuMs / on.cpuMs).toFixed(2)}x |`,
+    );
+  }
+  setForms(true);
 }
-setFilterGradBlocked(true);
-setInputGradByForward(true);
+
+// the same training steps with both stride-1 gradient forms above off (conv_dw in place,
+// conv_dx1) and on, then with the strided input gradient by phases off (conv_dxs) and on
+await stepTable(
+  '| case (own kernels on) | gradient forms off ms | on ms | speed-up | CPU-time speed-up |',
+  (on) => {
+    setFilterGradBlocked(on);
+    setInputGradByForward(on);
+  },
+);
+await stepTable(
+  '| case (own kernels on) | strided input gradient on conv_dxs ms | by phases ms | speed-up | CPU-time speed-up |',
+  setStridedInputGradByPhases,
+);
 
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');

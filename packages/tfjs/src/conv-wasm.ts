@@ -1251,6 +1251,7 @@ interface GradAttrs extends Geometry {
 }
 
 let dxByForward = true;
+let dxByPhases = true;
 let dwBlocked = true;
 
 /**
@@ -1281,6 +1282,128 @@ export function setInputGradByForward(on: boolean): boolean {
   const was = dxByForward;
   dxByForward = on;
   return was;
+}
+
+/**
+ * Whether a strided input gradient runs as one forward conv per output phase
+ * ({@link inputGradByPhases}; on by default) or on `conv_dxs`; returns the previous setting. For
+ * side-by-side benchmarks.
+ */
+export function setStridedInputGradByPhases(on: boolean): boolean {
+  const was = dxByPhases;
+  dxByPhases = on;
+  return was;
+}
+
+/** The taps of one axis that reach the input positions `p, p + s, p + 2s, ...` and the padding of their forward conv. */
+function phaseTaps(p: number, s: number, k: number, pad: number): { taps: number[]; pad: number } {
+  // input position p + s·i is reached from output position (p + s·i + pad - t) / s through tap
+  // t, for the taps t = first, first + s, ... (first = (p + pad) mod s); reversed, they are a
+  // stride-1 forward conv whose padding makes output i read input i + d0 - m for the m-th tap
+  const first = (p + pad) % s;
+  const taps: number[] = [];
+  for (let t = first; t < k; t += s) taps.push(t);
+  return { taps, pad: taps.length - 1 - (p + pad - first) / s };
+}
+
+/**
+ * A strided input gradient as `sh·sw` stride-1 forward convs, one per output phase: the pixels
+ * `(ph + sh·i, pw + sw·j)` of `dx` only receive the taps `t ≡ ph + pt (mod sh)` (and likewise
+ * across), so each phase is the forward kernel on `dy` with those taps reversed and each tap's
+ * `[C, O]` transposed, written to a scratch `[Hp, Wp, C]` and copied to its pixels of `dx`
+ * (`copy_rows`, rows `sw·C` floats apart). A phase that no tap reaches (a 1x1 kernel at stride
+ * 2) is zero. `conv_dxs` (dot products over the output channels, lane sums at the end) ran these
+ * at 0.5-0.65x the forward's rate. Returns false, having written nothing, where a phase would
+ * need negative padding (padding above the taps the phase has): `conv_dxs` takes those.
+ */
+function inputGradByPhases(
+  be: WasmBackend,
+  K: Kernels,
+  at: { dy: number; k: number; dx: number; zero: number },
+  dims: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  taps: { kh: number; kw: number; pt: number; pl: number; sh: number; sw: number },
+  shared: boolean,
+): boolean {
+  const { B, H, W, C, Ho, Wo, O } = dims;
+  const { kh, kw, pt, pl, sh, sw } = taps;
+  const phases: {
+    ph: number;
+    pw: number;
+    rows: number[];
+    cols: number[];
+    g: number[];
+    at: number;
+  }[] = [];
+  let offset = 0; // of the phase's kernel in `sub` (floats)
+  for (let ph = 0; ph < sh; ph++)
+    for (let pw = 0; pw < sw; pw++) {
+      const Hp = Math.ceil((H - ph) / sh);
+      const Wp = Math.ceil((W - pw) / sw);
+      if (Hp < 1 || Wp < 1) continue;
+      const r = phaseTaps(ph, sh, kh, pt);
+      const c = phaseTaps(pw, sw, kw, pl);
+      if (r.taps.length > 0 && c.taps.length > 0 && (r.pad < 0 || c.pad < 0)) return false;
+      const g = [Ho, Wo, O, Hp, Wp, C, r.taps.length, c.taps.length, 1, 1, r.pad, c.pad];
+      phases.push({ ph, pw, rows: r.taps, cols: c.taps, g, at: offset });
+      offset += r.taps.length * c.taps.length * O * C;
+    }
+  const maxRows = Math.max(...phases.map((q) => q.rows.length * q.cols.length * O));
+  const maxPixels = Math.max(...phases.map((q) => q.g[3]! * q.g[4]!));
+  const blocks = Math.ceil(C / 16);
+  const sub = be.makeOutput([Math.max(offset, 1)], 'float32');
+  // shared: every phase's kernel packed in 16-channel blocks once; per-sample: one block at a time
+  const packed = be.makeOutput(
+    [Math.max(16, shared ? (offset / C) * 16 * blocks : maxRows * 16)],
+    'float32',
+  );
+  const scratch = be.makeOutput([maxPixels * C], 'float32');
+  const zero = zeros(be, [C]);
+  const [so, po, to, zo] = [sub, packed, scratch, zero].map((t) => heapOffset(be, t)) as number[];
+  // the phase's taps reversed, each tap's [C, O] transposed to [O, C]
+  const build = (k: number) => {
+    for (const q of phases) {
+      const [mh, mw] = [q.rows.length, q.cols.length];
+      for (let i = 0; i < mh; i++)
+        for (let j = 0; j < mw; j++) {
+          const src = k + (q.rows[mh - 1 - i]! * kw + q.cols[mw - 1 - j]!) * C * O * 4;
+          const dst = so! + (q.at + (i * mw + j) * O * C) * 4;
+          K.transpose_2d(src, dst, C, O, O * 4, C * 4);
+        }
+    }
+  };
+  const packedAt = (q: (typeof phases)[number]) => po! + (q.at / C) * 16 * blocks * 4;
+  if (shared) {
+    build(at.k);
+    for (const q of phases) {
+      const rows = q.rows.length * q.cols.length * O;
+      for (let o0 = 0; o0 < C; o0 += 16)
+        copyBlock(K, so! + q.at * 4, packedAt(q) + rows * o0 * 4, q.g, o0);
+    }
+  }
+  for (let b = 0; b < B; b++) {
+    const dyb = at.dy + b * Ho * Wo * O * 4;
+    const dxb = at.dx + b * H * W * C * 4;
+    if (!shared) build(at.k + b * kh * kw * C * O * 4);
+    for (const q of phases) {
+      const [Hp, Wp] = [q.g[3]!, q.g[4]!];
+      const none = q.rows.length === 0 || q.cols.length === 0;
+      if (!none) {
+        const rows = q.rows.length * q.cols.length * O;
+        if (shared) {
+          for (let o0 = 0; o0 < C; o0 += 16)
+            convBlock(K, dyb, packedAt(q) + rows * o0 * 4, to!, at.zero, q.g, o0);
+        } else forwardInBlocks(K, po!, dyb, so! + q.at * 4, to!, at.zero, q.g);
+      }
+      // the phase's pixels of dx, row by row (zeros where no tap reaches)
+      for (let i = 0; i < Hp; i++) {
+        const dst = dxb + ((q.ph + sh * i) * W + q.pw) * C * 4;
+        if (none) K.copy_rows(zo!, dst, Wp, 0, sw * C * 4, C * 4);
+        else K.copy_rows(to! + i * Wp * C * 4, dst, Wp, C * 4, sw * C * 4, C * 4);
+      }
+    }
+  }
+  for (const t of [sub, packed, scratch, zero]) be.disposeData(t.dataId);
+  return true;
 }
 
 /**
@@ -1350,6 +1473,18 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
     inputGradByForward(be, K, at, { B, H, W, C, Ho, Wo, O }, { kh, kw, pt, pl }, a.shared);
     be.disposeData(z.dataId);
     return dx;
+  }
+  // per-sample kernels: each sample's kernel is rebuilt, which pays from 100 output pixels (as
+  // the stride-1 form's input pixels; at 7x7 it did not: 0.99x, 1.08x in a timing of
+  // `bench:wasm-kernels`' strided cases while this was written)
+  const byPhases = a.shared || Ho * Wo >= DX_FORWARD_MIN_PIXELS;
+  if (dxByPhases && byPhases && (sh > 1 || sw > 1)) {
+    const at = { dy: dyo!, k: ko!, dx: dxo!, zero: zo! };
+    const dimsP = { B, H, W, C, Ho, Wo, O };
+    if (inputGradByPhases(be, K, at, dimsP, { kh, kw, pt, pl, sh, sw }, a.shared)) {
+      be.disposeData(z.dataId);
+      return dx;
+    }
   }
   for (let b = 0; b < B; b++) {
     const at = [dyo! + b * Ho * Wo * O * 4, ko! + b * kStep, dxo! + b * H * W * C * 4, zo!];

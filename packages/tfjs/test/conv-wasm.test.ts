@@ -113,6 +113,15 @@ const CASES: Case[] = [
   { n: 2, h: 6, w: 5, c: 4, o: 8, k: [3, 3], s: [1, 1], p: [0, 2] },
   { n: 2, h: 7, w: 6, c: 8, o: 4, k: [5, 3], s: [1, 1], p: [1, 0] },
   { n: 1, h: 4, w: 4, c: 4, o: 8, k: [3, 3], s: [1, 1], p: [3, 3] },
+  // strided, from 100 output pixels (per-sample kernels' input gradient by phases): odd sizes
+  // (phases of different sizes), stride 3, non-square strides and kernels, a 1x1 kernel at
+  // stride 2 (phases no tap reaches), padding above the taps of a phase (conv_dxs), 20 channels
+  // (a second 16-channel block)
+  { n: 2, h: 21, w: 20, c: 4, o: 8, k: [3, 3], s: [2, 2], p: [1, 1] },
+  { n: 2, h: 20, w: 22, c: 8, o: 4, k: [1, 1], s: [2, 2], p: [0, 0] },
+  { n: 1, h: 31, w: 21, c: 4, o: 4, k: [5, 3], s: [3, 2], p: [2, 1] },
+  { n: 2, h: 21, w: 21, c: 4, o: 4, k: [3, 3], s: [2, 2], p: [2, 2] },
+  { n: 1, h: 23, w: 29, c: 20, o: 8, k: [4, 2], s: [2, 3], p: [1, 0] },
 ];
 
 describe('per-sample convolution kernels on wasm', () => {
@@ -298,6 +307,9 @@ const SHARED: SharedCase[] = [
   { n: 2, h: 9, w: 6, c: 4, o: 20, k: [5, 3], s: [1, 2], pad: 'valid' },
   { n: 1, h: 5, w: 5, c: 16, o: 16, k: [3, 3], s: [1, 1], pad: 'same' },
   { n: 2, h: 7, w: 6, c: 8, o: 12, k: [3, 5], s: [1, 1], pad: 'valid' },
+  // input gradient by phases: stride 3 on sizes it does not divide, 20 output channels of dx
+  { n: 2, h: 9, w: 11, c: 20, o: 8, k: [3, 3], s: [3, 3], pad: 'same' },
+  { n: 1, h: 10, w: 7, c: 4, o: 4, k: [2, 4], s: [2, 3], pad: 'valid' },
 ];
 
 describe('ordinary conv gradients on the wasm kernels', () => {
