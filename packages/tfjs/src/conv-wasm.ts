@@ -19,7 +19,8 @@
  * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
  *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed; at
  *   stride 1 (a shared kernel, or per-sample kernels on images of 100 pixels or more) it is
- *   the forward kernel on dy with the flipped, transposed kernel instead ({@link inputGradByForward});
+ *   the forward kernel on dy with the flipped, transposed kernel instead ({@link inputGradByForward}),
+ *   and at larger strides one such forward conv per output phase ({@link inputGradByPhases});
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
  *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch), reading
  *   channel-block copies of x and dy (`conv_dw_blk`).
