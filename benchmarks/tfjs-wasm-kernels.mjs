@@ -202,47 +202,14 @@ const bnCases = STAGE_MAPS.map(([hw, ch]) => {
   ];
 });
 
-// a stride-1 input gradient on the own kernels: conv_dx1 against the same gradient as a forward
-// conv of dy with the flipped, transposed kernel (`setInputGradByForward`), for a kernel shared
-// by the batch (an ordinary conv's Conv2DBackpropInput) and for per-sample kernels (KW's)
-const dxCases = STAGE_MAPS.flatMap(([hw, ch]) => {
-  const dy = tf.randomNormal([batch, hw, hw, ch]);
-  const w = tf.randomNormal([3, 3, ch, ch]);
-  const ks = tf.randomNormal([batch, 3, 3, ch, ch]);
-  const inputShape = [batch, hw, hw, ch];
-  const shared = () =>
-    tf
-      .engine()
-      .runKernel(
-        'Conv2DBackpropInput',
-        { dy, filter: w },
-        { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', inputShape },
-      );
-  const perSample = () =>
-    tf
-      .engine()
-      .runKernel(
-        'KwWasmConv2DBackpropInput',
-        { dy, kernels: ks },
-        { strides: [1, 1], pads: [1, 1], shared: false, inputShape },
-      );
-  return [
-    [`input gradient, 3x3 stride 1, shared kernel, ${batch}x${hw}x${hw}x${ch}`, shared],
-    [`input gradient, 3x3 stride 1, per-sample kernels, ${batch}x${hw}x${hw}x${ch}`, perSample],
-  ];
-});
-
-// a strided input gradient on the own kernels: conv_dxs against one forward conv per output
-// phase (`setStridedInputGradByPhases`), the width-4 ResNet-8's two stride-2 stage entries (3x3
-// conv and 1x1 shortcut, padding 1 and 0 as PyTorch's), shared kernel and per-sample kernels
-const dxsCases = [
-  [28, 64, 128, 3],
-  [14, 128, 256, 3],
-  [28, 64, 128, 1],
-  [14, 128, 256, 1],
-].flatMap(([hw, ci, co, k]) => {
+/**
+ * An input gradient on the own kernels at `hw`x`hw`x`ci` <- `co` (k x k, stride s, padding
+ * (k - 1) / 2 as PyTorch's): for a kernel shared by the batch (an ordinary conv's
+ * Conv2DBackpropInput) and for per-sample kernels (KW's).
+ */
+function inputGradCases([hw, ci, co, k, s]) {
   const p = (k - 1) / 2;
-  const dy = tf.randomNormal([batch, hw / 2, hw / 2, co]);
+  const dy = tf.randomNormal([batch, hw / s, hw / s, co]);
   const w = tf.randomNormal([k, k, ci, co]);
   const ks = tf.randomNormal([batch, k, k, ci, co]);
   const inputShape = [batch, hw, hw, ci];
@@ -252,32 +219,40 @@ const dxsCases = [
     [p, p],
     [0, 0],
   ];
-  const label = `${k}x${k} stride 2, ${batch}x${hw}x${hw}x${ci} <- ${co}`;
+  const label = `${k}x${k} stride ${s}, ${batch}x${hw}x${hw}x${ci} <- ${co}`;
+  const run = (kernel, inputs, attrs) => () => tf.engine().runKernel(kernel, inputs, attrs);
   return [
     [
       `input gradient, shared kernel, ${label}`,
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'Conv2DBackpropInput',
-            { dy, filter: w },
-            { strides: [2, 2], pad, dataFormat: 'NHWC', inputShape },
-          ),
+      run(
+        'Conv2DBackpropInput',
+        { dy, filter: w },
+        { strides: [s, s], pad, dataFormat: 'NHWC', inputShape },
+      ),
     ],
     [
       `input gradient, per-sample kernels, ${label}`,
-      () =>
-        tf
-          .engine()
-          .runKernel(
-            'KwWasmConv2DBackpropInput',
-            { dy, kernels: ks },
-            { strides: [2, 2], pads: [p, p], shared: false, inputShape },
-          ),
+      run(
+        'KwWasmConv2DBackpropInput',
+        { dy, kernels: ks },
+        { strides: [s, s], pads: [p, p], shared: false, inputShape },
+      ),
     ],
   ];
-});
+}
+
+// stride 1: conv_dx1 against the gradient as a forward conv of dy with the flipped, transposed
+// kernel (`setInputGradByForward`), at the three stage maps
+const dxCases = STAGE_MAPS.map(([hw, ch]) => [hw, ch, ch, 3, 1]).flatMap(inputGradCases);
+
+// strided: conv_dxs against one forward conv per output phase (`setStridedInputGradByPhases`),
+// the width-4 ResNet-8's two stride-2 stage entries (3x3 conv and 1x1 shortcut)
+const dxsCases = [
+  [28, 64, 128, 3, 2],
+  [14, 128, 256, 3, 2],
+  [28, 64, 128, 1, 2],
+  [14, 128, 256, 1, 2],
+].flatMap(inputGradCases);
 
 // a filter gradient on the own kernels: conv_dw reading x and dy in place against conv_dw_blk on
 // channel-block copies (`setFilterGradBlocked`), shared kernel (Conv2DBackpropFilter) and
@@ -305,24 +280,34 @@ const dwCases = [
   ];
 });
 
-/** `cases` with `setForm(false)` and `setForm(true)`, interleaved, as a table; leaves it on. */
-async function formTable(header, cases, setForm) {
+/**
+ * `cases` with `setForm(false)` and `setForm(true)`, interleaved, as a table; leaves it on.
+ * Whole training steps (`steps: true`) also print the ratio of CPU times.
+ */
+async function formTable(header, cases, setForm, steps = false) {
   console.log(`\n${header}`);
-  console.log('|---|---:|---:|---:|');
+  console.log(steps ? '|---|---:|---:|---:|---:|' : '|---|---:|---:|---:|');
   for (const [name, fn] of cases) {
     const [off, on] = await compare(
       [false, true].map((form) => ({
         name,
-        fn: () => {
+        fn: async () => {
           setForm(form);
-          tf.tidy(() => void fn().dataSync());
+          if (steps) await fn();
+          else tf.tidy(() => void fn().dataSync());
         },
       })),
       { rounds, warmup: 1 },
     );
-    console.log(
-      `| ${name} | ${off.medianMs.toFixed(1)} | ${on.medianMs.toFixed(1)} | ${(off.medianMs / on.medianMs).toFixed(2)}x |`,
-    );
+    const digits = steps ? 0 : 1;
+    const row = [
+      steps ? `${name} (batch ${batch})` : name,
+      off.medianMs.toFixed(digits),
+      on.medianMs.toFixed(digits),
+      `${(off.medianMs / on.medianMs).toFixed(2)}x`,
+      ...(steps ? [`${(off.cpuMs / on.cpuMs).toFixed(2)}x`] : []),
+    ];
+    console.log(`| ${row.join(' | ')} |`);
   }
   setForm(true);
 }
@@ -343,40 +328,22 @@ await formTable(
   setStridedInputGradByPhases,
 );
 
-/** The training steps with `setForms(false)` and `setForms(true)`, interleaved, as a table. */
-async function stepTable(header, setForms) {
-  console.log(`\n${header}`);
-  console.log('|---|---:|---:|---:|---:|');
-  for (const [name, fn] of steps) {
-    const [off, on] = await compare(
-      [false, true].map((forms) => ({
-        name,
-        fn: async () => {
-          setForms(forms);
-          await fn();
-        },
-      })),
-      { rounds, warmup: 1 },
-    );
-    console.log(
-      `| ${name} (batch ${batch}) | ${off.medianMs.toFixed(0)} | ${on.medianMs.toFixed(0)} | ${(off.medianMs / on.medianMs).toFixed(2)}x | ${(off.cpuMs / on.cpuMs).toFixed(2)}x |`,
-    );
-  }
-  setForms(true);
-}
-
 // the same training steps with both stride-1 gradient forms above off (conv_dw in place,
 // conv_dx1) and on, then with the strided input gradient by phases off (conv_dxs) and on
-await stepTable(
+await formTable(
   '| case (own kernels on) | gradient forms off ms | on ms | speed-up | CPU-time speed-up |',
+  steps,
   (on) => {
     setFilterGradBlocked(on);
     setInputGradByForward(on);
   },
+  true,
 );
-await stepTable(
+await formTable(
   '| case (own kernels on) | strided input gradient on conv_dxs ms | by phases ms | speed-up | CPU-time speed-up |',
+  steps,
   setStridedInputGradByPhases,
+  true,
 );
 
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
