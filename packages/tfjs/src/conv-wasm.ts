@@ -19,8 +19,8 @@
  * - input gradient: tiles of 2 input pixels x 4 input channels, dot products over the output
  *   channels (contiguous in both dy and the HWIO kernel), so the kernel is not transposed; at
  *   stride 1 (a shared kernel, or per-sample kernels on images of 100 pixels or more) it is
- *   the forward kernel on dy with the flipped, transposed kernel instead ({@link inputGradByForward}),
- *   and at larger strides one such forward conv per output phase ({@link inputGradByPhases});
+ *   the forward kernel on dy with the flipped, transposed kernel instead, and at larger strides
+ *   one such forward conv per output phase ({@link inputGradByPhases});
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
  *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch), reading
  *   channel-block copies of x and dy (`conv_dw_blk`).
@@ -1267,16 +1267,19 @@ export function setFilterGradBlocked(on: boolean): boolean {
 }
 
 /**
- * Per-sample kernels take {@link inputGradByForward} from this many input pixels up: each
+ * Per-sample kernels take {@link inputGradByPhases} from this many pixels up (input pixels at
+ * stride 1, output pixels at larger strides): each
  * sample's kernel is flipped and transposed first, a pass over the kernel per sample that small
  * images do not repay (batch 32, 3x3, `bench:wasm-kernels`' input-gradient table: 1.08-1.69x at
  * 28x28x64 and 14x14x128 over its runs, 0.79x at 7x7x256 in a timing while this was written,
- * before the limit; a shared kernel, flipped once for the batch, 0.99-1.37x at all three).
+ * before the limit; a shared kernel, flipped once for the batch, 0.99-1.37x at all three; at
+ * stride 2 and 7x7 output pixels a timing of its strided cases gave 0.99x on the 3x3 layer and
+ * 1.08x on the 1x1).
  */
 const DX_FORWARD_MIN_PIXELS = 100;
 
 /**
- * Whether a stride-1 input gradient runs as a forward conv ({@link inputGradByForward}; on by
+ * Whether a stride-1 input gradient runs as a forward conv ({@link inputGradByPhases}; on by
  * default) or on `conv_dx1`; returns the previous setting. For side-by-side benchmarks.
  */
 export function setInputGradByForward(on: boolean): boolean {
@@ -1308,16 +1311,21 @@ function phaseTaps(p: number, s: number, k: number, pad: number): { taps: number
 }
 
 /**
- * A strided input gradient as `sh·sw` stride-1 forward convs, one per output phase: the pixels
+ * An input gradient as `sh·sw` stride-1 forward convs, one per output phase: the pixels
  * `(ph + sh·i, pw + sw·j)` of `dx` only receive the taps `t ≡ ph + pt (mod sh)` (and likewise
  * across), so each phase is the forward kernel on `dy` with those taps reversed and each tap's
- * `[C, O]` transposed, written to a scratch `[Hp, Wp, C]` and copied to its pixels of `dx`
- * (`copy_rows`, rows `sw·C` floats apart). A phase that no tap reaches (a 1x1 kernel at stride
- * 2) is zero. `conv_dxs` (dot products over the output channels, lane sums at the end) ran the
+ * `[C, O]` transposed (`transpose_2d`), written to a scratch `[Hp, Wp, C]` and copied to its
+ * pixels of `dx` (`copy_rows`, rows `sw·C` floats apart). A phase that no tap reaches (a 1x1
+ * kernel at stride 2) is zero. At stride 1 there is one phase, `dx = conv(dy, w')` with
+ * `w'[i, j, o, c] = w[kh-1-i, kw-1-j, c, o]` and padding `kh-1-pt`, `kw-1-pl`, written straight
+ * into `dx`: `conv_dx1` (dot products over the output channels with lane sums at the end) is
+ * slower at most ResNet-8 shapes (`bench:wasm-kernels`' input-gradient table). A shared kernel is
+ * reversed and packed once for the batch, per-sample kernels one sample at a time. `conv_dxs` (dot products over the output channels, lane sums at the end) ran the
  * width-4 ResNet-8's two 3x3 stage entries at ~24-30 GFLOP/s in `bench:tfjs-profile`, the forward
  * ~47 in `bench:conv-forward`; by phases 1.10-1.31x faster per gradient (`bench:wasm-kernels`).
- * Returns false, having written nothing, where a phase would
- * need negative padding (padding above the taps the phase has): `conv_dxs` takes those.
+ * Returns false, having written nothing, where a phase would need negative padding (padding
+ * above the taps the phase has): `conv_dx1` / `conv_dxs` take those. `at.zero` points at
+ * `max(O, C)` zeros.
  */
 function inputGradByPhases(
   be: WasmBackend,
@@ -1351,7 +1359,6 @@ function inputGradByPhases(
       offset += r.taps.length * c.taps.length * O * C;
     }
   const maxRows = Math.max(...phases.map((q) => q.rows.length * q.cols.length * O));
-  const maxPixels = Math.max(...phases.map((q) => q.g[3]! * q.g[4]!));
   const blocks = Math.ceil(C / 16);
   const sub = be.makeOutput([Math.max(offset, 1)], 'float32');
   // shared: every phase's kernel packed in 16-channel blocks once; per-sample: one block at a time
@@ -1359,9 +1366,12 @@ function inputGradByPhases(
     [Math.max(16, shared ? (offset / C) * 16 * blocks : maxRows * 16)],
     'float32',
   );
-  const scratch = be.makeOutput([maxPixels * C], 'float32');
-  const zero = zeros(be, [C]);
-  const [so, po, to, zo] = [sub, packed, scratch, zero].map((t) => heapOffset(be, t)) as number[];
+  // stride 1: the one phase is dx itself
+  const direct = sh === 1 && sw === 1;
+  const maxPixels = direct ? 0 : Math.max(...phases.map((q) => q.g[3]! * q.g[4]!));
+  const scratch = direct ? undefined : be.makeOutput([maxPixels * C], 'float32');
+  const [so, po] = [sub, packed].map((t) => heapOffset(be, t)) as number[];
+  const to = scratch ? heapOffset(be, scratch) : 0;
   // the phase's taps reversed, each tap's [C, O] transposed to [O, C]
   const build = (k: number) => {
     for (const q of phases) {
@@ -1386,6 +1396,7 @@ function inputGradByPhases(
   for (let b = 0; b < B; b++) {
     const dyb = at.dy + b * Ho * Wo * O * 4;
     const dxb = at.dx + b * H * W * C * 4;
+    const y = direct ? dxb : to;
     if (!shared) build(at.k + b * kh * kw * C * O * 4);
     for (const q of phases) {
       const [Hp, Wp] = [q.g[3]!, q.g[4]!];
@@ -1394,66 +1405,20 @@ function inputGradByPhases(
         const rows = q.rows.length * q.cols.length * O;
         if (shared) {
           for (let o0 = 0; o0 < C; o0 += 16)
-            convBlock(K, dyb, packedAt(q) + rows * o0 * 4, to!, at.zero, q.g, o0);
-        } else forwardInBlocks(K, po!, dyb, so! + q.at * 4, to!, at.zero, q.g);
+            convBlock(K, dyb, packedAt(q) + rows * o0 * 4, y, at.zero, q.g, o0);
+        } else forwardInBlocks(K, po!, dyb, so! + q.at * 4, y, at.zero, q.g);
       }
+      if (direct) continue;
       // the phase's pixels of dx, row by row (zeros where no tap reaches)
       for (let i = 0; i < Hp; i++) {
         const dst = dxb + ((q.ph + sh * i) * W + q.pw) * C * 4;
-        if (none) K.copy_rows(zo!, dst, Wp, 0, sw * C * 4, C * 4);
-        else K.copy_rows(to! + i * Wp * C * 4, dst, Wp, C * 4, sw * C * 4, C * 4);
+        if (none) K.copy_rows(at.zero, dst, Wp, 0, sw * C * 4, C * 4);
+        else K.copy_rows(to + i * Wp * C * 4, dst, Wp, C * 4, sw * C * 4, C * 4);
       }
     }
   }
-  for (const t of [sub, packed, scratch, zero]) be.disposeData(t.dataId);
+  for (const t of [sub, packed, scratch]) if (t) be.disposeData(t.dataId);
   return true;
-}
-
-/**
- * A stride-1 input gradient as a forward conv: `dx = conv(dy, w')` with `w'[i, j, o, c] =
- * w[kh-1-i, kw-1-j, c, o]` (the taps reversed, each tap's `[C, O]` transposed by `transpose_2d`)
- * and padding `kh-1-pt`, `kw-1-pl`, so it runs at the forward kernel's rate (`conv_dx1`, dot
- * products over the output channels with lane sums at the end, is slower at most ResNet-8
- * shapes: `bench:wasm-kernels`' input-gradient table). A shared kernel is flipped and packed once
- * for the batch, per-sample kernels one sample at a time.
- */
-function inputGradByForward(
-  be: WasmBackend,
-  K: Kernels,
-  at: { dy: number; k: number; dx: number; zero: number },
-  dims: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
-  taps: { kh: number; kw: number; pt: number; pl: number },
-  shared: boolean,
-): void {
-  const { B, H, W, C, Ho, Wo, O } = dims;
-  const { kh, kw, pt, pl } = taps;
-  const rows = kh * kw * O;
-  const flipped = be.makeOutput([rows * C], 'float32');
-  const blocks = shared ? Math.ceil(C / 16) : 1;
-  const packed = be.makeOutput([rows * 16 * blocks], 'float32');
-  const [fo, po] = [flipped, packed].map((t) => heapOffset(be, t)) as [number, number];
-  // the forward's geometry: input dy [Ho, Wo, O], output dx [H, W, C]
-  const g = [Ho, Wo, O, H, W, C, kh, kw, 1, 1, kh - 1 - pt, kw - 1 - pl];
-  const flip = (k: number) => {
-    for (let t = 0; t < kh * kw; t++)
-      K.transpose_2d(k + t * C * O * 4, fo + (kh * kw - 1 - t) * O * C * 4, C, O, O * 4, C * 4);
-  };
-  if (shared) {
-    flip(at.k);
-    for (let o0 = 0; o0 < C; o0 += 16) copyBlock(K, fo, po + rows * o0 * 4, g, o0);
-  }
-  for (let b = 0; b < B; b++) {
-    const dyb = at.dy + b * Ho * Wo * O * 4;
-    const dxb = at.dx + b * H * W * C * 4;
-    if (shared) {
-      for (let o0 = 0; o0 < C; o0 += 16) convBlock(K, dyb, po + rows * o0 * 4, dxb, at.zero, g, o0);
-    } else {
-      flip(at.k + b * kh * kw * C * O * 4);
-      forwardInBlocks(K, po, dyb, fo, dxb, at.zero, g);
-    }
-  }
-  be.disposeData(packed.dataId);
-  be.disposeData(flipped.dataId);
 }
 
 function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
@@ -1464,27 +1429,21 @@ function inputGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo 
   const [, Ho, Wo, O] = dy.shape as [number, number, number, number];
   const [kh, kw] = kernels.shape.slice(a.shared ? 0 : 1) as [number, number];
   const dx = be.makeOutput([B, H, W, C], 'float32');
-  const z = zeros(be, [O]);
+  // read for padding (>= O) and copied to the pixels no tap reaches (>= C)
+  const z = zeros(be, [Math.max(O, C)]);
   const K = kernelsFor(be)!;
   const [dyo, ko, dxo, zo] = [dy, kernels, dx, z].map((t) => heapOffset(be, t)) as number[];
   const kStep = a.shared ? 0 : kh * kw * C * O * 4;
   const [sh, sw] = a.strides;
   const [pt, pl] = a.pads;
-  const byForward = a.shared || H * W >= DX_FORWARD_MIN_PIXELS;
-  if (dxByForward && byForward && sh === 1 && sw === 1 && pt <= kh - 1 && pl <= kw - 1) {
+  // per-sample kernels from DX_FORWARD_MIN_PIXELS (input pixels at stride 1, output pixels above)
+  const stride1 = sh === 1 && sw === 1;
+  const pixels = stride1 ? H * W : Ho * Wo;
+  const byForward = stride1 ? dxByForward : dxByPhases;
+  if (byForward && (a.shared || pixels >= DX_FORWARD_MIN_PIXELS)) {
     const at = { dy: dyo!, k: ko!, dx: dxo!, zero: zo! };
-    inputGradByForward(be, K, at, { B, H, W, C, Ho, Wo, O }, { kh, kw, pt, pl }, a.shared);
-    be.disposeData(z.dataId);
-    return dx;
-  }
-  // per-sample kernels: each sample's kernel is rebuilt, which pays from 100 output pixels (as
-  // the stride-1 form's input pixels; at 7x7 output pixels a timing of `bench:wasm-kernels`'
-  // strided cases while this was written gave 0.99x on the 3x3 layer and 1.08x on the 1x1)
-  const byPhases = a.shared || Ho * Wo >= DX_FORWARD_MIN_PIXELS;
-  if (dxByPhases && byPhases && (sh > 1 || sw > 1)) {
-    const at = { dy: dyo!, k: ko!, dx: dxo!, zero: zo! };
-    const dimsP = { B, H, W, C, Ho, Wo, O };
-    if (inputGradByPhases(be, K, at, dimsP, { kh, kw, pt, pl, sh, sw }, a.shared)) {
+    const dims = { B, H, W, C, Ho, Wo, O };
+    if (inputGradByPhases(be, K, at, dims, { kh, kw, pt, pl, sh, sw }, a.shared)) {
       be.disposeData(z.dataId);
       return dx;
     }
