@@ -79,6 +79,21 @@ export async function machine() {
 }
 
 /**
+ * The main job's model as a spec: ResNet-8 for 1x28x28 images, 10 classes, `width` (default 4),
+ * at a KW budget (null or absent: plain).
+ * @param {{ budget?: string | null, width?: number }} opts
+ */
+export async function resnet8Spec(opts = {}) {
+  const { createModel } = await import('@kernelwarehouse/zoo');
+  return createModel('resnet8_cifar', {
+    inputShape: [1, 28, 28],
+    classes: 10,
+    width: opts.width ?? 4,
+    ...(opts.budget ? { budget: opts.budget } : {}),
+  });
+}
+
+/**
  * One training step of the main job's model (ResNet-8 for 1x28x28 images, 10 classes) at a KW
  * budget (null: plain), as `@kernelwarehouse/tfjs`'s Trainer takes it: softmax cross-entropy on
  * the logits, gradients of every trainable variable, one Adam update; KW at tau 0.5. The backend
@@ -88,15 +103,9 @@ export async function machine() {
 export async function resnet8TrainStep(opts = {}) {
   const { initWeights } = await import('@kernelwarehouse/core');
   const { buildModel, setTemperature } = await import('@kernelwarehouse/tfjs');
-  const { createModel } = await import('@kernelwarehouse/zoo');
   const tf = await import('@tensorflow/tfjs');
   const batch = opts.batch ?? 32;
-  const spec = createModel('resnet8_cifar', {
-    inputShape: [1, 28, 28],
-    classes: 10,
-    width: opts.width ?? 4,
-    ...(opts.budget ? { budget: opts.budget } : {}),
-  });
+  const spec = await resnet8Spec(opts);
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));
   if (opts.budget) setTemperature(model, 0.5);
   const optimizer = tf.train.adam(1e-3);

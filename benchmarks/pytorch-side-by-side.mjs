@@ -35,14 +35,12 @@ const load = () =>
     .join(', ');
 
 async function tfjsTrainChild(threads) {
-  const { compare, median, resnet8TrainStep, trainerStepTimes, wasmAsKwTrain } = await import(
-    './harness.mjs'
-  );
+  const { compare, median, resnet8Spec, resnet8TrainStep, trainerStepTimes, wasmAsKwTrain } =
+    await import('./harness.mjs');
   await wasmAsKwTrain();
   if (threads > 1) {
     // tfjs wasm runs one thread per process: `threads` data-parallel shard workers (Trainer
     // shards + shardWorkers), the median time between steps of short fits, rounds interleaved
-    const { createModel } = await import('@kernelwarehouse/zoo');
     const models = [
       ['plain', null],
       ['KW 1x', '1x'],
@@ -51,12 +49,7 @@ async function tfjsTrainChild(threads) {
     const samples = models.map(() => []);
     for (let r = 0; r < Number(ROUNDS); r++)
       for (const [i, [, budget]] of models.entries()) {
-        const spec = createModel('resnet8_cifar', {
-          inputShape: [1, 28, 28],
-          classes: 10,
-          width: 4,
-          ...(budget ? { budget } : {}),
-        });
+        const spec = await resnet8Spec({ budget });
         samples[i].push(
           ...(await trainerStepTimes(spec, { batch: 32, shards: threads, steps: 4 })),
         );
@@ -180,17 +173,14 @@ if (WHAT.includes('train')) {
   // training step is the forward and two gradient products of each (input and kernel; for the
   // assembly, of the attention and the warehouse), so the step's ratio is the forward's.
   const { planModel } = await import('@kernelwarehouse/core');
-  const { createModel } = await import('@kernelwarehouse/zoo');
-  const macs = (budget) =>
-    planModel(
-      createModel('resnet8_cifar', {
-        inputShape: [1, 28, 28],
-        classes: 10,
-        width: 4,
-        ...(budget ? { budget } : {}),
-      }),
-    ).macs.total;
-  const ideal = { plain: 1, 'KW 1x': macs('1x') / macs(), 'KW 1/2x': macs('1/2x') / macs() };
+  const { resnet8Spec } = await import('./harness.mjs');
+  const macs = async (budget) => planModel(await resnet8Spec({ budget })).macs.total;
+  const plain = await macs();
+  const ideal = {
+    plain: 1,
+    'KW 1x': (await macs('1x')) / plain,
+    'KW 1/2x': (await macs('1/2x')) / plain,
+  };
   console.log(
     '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread; N threads: N shard workers) | tfjs ratio | MAC-ideal | tfjs / PyTorch time |',
   );

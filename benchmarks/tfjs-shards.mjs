@@ -6,8 +6,7 @@
 // steps, which include starting the workers, are left out); cases run in interleaved rounds.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:shards  (KW_BENCH_ROUNDS=2, KW_BENCH_STEPS=8,
 // KW_BENCH_MODELS="1:64;4:32" as width:batch)
-import { createModel } from '@kernelwarehouse/zoo';
-import { machine, median, trainerStepTimes, wasmAsKwTrain } from './harness.mjs';
+import { machine, median, resnet8Spec, trainerStepTimes, wasmAsKwTrain } from './harness.mjs';
 
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 2);
 const STEPS = Number(process.env.KW_BENCH_STEPS ?? 8);
@@ -24,12 +23,7 @@ console.log('| model | batch | case | ms per step | images/s | speed-up vs 1 sha
 console.log('|---|---:|---|---:|---:|---:|');
 for (const [width, batch] of MODELS) {
   for (const budget of [null, '1x']) {
-    const spec = createModel('resnet8_cifar', {
-      inputShape: [1, 28, 28],
-      classes: 10,
-      width,
-      ...(budget ? { budget } : {}),
-    });
+    const spec = await resnet8Spec({ width, budget });
     const cases = [
       ['1 shard (one thread)', 1, false],
       ['2 shards, this thread', 2, false],
