@@ -15,6 +15,7 @@ import {
   type KernelArgs,
   type Kernels,
   kernelsFor,
+  registerOwnKernels,
   type WasmBackend,
   zeros,
 } from './conv-wasm.js';
@@ -147,17 +148,10 @@ function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
 }
 
 function ensureRegistered(): void {
-  for (const [kernelName, fn] of [
+  registerOwnKernels([
     [FWD, forwardKernel],
     [GRAD, gradKernel],
-  ] as const) {
-    if (tf.getKernel(kernelName, 'wasm')) continue;
-    tf.registerKernel({
-      kernelName,
-      backendName: 'wasm',
-      kernelFunc: fn as unknown as tf.KernelFunc,
-    });
-  }
+  ]);
   if (tf.getGradient(FWD)) return;
   tf.registerGradient({
     kernelName: FWD,

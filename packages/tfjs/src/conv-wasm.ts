@@ -1556,13 +1556,10 @@ export interface KernelArgs {
   attrs?: Record<string, unknown>;
 }
 
-function ensureRegistered(): void {
-  const table: [string, (a: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]][] = [
-    [FWD, forwardKernel],
-    [DX, inputGradKernel],
-    [DW, filterGradKernel],
-    [MMG, matMulGradsKernel],
-  ];
+/** Register each `[name, kernel]` of `table` on the wasm backend, unless it is already there. */
+export function registerOwnKernels(
+  table: readonly (readonly [string, (a: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]])[],
+): void {
   for (const [kernelName, fn] of table) {
     if (tf.getKernel(kernelName, 'wasm')) continue;
     tf.registerKernel({
@@ -1571,6 +1568,15 @@ function ensureRegistered(): void {
       kernelFunc: fn as unknown as tf.KernelFunc,
     });
   }
+}
+
+function ensureRegistered(): void {
+  registerOwnKernels([
+    [FWD, forwardKernel],
+    [DX, inputGradKernel],
+    [DW, filterGradKernel],
+    [MMG, matMulGradsKernel],
+  ]);
 }
 
 /**
