@@ -210,14 +210,54 @@ function swapLast(x: TensorInfo, args: KernelArgs, transpose: KernelFn): TensorI
 }
 
 /**
+ * The `[K, N]` each `b` (by its data id) first had in a product that the stock kernel runs on
+ * XNNPACK. tfjs-backend-wasm 4.22 keeps one fully connected operator per `b` id (with the bias
+ * id and activation), `b` packed as its weights with the shape of that first call, and reuses it
+ * for every later product with the same id: `b` under another shape (a `reshape`, which shares
+ * the id) gave wrong values (`[2, 6] x reshape(w [4, 6], [6, 4])` after `[2, 4] x w` returned
+ * the first product's columns) or read out of bounds.
+ */
+const xnnWeightShapes = new WeakMap<object, string>();
+
+/** `t` (float32) copied into the heap under a new data id. */
+function heapCopy(be: WasmBackend, t: TensorInfo): TensorInfo {
+  const out = be.makeOutput(t.shape, t.dtype);
+  (be.typedArrayFromHeap(out) as Float32Array).set(be.typedArrayFromHeap(t) as Float32Array);
+  return out;
+}
+
+/**
+ * `prev` on `inputs`, with `b` copied first where the stock kernel would take a cached XNNPACK
+ * operator packed for another shape of it (see {@link xnnWeightShapes}): no batch axes other
+ * than 1 in `a` or `b`, no transpose flag.
+ */
+function matMulFresh(prev: KernelFn, args: KernelArgs, inputs: Record<string, TensorInfo>) {
+  const [a, b] = [inputs.a!, inputs.b!];
+  const batch = (t: TensorInfo) => t.shape.slice(0, -2).reduce((p, d) => p * d, 1);
+  if (batch(a) !== 1 || batch(b) !== 1) return prev({ ...args, inputs });
+  const key = b.shape.slice(-2).join('x');
+  const first = xnnWeightShapes.get(b.dataId);
+  if (first === undefined) xnnWeightShapes.set(b.dataId, key);
+  if (first === undefined || first === key) return prev({ ...args, inputs });
+  const be = args.backend as WasmBackend;
+  const copy = heapCopy(be, b);
+  try {
+    return prev({ ...args, inputs: { ...inputs, b: copy } });
+  } finally {
+    // disposing the copy deletes the operator cached for it
+    be.disposeData(copy.dataId);
+  }
+}
+
+/**
  * Products with a transpose flag are gradient products (whose operands are new on every step,
  * so XNNPACK's cached operators do not help): those with few output rows go to
- * `matMulNoPack` (conv-wasm.ts) when `noPack`.
+ * `matMulNoPack` (conv-wasm.ts) when `noPack`. Every product goes past {@link matMulFresh}.
  */
 function makeMatMul(prev: KernelFn, transpose: KernelFn, noPack: boolean): KernelFn {
   return (args) => {
     const attrs = args.attrs!;
-    if (!attrs.transposeA && !attrs.transposeB) return prev(args);
+    if (!attrs.transposeA && !attrs.transposeB) return matMulFresh(prev, args, args.inputs);
     const b = args.backend as WasmBackend;
     const temps: TensorInfo[] = [];
     const inputs = { ...args.inputs };
@@ -232,7 +272,8 @@ function makeMatMul(prev: KernelFn, transpose: KernelFn, noPack: boolean): Kerne
     try {
       const own = noPack ? matMulNoPack(args.backend, inputs.a!, inputs.b!) : undefined;
       if (own) return own;
-      return prev({ ...args, inputs, attrs: { ...attrs, transposeA: false, transposeB: false } });
+      const plain = { ...args, attrs: { ...attrs, transposeA: false, transposeB: false } };
+      return matMulFresh(prev, plain, inputs);
     } finally {
       for (const t of temps) b.disposeData(t.dataId);
     }

@@ -146,6 +146,52 @@ describe('fast wasm kernels', () => {
     });
   }
 
+  // tfjs-backend-wasm 4.22 caches one XNNPACK operator per b tensor id, packed for the shape
+  // of the first product: a reshape of b (same id) got the first product's values back
+  it('a product with b reshaped to another [K, N] after one with b: the right values (XNNPACK operator cache)', async () => {
+    const wData = rng.normalArray(24);
+    const aData = rng.normalArray(8);
+    const bData = rng.normalArray(12);
+    const bias6 = rng.normalArray(6);
+    const bias4 = rng.normalArray(4);
+    const run = async (backend: 'cpu' | 'wasm') => {
+      await useBackend(backend);
+      const before = tf.memory().numTensors;
+      const out = tf.tidy(() => {
+        const w = tf.tensor2d(wData, [4, 6]);
+        const a = tf.tensor2d(aData, [2, 4]);
+        const b = tf.tensor2d(bData, [2, 6]);
+        const w64 = tf.reshape(w, [6, 4]);
+        const w3 = tf.reshape(w, [3, 2, 4]); // a batch of 3: the stock kernel's own loop
+        return [
+          tf.matMul(a, w),
+          tf.matMul(b, w64),
+          tf.matMul(a, w), // the first shape again
+          tf.matMul(b, tf.reshape(w, [1, 6, 4])), // leading axis of 1: XNNPACK too
+          tf.matMul(tf.ones([3, 1, 2]), w3),
+          tf.fused.matMul({ a, b: w, bias: tf.tensor1d(bias6), activation: 'relu' }),
+          tf.fused.matMul({ a: b, b: w64, bias: tf.tensor1d(bias4), activation: 'relu' }),
+          // a transposed product becomes a plain one on a transposed copy (a new id)
+          tf.matMul(b, tf.reshape(w, [4, 6]), false, true),
+        ].map((t) => t.dataSync() as Float32Array);
+      });
+      expect(tf.memory().numTensors).toBe(before);
+      return out;
+    };
+    const want = await run('cpu');
+    const got = await run('wasm');
+    // a hand-derived check of the aliased product: column j of b @ w64 sums b[0, i]·w[4i + j]
+    const hand = [0, 1, 2, 3].map((j) =>
+      [0, 1, 2, 3, 4, 5].reduce((s, i) => s + bData[i]! * wData[4 * i + j]!, 0),
+    );
+    expect(relErr(got[1]!.subarray(0, 4), Float32Array.from(hand))).toBeLessThan(1e-5);
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < want.length; i++) {
+      expect(got[i]!.length, `output ${i}`).toBe(want[i]!.length);
+      expect(relErr(got[i]!, want[i]!), `output ${i}`).toBeLessThan(1e-5);
+    }
+  });
+
   const reductions: [string, number[], (x: tf.Tensor) => tf.Tensor][] = [
     ['sum over leading axes (BatchNorm)', [6, 5, 7, 4], (x) => tf.sum(x, [0, 1, 2])],
     ['mean over leading axes, keepDims', [6, 5, 7, 4], (x) => tf.mean(x, [0, 1, 2], true)],
