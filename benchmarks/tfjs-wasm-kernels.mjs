@@ -9,7 +9,8 @@
 // src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it,
 // tables of the filter gradient in place against on channel-block copies, of the stride-1
 // input gradient on `conv_dx1` against it as a forward conv and of the strided one on `conv_dxs`
-// against one forward conv per output phase, and whole steps with those forms off and on. The own kernels use relaxed SIMD's multiply-add as `kw train`
+// against one forward conv per output phase, of KW's assembly forward on XNNPACK against the
+// no-pack kernel, and whole steps with those forms off and on. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
 import {
@@ -22,6 +23,7 @@ import * as tf from '@tensorflow/tfjs';
 // not part of @kernelwarehouse/tfjs's public API: its layers' BatchNorm and the switches of the
 // gradient kernels' forms
 import {
+  setAssemblyForwardNoPack,
   setFilterGradBlocked,
   setInputGradByForward,
   setStridedInputGradByPhases,
@@ -158,6 +160,22 @@ const assemblyCases = [
   return [
     `assembly gradients ${M}x${K} @ ${K}x${N} (with its forward)`,
     () => tf.add(...g([a, b], dy).map((t) => tf.sum(t))),
+  ];
+});
+
+// the assembly's forward alone (a new warehouse operand on every call, as in training, where
+// it is transposed per step): on tfjs's BatchMatMul (XNNPACK) against the no-pack kernel
+const assemblyForwardCases = [
+  [288, 9, 65536],
+  [576, 29, 16384],
+  [288, 38, 4096],
+].map(([M, K, N]) => {
+  const a = tf.randomNormal([M, K]);
+  const b = tf.randomNormal([K, N]);
+  // one row of the output: reading all of it back would cost more than the product
+  return [
+    `assembly forward ${M}x${K} @ ${K}x${N}`,
+    () => tf.slice(matMulWasm(a, fresh(b)), [0, 0], [1, 4]),
   ];
 });
 
@@ -326,6 +344,17 @@ await formTable(
   '| case (own kernels on) | conv_dxs ms | one forward conv per phase ms | speed-up |',
   dxsCases,
   setStridedInputGradByPhases,
+);
+await formTable(
+  '| case (own kernels on) | assembly forward on XNNPACK ms | on the no-pack kernel ms | speed-up |',
+  assemblyForwardCases,
+  setAssemblyForwardNoPack,
+);
+await formTable(
+  '| case (own kernels on) | assembly forward on XNNPACK ms | no-pack ms | speed-up | CPU-time speed-up |',
+  steps,
+  setAssemblyForwardNoPack,
+  true,
 );
 
 // the same training steps with both stride-1 gradient forms above off (conv_dw in place,

@@ -1051,6 +1051,7 @@ export function matMulNoPack(
   backend: unknown,
   a: tf.TensorInfo,
   b: tf.TensorInfo,
+  maxRows = MM_MAX_ROWS,
 ): tf.TensorInfo | undefined {
   const be = backend as WasmBackend;
   if (!enabled || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
@@ -1061,7 +1062,7 @@ export function matMulNoPack(
     return undefined;
   const [M, K] = a.shape.slice(-2) as [number, number];
   const [K2, N] = b.shape.slice(-2) as [number, number];
-  if (K !== K2 || N % 4 !== 0 || M === 0 || K === 0 || M > MM_MAX_ROWS) return undefined;
+  if (K !== K2 || N % 4 !== 0 || M === 0 || K === 0 || M > maxRows) return undefined;
   const kernels = kernelsFor(be);
   if (!kernels) return undefined;
   const out = be.makeOutput([...new Array<number>(Math.max(ra, rb) - 2).fill(1), M, N], 'float32');
@@ -1522,13 +1523,50 @@ function matMulGradsKernel({ inputs, backend }: KernelArgs): tf.TensorInfo[] {
  */
 const MMG_MAX_K = 64;
 
+const MMF = 'KwWasmMatMul';
+let assemblyNoPack = true;
+
+/**
+ * Smallest inner dimension K whose {@link matMulWasm} forward takes {@link matMulKernel}:
+ * `bench:wasm-kernels`' assembly-forward table measured 1.37-1.39x at K = 29 and 38 and 0.91x at
+ * K = 9 (`[288, 9] x [9, 65536]`; even within the training step's profile), so smaller K stays
+ * on XNNPACK.
+ */
+const NOPACK_MIN_K = 16;
+
+/**
+ * Whether {@link matMulWasm}'s forward runs on {@link matMulNoPack} (on by default) or on tfjs's
+ * `BatchMatMul` (XNNPACK); returns the previous setting. For side-by-side benchmarks.
+ */
+export function setAssemblyForwardNoPack(on: boolean): boolean {
+  const was = assemblyNoPack;
+  assemblyNoPack = on;
+  return was;
+}
+
+/**
+ * `a @ b` on {@link matMulNoPack} whatever the number of rows, or on the backend's
+ * `BatchMatMul` where that does not apply. KW's assembly has few columns in `a` and long rows
+ * in `b` and the output (`[288, 9] x [9, 65536]`): XNNPACK's micro-kernel writes tiles of 4
+ * output rows 256 KB apart, 2.3-3.9x slower here than the 1x1-conv form, which writes 16
+ * columns of each row at a time (`bench:wasm-kernels`' assembly table).
+ */
+function matMulKernel(args: KernelArgs): tf.TensorInfo {
+  const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+  const own = matMulNoPack(args.backend, a, b, Number.POSITIVE_INFINITY);
+  if (own) return own;
+  const stock = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
+  const attrs = { transposeA: false, transposeB: false };
+  return stock({ ...args, attrs } as unknown as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo;
+}
+
 /**
  * `a @ b` (float32 `a [M, K]`, `b [K, N]`) whose gradient computes `da` and `db` in one pass
  * over `dy` (`mm_grads`) instead of tfjs's two products (each reading all of `dy`, the one with
  * few output rows or columns at a fraction of the conv kernels' rate): KW's kernel assembly
- * `alpha [N·m, n] @ warehouse [n, c_in·c_out]`. The forward is tfjs's. Returns `undefined`
- * where it does not apply: another backend, kernels off, other dtypes or ranks, N not a
- * multiple of 4, K above 64 (`MMG_MAX_K`), an empty axis.
+ * `alpha [N·m, n] @ warehouse [n, c_in·c_out]`. The forward is {@link matMulKernel}'s. Returns
+ * `undefined` where it does not apply: another backend, kernels off, other dtypes or ranks, N
+ * not a multiple of 4, K above 64 (`MMG_MAX_K`), an empty axis.
  */
 export function matMulWasm(a: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
   if (a.rank !== 2 || b.rank !== 2 || a.dtype !== 'float32' || b.dtype !== 'float32') return;
@@ -1541,7 +1579,10 @@ export function matMulWasm(a: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
     const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
     save([x, w]);
     return {
-      value: tf.matMul(x, w),
+      value:
+        assemblyNoPack && K >= NOPACK_MIN_K
+          ? (tf.engine().runKernel(MMF, { a: x, b: w }, {}) as tf.Tensor)
+          : tf.matMul(x, w),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
         tf.engine().runKernel(MMG, { a: saved[0]!, b: saved[1]!, dy }, {}) as tf.Tensor[],
     };
@@ -1576,6 +1617,7 @@ function ensureRegistered(): void {
     [DX, inputGradKernel],
     [DW, filterGradKernel],
     [MMG, matMulGradsKernel],
+    [MMF, matMulKernel],
   ]);
 }
 

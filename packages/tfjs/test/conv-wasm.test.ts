@@ -7,6 +7,7 @@ import {
   matMulNoPack,
   matMulWasm,
   perSampleConvWasm,
+  setAssemblyForwardNoPack,
   setOwnWasmKernels,
   transposeBlocked,
 } from '../src/conv-wasm.js';
@@ -479,7 +480,8 @@ describe('products with one-pass gradients on the wasm kernels (matMulWasm)', ()
     setOwnWasmKernels(true);
   });
 
-  // [M, K, N]: a row remainder (M % 4), one column block and a part, K = 1 and the largest K (64)
+  // [M, K, N]: a row remainder (M % 4), one column block and a part, K = 1 and the largest K (64);
+  // K >= 16 runs the no-pack forward (when on), smaller K tfjs's
   const SHAPES: [number, number, number][] = [
     [13, 9, 20],
     [8, 29, 64],
@@ -487,44 +489,66 @@ describe('products with one-pass gradients on the wasm kernels (matMulWasm)', ()
     [37, 64, 36],
     [5, 3, 600],
     [288, 9, 1024],
+    [300, 38, 36], // more rows than matMulNoPack's gradient limit, K above NOPACK_MIN_K
   ];
 
-  it.each(SHAPES)('value and both gradients match float64: M %i, K %i, N %i', (M, K, N) => {
-    const a = random(M * K);
-    const b = random(K * N);
-    const dy = random(M * N);
-    const y = new Float64Array(M * N);
-    const da = new Float64Array(M * K);
-    const db = new Float64Array(K * N);
-    for (let r = 0; r < M; r++)
-      for (let j = 0; j < K; j++)
-        for (let c = 0; c < N; c++) {
-          y[r * N + c]! += a[r * K + j]! * b[j * N + c]!;
-          da[r * K + j]! += dy[r * N + c]! * b[j * N + c]!;
-          db[j * N + c]! += a[r * K + j]! * dy[r * N + c]!;
-        }
-    const before = tf.memory();
-    const at = tf.tensor2d(a, [M, K]);
-    const bt = tf.tensor2d(b, [K, N]);
-    const dyt = tf.tensor2d(dy, [M, N]);
-    const f = (x: tf.Tensor, w: tf.Tensor) => {
-      const out = matMulWasm(x, w);
-      expect(out).toBeDefined();
-      return out!;
+  // the forward on the no-pack kernel (default, any number of rows) and on tfjs's BatchMatMul
+  const FORMS = SHAPES.flatMap((s) => [true, false].map((noPack) => [...s, noPack] as const));
+  it.each(FORMS)(
+    'value and both gradients match float64: M %i, K %i, N %i, no-pack forward %s',
+    (M, K, N, noPack) => {
+      const was = setAssemblyForwardNoPack(noPack);
+      const a = random(M * K);
+      const b = random(K * N);
+      const dy = random(M * N);
+      const y = new Float64Array(M * N);
+      const da = new Float64Array(M * K);
+      const db = new Float64Array(K * N);
+      for (let r = 0; r < M; r++)
+        for (let j = 0; j < K; j++)
+          for (let c = 0; c < N; c++) {
+            y[r * N + c]! += a[r * K + j]! * b[j * N + c]!;
+            da[r * K + j]! += dy[r * N + c]! * b[j * N + c]!;
+            db[j * N + c]! += a[r * K + j]! * dy[r * N + c]!;
+          }
+      const before = tf.memory();
+      const at = tf.tensor2d(a, [M, K]);
+      const bt = tf.tensor2d(b, [K, N]);
+      const dyt = tf.tensor2d(dy, [M, N]);
+      const f = (x: tf.Tensor, w: tf.Tensor) => {
+        const out = matMulWasm(x, w);
+        expect(out).toBeDefined();
+        return out!;
+      };
+      const yt = f(at, bt);
+      const [ga, gb] = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(f(x, w), dyt)))([
+        at,
+        bt,
+      ]);
+      // float32 sums of <= 1024 products against float64
+      expect(relErr(yt.dataSync() as Float32Array, y)).toBeLessThan(1e-5);
+      expect(relErr(ga!.dataSync() as Float32Array, da)).toBeLessThan(1e-5);
+      expect(relErr(gb!.dataSync() as Float32Array, db)).toBeLessThan(1e-5);
+      tf.dispose([at, bt, dyt, yt, ga!, gb!]);
+      const after = tf.memory();
+      expect(after.numTensors).toBe(before.numTensors);
+      expect(after.numBytes).toBe(before.numBytes);
+      setAssemblyForwardNoPack(was);
+    },
+  );
+
+  it('runs the forward on the no-pack kernel from K = 16 when on, on BatchMatMul otherwise', async () => {
+    const kernelsOf = async (K: number, noPack: boolean) => {
+      const was = setAssemblyForwardNoPack(noPack);
+      const [a, b] = [tf.randomNormal([5, K]), tf.randomNormal([K, 8])];
+      const p = await tf.profile(() => matMulWasm(a, b)!);
+      setAssemblyForwardNoPack(was);
+      tf.dispose([a, b, p.result as tf.Tensor]);
+      return p.kernels.map((k) => k.name).filter((n) => /MatMul/.test(n));
     };
-    const yt = f(at, bt);
-    const [ga, gb] = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(f(x, w), dyt)))([
-      at,
-      bt,
-    ]);
-    // float32 sums of <= 1024 products against float64
-    expect(relErr(yt.dataSync() as Float32Array, y)).toBeLessThan(1e-5);
-    expect(relErr(ga!.dataSync() as Float32Array, da)).toBeLessThan(1e-5);
-    expect(relErr(gb!.dataSync() as Float32Array, db)).toBeLessThan(1e-5);
-    tf.dispose([at, bt, dyt, yt, ga!, gb!]);
-    const after = tf.memory();
-    expect(after.numTensors).toBe(before.numTensors);
-    expect(after.numBytes).toBe(before.numBytes);
+    expect(await kernelsOf(16, true)).toEqual(['KwWasmMatMul']);
+    expect(await kernelsOf(15, true)).toEqual(['BatchMatMul']);
+    expect(await kernelsOf(29, false)).toEqual(['BatchMatMul']);
   });
 
   it('takes the products it is for and leaves the rest (undefined: the caller takes tf.matMul)', async () => {
