@@ -1546,10 +1546,10 @@ export function setAssemblyForwardNoPack(on: boolean): boolean {
 
 /**
  * `a @ b` on {@link matMulNoPack} whatever the number of rows, or on the backend's
- * `BatchMatMul` where that does not apply. KW's assembly has few columns in `a` and long rows
- * in `b` and the output (`[288, 9] x [9, 65536]`): XNNPACK's micro-kernel writes tiles of 4
- * output rows 256 KB apart, 2.3-3.9x slower here than the 1x1-conv form, which writes 16
- * columns of each row at a time (`bench:wasm-kernels`' assembly table).
+ * `BatchMatMul` where that does not apply. KW's assembly has few columns in `a` (the n cells)
+ * and long rows in `b` and the output (`[576, 29] x [29, 16384]`), and its `b` (the warehouse,
+ * transposed per step) is new on every call: XNNPACK first packs it, a pass over its rows
+ * 64 KB apart, for a product of only K multiply-adds per output.
  */
 function matMulKernel(args: KernelArgs): tf.TensorInfo {
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
