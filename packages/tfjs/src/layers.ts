@@ -4,7 +4,7 @@
  * weights) so weight maps move between tfjs, the reference executor and ORT unchanged. The
  * layout change to HWIO happens inside `call`, at this adapter's edge.
  */
-import { convOutputSize, type NodeSpec } from '@kernelwarehouse/core';
+import { convOutputSize, KwError, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormTrainWasm } from './bn-wasm.js';
 import { perSampleConvWasm } from './conv-wasm.js';
@@ -47,6 +47,19 @@ export abstract class SpecLayerBase extends tf.layers.Layer {
       );
     }
     this.built = true;
+  }
+
+  /**
+   * Refuse an empty batch with a KwError naming the node: tfjs's kernels fail on one without
+   * saying why (a split that cannot divide, a reshape that cannot infer) or trap on wasm.
+   */
+  protected requireBatch(x: tf.Tensor): void {
+    if (x.shape[0] !== 0) return;
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `layer "${this.node.id}": the batch is empty (input shape [${x.shape.join(', ')}]); run it on N >= 1 samples`,
+      { node: this.node.id, expected: 'N >= 1', actual: [...x.shape] },
+    );
   }
 
   /** `[spec name, variable]` for every tensor this layer owns. */
@@ -156,29 +169,86 @@ export interface ConvGeometryLike {
 }
 
 /**
+ * The shapes and geometry {@link perSampleConv} takes, or a KwError naming what is wrong: tfjs's
+ * conv ops return negative output sizes for a kernel larger than the padded image (and the
+ * wasm heap is corrupt after one), accept negative padding, and drop extra kernels silently.
+ */
+function checkPerSampleConv(x: tf.Tensor, kernels: tf.Tensor, g: ConvGeometryLike): void {
+  const fail = (code: 'TENSOR_SHAPE' | 'ARGUMENT_INVALID', what: string, actual: unknown) => {
+    throw new KwError(code, `perSampleConv: ${what}`, { actual });
+  };
+  if (x.rank !== 4)
+    fail('TENSOR_SHAPE', `x must be NHWC [N, H, W, C], found [${x.shape}]`, x.shape);
+  if (kernels.rank !== 5)
+    fail(
+      'TENSOR_SHAPE',
+      `kernels must be [N, kh, kw, C/groups, O], found [${kernels.shape}]`,
+      kernels.shape,
+    );
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const [kn, kh, kw, kc, o] = kernels.shape as [number, number, number, number, number];
+  const int = (v: unknown, min: number) => Number.isInteger(v) && (v as number) >= min;
+  if (!int(g.groups, 1))
+    fail('ARGUMENT_INVALID', `groups must be an integer >= 1, found ${g.groups}`, g.groups);
+  for (const [name, pair, min] of [
+    ['stride', g.stride, 1],
+    ['dilation', g.dilation, 1],
+    ['padding', g.padding, 0],
+  ] as const) {
+    if (!(Array.isArray(pair) && pair.length === 2 && pair.every((v) => int(v, min))))
+      fail('ARGUMENT_INVALID', `${name} must be two integers >= ${min}, found [${pair}]`, pair);
+  }
+  if (n < 1)
+    fail('TENSOR_SHAPE', `the batch is empty (x [${x.shape}]); run it on N >= 1 samples`, x.shape);
+  if (kn !== n)
+    fail(
+      'TENSOR_SHAPE',
+      `${kn} kernels for a batch of ${n} (x [${x.shape}], kernels [${kernels.shape}])`,
+      kernels.shape,
+    );
+  if (kc * g.groups !== c || o % g.groups !== 0)
+    fail(
+      'TENSOR_SHAPE',
+      `kernels [${kernels.shape}] do not fit ${c} input channels in ${g.groups} group(s): need C/groups = ${c / g.groups} and O divisible by ${g.groups}`,
+      kernels.shape,
+    );
+  const [ho, wo] = convOutputSize([h, w], [kh, kw], g.stride, g.padding, g.dilation);
+  if (!(ho >= 1 && wo >= 1))
+    fail(
+      'TENSOR_SHAPE',
+      `a ${kh}x${kw} kernel (dilation [${g.dilation}]) does not fit the ${h}x${w} image padded by [${g.padding}]: output ${ho}x${wo}`,
+      [ho, wo],
+    );
+}
+
+/**
  * Per-sample convolution of NHWC `x` (`[N, H, W, C]`): sample b is convolved with its own
  * HWIO kernel `kernels[b]` (`kernels` is `[N, kh, kw, I/g, O]`) in `g.groups` groups. tfjs has
  * no grouped conv over the batch: on wasm the per-sample kernels of `conv-wasm.ts` run it
  * where they apply; elsewhere the batch is split (batch 1 is one plain conv).
  */
 export function perSampleConv(x: tf.Tensor, kernels: tf.Tensor, g: ConvGeometryLike): tf.Tensor {
+  checkPerSampleConv(x, kernels, g);
   const own = perSampleConvWasm(x, kernels, g);
   if (own) return own;
-  const nb = x.shape[0]!;
-  const kShape = kernels.shape.slice(1) as [number, number, number, number];
-  const ks = nb === 1 ? [kernels] : tf.unstack(kernels);
-  const xs = nb === 1 ? [x] : tf.split(x, nb, 0);
-  const outs = xs.map((xi, b) =>
-    groupedConv(
-      xi as tf.Tensor4D,
-      tf.reshape(ks[b]!, kShape) as tf.Tensor4D,
-      g.groups,
-      g.stride,
-      g.padding,
-      g.dilation,
-    ),
-  );
-  return outs.length === 1 ? outs[0]! : tf.concat(outs, 0);
+  // tidy: a direct call must not leave the slices behind (a layer's call is tidied anyway)
+  return tf.tidy(() => {
+    const nb = x.shape[0]!;
+    const kShape = kernels.shape.slice(1) as [number, number, number, number];
+    const ks = nb === 1 ? [kernels] : tf.unstack(kernels);
+    const xs = nb === 1 ? [x] : tf.split(x, nb, 0);
+    const outs = xs.map((xi, b) =>
+      groupedConv(
+        xi as tf.Tensor4D,
+        tf.reshape(ks[b]!, kShape) as tf.Tensor4D,
+        g.groups,
+        g.stride,
+        g.padding,
+        g.dilation,
+      ),
+    );
+    return outs.length === 1 ? outs[0]! : tf.concat(outs, 0);
+  });
 }
 
 /**
@@ -306,6 +376,7 @@ export class SpecNode extends SpecLayerBase {
     return tf.tidy(() => {
       const xs = Array.isArray(inputs) ? inputs : [inputs];
       const x = xs[0]!;
+      this.requireBatch(x);
       const n = this.node;
       switch (n.op) {
         case 'conv2d': {

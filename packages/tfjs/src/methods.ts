@@ -137,6 +137,7 @@ export class DynamicLayer extends SpecLayerBase {
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs): tf.Tensor {
     return tf.tidy(() => {
       const xs = Array.isArray(inputs) ? inputs : [inputs];
+      this.requireBatch(xs[0]!);
       const shared = new Map<string, tf.Tensor>();
       const name = this.sharedName();
       if (name !== undefined) {

@@ -4,6 +4,7 @@
  */
 import {
   type AnalyzedSpec,
+  checkTensor,
   type DynamicNode,
   foldSpec,
   getMethod,
@@ -55,12 +56,18 @@ export function buildModel(
       { expected: `<= ${MAX_MODEL_NODES}`, actual: s.nodes.length },
     );
   }
+  const { batchSize } = options;
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `buildModel: batchSize must be an integer >= 1 (or left out: a dynamic batch), found ${batchSize}`,
+      { expected: 'integer >= 1', actual: batchSize },
+    );
+  }
   const [c, ...rest] = s.inputShape;
   const shape = s.inputShape.length === 3 ? [...rest, c!] : [...s.inputShape];
   const input = tf.input(
-    options.batchSize
-      ? { batchShape: [options.batchSize, ...shape], name: 'input' }
-      : { shape, name: 'input' },
+    batchSize ? { batchShape: [batchSize, ...shape], name: 'input' } : { shape, name: 'input' },
   );
   const acts = new Map<string, tf.SymbolicTensor>([[INPUT, input]]);
   // tensors shared across layers (KW warehouses): one layer each, owned by this model
@@ -146,9 +153,18 @@ export function exportWeights(model: tf.LayersModel): WeightMap {
   return out;
 }
 
-/** Write a core `WeightMap` (spec names and layouts) into the model. Every model tensor must be present. */
+/**
+ * Write a core `WeightMap` (spec names and layouts) into the model. Every model tensor must be
+ * present with its shape and finite Float32Array data, and no other tensor may be: all are
+ * checked before any is written (a failed load leaves the model as it was).
+ */
 export function loadWeights(model: tf.LayersModel, weights: WeightMap): void {
-  for (const [name, v] of specVariables(model)) {
+  if (!(weights instanceof Map)) {
+    throw new KwError('ARGUMENT_INVALID', 'loadWeights: weights must be a Map<string, Tensor>');
+  }
+  const vars = specVariables(model);
+  const load: [tf.LayerVariable, Tensor][] = [];
+  for (const [name, v] of vars) {
     const t: Tensor | undefined = weights.get(name);
     if (!t) {
       throw new KwError('WEIGHTS_MISSING', `loadWeights: missing tensor "${name}"`, {
@@ -156,13 +172,26 @@ export function loadWeights(model: tf.LayersModel, weights: WeightMap): void {
       });
     }
     const want = v.shape.join(',');
-    if (t.shape.join(',') !== want) {
+    if (!Array.isArray(t.shape) || t.shape.join(',') !== want) {
       throw new KwError(
         'WEIGHTS_SHAPE',
-        `loadWeights: "${name}" expected shape [${want}], found [${t.shape.join(',')}]`,
-        { name, expected: [...v.shape], actual: [...t.shape] },
+        `loadWeights: "${name}" expected shape [${want}], found [${Array.isArray(t.shape) ? t.shape.join(',') : String(t.shape)}]`,
+        { name, expected: [...v.shape], actual: t.shape },
       );
     }
+    // dtype, data length, finiteness
+    checkTensor(name, t, v.shape as number[]);
+    load.push([v, t]);
+  }
+  const extra = [...weights.keys()].filter((k) => !vars.has(k));
+  if (extra.length) {
+    throw new KwError(
+      'WEIGHTS_UNEXPECTED',
+      `loadWeights: ${extra.length} tensor(s) are not part of model "${model.name}": ${extra.slice(0, 8).join(', ')}${extra.length > 8 ? ', ...' : ''}`,
+      { extra },
+    );
+  }
+  for (const [v, t] of load) {
     tf.tidy(() => {
       v.write(tf.tensor(t.data, v.shape as number[]));
     });

@@ -778,3 +778,67 @@ describe('relaxed SIMD multiply-add (engines that have it: Node >= 22, Chrome >=
     },
   );
 });
+
+describe('perSampleConv refuses shapes and geometry it cannot run, naming them', () => {
+  const geo = {
+    groups: 1,
+    stride: [1, 1] as [number, number],
+    padding: [0, 0] as [number, number],
+    dilation: [1, 1] as [number, number],
+  };
+  it.each(['cpu', 'wasm'] as const)('%s', async (backend) => {
+    await useBackend(backend);
+    const before = tf.memory().numTensors;
+    const cases: [string, number[], number[], Partial<typeof geo>, RegExp][] = [
+      [
+        'a kernel larger than the image',
+        [2, 3, 3, 4],
+        [2, 5, 5, 4, 4],
+        {},
+        /TENSOR_SHAPE.*5x5 kernel .*does not fit the 3x3 image.*output -1x-1/,
+      ],
+      [
+        'negative padding',
+        [1, 4, 4, 4],
+        [1, 3, 3, 4, 4],
+        { padding: [-1, -1] },
+        /ARGUMENT_INVALID.*padding must be two integers >= 0/,
+      ],
+      ['stride 0', [1, 4, 4, 4], [1, 3, 3, 4, 4], { stride: [0, 1] }, /ARGUMENT_INVALID.*stride/],
+      [
+        'more kernels than samples',
+        [2, 4, 4, 4],
+        [3, 3, 3, 4, 4],
+        {},
+        /TENSOR_SHAPE.*3 kernels for a batch of 2/,
+      ],
+      [
+        'an empty batch',
+        [0, 4, 4, 4],
+        [0, 3, 3, 4, 4],
+        { padding: [1, 1] },
+        /TENSOR_SHAPE.*the batch is empty/,
+      ],
+      [
+        'kernel channels that do not fit',
+        [1, 4, 4, 8],
+        [1, 3, 3, 4, 4],
+        {},
+        /TENSOR_SHAPE.*do not fit 8 input channels/,
+      ],
+      ['a rank-4 kernel stack', [1, 4, 4, 4], [3, 3, 4, 4], {}, /TENSOR_SHAPE.*kernels must be/],
+    ];
+    for (const [label, xs, ks, g, re] of cases) {
+      const [x, k] = [tf.zeros(xs), tf.zeros(ks)];
+      expect(() => perSampleConv(x, k, { ...geo, ...g }), label).toThrow(re);
+      tf.dispose([x, k]);
+    }
+    // a valid call afterwards runs and is right: all-ones 3x3x4 kernels on ones, no padding
+    const [ox, ok] = [tf.ones([2, 3, 3, 4]), tf.ones([2, 3, 3, 4, 4])];
+    const y = perSampleConv(ox, ok, geo);
+    expect(y.shape).toEqual([2, 1, 1, 4]);
+    expect([...y.dataSync()]).toEqual(new Array(8).fill(36));
+    tf.dispose([ox, ok, y]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

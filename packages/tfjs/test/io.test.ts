@@ -47,6 +47,85 @@ describe('weights in and out', () => {
     );
   });
 
+  it.each(['cpu', 'wasm'] as const)(
+    'buildModel and loadWeights refuse non-finite, extra, short and mis-typed tensors before writing any (%s)',
+    async (backend) => {
+      await useBackend(backend);
+      const spec = tinyKwSpec({ budget: 1 });
+      const good = initWeights(spec, { seed: 3 });
+      const model = buildModel(spec, good);
+      const before = exportWeights(model);
+      const with1 = (name: string, f: (t: { shape: number[]; data: Float32Array }) => unknown) => {
+        const m = new Map(good);
+        const t = good.get(name)!;
+        m.set(name, f({ shape: [...t.shape], data: t.data.slice() }) as never);
+        return m;
+      };
+      const wh = [...good.keys()].find((k) => k.startsWith('warehouses.'))!;
+      const cases: [string, Map<string, unknown>, RegExp][] = [
+        [
+          'Infinity in a warehouse',
+          with1(wh, (t) => ((t.data[3] = Number.POSITIVE_INFINITY), t)),
+          /WEIGHTS_NOT_FINITE.*element 3 is Infinity/,
+        ],
+        [
+          'NaN in a bias',
+          with1('fc.bias', (t) => ((t.data[0] = Number.NaN), t)),
+          /WEIGHTS_NOT_FINITE.*"fc.bias"/,
+        ],
+        [
+          'a misspelled extra tensor',
+          new Map([...good, ['fc.weigth', { shape: [1], data: new Float32Array(1) }]]),
+          /WEIGHTS_UNEXPECTED.*fc\.weigth/,
+        ],
+        [
+          'data shorter than the shape',
+          with1('fc.bias', (t) => ({ shape: t.shape, data: t.data.subarray(1) })),
+          /WEIGHTS_SHAPE.*needs \d+ values, data has/,
+        ],
+        [
+          'Float64Array data',
+          with1('fc.bias', (t) => ({ shape: t.shape, data: Float64Array.from(t.data) })),
+          /WEIGHTS_DTYPE/,
+        ],
+      ];
+      for (const [label, w, re] of cases) {
+        expect(() => buildModel(spec, w as never), label).toThrow(re);
+        expect(() => loadWeights(model, w as never), label).toThrow(re);
+      }
+      // nothing was written by the failed loads
+      for (const [name, t] of exportWeights(model)) {
+        expect(
+          Buffer.from(t.data.buffer).equals(Buffer.from(before.get(name)!.data.buffer)),
+          name,
+        ).toBe(true);
+      }
+      expect(() => buildModel(spec, good, { batchSize: -1 })).toThrow(
+        /ARGUMENT_INVALID.*batchSize/,
+      );
+      expect(() => buildModel(spec, good, { batchSize: 1.5 })).toThrow(
+        /ARGUMENT_INVALID.*batchSize/,
+      );
+    },
+  );
+
+  it.each(['cpu', 'wasm'] as const)(
+    'a model on an empty batch: TENSOR_SHAPE naming the first layer (%s)',
+    async (backend) => {
+      await useBackend(backend);
+      for (const spec of [
+        tinyKwSpec({ budget: 1 }),
+        tinyKwSpec({ budget: 1, kwClassifier: true }),
+      ]) {
+        const model = buildModel(spec, initWeights(spec, { seed: 1 }));
+        const [c, h, w] = spec.inputShape as number[];
+        const x = tf.zeros([0, h!, w!, c!]);
+        expect(() => model.apply(x)).toThrow(/TENSOR_SHAPE.*layer "stem": the batch is empty/);
+        x.dispose();
+      }
+    },
+  );
+
   it('model.save -> tf.loadLayersModel -> save round-trips byte-identically; warehouses saved once', async () => {
     await useBackend('cpu');
     const spec = tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.5 });
