@@ -5,6 +5,7 @@
  */
 import {
   checkWeights,
+  describeValue,
   importOfficialStateDict,
   KwError,
   loadWeights,
@@ -12,6 +13,13 @@ import {
   type StoredTensor,
   type WeightMap,
 } from '@kernelwarehouse/core';
+import {
+  booleanOption,
+  bytesArgument,
+  choiceOption,
+  optionsObject,
+  stringOption,
+} from './options.js';
 import { readPth } from './pth.js';
 import { extractStateDict, stripModulePrefix } from './state-dict.js';
 import { looksLikeZip } from './zip.js';
@@ -31,6 +39,11 @@ export interface LoadCheckpointOptions {
 
 /** The container a file name suggests: `.pth`, `.pt`, `.ckpt`, `.tar` -> pth; `.safetensors`. */
 export function formatFromName(name: string): 'pth' | 'safetensors' | undefined {
+  if (typeof name !== 'string')
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `formatFromName name must be a string, found ${describeValue(name)}`,
+    );
   if (/\.(pth|pt|ckpt|tar)$/i.test(name)) return 'pth';
   if (/\.safetensors$/i.test(name)) return 'safetensors';
   return undefined;
@@ -63,7 +76,16 @@ export function detectNaming(
   names: Iterable<string>,
   metadata: Record<string, string> = {},
 ): 'official' | 'project' {
-  if (metadata.format === 'kernelwarehouse.js') return 'project';
+  const meta = optionsObject('detectNaming metadata', metadata);
+  if (
+    names === null ||
+    typeof (names as { [Symbol.iterator]?: unknown })?.[Symbol.iterator] !== 'function'
+  )
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `detectNaming names must be an iterable of strings, found ${describeValue(names)}`,
+    );
+  if (meta.format === 'kernelwarehouse.js') return 'project';
   const list = [...names];
   if (list.some((n) => n.startsWith('warehouse_manager.') || n.endsWith('.num_batches_tracked')))
     return 'official';
@@ -86,10 +108,18 @@ export function loadCheckpoint(
   bytes: Uint8Array,
   options: LoadCheckpointOptions = {},
 ): { weights: WeightMap; report: CheckpointReport } {
-  const key = options.key ?? (options.ema ? 'model_ema' : undefined);
+  bytesArgument('loadCheckpoint bytes', bytes);
+  const opts = optionsObject('loadCheckpoint options', options);
+  const ema = booleanOption('loadCheckpoint options.ema', opts.ema);
+  const format = choiceOption('loadCheckpoint options.format', opts.format, [
+    'pth',
+    'safetensors',
+  ] as const);
+  const key =
+    stringOption('loadCheckpoint options.key', opts.key) ?? (ema ? 'model_ema' : undefined);
   const pth =
-    options.format === 'pth' ||
-    (options.format === undefined &&
+    format === 'pth' ||
+    (format === undefined &&
       (looksLikeZip(bytes) || (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! <= 5)));
   if (pth) {
     const file = readPth(bytes);

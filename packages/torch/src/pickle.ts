@@ -11,6 +11,7 @@
  * Set, everything else -> PickleObject.
  */
 import { KwError } from '@kernelwarehouse/core';
+import { bytesArgument, functionOption, integerOption, optionsObject } from './options.js';
 
 /** A global named by the pickle (`module.name`); never imported or called. */
 export class PickleGlobal {
@@ -47,7 +48,11 @@ export interface UnpickleHooks {
   reduce?: (g: PickleGlobal, args: readonly unknown[]) => unknown;
 }
 
-/** Bounds the reader enforces before it allocates. */
+/**
+ * Bounds the reader enforces before it allocates. Each is an integer >= 1 (at most
+ * `Number.MAX_SAFE_INTEGER`); anything else (NaN, Infinity, 0, a fraction) is refused with
+ * ARGUMENT_INVALID rather than taken as "no limit".
+ */
 export interface UnpickleLimits {
   /** Values on the stack at once. Default 100 000. */
   maxStack?: number;
@@ -55,6 +60,24 @@ export interface UnpickleLimits {
   maxMarks?: number;
   /** Memo entries. Default 10 000 000. */
   maxMemo?: number;
+}
+
+/** The limits with their defaults, each checked (ARGUMENT_INVALID naming the option). */
+export function checkUnpickleLimits(
+  limits: unknown,
+  where = 'unpickle limits',
+): Required<UnpickleLimits> {
+  const l = optionsObject(where, limits);
+  return {
+    maxStack: integerOption(`${where}.maxStack`, l.maxStack, 1, 100_000),
+    maxMarks: integerOption(`${where}.maxMarks`, l.maxMarks, 1, 1000),
+    maxMemo: integerOption(`${where}.maxMemo`, l.maxMemo, 1, 10_000_000),
+  };
+}
+
+/** Append `items` to `target` one by one (a spread into push overflows the JS stack). */
+function appendAll(target: unknown[], items: readonly unknown[]): void {
+  for (let i = 0; i < items.length; i++) target.push(items[i]);
 }
 
 const UNSAFE_MODULES = new Set([
@@ -136,6 +159,11 @@ const UNSAFE_QUALIFIED = new Set([
 
 /** True when `module.name` is a global that could run code or touch the system. */
 export function isUnsafeGlobal(module: string, name: string): boolean {
+  if (typeof module !== 'string' || typeof name !== 'string')
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `isUnsafeGlobal takes two strings (module, name), found ${typeName(module)} and ${typeName(name)}`,
+    );
   const root = module.split('.')[0]!;
   if (UNSAFE_MODULES.has(root)) return true;
   if ((module === 'builtins' || module === '__builtin__') && UNSAFE_BUILTINS.has(name)) return true;
@@ -156,17 +184,24 @@ const bad = (msg: string, details: Record<string, unknown> = {}): never => {
 
 /**
  * Unpickle `bytes`. Throws PTH_PICKLE for malformed streams (unknown opcode, truncation, a stack
- * or memo that does not hold what an opcode needs), PTH_UNSAFE_GLOBAL for refused globals and
- * PTH_LIMIT past a bound.
+ * or memo that does not hold what an opcode needs), PTH_UNSAFE_GLOBAL for refused globals,
+ * PTH_LIMIT past a bound and ARGUMENT_INVALID for bad arguments (bytes not a Uint8Array, a hook
+ * that is not a function, a limit that is not an integer >= 1).
+ *
+ * @example
+ * const value = unpickle(bytes, {}, { maxStack: 1_000_000 });
  */
 export function unpickle(
   bytes: Uint8Array,
   hooks: UnpickleHooks = {},
   limits: UnpickleLimits = {},
 ): unknown {
-  const maxStack = limits.maxStack ?? 100_000;
-  const maxMarks = limits.maxMarks ?? 1000;
-  const maxMemo = limits.maxMemo ?? 10_000_000;
+  bytesArgument('unpickle bytes', bytes);
+  // hooks are called as methods of the object given (`this` is kept)
+  const h = optionsObject('unpickle hooks', hooks) as UnpickleHooks;
+  functionOption('unpickle hooks.persistentLoad', h.persistentLoad);
+  functionOption('unpickle hooks.reduce', h.reduce);
+  const { maxStack, maxMarks, maxMemo } = checkUnpickleLimits(limits);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const utf8 = new codecs.TextDecoder('utf-8', { fatal: true });
   const latin1 = new codecs.TextDecoder('latin1');
@@ -269,13 +304,13 @@ export function unpickle(
       bad(`${op} at offset ${pos - 1} calls a ${typeName(fn)}, not a global`);
     if (!Array.isArray(args)) bad(`${op} at offset ${pos - 1}: arguments are not a tuple`);
     const g = fn as PickleGlobal;
-    const v = hooks.reduce?.(g, args as unknown[]);
+    const v = h.reduce?.(g, args as unknown[]);
     return v === undefined ? new PickleObject(g, args as unknown[]) : v;
   };
   const setItems = (target: unknown, kv: unknown[], op: string) => {
     if (target instanceof Map) {
       for (let i = 0; i + 1 < kv.length; i += 2) target.set(kv[i], kv[i + 1]);
-    } else if (target instanceof PickleObject) target.items.push(...kv);
+    } else if (target instanceof PickleObject) appendAll(target.items, kv);
     else bad(`${op} at offset ${pos - 1} targets a ${typeName(target)}, not a dict`);
     if (kv.length % 2) bad(`${op} at offset ${pos - 1} has an odd number of items`);
   };
@@ -283,7 +318,7 @@ export function unpickle(
     if (Array.isArray(target) && !Object.isFrozen(target)) {
       for (const v of items) target.push(v);
     } else if (target instanceof Set) for (const v of items) target.add(v);
-    else if (target instanceof PickleObject) target.items.push(...items);
+    else if (target instanceof PickleObject) appendAll(target.items, items);
     else bad(`${op} at offset ${pos - 1} targets a ${typeName(target)}, not a list`);
   };
   const int = (b: Uint8Array): number | bigint => {
@@ -575,8 +610,8 @@ export function unpickle(
       case 0x51: {
         // BINPERSID
         const pid = pop('BINPERSID');
-        if (!hooks.persistentLoad) bad('BINPERSID without a persistent loader');
-        push(hooks.persistentLoad!(pid));
+        if (!h.persistentLoad) bad('BINPERSID without a persistent loader');
+        push(h.persistentLoad!(pid));
         break;
       }
       default:

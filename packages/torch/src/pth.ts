@@ -5,7 +5,14 @@
  * every other object the pickle would have constructed stays an inert {@link PickleObject}.
  */
 import { bf16ToF32, f16ToF32, KwError, type StoredTensor } from '@kernelwarehouse/core';
-import { PickleGlobal, typeName, type UnpickleLimits, unpickle } from './pickle.js';
+import { bytesArgument, integerOption, optionsObject } from './options.js';
+import {
+  checkUnpickleLimits,
+  PickleGlobal,
+  typeName,
+  type UnpickleLimits,
+  unpickle,
+} from './pickle.js';
 import { looksLikeZip, readZip, type ZipEntry } from './zip.js';
 
 /** Storage classes torch.save names, with the dtype (safetensors spelling) and element size. */
@@ -37,11 +44,12 @@ export class TorchTensor implements StoredTensor {
 /** Options of {@link readPth}. */
 export interface ReadPthOptions {
   /**
-   * Most bytes all rebuilt tensors together may take. Default: 4 x the file size + 64 MiB
-   * (float16 doubles on decoding; a view can only repeat storage elements so far).
+   * Most bytes all rebuilt tensors together may take: an integer >= 0 (0 admits only empty
+   * tensors). Default: 4 x the file size + 64 MiB (float16 doubles on decoding; a view can only
+   * repeat storage elements so far).
    */
   maxTensorBytes?: number;
-  /** Bounds of the unpickler (stack, MARK nesting, memo). */
+  /** Bounds of the unpickler (stack, MARK nesting, memo), each an integer >= 1. */
   limits?: UnpickleLimits;
 }
 
@@ -76,15 +84,23 @@ const isIndex = (v: unknown): v is number =>
 /**
  * Read a torch.save checkpoint without running any of its code. Throws PTH_FORMAT for legacy or
  * non-torch files, PTH_ZIP for a damaged container, PTH_PICKLE / PTH_UNSAFE_GLOBAL / PTH_LIMIT
- * for the pickle, PTH_TENSOR for tensors that do not fit their storage.
+ * for the pickle, PTH_TENSOR for tensors that do not fit their storage, ARGUMENT_INVALID for
+ * options out of range (`maxTensorBytes` not an integer >= 0, a limit not an integer >= 1).
  *
  * @example
  * const file = readPth(new Uint8Array(readFileSync('checkpoint.pth')));
  * const sd = extractStateDict(file.root, { key: 'model_ema' });
  */
 export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFile {
-  if (!(bytes instanceof Uint8Array))
-    throw new KwError('ARGUMENT_INVALID', 'readPth takes a Uint8Array');
+  bytesArgument('readPth bytes', bytes);
+  const opts = optionsObject('readPth options', options) as ReadPthOptions;
+  const maxTensorBytes = integerOption(
+    'readPth options.maxTensorBytes',
+    opts.maxTensorBytes,
+    0,
+    4 * bytes.length + 64 * 2 ** 20,
+  );
+  const limits = checkUnpickleLimits(opts.limits, 'readPth options.limits');
   if (!looksLikeZip(bytes)) {
     const legacy = bytes.length >= 2 && bytes[0] === 0x80 && bytes[1]! <= 5;
     throw new KwError(
@@ -115,7 +131,7 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
   if (orderText !== 'little' && orderText !== 'big')
     throw new KwError('PTH_FORMAT', `byteorder record says "${orderText.slice(0, 20)}"`);
   const little = orderText === 'little';
-  const budget = options.maxTensorBytes ?? 4 * bytes.length + 64 * 2 ** 20;
+  const budget = maxTensorBytes;
   let spent = 0;
   let tensors = 0;
   const placeholders = new Map<string, number>();
@@ -246,7 +262,7 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
     }
   };
 
-  const root = unpickle(pkl.data, { persistentLoad, reduce }, options.limits);
+  const root = unpickle(pkl.data, { persistentLoad, reduce }, limits);
   return { root, archive, tensors, placeholders };
 }
 

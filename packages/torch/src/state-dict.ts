@@ -4,6 +4,7 @@
  * `optimizer`, `epoch`, `scaler`, `args`), with or without the DDP `module.` prefix.
  */
 import { KwError, type StoredTensor } from '@kernelwarehouse/core';
+import { optionsObject, stringOption } from './options.js';
 import { PickleObject, typeName } from './pickle.js';
 import { TorchTensor } from './pth.js';
 
@@ -58,6 +59,10 @@ export function describe(v: unknown): string {
  * const { tensors, key, skipped } = extractStateDict(readPth(bytes).root, { key: 'model_ema' });
  */
 export function extractStateDict(root: unknown, options: ExtractOptions = {}): ExtractedStateDict {
+  const key0 = stringOption(
+    'extractStateDict options.key',
+    optionsObject('extractStateDict options', options).key,
+  );
   if (!(root instanceof Map))
     throw new KwError(
       'PTH_NO_STATE_DICT',
@@ -66,15 +71,15 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
   const keys = [...root.keys()].map((k) => String(k));
   let key: string | null = null;
   let sd: Map<unknown, unknown>;
-  if (options.key !== undefined) {
-    const v = root.get(options.key);
+  if (key0 !== undefined) {
+    const v = root.get(key0);
     if (!isStateDict(v))
       throw new KwError(
         'PTH_NO_STATE_DICT',
-        `the checkpoint has no state_dict under "${options.key}"${v === undefined ? '' : ` (it holds a ${describe(v)})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
-        { key: options.key, keys },
+        `the checkpoint has no state_dict under "${key0}"${v === undefined ? '' : ` (it holds a ${describe(v)})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
+        { key: key0, keys },
       );
-    key = options.key;
+    key = key0;
     sd = v;
   } else if (
     [...root.values()].every((v) => v instanceof TorchTensor || !(v instanceof Map)) &&
@@ -118,6 +123,11 @@ export function stripModulePrefix<T>(tensors: Map<string, T>): {
   tensors: Map<string, T>;
   prefix: string | null;
 } {
+  if (!(tensors instanceof Map))
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `stripModulePrefix tensors must be a Map of name to tensor, found ${typeName(tensors)}`,
+    );
   const names = [...tensors.keys()];
   if (names.length === 0 || !names.every((n) => n.startsWith('module.')))
     return { tensors, prefix: null };

@@ -6,6 +6,7 @@
  * are returned as views into the input, never copied.
  */
 import { KwError } from '@kernelwarehouse/core';
+import { bytesArgument } from './options.js';
 
 /** One stored entry: its name and a view of its bytes. */
 export interface ZipEntry {
@@ -42,6 +43,7 @@ export function looksLikeZip(bytes: Uint8Array): boolean {
  * and the offending value for anything out of bounds, inconsistent, compressed or encrypted.
  */
 export function readZip(bytes: Uint8Array): ZipEntry[] {
+  bytesArgument('readZip bytes', bytes);
   const n = bytes.length;
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (n < 22) fail(`file of ${n} bytes is shorter than a zip end record (22 bytes)`);

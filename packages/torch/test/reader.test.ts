@@ -6,11 +6,15 @@ import { isKwError, KwError, type KwErrorCode } from '@kernelwarehouse/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  detectNaming,
   extractStateDict,
+  formatFromName,
   isUnsafeGlobal,
+  loadCheckpoint,
   PickleObject,
   readPth,
   readZip,
+  stripModulePrefix,
   TorchTensor,
   unpickle,
 } from '../src/index.js';
@@ -450,5 +454,151 @@ describe('hostile files are refused by name', () => {
       }),
       fuzz(15, 3000),
     );
+  });
+});
+
+describe('options are checked where they enter', () => {
+  /** PROTO 2; foo.Bar() (an inert PickleObject); MARK; n x `item`; `op`; STOP (no spreads). */
+  const manyItems = (n: number, item: number, op: number) => {
+    const head = pk(0x80, 2, glob('foo', 'Bar'), 0x29, 0x52, 0x28);
+    const out = new Uint8Array(head.length + n + 2);
+    out.set(head);
+    out.fill(item, head.length, head.length + n);
+    out[head.length + n] = op;
+    out[head.length + n + 1] = 0x2e;
+    return out;
+  };
+
+  it('a raised stack limit builds 200 000 APPENDS / SETITEMS items, never overflows the JS stack', () => {
+    const limits = { maxStack: 1_000_000 };
+    const appended = unpickle(manyItems(200_000, 0x4e, 0x65), {}, limits) as PickleObject;
+    expect(appended).toBeInstanceOf(PickleObject);
+    expect(appended.items.length).toBe(200_000);
+    const set = unpickle(manyItems(400_000, 0x88, 0x75), {}, limits) as PickleObject;
+    expect(set.items.length).toBe(400_000);
+    // the default limit still refuses the same pickle by name
+    refuses(() => unpickle(manyItems(200_000, 0x4e, 0x65)), 'PTH_LIMIT', /stack exceeds 100000/);
+    // and so does readPth with the limit passed through
+    const file = zip([['a/data.pkl', manyItems(200_000, 0x4e, 0x65)]]);
+    expect((readPth(file, { limits }).root as PickleObject).items.length).toBe(200_000);
+  });
+
+  it('NaN, Infinity, zero, negative, fractional or non-number limits are refused, not ignored', () => {
+    const p = manyItems(10, 0x4e, 0x65);
+    const file = zip([['a/data.pkl', p]]);
+    for (const name of ['maxStack', 'maxMarks', 'maxMemo'] as const) {
+      for (const [v, shown] of [
+        [Number.NaN, 'NaN'],
+        [Number.POSITIVE_INFINITY, 'Infinity'],
+        [0, '0'],
+        [-1, '-1'],
+        [1.5, '1.5'],
+        ['10', '"10"'],
+      ] as const) {
+        const found = new RegExp(
+          `unpickle limits\\.${name} must be an integer >= 1.*found ${shown}$`,
+        );
+        refuses(() => unpickle(p, {}, { [name]: v }), 'ARGUMENT_INVALID', found);
+        refuses(
+          () => readPth(file, { limits: { [name]: v } }),
+          'ARGUMENT_INVALID',
+          new RegExp(`readPth options\\.limits\\.${name} must be an integer >= 1.*found ${shown}$`),
+        );
+      }
+    }
+    refuses(
+      () => unpickle(p, {}, 5 as never),
+      'ARGUMENT_INVALID',
+      /unpickle limits must be an object/,
+    );
+    refuses(() => readPth(file, { limits: null as never }), 'ARGUMENT_INVALID', /found null/);
+    // valid limits still work, and still bound
+    expect(
+      (unpickle(p, {}, { maxStack: 11, maxMarks: 1, maxMemo: 1 }) as PickleObject).items.length,
+    ).toBe(10);
+    refuses(() => unpickle(p, {}, { maxStack: 9 }), 'PTH_LIMIT', /stack exceeds 9 values/);
+  });
+
+  it('maxTensorBytes must be an integer >= 0: NaN no longer switches the byte budget off', () => {
+    const file = tensorPth({ numel: 4, offset: 0, size: [4], stride: [1] });
+    for (const [v, shown] of [
+      [Number.NaN, 'NaN'],
+      [Number.POSITIVE_INFINITY, 'Infinity'],
+      [-1, '-1'],
+      [0.5, '0.5'],
+      ['1e9', '"1e9"'],
+    ] as const)
+      refuses(
+        () => readPth(file, { maxTensorBytes: v as number }),
+        'ARGUMENT_INVALID',
+        new RegExp(`readPth options\\.maxTensorBytes must be an integer >= 0.*found ${shown}$`),
+      );
+    refuses(() => readPth(file, { maxTensorBytes: 0 }), 'PTH_LIMIT', /more than 0 bytes/);
+    expect(readPth(file, { maxTensorBytes: 16 }).tensors).toBe(1);
+    refuses(
+      () => readPth(file, 'fast' as never),
+      'ARGUMENT_INVALID',
+      /readPth options must be an object/,
+    );
+  });
+
+  it('hooks, bytes and the options of the other public functions are checked too', () => {
+    const p = pk(0x4e, 0x2e);
+    refuses(
+      () => unpickle(p, { reduce: 5 } as never),
+      'ARGUMENT_INVALID',
+      /hooks\.reduce must be a function/,
+    );
+    refuses(
+      () => unpickle(p, { persistentLoad: 'x' } as never),
+      'ARGUMENT_INVALID',
+      /hooks\.persistentLoad must be a function/,
+    );
+    refuses(
+      () => unpickle([0x4e, 0x2e] as never),
+      'ARGUMENT_INVALID',
+      /unpickle bytes must be a Uint8Array/,
+    );
+    refuses(
+      () => readPth('x.pth' as never),
+      'ARGUMENT_INVALID',
+      /readPth bytes must be a Uint8Array/,
+    );
+    refuses(
+      () => readZip(null as never),
+      'ARGUMENT_INVALID',
+      /readZip bytes must be a Uint8Array, found null/,
+    );
+    const pth = bytes('kw_resnet10_w00625_1x_ckpt.pth');
+    refuses(
+      () => loadCheckpoint({}, pth, { format: 'onnx' as never }),
+      'ARGUMENT_INVALID',
+      /options\.format must be one of "pth", "safetensors".*found "onnx"/,
+    );
+    refuses(
+      () => loadCheckpoint({}, pth, { ema: 'yes' as never }),
+      'ARGUMENT_INVALID',
+      /options\.ema must be true or false.*found "yes"/,
+    );
+    refuses(
+      () => loadCheckpoint({}, pth, { key: 5 as never }),
+      'ARGUMENT_INVALID',
+      /options\.key must be a string.*found 5/,
+    );
+    refuses(() => loadCheckpoint({}, 'w.pth' as never), 'ARGUMENT_INVALID', /loadCheckpoint bytes/);
+    const root = readPth(pth).root;
+    refuses(
+      () => extractStateDict(root, { key: 0 as never }),
+      'ARGUMENT_INVALID',
+      /extractStateDict options\.key must be a string.*found 0/,
+    );
+    refuses(() => stripModulePrefix({} as never), 'ARGUMENT_INVALID', /must be a Map/);
+    refuses(
+      () => detectNaming(5 as never),
+      'ARGUMENT_INVALID',
+      /detectNaming names must be an iterable/,
+    );
+    refuses(() => formatFromName(5 as never), 'ARGUMENT_INVALID', /name must be a string, found 5/);
+    refuses(() => isUnsafeGlobal(undefined as never, 'x'), 'ARGUMENT_INVALID', /two strings/);
   });
 });
