@@ -26,6 +26,7 @@ export {
   planKw,
   tilingBudgets,
 } from './kw/plan.js';
+export { checkMethodTemperature, MIN_METHOD_TEMPERATURE } from './methods/common.js';
 export {
   CONDCONV_DEFAULT_EXPERTS,
   type CondConvRef,

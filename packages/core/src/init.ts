@@ -1,4 +1,4 @@
-import { KwError } from './errors.js';
+import { describeValue, KwError } from './errors.js';
 import { METHODS } from './methods/registry.js';
 import { layerContext, type ParamDecl, paramTable } from './params.js';
 import { Rng } from './rng.js';
@@ -7,8 +7,27 @@ import { numel, type Tensor, type WeightMap } from './tensor.js';
 
 /** Options of {@link initWeights}. */
 export interface InitOptions {
-  /** PRNG seed; equal seeds give identical weights. Default 0. */
+  /** PRNG seed, an integer in [0, 2^32 - 1] (as the CLI's `--seed`); equal seeds give identical weights. Default 0. */
   seed?: number;
+}
+
+/** The largest seed: the PRNG keeps 32 bits of it (`seed >>> 0`), so larger ones would alias. */
+export const MAX_SEED = 2 ** 32 - 1;
+
+/**
+ * Check a seed: an integer in [0, 2^32 - 1]. Anything else (NaN, infinities, null, strings,
+ * fractions, negatives, 2^32 and above) would be coerced by `>>> 0` to another seed (NaN and
+ * 2^32 to 0, -1 to 2^32 - 1, 1.5 to 1), so it is refused with ARGUMENT_INVALID naming the value.
+ */
+export function checkSeed(seed: unknown, field = 'seed'): number {
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `initWeights: ${field} must be an integer in [0, ${MAX_SEED}], found ${describeValue(seed)}`,
+      { field, expected: `integer in [0, ${MAX_SEED}]`, actual: seed },
+    );
+  }
+  return seed;
 }
 
 /**
@@ -21,8 +40,9 @@ export interface InitOptions {
  * const weights = initWeights(spec, { seed: 1 });
  */
 export function initWeights(spec: unknown, options: InitOptions = {}): WeightMap {
+  const seed = options?.seed === undefined ? 0 : checkSeed(options.seed);
   const table = paramTable(spec);
-  const rng = new Rng(options.seed ?? 0);
+  const rng = new Rng(seed);
   const out: WeightMap = new Map();
   const methodInits = new Map<string, Map<string, Tensor>>();
   for (const p of table.params) {

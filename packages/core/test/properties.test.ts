@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   analyzeSpec,
   initWeights,
+  KwError,
   kwAssignment,
   kwBeta,
   kwCellPosition,
@@ -140,6 +141,43 @@ describe('partition properties', () => {
 });
 
 describe('initialisation', () => {
+  it('refuses seeds that are not integers in [0, 2^32 - 1] instead of coercing them', () => {
+    const b = new SpecBuilder('seed', [3, 8, 8]);
+    b.output(b.conv2d('c', b.input, { outChannels: 4, kernelSize: 3 }));
+    const spec = b.build();
+    const bad = [
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      null,
+      'abc',
+      '1',
+      2 ** 32,
+      2 ** 53,
+      1e300,
+      -1,
+      1.5,
+    ];
+    for (const seed of bad) {
+      let err: unknown;
+      try {
+        initWeights(spec, { seed: seed as number });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, String(seed)).toBeInstanceOf(KwError);
+      expect((err as KwError).code).toBe('ARGUMENT_INVALID');
+      expect((err as KwError).message).toMatch(
+        /initWeights: seed must be an integer in \[0, 4294967295\], found /,
+      );
+      expect((err as KwError).details.actual).toBe(seed);
+    }
+    expect(() => initWeights(spec, { seed: 0 })).not.toThrow();
+    expect(initWeights(spec, { seed: 2 ** 32 - 1 }).get('c.weight')!.data).not.toEqual(
+      initWeights(spec).get('c.weight')!.data,
+    );
+  });
+
   it('is deterministic per seed and gives each owned slice Kaiming fan-out std over (end - start) * c_out', () => {
     const b = new SpecBuilder('init', [32, 4, 4]);
     b.warehouse({ id: 'w', budget: 1 });

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   bf16ToF32,
+  checkWeights,
   exportOfficialStateDict,
   f16ToF32,
   fromOfficialName,
@@ -33,6 +34,24 @@ function file(
   out.set(h, 8);
   out.set(data, 8 + h.length);
   return out;
+}
+
+/** The KwError `f` throws (fails the test when it throws anything else or nothing). */
+function kwErrorOf(
+  f: () => unknown,
+  code: KwErrorCode,
+  ...fragments: (string | RegExp)[]
+): KwError {
+  let err: unknown;
+  try {
+    f();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(KwError);
+  expect((err as KwError).code).toBe(code);
+  for (const m of fragments) expect((err as KwError).message).toMatch(m);
+  return err as KwError;
 }
 
 describe('decoding', () => {
@@ -124,6 +143,28 @@ describe('spec-aware save and load', () => {
   });
 });
 
+describe('checkWeights on malformed maps', () => {
+  const spec = tinyKwSpec({ budget: 1, kwClassifier: true });
+  const w = initWeights(spec, { seed: 4 });
+  it('a null tensor, a tensor without a shape and a non-Map give a KwError naming the tensor', () => {
+    kwErrorOf(
+      () => checkWeights(spec, new Map(w).set('fc.bias', null as never)),
+      'WEIGHTS_DTYPE',
+      /tensor "fc.bias": expected \{ shape, data: Float32Array \}, found null/,
+    );
+    kwErrorOf(
+      () => checkWeights(spec, new Map(w).set('fc.bias', { data: new Float32Array(4) } as never)),
+      'WEIGHTS_SHAPE',
+      /tensor "fc.bias": expected shape \[4\], found undefined/,
+    );
+    kwErrorOf(
+      () => checkWeights(spec, Object.fromEntries(w) as never),
+      'ARGUMENT_INVALID',
+      /weights must be a Map/,
+    );
+  });
+});
+
 describe('official state_dict names', () => {
   const spec = tinyKwSpec({ budget: 1, kwClassifier: true });
   it('maps warehouses, the KWLinear .conv. infix and num_batches_tracked, both ways', () => {
@@ -158,6 +199,133 @@ describe('official state_dict names', () => {
     expect(importOfficialStateDict(spec, bent).get('stem_bn.weight')!.shape).toEqual([8]);
     bent.set('ghost.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) });
     expect(() => importOfficialStateDict(spec, bent)).toThrow(/"ghost.weight".*not part of spec/);
+  });
+  it('refuses two state_dict names for one weight, naming both and the target', () => {
+    const official = exportOfficialStateDict(spec, initWeights(spec, { seed: 2 }));
+    const wh = official.get('warehouse_manager.weights.0')!;
+    const ours = new Map(official).set('warehouses.stage0', { ...wh });
+    const e = kwErrorOf(
+      () => importOfficialStateDict(spec, ours),
+      'WEIGHTS_UNEXPECTED',
+      /"warehouse_manager.weights.0" and "warehouses.stage0" both map to "warehouses.stage0"/,
+    );
+    expect(e.details).toEqual({
+      names: ['warehouse_manager.weights.0', 'warehouses.stage0'],
+      target: 'warehouses.stage0',
+    });
+    kwErrorOf(
+      () =>
+        importOfficialStateDict(spec, new Map(official).set('warehouse_manager.weights.00', wh)),
+      'WEIGHTS_UNEXPECTED',
+      /"warehouse_manager.weights.0" and "warehouse_manager.weights.00" both map to "warehouses.stage0"/,
+    );
+    const bias = official.get('fc.conv.bias')!;
+    kwErrorOf(
+      () => importOfficialStateDict(spec, new Map(official).set('fc.bias', bias)),
+      'WEIGHTS_UNEXPECTED',
+      /"fc.conv.bias" and "fc.bias" both map to "fc.bias"/,
+    );
+  });
+
+  it('a non-Map, a null tensor or a tensor without a shape give a KwError, not a TypeError', () => {
+    const official = exportOfficialStateDict(spec, initWeights(spec, { seed: 2 }));
+    for (const bad of [null, 5, 'x', Object.fromEntries(official)])
+      kwErrorOf(
+        () => importOfficialStateDict(spec, bad as never),
+        'ARGUMENT_INVALID',
+        /tensors must be a Map/,
+      );
+    kwErrorOf(
+      () => importOfficialStateDict(spec, new Map(official).set('stem.weight', null as never)),
+      'WEIGHTS_DTYPE',
+      /official tensor "stem.weight": expected \{ shape, data \}, found null/,
+    );
+    const data = official.get('stem.weight')!.data;
+    kwErrorOf(
+      () => importOfficialStateDict(spec, new Map(official).set('stem.weight', { data } as never)),
+      'WEIGHTS_SHAPE',
+      /official tensor "stem.weight": expected a shape array, found undefined/,
+    );
+  });
+});
+
+describe('writing', () => {
+  const write = (t: unknown, meta?: unknown) =>
+    writeSafetensors(new Map([['a', t as never]]), meta as never);
+
+  it('refuses shapes and metadata the reader would refuse', () => {
+    kwErrorOf(
+      () => write({ shape: [-1, -1], data: new Float32Array(1) }),
+      'WEIGHTS_SHAPE',
+      /tensor "a": shape\[0\] must be a non-negative integer, found -1/,
+    );
+    kwErrorOf(
+      () => write({ shape: [2, 2.5], data: new Float32Array(5) }),
+      'WEIGHTS_SHAPE',
+      /shape\[1\] .* found 2.5/,
+    );
+    kwErrorOf(() => write({ data: new Float32Array(1) }), 'WEIGHTS_SHAPE', /shape must be a list/);
+    kwErrorOf(() => write(null), 'ARGUMENT_INVALID', /tensor "a": expected \{ shape, data \}/);
+    kwErrorOf(() => write({ shape: [1], data: null }), 'WEIGHTS_DTYPE', /data must be/);
+    kwErrorOf(
+      () => write({ shape: [1], data: new Float32Array(1) }, { x: 5 }),
+      'ARGUMENT_INVALID',
+      /metadata "x" must be a string .* found 5/,
+    );
+    kwErrorOf(() => writeSafetensors({} as never), 'ARGUMENT_INVALID', /must be a Map/);
+  });
+
+  it('refuses values the dtype cannot hold, naming the tensor, the element and the value', () => {
+    const cases: [string, unknown[], RegExp][] = [
+      ['U8', [1, 300], /element 1 is 300, outside U8's range \[0, 255\]/],
+      ['U8', [-1], /element 0 is -1, outside U8's range/],
+      ['I32', [1e10], /element 0 is 10000000000, outside I32's range \[-2147483648, 2147483647\]/],
+      ['I32', [1.5], /element 0 is 1.5, not an integer/],
+      ['BOOL', [1, 0, 2], /element 2 is 2, outside BOOL's range \[0, 1\]/],
+      ['I64', [Number.NaN], /element 0 is NaN, not an integer/],
+      ['I64', [2n ** 63n], /element 0 is 9223372036854775808n, outside I64's range/],
+      ['F32', ['1'], /element 0 is "1", not a number/],
+    ];
+    for (const [dtype, data, pattern] of cases)
+      kwErrorOf(
+        () => write({ dtype, shape: [data.length], data }),
+        'WEIGHTS_DTYPE',
+        /^\[WEIGHTS_DTYPE\] tensor "a": /,
+        pattern,
+      );
+    // a finite float64 beyond float32's range would be written as infinity
+    kwErrorOf(
+      () => write({ shape: [2], data: new Float64Array([1, 1e300]) }),
+      'WEIGHTS_DTYPE',
+      /tensor "a": element 1 is 1e\+300, beyond the F32 range/,
+    );
+  });
+
+  it('writes what it can represent exactly, and reads it back unchanged', () => {
+    const f = readSafetensors(
+      writeSafetensors(
+        new Map<string, never>([
+          ['b', { dtype: 'BOOL', shape: [2], data: [0, 1] } as never],
+          ['f', { shape: [3], data: new Float32Array([1.5, Number.NaN, -0]) } as never],
+          [
+            'g',
+            { shape: [2], data: new Float64Array([3.4e38, Number.POSITIVE_INFINITY]) } as never,
+          ],
+          ['i', { dtype: 'I64', shape: [2], data: [-(2 ** 53), 7n] } as never],
+          ['u', { dtype: 'U8', shape: [], data: new Uint8Array([255]) } as never],
+        ]),
+        { k: 'v' },
+      ),
+    );
+    expect(Array.from(f.tensors.get('b')!.data as Uint8Array)).toEqual([0, 1]);
+    expect(Array.from(f.tensors.get('f')!.data as Float32Array)).toEqual([1.5, Number.NaN, -0]);
+    expect(Array.from(f.tensors.get('g')!.data as Float32Array)).toEqual([
+      Math.fround(3.4e38),
+      Number.POSITIVE_INFINITY,
+    ]);
+    expect(Array.from(f.tensors.get('i')!.data as BigInt64Array)).toEqual([-(2n ** 53n), 7n]);
+    expect(Array.from(f.tensors.get('u')!.data as Uint8Array)).toEqual([255]);
+    expect(f.metadata).toEqual({ k: 'v' });
   });
 });
 

@@ -56,6 +56,134 @@ describe('validateSpec', () => {
     expect(analyzeSpec(s).shapes.get('c')).toEqual([4, 6, 6]);
   });
 
+  it('refuses unknown fields on nodes, warehouses and the spec, naming them and the accepted fields', () => {
+    const typo = (mutate: (s: any) => void) => () => {
+      const s = clone(good) as any;
+      mutate(s);
+      return validateSpec(s);
+    };
+    const conv = 'id, op, inputs, outChannels, kernelSize, stride, padding, dilation, groups, bias';
+    expectKw(
+      typo((s) => (s.nodes[0].strides = 2)),
+      'SPEC_BAD_FIELD',
+      /node "stem" \(nodes\[0\]\): unknown field "strides" \(op "conv2d"\)/,
+      `accepted fields: ${conv}`,
+    );
+    expectKw(
+      typo((s) => (s.nodes[0].kernel_size = 5)),
+      'SPEC_BAD_FIELD',
+      /"kernel_size"/,
+    );
+    expectKw(
+      typo((s) => (s.nodes[3].stides = [2, 2])),
+      'SPEC_BAD_FIELD',
+      /node "block.conv1"/,
+      /"stides" \(op "dynamicConv2d"\)/,
+      `${conv}, method`,
+    );
+    expectKw(
+      typo((s) => (s.nodes[2].inplace = true)),
+      'SPEC_BAD_FIELD',
+      /node "stem_relu"/,
+      /"inplace" \(op "relu"\); accepted fields: id, op, inputs$/,
+    );
+    expectKw(
+      typo((s) => (s.warehouses[0].cellRatio = 0.5)),
+      'SPEC_BAD_FIELD',
+      /warehouse "stage0": unknown field "cellRatio"/,
+      /accepted fields: id, budget, cellInRatio, cellOutRatio, reduction, norm, nonlocalBasisRatio$/,
+    );
+    expectKw(
+      typo((s) => (s.output = ['fc'])),
+      'SPEC_BAD_FIELD',
+      /spec: unknown field "output"/,
+      /accepted fields: specVersion, name, inputShape, nodes, outputs, warehouses, meta$/,
+    );
+    // the SpecBuilder refuses conv options it would otherwise drop
+    const b = new SpecBuilder('t', [4, 8, 8]);
+    expectKw(
+      () => b.conv2d('c', b.input, { outChannels: 4, kernelSize: 3, strides: 2 } as never),
+      'SPEC_BAD_FIELD',
+      /node "c": unknown conv option "strides"/,
+    );
+    b.warehouse({ id: 'w', budget: 1, cellRatio: 0.5 } as never);
+    b.output(
+      b.dynamicConv2d(
+        'd',
+        b.input,
+        { outChannels: 4, kernelSize: 1 },
+        { kind: 'kw', warehouse: 'w' },
+      ),
+    );
+    expectKw(() => b.build(), 'SPEC_BAD_FIELD', /warehouse "w": unknown field "cellRatio"/);
+  });
+
+  it('accepts every field the node, warehouse and spec types declare', () => {
+    const s = validateSpec({
+      specVersion: 1,
+      name: 'every-field',
+      inputShape: [4, 8, 8],
+      meta: { source: 'test' },
+      warehouses: [
+        {
+          id: 'w',
+          budget: 1,
+          cellInRatio: 1,
+          cellOutRatio: 1,
+          reduction: 1 / 16,
+          norm: 'batch',
+          nonlocalBasisRatio: 1,
+        },
+      ],
+      nodes: [
+        {
+          id: 'c',
+          op: 'conv2d',
+          inputs: ['input'],
+          outChannels: 4,
+          kernelSize: 3,
+          stride: 1,
+          padding: 1,
+          dilation: 1,
+          groups: 1,
+          bias: true,
+        },
+        {
+          id: 'd',
+          op: 'dynamicConv2d',
+          inputs: ['c'],
+          outChannels: 4,
+          kernelSize: 3,
+          stride: 1,
+          padding: 1,
+          dilation: 1,
+          groups: 1,
+          bias: false,
+          method: { kind: 'kw', warehouse: 'w' },
+        },
+        { id: 'bn', op: 'batchNorm', inputs: ['d'], eps: 1e-5, momentum: 0.1 },
+        { id: 'ln', op: 'layerNorm', inputs: ['bn'], eps: 1e-6 },
+        { id: 'g', op: 'mul', inputs: ['ln'], init: 0.5 },
+        { id: 'mp', op: 'maxPool', inputs: ['g'], kernelSize: 2, stride: 2, padding: 0 },
+        { id: 'ap', op: 'avgPool', inputs: ['mp'], kernelSize: 2, stride: 1, padding: 1 },
+        { id: 'do', op: 'dropout', inputs: ['ap'], rate: 0.1 },
+        { id: 'f', op: 'flatten', inputs: ['do'] },
+        { id: 'fc', op: 'linear', inputs: ['f'], outFeatures: 3, bias: true },
+        {
+          id: 'dfc',
+          op: 'dynamicLinear',
+          inputs: ['f'],
+          outFeatures: 3,
+          bias: true,
+          method: { kind: 'dyconv' },
+        },
+      ],
+      outputs: ['fc'],
+    });
+    expect(s.nodes.map((n) => n.op)).toContain('dynamicLinear');
+    expect(validateSpec(clone(s))).toEqual(s);
+  });
+
   const mutations: [string, (s: any) => void, KwErrorCode, RegExp[]][] = [
     [
       'wrong version',
@@ -193,6 +321,21 @@ describe('budgets', () => {
     for (const bad of ['', 'x', '-1', '0', '1/0', 'abc', 'NaNx'])
       expectKw(() => parseBudget(bad), 'BUDGET_INVALID', /not valid/);
     expectKw(() => parseBudget(Number.POSITIVE_INFINITY), 'BUDGET_INVALID');
+  });
+
+  it('refuses budgets whose reciprocal is not finite (subnormals), in parse, format and specs', () => {
+    for (const b of [1e-320, 5e-324, Number.MIN_VALUE])
+      expectKw(() => parseBudget(b), 'BUDGET_INVALID', /finite reciprocal/, /found [0-9.e-]+$/);
+    expectKw(() => parseBudget('1e-320'), 'BUDGET_INVALID', /"1e-320" is not valid/);
+    expectKw(() => parseBudget('1e-320x'), 'BUDGET_INVALID', /"1e-320x" is not valid/);
+    expectKw(() => formatBudget(1e-320), 'BUDGET_INVALID', /found 1e-320/);
+    expectKw(() => formatBudget(Number.NaN), 'BUDGET_INVALID', /found NaN/);
+    const s = clone(tinyKwSpec({ budget: 1 })) as any;
+    s.warehouses[0].budget = 1e-320;
+    expectKw(() => validateSpec(s), 'BUDGET_INVALID', /warehouse "stage0"/, /found 1e-320/);
+    // the smallest normal budgets still parse and format
+    expect(parseBudget(1e-300)).toBe(1e-300);
+    expect(formatBudget(1e-300)).toBe('1e-300x');
   });
 
   it('a non-integer budget above 1 cannot tile, and the error names budgets that do', () => {

@@ -4,6 +4,7 @@
  */
 import {
   type AnalyzedSpec,
+  checkMethodTemperature,
   checkTensor,
   type DynamicNode,
   foldSpec,
@@ -215,16 +216,8 @@ export function setTemperature(model: tf.LayersModel, tau: number): void {
  * `temperatureAt`; run inference at 1.
  */
 export function setMethodTemperature(model: tf.LayersModel, tau: number): void {
-  if (!(Number.isFinite(tau) && tau > 0)) {
-    throw new KwError(
-      'ARGUMENT_INVALID',
-      `method temperature must be a finite number > 0, found ${tau}`,
-      {
-        expected: '> 0',
-        actual: tau,
-      },
-    );
-  }
+  // the same rule as a node's method.temperature (finite, >= MIN_METHOD_TEMPERATURE)
+  checkMethodTemperature('setMethodTemperature', tau);
   for (const l of model.layers) if (l instanceof DynamicLayer) l.methodTemperature = tau;
 }
 

@@ -596,6 +596,10 @@ describe('errors are KwErrors with codes', () => {
     expect(code(() => setTemperature(model, 2))).toBe('ARGUMENT_INVALID');
     expect(code(() => setMethodTemperature(model, 0))).toBe('ARGUMENT_INVALID');
     expect(code(() => setMethodTemperature(model, Number.NaN))).toBe('ARGUMENT_INVALID');
+    // tiny temperatures overflow logit / tau to NaN: refused at the setter (core's minimum)
+    expect(() => setMethodTemperature(model, 5e-324)).toThrow(
+      /ARGUMENT_INVALID.*>= 0\.001.*5e-324/,
+    );
     const linear: NodeSpec = {
       id: 'lin',
       op: 'dynamicLinear',

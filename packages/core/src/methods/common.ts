@@ -47,6 +47,51 @@ export function posSetting(
   return v;
 }
 
+/**
+ * Smallest softmax / sigmoid temperature DY-Conv and ODConv accept (`method.temperature`, and the
+ * run-time override a trainer anneals). The official schedules anneal 30 -> 1 (ODConv
+ * `utils/misc.py`, the DY-Conv paper; the unofficial DY-Conv code 34 -> 1, peers.md §3-4) and run
+ * inference at 1, so every legitimate value is >= 1; 1e-3 leaves three decades below that for
+ * sharper experiments while `logit / tau` stays finite: float32 logits are below 3.4e38, so the
+ * quotient stays below 3.4e41 in float64 (the reference executor) and could overflow float32 (tfjs,
+ * ONNX) only for logits above 3.4e35. A tiny tau (5e-324, 1e-310) sent the logits to +-Infinity and
+ * the attention to NaN.
+ */
+export const MIN_METHOD_TEMPERATURE = 1e-3;
+
+/** Read a method's temperature setting (finite, >= {@link MIN_METHOD_TEMPERATURE}); SPEC_BAD_FIELD naming node and field. */
+export function temperatureSetting(
+  where: string,
+  raw: Record<string, unknown>,
+  field = 'temperature',
+  def = 1,
+): number {
+  const v = raw[field] ?? def;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < MIN_METHOD_TEMPERATURE) {
+    throw new KwError(
+      'SPEC_BAD_FIELD',
+      `${where}: field "method.${field}" must be a finite number >= ${MIN_METHOD_TEMPERATURE} (the official schedules anneal 30 -> 1), found ${describeValue(v)}`,
+      { field: `method.${field}`, expected: `number >= ${MIN_METHOD_TEMPERATURE}`, actual: v },
+    );
+  }
+  return v;
+}
+
+/**
+ * Check a run-time method temperature (the override a trainer anneals 30 -> 1) with the rule of
+ * {@link temperatureSetting}; ARGUMENT_INVALID naming `where` and the value.
+ */
+export function checkMethodTemperature(where: string, tau: unknown): number {
+  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < MIN_METHOD_TEMPERATURE) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${where}: method temperature must be a finite number >= ${MIN_METHOD_TEMPERATURE} (the official schedules anneal 30 -> 1), found ${describeValue(tau)}`,
+      { field: 'methodTemperature', expected: `number >= ${MIN_METHOD_TEMPERATURE}`, actual: tau },
+    );
+  }
+  return tau;
+}
+
 /** Reject settings the method does not know (typos must not pass silently). */
 export function rejectUnknown(where: string, raw: Record<string, unknown>, known: string[]): void {
   for (const k of Object.keys(raw)) {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { initWeights } from '../init.js';
 import { temperatureAt } from '../kw/attention.js';
-import { countParams } from '../params.js';
+import { ReferenceOps } from '../ops/reference.js';
+import { countParams, layerContext, paramTable } from '../params.js';
 import { runReference } from '../reference/executor.js';
 import { conv2d } from '../reference/ops.js';
 import { Rng } from '../rng.js';
@@ -10,6 +11,8 @@ import { maxRelativeError, type Tensor } from '../tensor.js';
 import { randomInput } from '../testing.js';
 import { condConvParamCount } from './condconv.js';
 import { dyConvHidden, dyConvParamCount } from './dyconv.js';
+import { METHODS } from './registry.js';
+import type { DynamicNode } from './types.js';
 
 const geo = {
   stride: [1, 1] as [number, number],
@@ -167,6 +170,35 @@ describe('DY-Conv (peers.md §3)', () => {
   it('bad settings name the node and field', () => {
     expect(() => mixSpec('dyconv', { kernels: 0 })).toThrow(/node "d".*method\.kernels/);
     expect(() => mixSpec('dyconv', { temperature: -1 })).toThrow(/method\.temperature/);
+  });
+
+  it('refuses temperatures below 1e-3 (a subnormal gave NaN logits), in the spec and at run time', () => {
+    for (const t of [5e-324, 1e-310, 1e-4, 0])
+      expect(() => mixSpec('dyconv', { temperature: t }), String(t)).toThrow(
+        /node "d".*field "method\.temperature" must be a finite number >= 0\.001 .*found /,
+      );
+    // the smallest accepted value still gives finite outputs
+    const spec = mixSpec('dyconv', { temperature: 1e-3 });
+    const x = randomInput(new Rng(3), [2, 4, 5, 6]);
+    const w = initWeights(spec, { seed: 3 });
+    expect(runReference(spec, w, x).get('r')!.data.every(Number.isFinite)).toBe(true);
+    // the run-time override a trainer anneals (tfjs passes it to the same forward)
+    const table = paramTable(spec);
+    const node = table.analyzed.byId.get('d') as DynamicNode;
+    const ops = new ReferenceOps({ param: (n) => w.get(`d.${n}`), training: false });
+    const ctx = {
+      ...layerContext(table, node),
+      outShape: table.analyzed.shapes.get('d')!,
+      temperature: 0,
+    };
+    for (const t of [1e-310, Number.NaN, 0])
+      expect(() =>
+        METHODS.get('dyconv')!.forward(ops, x, { ...ctx, methodTemperature: t }),
+      ).toThrow(
+        /\[ARGUMENT_INVALID\] node "d": method temperature must be a finite number >= 0\.001/,
+      );
+    const y = METHODS.get('dyconv')!.forward(ops, x, { ...ctx, methodTemperature: 30 });
+    expect(y.data.every(Number.isFinite)).toBe(true);
   });
 });
 

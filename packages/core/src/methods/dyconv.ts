@@ -8,6 +8,7 @@ import type { ParamDecl } from '../decl.js';
 import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
 import {
+  checkMethodTemperature,
   convMacs,
   decl,
   intSetting,
@@ -15,6 +16,7 @@ import {
   posSetting,
   rejectUnknown,
   requireConv,
+  temperatureSetting,
 } from './common.js';
 import type { DynamicMethod } from './types.js';
 
@@ -76,7 +78,7 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
       kind: 'dyconv',
       kernels: intSetting(where, raw, 'kernels', 4, 1),
       ratio: posSetting(where, raw, 'ratio', 0.25),
-      temperature: posSetting(where, raw, 'temperature', 1),
+      temperature: temperatureSetting(where, raw),
     };
   },
   params({ node, settings: m, inShape }): ParamDecl[] {
@@ -110,7 +112,11 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
   },
   forward(ops, x, { node, settings: m, methodTemperature }) {
     const g = requireConv(node, 'dyconv');
-    const pi = dyConvAttention(ops, x, methodTemperature ?? m.temperature);
+    const tau =
+      methodTemperature === undefined
+        ? m.temperature
+        : checkMethodTemperature(`node "${node.id}"`, methodTemperature);
+    const pi = dyConvAttention(ops, x, tau);
     return mixtureForward(ops, x, g, pi, m.kernels);
   },
 };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { initWeights } from '../init.js';
 import { ReferenceOps } from '../ops/reference.js';
-import { countParams, paramTable } from '../params.js';
+import { countParams, layerContext, paramTable } from '../params.js';
 import { runReference } from '../reference/executor.js';
 import { conv2d } from '../reference/ops.js';
 import { Rng } from '../rng.js';
@@ -9,6 +9,7 @@ import { SpecBuilder } from '../spec/builder.js';
 import { maxRelativeError, type Tensor } from '../tensor.js';
 import { randomInput } from '../testing.js';
 import { type OdConvRef, odConvAttentionValues, odConvKernel, odConvParamCount } from './odconv.js';
+import { METHODS } from './registry.js';
 import type { DynamicNode } from './types.js';
 
 function odSpec(
@@ -155,5 +156,29 @@ describe('ODConv (peers.md §4)', () => {
   it('bad settings name node and field', () => {
     expect(() => odSpec(4, 6, 3, 1, { reduction: 0 })).toThrow(/node "od".*method\.reduction/);
     expect(() => odSpec(4, 6, 3, 1, { minHidden: 0 })).toThrow(/method\.minHidden/);
+  });
+
+  it('refuses temperatures below 1e-3 (a subnormal gave NaN logits), in the spec and at run time', () => {
+    for (const t of [5e-324, 1e-310, 1e-4])
+      expect(() => odSpec(4, 6, 3, 1, { temperature: t }), String(t)).toThrow(
+        /node "od".*field "method\.temperature" must be a finite number >= 0\.001 .*found /,
+      );
+    const spec = odSpec(4, 6, 3, 1, { temperature: 1e-3 });
+    const x = randomInput(new Rng(3), [2, 4, 5, 4]);
+    const w = initWeights(spec, { seed: 3 });
+    expect(runReference(spec, w, x).get('r')!.data.every(Number.isFinite)).toBe(true);
+    const table = paramTable(spec);
+    const node = table.analyzed.byId.get('od') as DynamicNode;
+    const ops = new ReferenceOps({ param: (n) => w.get(`od.${n}`), training: false });
+    const ctx = {
+      ...layerContext(table, node),
+      outShape: table.analyzed.shapes.get('od')!,
+      temperature: 0,
+    };
+    expect(() =>
+      METHODS.get('odconv')!.forward(ops, x, { ...ctx, methodTemperature: 5e-324 }),
+    ).toThrow(
+      /\[ARGUMENT_INVALID\] node "od": method temperature must be a finite number >= 0\.001/,
+    );
   });
 });

@@ -11,6 +11,7 @@ import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
 import {
+  checkMethodTemperature,
   convAttrs,
   convMacs,
   decl,
@@ -18,6 +19,7 @@ import {
   posSetting,
   rejectUnknown,
   requireConv,
+  temperatureSetting,
 } from './common.js';
 import type { DynamicMethod, DynamicNode } from './types.js';
 
@@ -192,7 +194,7 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
       kernels: intSetting(where, raw, 'kernels', 4, 1),
       reduction: posSetting(where, raw, 'reduction', 1 / 16),
       minHidden: intSetting(where, raw, 'minHidden', 16, 1),
-      temperature: posSetting(where, raw, 'temperature', 1),
+      temperature: temperatureSetting(where, raw),
     };
   },
   params({ node, settings: m, inShape }) {
@@ -252,7 +254,11 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
   forward(ops, x, { node, settings: m, inShape, methodTemperature }) {
     const g = requireConv(node, 'odconv');
     const c = inShape[0]!;
-    const att = odConvAttentions(ops, x, node, m, c, methodTemperature ?? m.temperature);
+    const tau =
+      methodTemperature === undefined
+        ? m.temperature
+        : checkMethodTemperature(`node "${node.id}"`, methodTemperature);
+    const att = odConvAttentions(ops, x, node, m, c, tau);
     return ops.perSampleConv(x, odConvKernel(ops, g, c, m.kernels, att), convAttrs(g));
   },
 };

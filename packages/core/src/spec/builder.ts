@@ -1,3 +1,4 @@
+import { KwError } from '../errors.js';
 import {
   type DynamicMethodRef,
   INPUT,
@@ -23,6 +24,34 @@ export interface ConvOptions {
   dilation?: PairIn;
   groups?: number;
   bias?: boolean;
+}
+
+const CONV_OPTIONS = [
+  'outChannels',
+  'kernelSize',
+  'stride',
+  'padding',
+  'dilation',
+  'groups',
+  'bias',
+] as const satisfies readonly (keyof ConvOptions)[];
+const _convOptionsComplete: Exclude<keyof ConvOptions, (typeof CONV_OPTIONS)[number]> extends never
+  ? true
+  : never = true;
+void _convOptionsComplete;
+
+/** Refuse conv options the builder would drop (a `strides: 2` typo must not build stride 1). */
+function checkConvOptions(id: string, o: ConvOptions): void {
+  if (typeof o !== 'object' || o === null) return; // validateSpec names the missing fields
+  for (const k of Object.keys(o)) {
+    if (!(CONV_OPTIONS as readonly string[]).includes(k)) {
+      throw new KwError(
+        'SPEC_BAD_FIELD',
+        `node "${id}": unknown conv option ${JSON.stringify(k)}; accepted: ${CONV_OPTIONS.join(', ')}`,
+        { field: k, expected: [...CONV_OPTIONS], actual: k },
+      );
+    }
+  }
 }
 
 /**
@@ -57,6 +86,7 @@ export class SpecBuilder {
 
   /** Append a plain conv2d node reading `input`; returns its id. */
   conv2d(id: string, input: string, o: ConvOptions): string {
+    checkConvOptions(id, o);
     return this.add({
       id,
       op: 'conv2d',
@@ -73,6 +103,7 @@ export class SpecBuilder {
 
   /** A dynamic conv drawing its kernel from `method` (e.g. `{ kind: 'kw', warehouse: 'stage0' }`). */
   dynamicConv2d(id: string, input: string, o: ConvOptions, method: DynamicMethodRef): string {
+    checkConvOptions(id, o);
     return this.add({
       id,
       op: 'dynamicConv2d',

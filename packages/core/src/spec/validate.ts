@@ -1,4 +1,5 @@
 import { describeValue, KwError } from '../errors.js';
+import { isValidBudget } from '../kw/budget.js';
 import { METHODS } from '../methods/registry.js';
 import { convOutputLength } from '../ops/seam.js';
 import {
@@ -32,6 +33,107 @@ export const OPS: readonly OpName[] = [
   'dynamicConv2d',
   'dynamicLinear',
 ];
+
+/** The node type whose `op` includes `K` (ActivationNode's `op` is a union, so not `Extract`). */
+type NodeOf<K extends OpName, N = NodeSpec> = N extends { op: infer O }
+  ? K extends O
+    ? N
+    : never
+  : never;
+type FieldsOf<K extends OpName> = Exclude<keyof NodeOf<K>, 'id' | 'op' | 'inputs'>;
+
+/**
+ * The fields each op accepts besides `id`, `op` and `inputs`: exactly the fields of its node type
+ * in types.ts (the `satisfies` below and {@link _NodeFieldsComplete} make the compiler check both
+ * directions). Any other field is a typo (`strides`, `kernel_size`) and is refused, never ignored.
+ */
+export const NODE_FIELDS = {
+  conv2d: ['outChannels', 'kernelSize', 'stride', 'padding', 'dilation', 'groups', 'bias'],
+  dynamicConv2d: [
+    'outChannels',
+    'kernelSize',
+    'stride',
+    'padding',
+    'dilation',
+    'groups',
+    'bias',
+    'method',
+  ],
+  linear: ['outFeatures', 'bias'],
+  dynamicLinear: ['outFeatures', 'bias', 'method'],
+  batchNorm: ['eps', 'momentum'],
+  layerNorm: ['eps'],
+  relu: [],
+  relu6: [],
+  gelu: [],
+  sigmoid: [],
+  add: [],
+  mul: ['init'],
+  maxPool: ['kernelSize', 'stride', 'padding'],
+  avgPool: ['kernelSize', 'stride', 'padding'],
+  globalAvgPool: [],
+  flatten: [],
+  dropout: ['rate'],
+  identity: [],
+} as const satisfies { readonly [K in OpName]: readonly FieldsOf<K>[] };
+
+/** Compile-time check that {@link NODE_FIELDS} lists every field of every node type. */
+export type _NodeFieldsComplete = {
+  [K in OpName]: Exclude<FieldsOf<K>, (typeof NODE_FIELDS)[K][number]>;
+}[OpName] extends never
+  ? true
+  : never;
+const _nodeFieldsComplete: _NodeFieldsComplete = true;
+void _nodeFieldsComplete;
+
+/** The fields of a warehouse (every field of {@link KwWarehouseSpec}). */
+export const WAREHOUSE_FIELDS = [
+  'id',
+  'budget',
+  'cellInRatio',
+  'cellOutRatio',
+  'reduction',
+  'norm',
+  'nonlocalBasisRatio',
+] as const satisfies readonly (keyof KwWarehouseSpec)[];
+
+/** The fields of a spec (every field of {@link ModelSpec}). */
+export const SPEC_FIELDS = [
+  'specVersion',
+  'name',
+  'inputShape',
+  'nodes',
+  'outputs',
+  'warehouses',
+  'meta',
+] as const satisfies readonly (keyof ModelSpec)[];
+
+const _fieldListsComplete: [
+  Exclude<keyof KwWarehouseSpec, (typeof WAREHOUSE_FIELDS)[number]>,
+  Exclude<keyof ModelSpec, (typeof SPEC_FIELDS)[number]>,
+] extends [never, never]
+  ? true
+  : never = true;
+void _fieldListsComplete;
+
+/** Refuse any own field of `raw` not in `accepted` (SPEC_BAD_FIELD naming `where`, the field and the accepted ones). */
+function rejectUnknownFields(
+  where: string,
+  what: string,
+  raw: Record<string, unknown>,
+  accepted: readonly string[],
+): void {
+  for (const k of Object.keys(raw)) {
+    if (!accepted.includes(k)) {
+      fail(
+        'SPEC_BAD_FIELD',
+        where,
+        `unknown field ${JSON.stringify(k)} (${what}); accepted fields: ${accepted.join(', ')}`,
+        { field: k, expected: [...accepted], actual: k },
+      );
+    }
+  }
+}
 
 /** A validated spec together with the per-sample output shape of every node. */
 export interface AnalyzedSpec {
@@ -213,11 +315,12 @@ function normalizeWarehouse(raw: unknown, i: number): KwWarehouseSpec {
     );
   }
   const w = `warehouse "${raw.id}"`;
+  rejectUnknownFields(w, 'a warehouse', raw, WAREHOUSE_FIELDS);
   if (raw.budget === undefined) fail('SPEC_MISSING_FIELD', w, 'field "budget" is required');
-  if (typeof raw.budget !== 'number' || !Number.isFinite(raw.budget) || raw.budget <= 0) {
+  if (!isValidBudget(raw.budget)) {
     throw new KwError(
       'BUDGET_INVALID',
-      `${w}: budget must be a finite number > 0, found ${describeValue(raw.budget)}`,
+      `${w}: budget must be a finite number > 0 with a finite reciprocal, found ${describeValue(raw.budget)}`,
       {
         warehouse: raw.id,
         actual: raw.budget,
@@ -282,6 +385,7 @@ function analyzeUncached(input: unknown): AnalyzedSpec {
       },
     );
   }
+  rejectUnknownFields('spec', 'the spec', input, SPEC_FIELDS);
   const name =
     typeof input.name === 'string'
       ? input.name
@@ -403,6 +507,7 @@ function normalizeNode(
       { op: raw.op },
     );
   }
+  rejectUnknownFields(where, `op "${op}"`, raw, ['id', 'op', 'inputs', ...NODE_FIELDS[op]]);
   if (!Array.isArray(raw.inputs))
     fail('SPEC_MISSING_FIELD', where, 'field "inputs" must be an array of node ids');
   const inputs: string[] = Array.from(raw.inputs as unknown[]).map((s: unknown, i: number) => {

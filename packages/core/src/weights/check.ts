@@ -1,4 +1,4 @@
-import { KwError } from '../errors.js';
+import { describeValue, KwError } from '../errors.js';
 import { paramTable } from '../params.js';
 import { numel, type Tensor, type WeightMap } from '../tensor.js';
 
@@ -21,13 +21,16 @@ export function checkWeights(
   options: CheckWeightsOptions = {},
 ): void {
   if (!(weights instanceof Map)) {
-    throw new KwError('ARGUMENT_INVALID', 'weights must be a Map<string, Tensor>');
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `weights must be a Map<string, Tensor>, found ${describeValue(weights)}`,
+    );
   }
   const table = paramTable(spec);
   const missing: string[] = [];
   for (const p of table.params) {
     const t = weights.get(p.name);
-    if (!t) {
+    if (t === undefined) {
       if (!(p.role === 'buffer' && options.allowMissingBuffers)) missing.push(p.name);
       continue;
     }
@@ -54,6 +57,20 @@ export function checkWeights(
 
 /** Shape, dtype and finiteness check of one named tensor. */
 export function checkTensor(name: string, t: Tensor, shape: readonly number[]): void {
+  if (typeof t !== 'object' || t === null) {
+    throw new KwError(
+      'WEIGHTS_DTYPE',
+      `tensor "${name}": expected { shape, data: Float32Array }, found ${describeValue(t)}`,
+      { name },
+    );
+  }
+  if (!Array.isArray(t.shape)) {
+    throw new KwError(
+      'WEIGHTS_SHAPE',
+      `tensor "${name}": expected shape [${shape.join(', ')}], found ${describeValue(t.shape)}`,
+      { name, expected: [...shape], actual: t.shape },
+    );
+  }
   if (!(t.data instanceof Float32Array)) {
     throw new KwError(
       'WEIGHTS_DTYPE',

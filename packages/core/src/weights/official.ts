@@ -17,7 +17,7 @@
  * stem (`meta.stem === 'small'`, inputs of 64 px or less by default) is refused by
  * {@link assertOfficialStem} with WEIGHTS_STEM rather than loaded into a different network.
  */
-import { KwError } from '../errors.js';
+import { describeValue, KwError } from '../errors.js';
 import { paramTable, warehouseParamName } from '../params.js';
 import type { WeightMap } from '../tensor.js';
 import { checkWeights } from './check.js';
@@ -96,9 +96,20 @@ export function importOfficialStateDict(
   spec: unknown,
   tensors: Map<string, StoredTensor | { shape: number[]; data: Float32Array }>,
 ): WeightMap {
+  if (!(tensors instanceof Map)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `importOfficialStateDict: tensors must be a Map<string, tensor>, found ${describeValue(tensors)}`,
+      { field: 'tensors', actual: Object.prototype.toString.call(tensors) },
+    );
+  }
   assertOfficialStem(spec);
   const t = paramTable(spec);
   const out: WeightMap = new Map();
+  // our name -> the state_dict name it came from: two names for one weight (the official
+  // "warehouse_manager.weights.0" and our "warehouses.stage0", or "weights.00") are refused,
+  // never resolved by keeping whichever came last
+  const source = new Map<string, string>();
   for (const [name, tensor] of tensors) {
     const ours = fromOfficialName(spec, name);
     if (ours === undefined) continue;
@@ -107,6 +118,26 @@ export function importOfficialStateDict(
       throw new KwError(
         'WEIGHTS_UNEXPECTED',
         `official tensor "${name}" (ours: "${ours}") is not part of spec "${t.analyzed.spec.name}"`,
+      );
+    const first = source.get(ours);
+    if (first !== undefined)
+      throw new KwError(
+        'WEIGHTS_UNEXPECTED',
+        `official tensors "${first}" and "${name}" both map to "${ours}" of spec "${t.analyzed.spec.name}"; keep only one of them`,
+        { names: [first, name], target: ours },
+      );
+    source.set(ours, name);
+    if (typeof tensor !== 'object' || tensor === null)
+      throw new KwError(
+        'WEIGHTS_DTYPE',
+        `official tensor "${name}": expected { shape, data }, found ${describeValue(tensor)}`,
+        { name },
+      );
+    if (!Array.isArray(tensor.shape))
+      throw new KwError(
+        'WEIGHTS_SHAPE',
+        `official tensor "${name}": expected a shape array, found ${describeValue(tensor.shape)}`,
+        { name, expected: [...decl.shape], actual: tensor.shape },
       );
     let data: Float32Array;
     if (tensor.data instanceof Float32Array) data = tensor.data;

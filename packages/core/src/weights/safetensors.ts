@@ -327,11 +327,36 @@ function decode(bytes: Uint8Array, at: number, len: number, dtype: string): Stor
  * Encode tensors (float32, or stored tensors of any known dtype) as safetensors. Output is
  * deterministic: names sorted, header padded with spaces to a multiple of 8, so
  * save -> load -> save is byte-identical.
+ *
+ * Writes only what {@link readSafetensors} reads back unchanged: shapes of non-negative safe
+ * integers (WEIGHTS_SHAPE otherwise), string metadata values (ARGUMENT_INVALID), and values the
+ * dtype holds exactly in range (WEIGHTS_DTYPE naming the tensor, the element and the value):
+ * integers in range for I64 / I32 / U8, 0 or 1 for BOOL, numbers for F32 / F64, and no finite
+ * value that would overflow to infinity as F32 (1e300). NaN and infinities are representable in
+ * F32 / F64 and written as they are, as the reader reads them (checkWeights refuses them on load).
  */
 export function writeSafetensors(
   tensors: Map<string, Tensor | StoredTensor>,
   metadata: Record<string, string> = {},
 ): Uint8Array {
+  if (!(tensors instanceof Map))
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `writeSafetensors: tensors must be a Map<string, tensor>, found ${describeValue(tensors)}`,
+    );
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata))
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `writeSafetensors: metadata must be an object of strings, found ${describeValue(metadata)}`,
+    );
+  for (const [k, v] of Object.entries(metadata)) {
+    if (typeof v !== 'string')
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `writeSafetensors: metadata ${describeValue(k)} must be a string (safetensors __metadata__ holds strings only), found ${describeValue(v)}`,
+        { field: `metadata.${k}`, actual: v },
+      );
+  }
   const names = [...tensors.keys()].sort();
   // null prototype: a tensor named "__proto__" is written like any other
   const header: Record<string, unknown> = Object.create(null);
@@ -345,6 +370,11 @@ export function writeSafetensors(
     if (name === '__metadata__')
       throw new KwError('ARGUMENT_INVALID', 'a tensor cannot be named "__metadata__"');
     const t = tensors.get(name)!;
+    if (typeof t !== 'object' || t === null)
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `tensor ${describeValue(name)}: expected { shape, data }, found ${describeValue(t)}`,
+      );
     const dtype = 'dtype' in t ? t.dtype : 'F32';
     const blob = encode(name, t, dtype);
     header[name] = { dtype, shape: [...t.shape], data_offsets: [off, off + blob.length] };
@@ -366,30 +396,109 @@ export function writeSafetensors(
   return out;
 }
 
+/** True on little-endian platforms (all current ones): Float32Array bytes are safetensors bytes. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** Integer ranges of the integer dtypes the writer supports. */
+const INT_RANGES: Readonly<Record<string, readonly [bigint, bigint]>> = {
+  I64: [-(2n ** 63n), 2n ** 63n - 1n],
+  I32: [-(2n ** 31n), 2n ** 31n - 1n],
+  U8: [0n, 255n],
+  BOOL: [0n, 1n],
+};
+
 function encode(name: string, t: Tensor | StoredTensor, dtype: string): Uint8Array {
-  const numel = t.shape.reduce((a, b) => a * b, 1);
-  if (t.data.length !== numel)
+  const where = `tensor ${describeValue(name)}`;
+  const shape: unknown = t.shape;
+  if (!Array.isArray(shape))
     throw new KwError(
       'WEIGHTS_SHAPE',
-      `tensor "${name}": shape [${t.shape.join(', ')}] needs ${numel} values, data has ${t.data.length}`,
+      `${where}: shape must be a list, found ${describeValue(shape)}`,
+      {
+        name,
+        actual: shape,
+      },
+    );
+  for (let i = 0; i < shape.length; i++) {
+    const dim: unknown = shape[i];
+    if (typeof dim !== 'number' || !Number.isSafeInteger(dim) || dim < 0)
+      throw new KwError(
+        'WEIGHTS_SHAPE',
+        `${where}: shape[${i}] must be a non-negative integer, found ${describeValue(dim)} (shape ${describeValue(shape)})`,
+        { name, index: i, actual: dim },
+      );
+  }
+  const d: unknown = t.data;
+  if (!Array.isArray(d) && !(ArrayBuffer.isView(d) && !(d instanceof DataView)))
+    throw new KwError(
+      'WEIGHTS_DTYPE',
+      `${where}: data must be a typed array or an array, found ${describeValue(d)}`,
+      { name },
+    );
+  const data = d as ArrayLike<number | bigint>;
+  const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (data.length !== numel)
+    throw new KwError(
+      'WEIGHTS_SHAPE',
+      `${where}: shape [${shape.join(', ')}] needs ${numel} values, data has ${data.length}`,
     );
   const size = dtypeSize(dtype);
   if (!size)
-    throw new KwError('SAFETENSORS_DTYPE', `tensor "${name}": cannot write dtype ${dtype}`);
+    throw new KwError('SAFETENSORS_DTYPE', `${where}: cannot write dtype ${describeValue(dtype)}`);
+  const bad = (i: number, v: unknown, why: string): never => {
+    throw new KwError(
+      'WEIGHTS_DTYPE',
+      `${where}: element ${i} is ${typeof v === 'bigint' ? `${v}n` : describeValue(v)}, ${why}`,
+      { name, dtype, index: i, actual: typeof v === 'bigint' ? String(v) : v },
+    );
+  };
   const out = new Uint8Array(numel * size);
   const dv = new DataView(out.buffer);
-  const d = t.data;
+  if (dtype === 'F32' || dtype === 'F64') {
+    if (dtype === 'F32' && data instanceof Float32Array) {
+      // already float32: every value (NaN and infinities too) is exactly representable
+      if (LITTLE_ENDIAN) out.set(new Uint8Array(data.buffer, data.byteOffset, numel * 4));
+      else for (let i = 0; i < numel; i++) dv.setFloat32(i * 4, data[i]!, true);
+      return out;
+    }
+    const typed = data instanceof Float32Array || data instanceof Float64Array;
+    for (let i = 0; i < numel; i++) {
+      const v = data[i];
+      if (!typed && typeof v !== 'number') bad(i, v, `not a number (${dtype})`);
+      const x = v as number;
+      if (dtype === 'F64') dv.setFloat64(i * 8, x, true);
+      else {
+        const f = Math.fround(x);
+        // a finite value beyond float32's range would be written as infinity
+        if (f - f !== 0 && x - x === 0)
+          bad(
+            i,
+            x,
+            'beyond the F32 range (|x| <= 3.4028234663852886e38): it would be written as infinity',
+          );
+        dv.setFloat32(i * 4, f, true);
+      }
+    }
+    return out;
+  }
+  const range = INT_RANGES[dtype];
+  if (!range)
+    throw new KwError(
+      'SAFETENSORS_DTYPE',
+      `${where}: writing ${dtype} is not supported (write F32, F64, I64, I32, U8 or BOOL)`,
+    );
+  const [lo, hi] = range;
   for (let i = 0; i < numel; i++) {
-    if (dtype === 'F32') dv.setFloat32(i * 4, d[i] as number, true);
-    else if (dtype === 'F64') dv.setFloat64(i * 8, d[i] as number, true);
-    else if (dtype === 'I64') dv.setBigInt64(i * 8, BigInt(d[i] as bigint | number), true);
-    else if (dtype === 'I32') dv.setInt32(i * 4, d[i] as number, true);
-    else if (dtype === 'U8' || dtype === 'BOOL') dv.setUint8(i, d[i] as number);
-    else
-      throw new KwError(
-        'SAFETENSORS_DTYPE',
-        `tensor "${name}": writing ${dtype} is not supported (write F32)`,
-      );
+    const v = data[i];
+    let n: bigint;
+    if (typeof v === 'bigint') n = v;
+    else if (typeof v === 'number' && Number.isInteger(v)) n = BigInt(v);
+    else if (dtype === 'BOOL' && typeof v === 'boolean') n = v ? 1n : 0n;
+    else return bad(i, v, `not an integer (${dtype} holds integers in [${lo}, ${hi}])`);
+    if (n < lo || n > hi) bad(i, v, `outside ${dtype}'s range [${lo}, ${hi}]`);
+    if (dtype === 'I64') dv.setBigInt64(i * 8, n, true);
+    else if (dtype === 'I32') dv.setInt32(i * 4, Number(n), true);
+    else dv.setUint8(i, Number(n));
   }
   return out;
 }
