@@ -69,7 +69,7 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   SPEC_UNKNOWN_OP: 'A node names an op that does not exist; the message lists the known ops.',
   SPEC_MISSING_FIELD: 'A required field of a node, warehouse or the spec is absent.',
   SPEC_BAD_FIELD:
-    'A field has the wrong type or an out-of-range value (zero or negative sizes, groups that do not divide channels, bad ids).',
+    'A field has the wrong type or an out-of-range value (zero or negative sizes, groups that do not divide channels, bad ids, a DY-Conv / ODConv temperature below 1e-3), or the spec, a warehouse or a node has a field the format does not define (a typo such as `strides`; the message lists the accepted fields).',
   SPEC_DUPLICATE_ID: 'Two nodes, two warehouses or two parameter names collide.',
   SPEC_UNKNOWN_INPUT:
     'A node reads a node that is not defined before it (unknown id, forward reference or cycle), or an output names no node.',
@@ -78,7 +78,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   SPEC_UNKNOWN_WAREHOUSE:
     'A KW layer names a warehouse the spec does not declare, or a warehouse has no layer.',
   SPEC_UNKNOWN_METHOD: 'A dynamic layer names a method kind that is not registered.',
-  BUDGET_INVALID: 'A budget is not a finite number > 0 (or cannot be parsed, e.g. "1/0x").',
+  BUDGET_INVALID:
+    'A budget is not a finite number > 0 with a finite reciprocal (or cannot be parsed, e.g. "1/0x").',
   BUDGET_CANNOT_TILE:
     "The one-to-one initialisation would not use exactly the n = int(b*m_t) cells (the official code's final assertion): b >= 1 must be an integer, b < 1 must be 1/p with every layer's m a multiple of p^2. The message lists budgets that tile.",
   PLAN_CELL_DOES_NOT_DIVIDE:
@@ -91,7 +92,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   BACKEND_FAILED:
     'The backend reported that a kernel failed while it kept running (tfjs wasm prints an XNNPACK failure, most often out of memory, and leaves the output uncomputed); the results since the last check are invalid. Lower the batch size or the model width.',
   WEIGHTS_MISSING: 'A tensor the spec needs is not in the weights.',
-  WEIGHTS_UNEXPECTED: 'The weights hold tensors the spec does not declare.',
+  WEIGHTS_UNEXPECTED:
+    'The weights hold tensors the spec (or the model) does not declare, or two official state-dict names map to the same weight.',
   WEIGHTS_SHAPE: "A tensor's shape differs from the spec's.",
   WEIGHTS_DTYPE:
     'A tensor is not float32 where float32 is needed (or its dtype cannot be converted).',
