@@ -97,7 +97,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   WEIGHTS_SHAPE: "A tensor's shape differs from the spec's.",
   WEIGHTS_DTYPE:
     'A tensor is not float32 where float32 is needed (or its dtype cannot be converted).',
-  WEIGHTS_NOT_FINITE: 'A weight is NaN or infinite.',
+  WEIGHTS_NOT_FINITE:
+    'A weight is NaN or infinite, or a BatchNorm running variance is negative (sqrt(var + eps) would be NaN).',
   SAFETENSORS_TRUNCATED: 'The file ends before its header or data does.',
   SAFETENSORS_HEADER:
     'The safetensors header is not valid JSON of the expected form: a key given twice, JSON nested deeper than 64 levels, or an absurd length.',

@@ -163,6 +163,36 @@ describe('checkWeights on malformed maps', () => {
       /weights must be a Map/,
     );
   });
+
+  it('a negative BatchNorm running variance is refused, naming the tensor, index and value', () => {
+    const neg = (name: string, i: number, v: number) => {
+      const t = w.get(name)!;
+      const data = Float32Array.from(t.data);
+      data[i] = v;
+      return new Map(w).set(name, { shape: t.shape, data });
+    };
+    // stem BatchNorm, and a method-declared one (the KW attention's norm)
+    const err = kwErrorOf(
+      () => checkWeights(spec, neg('stem_bn.running_var', 2, -0.5)),
+      'WEIGHTS_NOT_FINITE',
+      /tensor "stem_bn.running_var": element 2 is -0.5, expected >= 0 \(a BatchNorm running variance/,
+    );
+    expect(err.details).toMatchObject({ name: 'stem_bn.running_var', index: 2, value: -0.5 });
+    const attn = [...w.keys()].find((k) => k.endsWith('attention.norm1.running_var'))!;
+    kwErrorOf(
+      () => checkWeights(spec, neg(attn, 0, -1e-3)),
+      'WEIGHTS_NOT_FINITE',
+      `tensor "${attn}": element 0 is`,
+    );
+    // the loaders go through the same check
+    expect(() => loadWeights(spec, writeSafetensors(neg('stem_bn.running_var', 0, -1)))).toThrow(
+      /"stem_bn.running_var": element 0 is -1, expected >= 0/,
+    );
+    // zero is a valid variance, and other tensors may be negative
+    expect(() => checkWeights(spec, neg('stem_bn.running_var', 0, 0))).not.toThrow();
+    expect(() => checkWeights(spec, neg('stem_bn.running_mean', 0, -3))).not.toThrow();
+    expect(() => checkWeights(spec, neg('fc.bias', 0, -3))).not.toThrow();
+  });
 });
 
 describe('official state_dict names', () => {

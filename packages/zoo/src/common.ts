@@ -1,5 +1,6 @@
 import {
   type DynamicMethodRef,
+  describeValue,
   getMethod,
   KwError,
   type KwWarehouseSpec,
@@ -58,7 +59,7 @@ export type MethodOption =
   | { kind: 'condconv'; experts?: number; [setting: string]: unknown }
   | { kind: 'doconv'; dMul?: number; [setting: string]: unknown }
   | { kind: 'weightnet'; M?: number; G?: number; [setting: string]: unknown }
-  | { kind: 'se'; reduction?: number };
+  | { kind: 'se'; reduction?: number; hidden?: number };
 
 /** The method kinds a zoo backbone places (`se` is an SE block, the others dynamic convs). */
 export const MODEL_METHODS = ['odconv', 'dyconv', 'condconv', 'doconv', 'weightnet', 'se'] as const;
@@ -106,6 +107,31 @@ export type WarehouseSettings = Omit<KwWarehouseSpec, 'id'>;
 
 /** Check common options and return them with defaults. */
 export function resolveOptions(model: string, o: ModelOptions) {
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: options must be an object (or left out), found ${describeValue(o)}`,
+    );
+  }
+  if (o.inputShape !== undefined && !Array.isArray(o.inputShape)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${model}: inputShape must be [C, H, W] of positive integers, found ${describeValue(o.inputShape)}`,
+    );
+  }
+  if (o.method !== undefined) {
+    const kind = (o.method as { kind?: unknown } | null)?.kind;
+    if (
+      typeof o.method !== 'object' ||
+      o.method === null ||
+      !(MODEL_METHODS as readonly unknown[]).includes(kind)
+    ) {
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `${model}: method must be an object { kind, ...settings } with kind one of ${MODEL_METHODS.join(', ')}, found ${describeValue(o.method)}`,
+      );
+    }
+  }
   const classes = o.classes ?? 1000;
   const inputShape = o.inputShape ?? [3, 224, 224];
   const width = o.width ?? 1;
@@ -118,7 +144,7 @@ export function resolveOptions(model: string, o: ModelOptions) {
   if (inputShape.length !== 3 || inputShape.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new KwError(
       'ARGUMENT_INVALID',
-      `${model}: input must be [C, H, W] of positive integers, found [${inputShape.join(', ')}]`,
+      `${model}: inputShape must be [C, H, W] of positive integers, found [${inputShape.join(', ')}]`,
     );
   }
   if (!(width > 0) || !Number.isFinite(width)) {
@@ -127,10 +153,14 @@ export function resolveOptions(model: string, o: ModelOptions) {
       `${model}: width multiplier must be a finite number > 0, found ${width}`,
     );
   }
-  if (o.budget !== undefined && o.budget !== null && !(Number.isFinite(o.budget) && o.budget > 0)) {
+  if (
+    o.budget !== undefined &&
+    o.budget !== null &&
+    !(typeof o.budget === 'number' && Number.isFinite(o.budget) && o.budget > 0)
+  ) {
     throw new KwError(
       'BUDGET_INVALID',
-      `${model}: budget must be a finite number > 0, found ${o.budget}`,
+      `${model}: budget must be a finite number > 0, found ${describeValue(o.budget)}`,
     );
   }
   const stem = o.stem ?? 'auto';

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-import { KwError, type ModelSpec, parseBudget } from '@kernelwarehouse/core';
+import { describeValue, KwError, type ModelSpec, parseBudget } from '@kernelwarehouse/core';
 import type { MethodOption, ModelOptions } from './common.js';
 import { convnext_tiny, slak_tiny } from './convnext.js';
 import { mobilenetv2_050, mobilenetv2_100 } from './mobilenetv2.js';
@@ -242,6 +242,20 @@ export interface CreateOptions extends Omit<ModelOptions, 'budget'> {
  */
 export function createModel(id: string, options: CreateOptions = {}): ModelSpec {
   const m = getModel(id);
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `createModel("${id}"): options must be an object (or left out), found ${describeValue(options)}`,
+    );
+  }
+  const raw: unknown = options.budget;
+  if (raw !== undefined && raw !== null && typeof raw !== 'number' && typeof raw !== 'string') {
+    throw new KwError(
+      'BUDGET_INVALID',
+      `createModel("${id}"): budget must be a number, a string like '1/2x', or null, found ${describeValue(raw)}`,
+      { actual: raw },
+    );
+  }
   const budget =
     options.budget === undefined || options.budget === null ? null : parseBudget(options.budget);
   // drop explicit undefineds so they do not override a model's own defaults (CIFAR input, classes)

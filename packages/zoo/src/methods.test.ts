@@ -11,7 +11,7 @@ import {
 } from '@kernelwarehouse/core';
 import { Rng, randomInput } from '@kernelwarehouse/core/testing';
 import { describe, expect, it } from 'vitest';
-import { createModel, MODELS } from './index.js';
+import { createModel, type MethodOption, MODELS } from './index.js';
 
 // exact counts from our rules; each equals peers.md's own derivation (§1.1, §3.3, §4.2)
 const EXACT: Record<string, number> = {
@@ -94,6 +94,20 @@ describe('method placement', () => {
       /slak_tiny/,
     );
     expect(() => createModel('slak_tiny', { budget: 1 })).toThrow(/not SLaK/);
+  });
+
+  it("an SE setting typo is refused like the other methods' typos (SPEC_BAD_FIELD)", () => {
+    const typo = { kind: 'se', reducton: 4 } as unknown as MethodOption;
+    expect(() => createModel('resnet8_cifar', { method: typo })).toThrow(
+      /SPEC_BAD_FIELD.*SE "layer1.0.se": method "se" has no setting "reducton"; known: reduction, hidden/,
+    );
+    expect(() => createModel('resnet8_cifar', { method: { kind: 'odconv', kernel: 4 } })).toThrow(
+      /SPEC_BAD_FIELD.*no setting "kernel"/,
+    );
+    // the known setting still applies: 16 channels / 4 = 4 hidden
+    const spec = createModel('resnet8_cifar', { method: { kind: 'se', reduction: 4 } });
+    const fc1 = spec.nodes.find((n) => n.id === 'layer1.0.se.fc1') as { outChannels: number };
+    expect(fc1.outChannels).toBe(4);
   });
 
   it('DO-Conv fresh equals the plain backbone, and folding gives plain convs with identical outputs', () => {

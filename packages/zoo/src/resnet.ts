@@ -108,8 +108,7 @@ export function resnet(id: string, cfg: ResNetConfig, options: ModelOptions): Mo
         y = b.batchNorm(`${pre}.bn3`, conv(`${pre}.conv3`, y, outC, 1, 1, stage, 'block'));
       }
       // SE-ResNet: squeeze-excitation on the residual branch, before the addition (r = 16)
-      if (o.method?.kind === 'se')
-        y = addSqueezeExcite(b, `${pre}.se`, y, outC, { reduction: o.method.reduction ?? 16 });
+      if (o.method?.kind === 'se') y = addSqueezeExcite(b, `${pre}.se`, y, outC, o.method);
       let identity = x;
       if (stride !== 1 || inplanes !== outC) {
         // official: KW only when the downsample has a stride (enabled=(stride != 1))

@@ -152,6 +152,31 @@ describe('options and other budgets', () => {
     expect(listModels().map((m) => m.id)).toContain('resnet8_cifar');
   });
 
+  it('malformed options give a KwError naming the option, not a TypeError or a silent coercion', () => {
+    const code = (f: () => unknown): string => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(KwError);
+        return `${(e as KwError).code} ${(e as KwError).message}`;
+      }
+      return 'no error';
+    };
+    expect(code(() => createModel('resnet8_cifar', null as never))).toMatch(
+      /^ARGUMENT_INVALID .*createModel\("resnet8_cifar"\): options must be an object .*found null/,
+    );
+    expect(code(() => createModel('resnet8_cifar', { inputShape: 'abc' as never }))).toMatch(
+      /^ARGUMENT_INVALID .*resnet8_cifar: inputShape must be \[C, H, W\].*found "abc"/,
+    );
+    // an array is not a budget (String([0.5]) === '0.5' used to slip through parseBudget)
+    expect(code(() => createModel('resnet8_cifar', { budget: [0.5] as never }))).toMatch(
+      /^BUDGET_INVALID .*budget must be a number, a string like '1\/2x', or null, found \[0.5\]/,
+    );
+    expect(code(() => createModel('resnet8_cifar', { method: 'se' as never }))).toMatch(
+      /^ARGUMENT_INVALID .*method must be an object \{ kind, ...settings \}.*found "se"/,
+    );
+  });
+
   it('explicit undefined options keep the model defaults (CIFAR models: 32x32x3, 10 classes)', () => {
     const s = createModel('resnet8_cifar', {
       budget: 1,

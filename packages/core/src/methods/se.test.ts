@@ -6,7 +6,12 @@ import { Rng } from '../rng.js';
 import { SpecBuilder } from '../spec/builder.js';
 import { maxRelativeError } from '../tensor.js';
 import { randomInput } from '../testing.js';
-import { addSqueezeExcite, seParamCount } from './se.js';
+import {
+  addSqueezeExcite,
+  normalizeSeSettings,
+  type SqueezeExciteOptions,
+  seParamCount,
+} from './se.js';
 
 describe('SE block (peers.md §1.1)', () => {
   it('parameter count 2C²/r + C/r + C; SE-ResNet18 = 11.779 M', () => {
@@ -58,5 +63,24 @@ describe('SE block (peers.md §1.1)', () => {
   it('rejects a bad reduction', () => {
     const b = new SpecBuilder('se', [8, 3, 3]);
     expect(() => addSqueezeExcite(b, 'se', b.input, 8, { reduction: 0 })).toThrow(/reduction/);
+  });
+
+  it("refuses unknown settings (a typo) with SPEC_BAD_FIELD, as the methods' normalize does", () => {
+    const b = new SpecBuilder('se', [8, 3, 3]);
+    const typo = { reducton: 4 } as SqueezeExciteOptions;
+    expect(() => addSqueezeExcite(b, 'se', b.input, 8, typo)).toThrow(
+      /SPEC_BAD_FIELD.*SE "se": method "se" has no setting "reducton"; known: reduction, hidden/,
+    );
+    expect(() => normalizeSeSettings('SE "x"', null)).toThrow(
+      /ARGUMENT_INVALID.*SE "x": SE options must be an object.*found null/,
+    );
+    expect(() => normalizeSeSettings('SE "x"', { reduction: '4' })).toThrow(
+      /ARGUMENT_INVALID.*reduction must be a number > 0, found "4"/,
+    );
+    // a method option's `kind: 'se'` is allowed; defaults fill in
+    expect(normalizeSeSettings('SE "x"', { kind: 'se' })).toEqual({
+      reduction: 16,
+      hidden: undefined,
+    });
   });
 });

@@ -7,8 +7,9 @@
  * with no new code, weights load by plain names, and the parameter count falls out of the
  * ordinary conv/bias declarations.
  */
-import { KwError } from '../errors.js';
+import { describeValue, KwError } from '../errors.js';
 import type { SpecBuilder } from '../spec/builder.js';
+import { rejectUnknown } from './common.js';
 
 /** Options of {@link addSqueezeExcite}. */
 export interface SqueezeExciteOptions {
@@ -16,6 +17,43 @@ export interface SqueezeExciteOptions {
   reduction?: number;
   /** Explicit hidden width (timm's make_divisible or EfficientNet's rule, §1.1); overrides `reduction`. */
   hidden?: number;
+}
+
+/** The settings an SE block knows (a `kind: 'se'` field, as a method option carries, is allowed). */
+const SE_SETTINGS = ['reduction', 'hidden'];
+
+/**
+ * SE settings with their defaults, checked: an unknown setting (a typo such as `reducton`) throws
+ * SPEC_BAD_FIELD as the dynamic methods' `normalize` does; a bad reduction or hidden width throws
+ * ARGUMENT_INVALID. `where` starts each message (e.g. `SE "layer1.0.se"`).
+ */
+export function normalizeSeSettings(
+  where: string,
+  raw: unknown,
+): { reduction: number; hidden: number | undefined } {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${where}: SE options must be an object like { reduction: 16 }, found ${describeValue(raw)}`,
+    );
+  }
+  const o = raw as Record<string, unknown>;
+  rejectUnknown(where, { ...o, kind: 'se' }, SE_SETTINGS);
+  const r = o.reduction ?? 16;
+  if (typeof r !== 'number' || !(Number.isFinite(r) && r > 0)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${where}: reduction must be a number > 0, found ${describeValue(r)}`,
+    );
+  }
+  const h = o.hidden;
+  if (h !== undefined && (typeof h !== 'number' || !Number.isInteger(h) || h < 1)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${where}: hidden must be an integer >= 1, found ${describeValue(h)}`,
+    );
+  }
+  return { reduction: r, hidden: h };
 }
 
 /** Hidden width of canonical SE: `max(1, ⌊C/r⌋)`. */
@@ -48,10 +86,8 @@ export function addSqueezeExcite(
   channels: number,
   options: SqueezeExciteOptions = {},
 ): string {
-  const r = options.reduction ?? 16;
-  if (!(Number.isFinite(r) && r > 0))
-    throw new KwError('ARGUMENT_INVALID', `SE "${id}": reduction must be a number > 0, found ${r}`);
-  const h = options.hidden ?? seHidden(channels, r);
+  const s = normalizeSeSettings(`SE "${id}"`, options);
+  const h = s.hidden ?? seHidden(channels, s.reduction);
   if (!Number.isInteger(h) || h < 1)
     throw new KwError('ARGUMENT_INVALID', `SE "${id}": hidden must be an integer >= 1, found ${h}`);
   const pool = b.globalAvgPool(`${id}.pool`, input);

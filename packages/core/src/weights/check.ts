@@ -10,10 +10,16 @@ export interface CheckWeightsOptions {
   allowMissingBuffers?: boolean;
 }
 
+/** A BatchNorm running variance (`bn1.running_var`, `attention.bn.running_var`, ...). */
+function isRunningVar(name: string): boolean {
+  return name === 'running_var' || name.endsWith('.running_var');
+}
+
 /**
  * Check a weight map against a spec: every declared tensor present with the declared
- * shape and only finite values, and (unless allowed) nothing extra. Throws a KwError
- * (WEIGHTS_MISSING, WEIGHTS_UNEXPECTED, WEIGHTS_SHAPE, WEIGHTS_NOT_FINITE) naming the tensor.
+ * shape and only finite values (BatchNorm running variances also >= 0), and (unless allowed)
+ * nothing extra. Throws a KwError (WEIGHTS_MISSING, WEIGHTS_UNEXPECTED, WEIGHTS_SHAPE,
+ * WEIGHTS_NOT_FINITE) naming the tensor.
  */
 export function checkWeights(
   spec: unknown,
@@ -34,7 +40,9 @@ export function checkWeights(
       if (!(p.role === 'buffer' && options.allowMissingBuffers)) missing.push(p.name);
       continue;
     }
-    checkTensor(p.name, t, p.shape);
+    checkTensor(p.name, t, p.shape, {
+      nonNegative: p.role === 'buffer' && isRunningVar(p.name),
+    });
   }
   if (missing.length) {
     throw new KwError(
@@ -55,8 +63,25 @@ export function checkWeights(
   }
 }
 
-/** Shape, dtype and finiteness check of one named tensor. */
-export function checkTensor(name: string, t: Tensor, shape: readonly number[]): void {
+/** Options of {@link checkTensor}. */
+export interface CheckTensorOptions {
+  /**
+   * Refuse negative values (a variance). Default: true when the name is a BatchNorm
+   * running variance (`*.running_var`).
+   */
+  nonNegative?: boolean;
+}
+
+/**
+ * Shape, dtype and finiteness check of one named tensor (and, for a BatchNorm running
+ * variance, that no value is negative: sqrt(var + eps) would turn the output into NaN).
+ */
+export function checkTensor(
+  name: string,
+  t: Tensor,
+  shape: readonly number[],
+  options: CheckTensorOptions = {},
+): void {
   if (typeof t !== 'object' || t === null) {
     throw new KwError(
       'WEIGHTS_DTYPE',
@@ -94,12 +119,22 @@ export function checkTensor(name: string, t: Tensor, shape: readonly number[]): 
       `tensor "${name}": shape [${shape.join(', ')}] needs ${numel(shape)} values, data has ${t.data.length}`,
     );
   }
-  for (let i = 0; i < t.data.length; i++) {
-    if (!Number.isFinite(t.data[i]!)) {
+  const nonNegative = options.nonNegative ?? isRunningVar(name);
+  const data = t.data;
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (!Number.isFinite(x)) {
       throw new KwError(
         'WEIGHTS_NOT_FINITE',
-        `tensor "${name}": element ${i} is ${t.data[i]} (weights must be finite)`,
-        { name, index: i },
+        `tensor "${name}": element ${i} is ${x} (weights must be finite)`,
+        { name, index: i, value: x },
+      );
+    }
+    if (nonNegative && x < 0) {
+      throw new KwError(
+        'WEIGHTS_NOT_FINITE',
+        `tensor "${name}": element ${i} is ${x}, expected >= 0 (a BatchNorm running variance cannot be negative: sqrt(var + eps) would give NaN)`,
+        { name, index: i, value: x },
       );
     }
   }
