@@ -122,3 +122,67 @@ describe('wrong tensors to the executors', () => {
     expect(y!.data.every(Number.isFinite)).toBe(true);
   });
 });
+
+describe('wrong arguments to createSession, toOnnx and runSession', () => {
+  const x = { shape: [1, 3, 8, 8], data: f32(192) };
+
+  it('an ArrayBuffer (what fetch().arrayBuffer() returns) is taken as the ONNX bytes', async () => {
+    const bytes = toOnnx(spec, weights);
+    const fromView = await runSession(await createSession(bytes), x);
+    const fromBuffer = await runSession(await createSession(bytes.slice().buffer), x);
+    expect(fromBuffer[0]!.shape).toEqual([1, 4]);
+    expect(Array.from(fromBuffer[0]!.data)).toEqual(Array.from(fromView[0]!.data));
+  });
+
+  for (const [label, f, words] of [
+    [
+      'createSession(null)',
+      () => createSession(null as never),
+      /model must be ONNX bytes.*found null/,
+    ],
+    [
+      'createSession(undefined)',
+      () => createSession(undefined as never),
+      /model must be ONNX bytes.*found undefined/,
+    ],
+    [
+      'createSession(42)',
+      () => createSession(42 as never),
+      /model must be ONNX bytes.*found number 42/,
+    ],
+    [
+      'createSession({})',
+      () => createSession({} as never),
+      /model must be ONNX bytes.*found Object with keys \[\]/,
+    ],
+    [
+      'createSession(bytes, null)',
+      () => createSession(new Uint8Array(8), null as never),
+      /options must be an object.*found null/,
+    ],
+    [
+      'toOnnx(spec, weights, null)',
+      () => toOnnx(spec, weights, null as never),
+      /toOnnx: options must be an object.*found null/,
+    ],
+    [
+      'runSession(null, x)',
+      () => runSession(null as never, x),
+      /session must be an InferenceSession.*found null/,
+    ],
+    [
+      'runSession({}, x)',
+      () => runSession({} as never, x),
+      /session must be an InferenceSession.*found Object/,
+    ],
+  ] as const) {
+    it(`${label}: ARGUMENT_INVALID naming the argument`, async () => {
+      const e = await refusal(f);
+      expect(
+        isKwError(e, 'ARGUMENT_INVALID'),
+        `${label}: ${String((e as Error)?.message ?? JSON.stringify(e))}`,
+      ).toBe(true);
+      expect((e as Error).message).toMatch(words);
+    });
+  }
+});

@@ -5,6 +5,7 @@
  */
 import {
   checkWeights,
+  describeValue,
   foldSpec,
   KwError,
   layerContext,
@@ -24,7 +25,10 @@ export interface ToOnnxOptions {
   temperature?: number;
   /** Fold BatchNorm into the static conv before it when nothing else reads the conv. Default true. */
   foldBatchNorm?: boolean;
-  /** Name of the graph input. Default `'input'`. */
+  /**
+   * Name of the graph input. Default `'input'`. A non-empty string without control characters
+   * that is not also the name of a graph output (a spec output node id).
+   */
   inputName?: string;
   /**
    * Fix the batch size at export and run each KW convolution as ONE `Conv` with
@@ -90,6 +94,13 @@ export function toOnnxWithInfo(
   weights: WeightMap,
   options: ToOnnxOptions = {},
 ): OnnxExport {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `toOnnx: options must be an object (ToOnnxOptions) or undefined, found ${describeValue(options)}`,
+      { field: 'options', found: options },
+    );
+  }
   checkWeights(spec, weights);
   // methods with an inference-time form (DO-Conv, SLaK) are exported folded into plain convs
   const foldable = paramTable(spec).analyzed.spec.nodes.some(
@@ -118,8 +129,14 @@ export function toOnnxWithInfo(
     );
   }
   const batchDim: Dim = batch ?? 'N';
+  const inputName = checkInputName(
+    options.inputName === undefined ? 'input' : options.inputName,
+    s.outputs,
+  );
   const g = new GraphBuilder();
-  const inputName = options.inputName ?? 'input';
+  // the output names are the spec's output ids, declared last: reserve them first, so that no
+  // generated name (`<node id>.weight_0`, `relu_3`, ...) can take one of them
+  for (const o of s.outputs) g.reserve(o);
   const values = new Map<string, string>();
   values.set('input', g.input(inputName, [batchDim, ...s.inputShape]));
   const W = (name: string): Tensor => weights.get(name)!;
@@ -285,6 +302,44 @@ export function toOnnxWithInfo(
     inputName,
     outputNames: [...s.outputs],
   };
+}
+
+/**
+ * The graph input's name, checked: onnxruntime cannot load or feed a model whose input name is
+ * empty, holds a NUL (its C API cuts the name there) or is also the name of a graph output.
+ */
+function checkInputName(name: unknown, outputs: readonly string[]): string {
+  if (typeof name !== 'string') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `inputName must be a string, found ${name === null ? 'null' : `${typeof name} ${describeValue(name)}`}`,
+      { field: 'inputName', expected: 'string', found: name },
+    );
+  }
+  if (name.length === 0) {
+    throw new KwError('ARGUMENT_INVALID', 'inputName must be a non-empty string, found ""', {
+      field: 'inputName',
+      found: name,
+    });
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+  const ctrl = /[\u0000-\u001f\u007f-\u009f]/.exec(name);
+  if (ctrl) {
+    const code = ctrl[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `inputName ${describeValue(name)} holds the control character U+${code} at index ${ctrl.index}; use printable characters only`,
+      { field: 'inputName', found: name, index: ctrl.index },
+    );
+  }
+  if (outputs.includes(name)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `inputName ${describeValue(name)} is also the name of a graph output (the spec's output node "${name}"); ONNX needs each name once, so choose another inputName`,
+      { field: 'inputName', found: name, outputs: [...outputs] },
+    );
+  }
+  return name;
 }
 
 function foldBn(

@@ -10,6 +10,7 @@ export {
   createSession,
   defaultThreads,
   executionProviders,
+  MAX_WASM_THREADS,
   runSession,
   type SessionOptions,
 } from './session.js';

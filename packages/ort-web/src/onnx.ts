@@ -2,6 +2,7 @@
  * ONNX ModelProto building on top of the protobuf writer. Field numbers follow onnx.proto
  * (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto, TypeProto).
  */
+import { KwError } from '@kernelwarehouse/core';
 import { Writer } from './protobuf.js';
 
 /** ONNX opset this package emits (default domain). */
@@ -41,7 +42,10 @@ export class GraphBuilder {
   private readonly inits: Writer[] = [];
   private readonly inputs: Writer[] = [];
   private readonly outputs: Writer[] = [];
+  /** Every name taken (defined or reserved): {@link fresh} never hands one of these out. */
   private readonly names = new Set<string>();
+  /** Every value name the graph defines (inputs, initializers, node outputs), in order. */
+  private readonly defined: string[] = [];
   private counter = 0;
   /** Op histogram of what was emitted. */
   readonly ops = new Map<string, number>();
@@ -53,7 +57,17 @@ export class GraphBuilder {
     let n = `${prefix}_${this.counter++}`;
     while (this.names.has(n)) n = `${prefix}_${this.counter++}`;
     this.names.add(n);
+    this.defined.push(n);
     return n;
+  }
+
+  /**
+   * Keep `name` out of {@link fresh}'s reach: the graph's output names (spec node ids, declared
+   * only at the end) must be reserved before any value is generated, or a generated name such as
+   * `c.weight_0` could take an output's id.
+   */
+  reserve(name: string): void {
+    this.names.add(name);
   }
 
   private readonly sharedValues = new Map<string, string>();
@@ -122,6 +136,7 @@ export class GraphBuilder {
   /** Declare a graph input with its own name. */
   input(name: string, dims: Dim[]): string {
     this.names.add(name);
+    this.defined.push(name);
     this.inputs.push(valueInfo(name, dims));
     return name;
   }
@@ -134,6 +149,7 @@ export class GraphBuilder {
       .string(3, `${name}_out`)
       .string(4, 'Identity');
     this.names.add(name);
+    this.defined.push(name);
     this.nodes.push(n);
     this.ops.set('Identity', (this.ops.get('Identity') ?? 0) + 1);
     this.outputs.push(valueInfo(name, dims));
@@ -141,6 +157,18 @@ export class GraphBuilder {
 
   /** Encode the ModelProto. */
   model(graphName: string, docString: string): Uint8Array {
+    // ONNX (SSA): each value name is defined once; onnxruntime refuses a graph that repeats one
+    const seen = new Set<string>();
+    for (const n of this.defined) {
+      if (seen.has(n)) {
+        throw new KwError(
+          'ONNX_INVALID',
+          `the exported graph would define the value name ${JSON.stringify(n)} twice (graph input, initializer, node output or graph output); ONNX needs each name once`,
+          { name: n },
+        );
+      }
+      seen.add(n);
+    }
     const g = new Writer();
     for (const n of this.nodes) g.message(1, n);
     g.string(2, graphName);

@@ -1,4 +1,4 @@
-import { KwError, type Tensor } from '@kernelwarehouse/core';
+import { describeValue, KwError, type Tensor } from '@kernelwarehouse/core';
 import * as ort from 'onnxruntime-web';
 import { type ToOnnxOptions, toOnnx } from './export.js';
 
@@ -9,8 +9,9 @@ export interface SessionOptions {
   /**
    * wasm threads. Default: the cores the machine has ({@link defaultThreads}: Node's
    * `os.availableParallelism()`, a browser's `navigator.hardwareConcurrency`; onnxruntime-web's
-   * own default is 1 on a 2-core machine). Takes effect on the first session of the process only
-   * (an onnxruntime-web rule).
+   * own default is 1 on a 2-core machine), at most {@link MAX_WASM_THREADS}. An integer in
+   * [1, {@link MAX_WASM_THREADS}]. Takes effect on the first session of the process only (an
+   * onnxruntime-web rule).
    */
   numThreads?: number;
   /** Export options when a spec is given instead of bytes. */
@@ -18,6 +19,16 @@ export interface SessionOptions {
 }
 
 let threadsSet = false;
+
+/**
+ * The most wasm threads {@link createSession} accepts. onnxruntime-web documents no maximum, but
+ * its wasm build (emscripten pthreads) starts `numThreads - 1` workers, each with its own stack
+ * and JS engine, before the first session: on a 2-core machine 64 threads take ~4.5 s and
+ * 0.8 GB to create a session, 256 threads 15 s and 2.8 GB, 1000 never finish (~10 GB). 64 is
+ * above the cores of any machine this runs on (onnxruntime-web's own default is at most 4), and
+ * intra-op parallelism stops paying well before it on these models.
+ */
+export const MAX_WASM_THREADS = 64;
 
 /**
  * The execution-provider list handed to onnxruntime-web. WebGPU always asks for the NCHW layout:
@@ -62,11 +73,16 @@ export function defaultThreads(): number {
  * const [logits] = await runSession(session, input);
  */
 export async function createSession(
-  model: Uint8Array | { spec: unknown; weights: Map<string, Tensor> },
+  model: Uint8Array | ArrayBuffer | { spec: unknown; weights: Map<string, Tensor> },
   options: SessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const bytes =
-    model instanceof Uint8Array ? model : toOnnx(model.spec, model.weights, options.export);
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `createSession: options must be an object (SessionOptions) or undefined, found ${describeValue(options)}`,
+      { field: 'options', found: options },
+    );
+  }
   const ep = options.executionProvider ?? 'wasm';
   if (ep !== 'wasm' && ep !== 'webgpu') {
     throw new KwError(
@@ -74,11 +90,33 @@ export async function createSession(
       `executionProvider must be "wasm" or "webgpu", found ${String(ep)}`,
     );
   }
+  // checked on every call, though only the first session's count takes effect
+  const asked = options.numThreads;
+  if (
+    asked !== undefined &&
+    !(Number.isInteger(asked) && (asked as number) >= 1 && (asked as number) <= MAX_WASM_THREADS)
+  ) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `numThreads must be an integer in [1, ${MAX_WASM_THREADS}] (MAX_WASM_THREADS), found ${describeValue(asked)}`,
+      { field: 'numThreads', expected: `1..${MAX_WASM_THREADS}`, found: asked },
+    );
+  }
+  let bytes: Uint8Array;
+  if (model instanceof Uint8Array) bytes = model;
+  else if (model instanceof ArrayBuffer)
+    bytes = new Uint8Array(model); // fetch().arrayBuffer()
+  else if (model !== null && typeof model === 'object' && 'spec' in model && 'weights' in model)
+    bytes = toOnnx(model.spec, model.weights, options.export);
+  else {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `createSession: model must be ONNX bytes (a Uint8Array or an ArrayBuffer) or { spec, weights }, found ${describeModel(model)}`,
+      { field: 'model', found: describeModel(model) },
+    );
+  }
   if (!threadsSet) {
-    const n = options.numThreads ?? defaultThreads();
-    if (!Number.isInteger(n) || n < 1)
-      throw new KwError('ARGUMENT_INVALID', `numThreads must be an integer >= 1, found ${n}`);
-    ort.env.wasm.numThreads = n;
+    ort.env.wasm.numThreads = asked ?? Math.min(defaultThreads(), MAX_WASM_THREADS);
     threadsSet = true;
   }
   const providers = executionProviders(ep);
@@ -91,6 +129,15 @@ export async function createSession(
     throw new KwError('ONNX_INVALID', `onnxruntime-web refused the model: ${(e as Error).message}`);
   }
 }
+
+/** What was passed where a model or a session belongs, for the error message. */
+const describeModel = (m: unknown): string => {
+  if (m === null || m === undefined) return String(m);
+  if (ArrayBuffer.isView(m)) return `${m.constructor.name} of ${m.byteLength} bytes`;
+  if (typeof m === 'object')
+    return `${m.constructor?.name ?? 'object'} with keys [${Object.keys(m).slice(0, 8).join(', ')}]`;
+  return `${typeof m} ${describeValue(m)}`;
+};
 
 const describeData = (d: unknown) =>
   d === null || d === undefined
@@ -169,6 +216,20 @@ function checkInput(session: ort.InferenceSession, input: Tensor): void {
  * output order. The input's shape is checked against the model's first input.
  */
 export async function runSession(session: ort.InferenceSession, input: Tensor): Promise<Tensor[]> {
+  const s = session as Partial<ort.InferenceSession> | null | undefined;
+  if (
+    s === null ||
+    typeof s !== 'object' ||
+    typeof s.run !== 'function' ||
+    !Array.isArray(s.inputNames) ||
+    s.inputNames.length === 0
+  ) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `runSession: session must be an InferenceSession from createSession(), found ${describeModel(session)}`,
+      { field: 'session' },
+    );
+  }
   checkInput(session, input);
   const feeds = {
     [session.inputNames[0]!]: new ort.Tensor('float32', input.data, [...input.shape]),
