@@ -123,7 +123,8 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
     'No state_dict of tensors was found where asked (for example `--ema` on a checkpoint without `model_ema`); the message lists the keys present.',
   TENSOR_SHAPE: 'A tensor handed to an executor or adapter has the wrong rank, channels or size.',
   TENSOR_DTYPE: 'A tensor handed to an executor or adapter is not a Float32Array tensor.',
-  TENSOR_NOT_FINITE: 'An input tensor holds NaN or infinity.',
+  TENSOR_NOT_FINITE:
+    "An input tensor holds NaN or infinity, or a training step's loss is not finite (the step is not applied).",
   ARGUMENT_INVALID:
     'An option or argument is out of range (temperature outside [0, 1], bad mode, unknown capture id, ...).',
   IO_ERROR:

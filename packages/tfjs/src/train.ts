@@ -3,6 +3,7 @@
  * function for custom loops) and decoupled weight decay that skips 1-D params and biases.
  */
 import {
+  describeValue,
   KwError,
   type ModelSpec,
   paramTable,
@@ -147,6 +148,12 @@ export function decayGroups(
  * the `decay` group only. Call after each optimizer step with `rate = lr * weightDecay`.
  */
 export function applyWeightDecay(model: tf.LayersModel, spec: ModelSpec, rate: number): void {
+  if (!(typeof rate === 'number' && Number.isFinite(rate) && rate >= 0))
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `applyWeightDecay: rate must be a finite number >= 0 (lr * weightDecay), found ${describeValue(rate)}`,
+      { field: 'rate', expected: '>= 0', actual: rate },
+    );
   if (rate === 0) return;
   tf.tidy(() => {
     for (const v of decayGroups(model, spec).decay) v.write(tf.mul(v.read(), 1 - rate));
@@ -190,9 +197,11 @@ export function recalibrateBatchNorm(
     throw new KwError('ARGUMENT_INVALID', `batchSize must be an integer >= 2, found ${batchSize}`);
   if (!(Number.isInteger(batches) && batches >= 0))
     throw new KwError('ARGUMENT_INVALID', `batches must be an integer >= 0, found ${batches}`);
+  checkModelInput(model, x, 'recalibrateBatchNorm: x');
   const n = x.shape[0]!;
   if (n < 2)
     throw new KwError('TENSOR_SHAPE', `recalibrateBatchNorm needs >= 2 images, found ${n}`);
+  checkFinite(x, 'recalibrateBatchNorm: x');
   const size = Math.min(batchSize, n);
   for (let b = 0; b < batches; b++) {
     // full batches only: the last one of a pass over x ends at its last image
@@ -203,4 +212,84 @@ export function recalibrateBatchNorm(
     options.onBatch?.(b + 1, batches);
   }
   return batches;
+}
+
+/** `[a, b, c]` with `n` for a free dimension. */
+const shapeText = (shape: readonly (number | null)[]) =>
+  `[${shape.map((d) => (d === null ? 'n' : d)).join(', ')}]`;
+
+/**
+ * Throws KwError('TENSOR_SHAPE') unless `x` is a tensor of the model's input shape (NHWC
+ * `[n, H, W, C]` for image specs, `[n, F]` for feature specs). `where` names the argument.
+ * Checked where images enter {@link recalibrateBatchNorm} and the Trainer (a wrong size would
+ * otherwise train, as global pooling takes any size; NCHW would fail deep inside tfjs).
+ */
+export function checkModelInput(model: tf.LayersModel, x: tf.Tensor, where: string): void {
+  const expected = model.inputs[0]!.shape;
+  if (!(x instanceof tf.Tensor))
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `${where} must be a tf.Tensor ${shapeText(expected)}, found ${describeValue(x)}`,
+      { expected: shapeText(expected), actual: describeValue(x) },
+    );
+  const shape = x.shape;
+  if (shape.length === expected.length && expected.every((d, i) => d === null || d === shape[i]))
+    return;
+  const [, h, w, c] = expected;
+  const nchw =
+    shape.length === 4 &&
+    expected.length === 4 &&
+    shape[1] === c &&
+    shape[2] === h &&
+    shape[3] === w;
+  throw new KwError(
+    'TENSOR_SHAPE',
+    `${where} must be ${shapeText(expected)} (${expected.length === 4 ? 'NHWC, ' : ''}the model's input layout), found ${shapeText(shape)}${nchw ? ': this is NCHW; tf.transpose(x, [0, 2, 3, 1]) gives NHWC' : ''}`,
+    { expected: shapeText(expected), actual: shapeText(shape) },
+  );
+}
+
+/** Elements per chunk of {@link checkFinite} (bounds the temporary boolean tensors). */
+const FINITE_CHUNK = 1 << 22;
+
+/**
+ * Throws KwError('TENSOR_NOT_FINITE') naming the first image and pixel that is NaN or
+ * infinite in `x` (`[n, ...]`). One pass over `x` on the backend and one read of a boolean per
+ * call; the data is read back only to name the bad pixel.
+ */
+export function checkFinite(x: tf.Tensor, where: string): void {
+  const n = x.shape[0] ?? 0;
+  if (n === 0 || x.size === 0) return;
+  const per = x.size / n;
+  const rows = Math.max(1, Math.floor(FINITE_CHUNK / per));
+  const flags: tf.Tensor[] = [];
+  for (let s = 0; s < n; s += rows)
+    flags.push(tf.tidy(() => tf.all(tf.isFinite(tf.slice(x, s, Math.min(rows, n - s))))));
+  const ok = tf.tidy(() => tf.all(tf.stack(flags)).dataSync()[0]);
+  tf.dispose(flags);
+  if (ok) return;
+  for (let s = 0; s < n; s += rows) {
+    const part = tf.slice(x, s, Math.min(rows, n - s));
+    const d = part.dataSync();
+    part.dispose();
+    for (let i = 0; i < d.length; i++) {
+      const v = d[i]!;
+      if (Number.isFinite(v)) continue;
+      const image = s + Math.floor(i / per);
+      // the pixel's index inside its image, per axis ([row, column, channel] for NHWC)
+      const inner = x.shape.slice(1);
+      const at: number[] = [];
+      let r = i % per;
+      for (let k = inner.length - 1; k >= 0; k--) {
+        at[k] = r % inner[k]!;
+        r = Math.floor(r / inner[k]!);
+      }
+      throw new KwError(
+        'TENSOR_NOT_FINITE',
+        `${where}: image ${image} holds ${v} at ${inner.length === 3 ? 'pixel' : 'index'} [${at.join(', ')}]${inner.length === 3 ? ' (row, column, channel)' : ''}; images must be finite (check the data loading and normalisation)`,
+        { index: image, pixel: at, actual: v },
+      );
+    }
+  }
+  throw new KwError('TENSOR_NOT_FINITE', `${where}: holds NaN or infinity`);
 }

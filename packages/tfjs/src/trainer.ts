@@ -7,9 +7,11 @@
  */
 import {
   loadWeights as decodeWeights,
+  describeValue,
   saveWeights as encodeWeights,
   initWeights,
   KwError,
+  type KwErrorCode,
   type ModelSpec,
   Rng,
   temperatureAt,
@@ -40,7 +42,7 @@ import {
   weightedSum,
   writeVariables,
 } from './shards.js';
-import { decayGroups, recalibrateBatchNorm } from './train.js';
+import { checkFinite, checkModelInput, decayGroups, recalibrateBatchNorm } from './train.js';
 
 /** Which optimizer, with its settings. */
 export interface OptimizerOptions {
@@ -256,6 +258,87 @@ function positive(name: string, v: number, int: boolean, min = 0, exclusive = fa
 }
 
 /**
+ * Throws KwError('TENSOR_SHAPE') unless `labels` holds `n` integer class ids in
+ * 0..classes-1 (fit and evaluate). `where` names the caller.
+ */
+function checkLabels(labels: ArrayLike<number>, n: number, classes: number, where: string): void {
+  if (labels === null || typeof labels !== 'object' || typeof labels.length !== 'number')
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `${where}: labels must be an array of ${n} class ids, found ${describeValue(labels)}`,
+      { field: 'labels', expected: n, actual: describeValue(labels) },
+    );
+  if (labels.length !== n)
+    throw new KwError('TENSOR_SHAPE', `${where}: ${n} images but ${labels.length} labels`, {
+      field: 'labels',
+      expected: n,
+      actual: labels.length,
+    });
+  for (let i = 0; i < n; i++) {
+    const c = labels[i]!;
+    if (!(Number.isInteger(c) && c >= 0 && c < classes))
+      throw new KwError(
+        'TENSOR_SHAPE',
+        `${where}: label ${describeValue(c)} of image ${i} is outside 0..${classes - 1}`,
+        { field: `labels[${i}]`, expected: `0..${classes - 1}`, actual: c },
+      );
+  }
+}
+
+/**
+ * A trainer state checked field by field (a restored snapshot, or `trainer.state` before a fit):
+ * KwError(`code`) naming the field, the expected and the found value. `lastLoss` is NaN (JSON:
+ * null) before the first step. Returns a copy with `lastLoss` null read as NaN.
+ */
+function checkState(
+  state: unknown,
+  epochs: number,
+  code: KwErrorCode,
+  where: string,
+): TrainerState {
+  const fail = (field: string, expected: string, actual: unknown): never => {
+    throw new KwError(
+      code,
+      `${where}.${field} must be ${expected}, found ${describeValue(actual)}`,
+      { field, expected, actual },
+    );
+  };
+  if (state === null || typeof state !== 'object' || Array.isArray(state))
+    throw new KwError(code, `${where} must be an object, found ${describeValue(state)}`, {
+      expected: 'object',
+      actual: describeValue(state),
+    });
+  const st = state as Record<string, unknown>;
+  const int = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+  const finite = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  if (!(int(st.epoch) && (st.epoch as number) <= epochs))
+    fail('epoch', `an integer in 0..${epochs} (the run's epochs)`, st.epoch);
+  if (!int(st.step)) fail('step', 'an integer >= 0', st.step);
+  if (st.epoch === epochs && st.step !== 0)
+    fail('step', `0 once all ${epochs} epochs are done`, st.step);
+  if (!(finite(st.trainSeconds) && (st.trainSeconds as number) >= 0))
+    fail('trainSeconds', 'a finite number >= 0', st.trainSeconds);
+  if (!int(st.imagesTrained)) fail('imagesTrained', 'an integer >= 0', st.imagesTrained);
+  const lastLoss = st.lastLoss;
+  if (!(lastLoss === null || finite(lastLoss) || Number.isNaN(lastLoss)))
+    fail('lastLoss', 'a finite number (or null before the first step)', lastLoss);
+  if (!Array.isArray(st.curve)) fail('curve', 'an array of curve points', st.curve);
+  (st.curve as unknown[]).forEach((p, i) => {
+    if (p === null || typeof p !== 'object' || Array.isArray(p))
+      fail(`curve[${i}]`, 'an object { epoch, loss, lr }', p);
+    const q = p as Record<string, unknown>;
+    for (const k of ['epoch', 'loss', 'lr'])
+      if (!finite(q[k])) fail(`curve[${i}].${k}`, 'a finite number', q[k]);
+    for (const k of ['tau', 'temperature'])
+      if (q[k] !== undefined && !finite(q[k]))
+        fail(`curve[${i}].${k}`, 'a finite number or absent', q[k]);
+  });
+  const out = copy(st) as unknown as TrainerState;
+  if (lastLoss === null || Number.isNaN(lastLoss)) out.lastLoss = Number.NaN;
+  return out;
+}
+
+/**
  * Trains one model built from a spec. `fit` runs (or continues) the loop, `recalibrate`
  * re-estimates BatchNorm statistics, `evaluate` tests; `snapshot` / `restore` and the
  * `checkpoint` option make runs resumable bit-identically (same weights, optimizer state,
@@ -293,6 +376,8 @@ export class Trainer {
   private readonly shardVars: ShardVariables;
   private workers: ShardWorkers | undefined;
   private disposed = false;
+  /** The state came from {@link restore} (a resume mismatch is then CHECKPOINT_INVALID). */
+  private restored = false;
 
   constructor(options: TrainerOptions) {
     this.options = options;
@@ -429,13 +514,27 @@ export class Trainer {
 
   /**
    * Continue from a {@link snapshot} (or a checkpoint's `current` state and files). The setting
-   * must be the one the snapshot was taken with: otherwise KwError('CHECKPOINT_INVALID').
-   * `names` name the weights and optimizer sources in errors.
+   * must be the one the snapshot was taken with, and every field of the state must hold (counts
+   * integers >= 0, the epoch within the run, the curve finite points): otherwise
+   * KwError('CHECKPOINT_INVALID') naming the field, before anything is loaded. `names` name the
+   * weights and optimizer sources in errors.
    */
   async restore(
     snap: TrainerSnapshot,
     names: { weights?: string; optimizer?: string } = {},
   ): Promise<void> {
+    if (snap === null || typeof snap !== 'object')
+      throw new KwError(
+        'CHECKPOINT_INVALID',
+        `Trainer.restore: the snapshot must be { state, weights, optimizer }, found ${describeValue(snap)}`,
+      );
+    for (const k of ['weights', 'optimizer'] as const)
+      if (!(snap[k] instanceof Uint8Array))
+        throw new KwError(
+          'CHECKPOINT_INVALID',
+          `Trainer.restore: snapshot.${k} must be safetensors bytes (a Uint8Array), found ${describeValue(snap[k])}`,
+          { field: k },
+        );
     const want = canonicalJson(this.setting());
     const got = canonicalJson(snap.state?.setting ?? null);
     if (want !== got)
@@ -443,6 +542,8 @@ export class Trainer {
         'CHECKPOINT_INVALID',
         `the checkpoint was written by a different training setting: ${got} (this run: ${want})`,
       );
+    // every field before anything is loaded (a step of 0.5 or an epoch of -1 used to be taken)
+    const state = checkState(snap.state, this.epochs, 'CHECKPOINT_INVALID', 'checkpoint state');
     try {
       loadWeights(this.model, decodeWeights(this.spec, snap.weights));
     } catch (e) {
@@ -456,7 +557,8 @@ export class Trainer {
       );
     }
     await loadOptimizerState(this.optimizer, snap.optimizer, names.optimizer ?? 'optimizer state');
-    this.state = copy(snap.state);
+    this.state = state;
+    this.restored = true;
   }
 
   /**
@@ -500,33 +602,34 @@ export class Trainer {
    * Train until the last epoch is done (or `shouldStop` says stop). Continues where the state
    * stands, so after {@link restore} it finishes the interrupted run. Returns whether it stopped
    * early. At the end, the inference temperatures are set (KW tau 0, DY-Conv / ODConv 1).
+   * Refused before any step: images not of the model's NHWC input shape (TENSOR_SHAPE), labels
+   * not one class id per image (TENSOR_SHAPE), a NaN or infinite pixel (TENSOR_NOT_FINITE), a
+   * state whose step does not fit this data's steps per epoch (CHECKPOINT_INVALID after a
+   * restore). A step whose loss is not finite stops training before its update (TENSOR_NOT_FINITE).
    */
   async fit(data: TrainData): Promise<{ stopped: boolean }> {
     if (this.disposed) throw new KwError('ARGUMENT_INVALID', 'Trainer: fit after dispose');
-    const n = data.x.shape[0]!;
-    if (data.labels.length !== n)
-      throw new KwError('TENSOR_SHAPE', `Trainer: ${n} images but ${data.labels.length} labels`, {
-        expected: n,
-        actual: data.labels.length,
-      });
-    if (n < 1) throw new KwError('TENSOR_SHAPE', 'Trainer: no training images');
+    const n = this.checkData(data, 'Trainer.fit');
+    if (n < 1) throw new KwError('TENSOR_SHAPE', 'Trainer.fit: no training images');
     const classes = this.model.outputs[0]!.shape.at(-1)!;
-    for (let i = 0; i < n; i++) {
-      const c = data.labels[i]!;
-      if (!(Number.isInteger(c) && c >= 0 && c < classes))
-        throw new KwError(
-          'TENSOR_SHAPE',
-          `Trainer: label ${c} of image ${i} is outside 0..${classes - 1}`,
-          {
-            expected: `0..${classes - 1}`,
-            actual: c,
-          },
-        );
-    }
+    // (the state is public: a step of 0.5 would never reach the end of its epoch)
+    checkState(this.state, this.epochs, 'ARGUMENT_INVALID', 'Trainer.state');
     const stepsPerEpoch = Math.ceil(n / this.batchSize);
     const total = stepsPerEpoch * this.epochs;
     const every = this.options.checkpoint?.every ?? 50;
     const s = this.state;
+    const checkStep = () => {
+      if (Number.isInteger(s.step) && s.step >= 0 && s.step < stepsPerEpoch) return;
+      throw new KwError(
+        this.restored ? 'CHECKPOINT_INVALID' : 'ARGUMENT_INVALID',
+        `Trainer.fit: the run stands at state.epoch ${s.epoch}, state.step ${s.step} (0-based), but ${n} images in batches of ${this.batchSize} make ${stepsPerEpoch} step${stepsPerEpoch === 1 ? '' : 's'} per epoch: continue with the training data the run was started with (it had at least ${s.step * this.batchSize + 1} images), or start a new run`,
+        { field: 'state.step', expected: `0..${stepsPerEpoch - 1}`, actual: s.step },
+      );
+    };
+    // each pass of the epoch loop below runs the integer steps s.step..stepsPerEpoch-1 and ends
+    // the epoch; a step beyond this data's epoch (a checkpoint of a larger data set) would never
+    // end it: refused here, before the first step, and again at each epoch's start
+    checkStep();
     const y = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from(data.labels), 'int32'), classes));
     const t0 = now();
     const seconds0 = s.trainSeconds;
@@ -534,6 +637,7 @@ export class Trainer {
     let sinceCheckpoint = 0;
     try {
       while (s.epoch < this.epochs) {
+        checkStep();
         const order = epochOrder(n, this.seed, s.epoch);
         while (s.step < stepsPerEpoch) {
           const { epoch, step } = s;
@@ -553,6 +657,7 @@ export class Trainer {
             lr,
             tau,
             temperature,
+            `epoch ${epoch} step ${step} (0-based, of ${stepsPerEpoch} steps per epoch)`,
           );
           this.options.verify?.(`epoch ${epoch + 1} step ${step + 1}`);
           s.lastLoss = loss;
@@ -613,21 +718,36 @@ export class Trainer {
     lr: number,
     tau: number | undefined,
     temperature: number | undefined,
+    at: string,
   ): Promise<{ loss: number; accuracy: number }> {
     const { name } = this.optimizerOptions;
     if (name === 'sgd') (this.optimizer as tf.SGDOptimizer).setLearningRate(lr);
     else (this.optimizer as unknown as { learningRate: number }).learningRate = lr;
-    if (this.shards > 1) return this.shardedStep(x, y, indices, lr, tau, temperature);
+    if (this.shards > 1) return this.shardedStep(x, y, indices, lr, tau, temperature, at);
     const xb = gatherRows(x, indices);
     const yb = gatherRows(y, indices);
     const { value, grads, correct } = lossAndGradients(this.model, this.vars, xb, yb);
     tf.dispose([xb, yb]);
-    this.update(grads, lr);
-    tf.dispose(Object.values(grads));
+    // the step's one read of the loss, before the update: a NaN loss leaves the weights as they were
     const loss = value.dataSync()[0]!;
     const accuracy = correct.dataSync()[0]! / indices.length;
     tf.dispose([value, correct]);
+    if (!Number.isFinite(loss)) {
+      tf.dispose(Object.values(grads));
+      throw this.lossError(loss, at, lr);
+    }
+    this.update(grads, lr);
+    tf.dispose(Object.values(grads));
     return { loss, accuracy };
+  }
+
+  /** The error of a step whose loss is NaN or infinite (nothing of the step was applied). */
+  private lossError(loss: number, at: string, lr: number): KwError {
+    return new KwError(
+      'TENSOR_NOT_FINITE',
+      `Trainer.fit: the loss of ${at} is ${loss}; training stopped before the step's optimizer update (the state still names this step; no checkpoint was written). The images are finite, so the training diverged: lower the learning rate (${lr}) or check the initial weights`,
+      { field: 'loss', at, actual: loss },
+    );
   }
 
   /** Weight decay and the optimizer update with `grads` (by variable name). */
@@ -662,6 +782,7 @@ export class Trainer {
     lr: number,
     tau: number | undefined,
     temperature: number | undefined,
+    at: string,
   ): Promise<{ loss: number; accuracy: number }> {
     const bounds = shardBounds(indices.length, this.shards);
     const gather = (t: tf.Tensor, a: number, b: number) => gatherRows(t, indices.subarray(a, b));
@@ -707,6 +828,11 @@ export class Trainer {
       });
     }
     const w = bounds.map(([a, b]) => (b - a) / indices.length);
+    const loss = results.reduce((acc, r, i) => acc + w[i]! * r.loss, 0);
+    if (!Number.isFinite(loss)) {
+      writeVariables(this.shardVars.stats, stats0);
+      throw this.lossError(loss, at, lr);
+    }
     writeVariables(
       this.shardVars.stats,
       this.shardVars.stats.map((_, j) =>
@@ -731,9 +857,26 @@ export class Trainer {
     });
     this.update(grads, lr);
     tf.dispose(Object.values(grads));
-    const loss = results.reduce((acc, r, i) => acc + w[i]! * r.loss, 0);
     const correct = results.reduce((acc, r) => acc + r.correct, 0);
     return { loss, accuracy: correct / indices.length };
+  }
+
+  /**
+   * Checks data where it enters {@link fit} / {@link evaluate}: `x` of the model's input shape
+   * (NHWC), one class id in range per image, every pixel finite (one pass over `x` per call).
+   * Returns the image count.
+   */
+  private checkData(data: TrainData, where: string): number {
+    if (data === null || typeof data !== 'object')
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `${where}: data must be { x, labels }, found ${describeValue(data)}`,
+      );
+    checkModelInput(this.model, data.x, `${where}: data.x`);
+    const n = data.x.shape[0]!;
+    checkLabels(data.labels, n, this.model.outputs[0]!.shape.at(-1)!, where);
+    checkFinite(data.x, `${where}: data.x`);
+    return n;
   }
 
   /**
@@ -761,10 +904,11 @@ export class Trainer {
 
   /**
    * Test accuracy in inference mode, predicting in batches of `batchSize`; emits `test`
-   * events. Returns the accuracy and the logits `[n, classes]`.
+   * events. Returns the accuracy and the logits `[n, classes]`. The data is checked as
+   * {@link fit} checks it; a non-finite logit is TENSOR_NOT_FINITE.
    */
   async evaluate(data: TrainData): Promise<{ accuracy: number; logits: Float32Array }> {
-    const n = data.x.shape[0]!;
+    const n = this.checkData(data, 'Trainer.evaluate');
     const classes = this.model.outputs[0]!.shape.at(-1)!;
     const logits = new Float32Array(n * classes);
     let correct = 0;
@@ -775,6 +919,13 @@ export class Trainer {
       out.dispose();
       this.options.verify?.('test predictions');
       for (let i = s; i < s + m; i++) {
+        for (let k = 0; k < classes; k++)
+          if (!Number.isFinite(logits[i * classes + k]!))
+            throw new KwError(
+              'TENSOR_NOT_FINITE',
+              `Trainer.evaluate: logit ${k} of image ${i} is ${logits[i * classes + k]} (finite images, so the model's weights or BatchNorm statistics are not finite)`,
+              { index: i, actual: logits[i * classes + k] },
+            );
         let best = 0;
         for (let k = 1; k < classes; k++)
           if (logits[i * classes + k]! > logits[i * classes + best]!) best = k;

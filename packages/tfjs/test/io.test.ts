@@ -65,12 +65,18 @@ describe('weights in and out', () => {
       const cases: [string, Map<string, unknown>, RegExp][] = [
         [
           'Infinity in a warehouse',
-          with1(wh, (t) => ((t.data[3] = Number.POSITIVE_INFINITY), t)),
+          with1(wh, (t) => {
+            t.data[3] = Number.POSITIVE_INFINITY;
+            return t;
+          }),
           /WEIGHTS_NOT_FINITE.*element 3 is Infinity/,
         ],
         [
           'NaN in a bias',
-          with1('fc.bias', (t) => ((t.data[0] = Number.NaN), t)),
+          with1('fc.bias', (t) => {
+            t.data[0] = Number.NaN;
+            return t;
+          }),
           /WEIGHTS_NOT_FINITE.*"fc.bias"/,
         ],
         [
