@@ -1564,7 +1564,7 @@ function matMulKernel(args: KernelArgs): tf.TensorInfo {
  * `a @ b` (float32 `a [M, K]`, `b [K, N]`) whose gradient computes `da` and `db` in one pass
  * over `dy` (`mm_grads`) instead of tfjs's two products (each reading all of `dy`, the one with
  * few output rows or columns at a fraction of the conv kernels' rate): KW's kernel assembly
- * `alpha [N·m, n] @ warehouse [n, c_in·c_out]`. The forward is {@link matMulKernel}'s. Returns
+ * `alpha [N·m, n] @ warehouse [n, c_in·c_out]`. The forward is `matMulKernel`'s. Returns
  * `undefined` where it does not apply: another backend, kernels off, other dtypes or ranks, N
  * not a multiple of 4, K above 64 (`MMG_MAX_K`), an empty axis.
  */

@@ -79,7 +79,7 @@ export function temperatureSetting(
 
 /**
  * Check a run-time method temperature (the override a trainer anneals 30 -> 1) with the rule of
- * {@link temperatureSetting}; ARGUMENT_INVALID naming `where` and the value.
+ * `temperatureSetting`; ARGUMENT_INVALID naming `where` and the value.
  */
 export function checkMethodTemperature(where: string, tau: unknown): number {
   if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < MIN_METHOD_TEMPERATURE) {
