@@ -29,7 +29,9 @@ for (const b of budgets) {
     e.calls += 1;
     by.set(k.name, e);
   }
-  console.log(`\n### ${b} (step wall time ${wall.toFixed(0)} ms, unprofiled)\n`);
+  console.log(
+    `\n### ${b} (step wall time ${wall.toFixed(0)} ms, unprofiled; ${p.kernels.length} kernel calls)\n`,
+  );
   console.log('| kernel | ms | calls |');
   console.log('|---|---:|---:|');
   for (const [name, e] of [...by].sort((x, y) => y[1].ms - x[1].ms).slice(0, 12))
