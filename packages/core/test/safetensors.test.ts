@@ -21,6 +21,7 @@ import {
 } from '../src/index.js';
 import { Rng, tinyKwSpec } from '../src/testing.js';
 import { fuzz } from './fuzz.js';
+import { kwErrorOf } from './kw-error.js';
 
 /** A file from a raw header object and a data buffer. */
 function file(
@@ -34,24 +35,6 @@ function file(
   out.set(h, 8);
   out.set(data, 8 + h.length);
   return out;
-}
-
-/** The KwError `f` throws (fails the test when it throws anything else or nothing). */
-function kwErrorOf(
-  f: () => unknown,
-  code: KwErrorCode,
-  ...fragments: (string | RegExp)[]
-): KwError {
-  let err: unknown;
-  try {
-    f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(KwError);
-  expect((err as KwError).code).toBe(code);
-  for (const m of fragments) expect((err as KwError).message).toMatch(m);
-  return err as KwError;
 }
 
 describe('decoding', () => {

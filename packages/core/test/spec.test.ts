@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import {
   analyzeSpec,
   formatBudget,
-  KwError,
   type KwErrorCode,
   parseBudget,
   planKw,
@@ -11,22 +10,14 @@ import {
   validateSpec,
 } from '../src/index.js';
 import { tinyKwSpec } from '../src/testing.js';
+import { kwErrorOf } from './kw-error.js';
 
 function clone<T>(v: T): T {
   return JSON.parse(JSON.stringify(v));
 }
 
 function expectKw(f: () => unknown, code: KwErrorCode, ...fragments: (string | RegExp)[]): void {
-  let err: unknown;
-  try {
-    f();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(KwError);
-  const k = err as KwError;
-  expect(k.code).toBe(code);
-  for (const f of fragments) expect(k.message).toMatch(f);
+  kwErrorOf(f, code, ...fragments);
 }
 
 describe('validateSpec', () => {

@@ -1,5 +1,6 @@
 import '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs';
+import type { CheckpointFs } from '../src/checkpoint.js';
 import { registerFastWasmKernels } from '../src/fast-wasm.js';
 
 /** Switch backend (wasm is initialised on first use). */
@@ -38,4 +39,30 @@ export function patternImages(n: number, hw: number, classes: number, seed = 123
     }
   }
   return { x: tf.tensor4d(px, [n, hw, hw, 1]), labels };
+}
+
+/** An in-memory file system that records every path it reads. */
+export function memFs(): CheckpointFs & { files: Map<string, Uint8Array>; reads: string[] } {
+  const files = new Map<string, Uint8Array>();
+  const reads: string[] = [];
+  return {
+    files,
+    reads,
+    readFile: (p) => {
+      reads.push(p);
+      const f = files.get(p);
+      if (!f) throw new Error(`ENOENT: ${p}`);
+      return f;
+    },
+    writeFileAtomic: (p, d) => {
+      files.set(p, Uint8Array.from(d));
+    },
+    exists: (p) => files.has(p) || [...files.keys()].some((k) => k.startsWith(`${p}/`)),
+    list: (d) =>
+      [...files.keys()].filter((k) => k.startsWith(`${d}/`)).map((k) => k.slice(d.length + 1)),
+    remove: (p) => {
+      files.delete(p);
+    },
+    makeDir: () => {},
+  };
 }

@@ -11,35 +11,12 @@ import {
   applyWeightDecay,
   buildModel,
   CheckpointDir,
-  type CheckpointFs,
   exportWeights,
   recalibrateBatchNorm,
   Trainer,
   type TrainerState,
 } from '../src/index.js';
-import { useBackend } from './helpers.js';
-
-/** An in-memory file system. */
-function memFs(): CheckpointFs {
-  const files = new Map<string, Uint8Array>();
-  return {
-    readFile: (p) => {
-      const f = files.get(p);
-      if (!f) throw new Error(`ENOENT: ${p}`);
-      return f;
-    },
-    writeFileAtomic: (p, d) => {
-      files.set(p, Uint8Array.from(d));
-    },
-    exists: (p) => files.has(p) || [...files.keys()].some((k) => k.startsWith(`${p}/`)),
-    list: (d) =>
-      [...files.keys()].filter((k) => k.startsWith(`${d}/`)).map((k) => k.slice(d.length + 1)),
-    remove: (p) => {
-      files.delete(p);
-    },
-    makeDir: () => {},
-  };
-}
+import { memFs, useBackend } from './helpers.js';
 
 /** `n` images `[n, hw, hw, 3]` in [-1, 1) (seeded) and labels i % 4. */
 function images(n: number, hw = 8, seed = 1) {

@@ -4,40 +4,13 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CheckpointDir,
-  type CheckpointFs,
   canonicalJson,
   exportWeights,
   registerTrainingKernels,
   Trainer,
   type TrainerEvent,
 } from '../src/index.js';
-import { patternImages, useBackend } from './helpers.js';
-
-/** An in-memory file system that records every path it reads. */
-function memFs(): CheckpointFs & { files: Map<string, Uint8Array>; reads: string[] } {
-  const files = new Map<string, Uint8Array>();
-  const reads: string[] = [];
-  return {
-    files,
-    reads,
-    readFile: (p) => {
-      reads.push(p);
-      const f = files.get(p);
-      if (!f) throw new Error(`ENOENT: ${p}`);
-      return f;
-    },
-    writeFileAtomic: (p, d) => {
-      files.set(p, Uint8Array.from(d));
-    },
-    exists: (p) => files.has(p) || [...files.keys()].some((k) => k.startsWith(`${p}/`)),
-    list: (d) =>
-      [...files.keys()].filter((k) => k.startsWith(`${d}/`)).map((k) => k.slice(d.length + 1)),
-    remove: (p) => {
-      files.delete(p);
-    },
-    makeDir: () => {},
-  };
-}
+import { memFs, patternImages, useBackend } from './helpers.js';
 
 const data = (n: number, hw: number, classes: number) => patternImages(n, hw, classes);
 

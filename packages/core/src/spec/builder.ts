@@ -8,7 +8,7 @@ import {
   type Pair,
   SPEC_VERSION,
 } from './types.js';
-import { validateSpec } from './validate.js';
+import { NODE_FIELDS, validateSpec } from './validate.js';
 
 /** A pair, or one number used for both height and width. */
 export type PairIn = number | Pair;
@@ -26,25 +26,14 @@ export interface ConvOptions {
   bias?: boolean;
 }
 
-const CONV_OPTIONS = [
-  'outChannels',
-  'kernelSize',
-  'stride',
-  'padding',
-  'dilation',
-  'groups',
-  'bias',
-] as const satisfies readonly (keyof ConvOptions)[];
-const _convOptionsComplete: Exclude<keyof ConvOptions, (typeof CONV_OPTIONS)[number]> extends never
-  ? true
-  : never = true;
-void _convOptionsComplete;
+/** The conv options: a conv2d node's fields (validate.ts's table, checked there against types.ts). */
+const CONV_OPTIONS: readonly string[] = NODE_FIELDS.conv2d;
 
 /** Refuse conv options the builder would drop (a `strides: 2` typo must not build stride 1). */
 function checkConvOptions(id: string, o: ConvOptions): void {
   if (typeof o !== 'object' || o === null) return; // validateSpec names the missing fields
   for (const k of Object.keys(o)) {
-    if (!(CONV_OPTIONS as readonly string[]).includes(k)) {
+    if (!CONV_OPTIONS.includes(k)) {
       throw new KwError(
         'SPEC_BAD_FIELD',
         `node "${id}": unknown conv option ${JSON.stringify(k)}; accepted: ${CONV_OPTIONS.join(', ')}`,
