@@ -118,7 +118,7 @@ export const KW_ERROR_DESCRIPTIONS: Readonly<Record<(typeof KW_ERROR_CODES)[numb
   PTH_LIMIT:
     'The pickle exceeds a safety bound (stack depth, nesting, memo size, string length or the bytes tensors would materialize); the message names the bound.',
   PTH_TENSOR:
-    'A tensor does not fit its storage: unknown storage dtype, a storage whose byte size disagrees with its element count, or sizes, strides and offset that reach outside it.',
+    'A tensor cannot be read: it does not fit its storage (a storage shorter than its elements, sizes, strides and offset that reach outside it or past 2^53), or a tensor of the chosen state dict is sparse, meta, quantized or on an unsupported storage type (complex); the message names the tensor.',
   PTH_NO_STATE_DICT:
     'No state_dict of tensors was found where asked (for example `--ema` on a checkpoint without `model_ema`); the message lists the keys present.',
   TENSOR_SHAPE: 'A tensor handed to an executor or adapter has the wrong rank, channels or size.',

@@ -27,6 +27,7 @@ export {
   readPth,
   TORCH_STORAGE_DTYPES,
   TorchTensor,
+  UnreadTensor,
 } from './pth.js';
 export {
   describe,

@@ -1,6 +1,7 @@
 /**
  * A restricted unpickler: it reads the opcodes of pickle protocols 2 to 5 that torch.save and
- * ordinary Python data emit and builds plain values from them. It executes nothing. A global is
+ * ordinary Python data emit, and the text opcodes of protocols 0 and 1 for plain values (INT,
+ * LONG, FLOAT, UNICODE), and builds plain values from them. It executes nothing. A global is
  * only ever a name ({@link PickleGlobal}); calling one (REDUCE, NEWOBJ, INST, OBJ) asks the
  * caller's `reduce` hook, and where the hook does not know it the result is an inert
  * {@link PickleObject} that records the name, the arguments and the state. Globals that name
@@ -245,10 +246,13 @@ export function unpickle(
     pos += k;
     return b;
   };
-  const line = (what: string) => {
+  const line = (what: string, max = 4096) => {
     const end = bytes.indexOf(0x0a, pos);
-    if (end < 0 || end - pos > 4096) bad(`${what} at offset ${pos} has no end of line`);
-    const s = latin1.decode(bytes.subarray(pos, end));
+    if (end < 0 || end - pos > max) bad(`${what} at offset ${pos} has no end of line`);
+    // code points 0-255 (the WHATWG "latin1" label is windows-1252, which remaps 0x80-0x9f)
+    let s = '';
+    for (let i = pos; i < end; i += 8192)
+      s += String.fromCharCode(...bytes.subarray(i, Math.min(end, i + 8192)));
     pos = end + 1;
     return s;
   };
@@ -403,6 +407,50 @@ export function unpickle(
         else bad(`INT "${s.slice(0, 40)}" is not an integer`);
         break;
       }
+      case 0x4c: {
+        // LONG (text, protocols 0 and 1): decimal digits and an optional L (`2147483648L`)
+        const s = line('LONG');
+        const m = /^([-+]?)(\d+)L?$/.exec(s);
+        if (!m) bad(`LONG "${s.slice(0, 40)}" at offset ${pos - s.length - 1} is not an integer`);
+        if (m![2]!.length > 160)
+          throw new KwError('PTH_LIMIT', `LONG integer of ${m![2]!.length} digits (limit 160)`);
+        const v = BigInt(m![1] === '-' ? `-${m![2]}` : m![2]!);
+        push(
+          v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+            ? Number(v)
+            : v,
+        );
+        break;
+      }
+      case 0x46: {
+        // FLOAT (text, protocol 0): Python's repr of a float
+        const s = line('FLOAT');
+        const m = /^[-+]?(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|(inf|nan))$/i.exec(
+          s,
+        );
+        if (!m) bad(`FLOAT "${s.slice(0, 40)}" at offset ${pos - s.length - 1} is not a number`);
+        const neg = s.startsWith('-');
+        push(
+          m![2] === undefined
+            ? Number(s)
+            : m![2]!.toLowerCase() === 'nan'
+              ? Number.NaN
+              : neg
+                ? Number.NEGATIVE_INFINITY
+                : Number.POSITIVE_INFINITY,
+        );
+        break;
+      }
+      case 0x56: // UNICODE (text, protocol 0): raw-unicode-escape
+        push(rawUnicodeEscape(line('UNICODE', bytes.length), pos));
+        break;
+      case 0x53: // STRING (text): a quoted Python 2 str
+      case 0x50: // PERSID (text)
+        bad(
+          `opcode ${op === 0x53 ? 'STRING' : 'PERSID'} (0x${op.toString(16)}) at offset ${pos - 1} is a protocol 0/1 text opcode the reader does not support; re-save the file with torch.save's default protocol`,
+          { opcode: op, offset: pos - 1 },
+        );
+        break;
       case 0x47: // BINFLOAT (big-endian)
         need(8, 'BINFLOAT');
         push(dv.getFloat64(pos, false));
@@ -621,6 +669,33 @@ export function unpickle(
         });
     }
   }
+}
+
+/**
+ * Python's raw-unicode-escape decoding (protocol 0 UNICODE): bytes are code points 0-255, and
+ * `\uXXXX` / `\UXXXXXXXX` after an odd run of backslashes are escapes.
+ */
+function rawUnicodeEscape(s: string, end: number): string {
+  let out = '';
+  let i = 0;
+  while (i < s.length) {
+    if (s[i] !== '\\') {
+      out += s[i++];
+      continue;
+    }
+    const run = i;
+    while (i < s.length && s[i] === '\\') out += s[i++];
+    const c = s[i];
+    if ((i - run) % 2 === 0 || (c !== 'u' && c !== 'U')) continue;
+    const n = c === 'u' ? 4 : 8;
+    const hex = s.slice(i + 1, i + 1 + n);
+    const cp = /^[0-9a-fA-F]+$/.test(hex) && hex.length === n ? Number.parseInt(hex, 16) : -1;
+    if (cp < 0 || cp > 0x10ffff)
+      bad(`UNICODE line ending at offset ${end - 1} has a bad \\${c} escape "${hex}"`);
+    out = out.slice(0, -1) + String.fromCodePoint(cp);
+    i += 1 + n;
+  }
+  return out;
 }
 
 /** A short type word for messages. */

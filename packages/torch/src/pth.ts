@@ -9,11 +9,12 @@ import { bytesArgument, integerOption, optionsObject } from './options.js';
 import {
   checkUnpickleLimits,
   PickleGlobal,
+  PickleObject,
   typeName,
   type UnpickleLimits,
   unpickle,
 } from './pickle.js';
-import { looksLikeZip, readZip, type ZipEntry } from './zip.js';
+import { looksLikeZip, refuseCompressed, scanZip, type ZipEntry } from './zip.js';
 
 /** Storage classes torch.save names, with the dtype (safetensors spelling) and element size. */
 export const TORCH_STORAGE_DTYPES: Readonly<Record<string, { dtype: string; bytes: number }>> = {
@@ -41,6 +42,23 @@ export class TorchTensor implements StoredTensor {
   ) {}
 }
 
+/**
+ * A tensor that is kept but not decoded: a sparse, meta or quantized tensor, or one on a storage
+ * type the reader does not support (complex, float8, ...). {@link extractStateDict} refuses it
+ * with PTH_TENSOR, naming its key, only when it sits in the state_dict taken; anywhere else
+ * (optimizer state, extra entries) it is listed like any other value.
+ */
+export class UnreadTensor {
+  constructor(
+    /** Why it was not read. */
+    readonly kind: 'sparse' | 'meta' | 'quantized' | 'storage',
+    /** What it is, for messages: `a sparse tensor (torch.sparse_coo, shape [3, 4])`. */
+    readonly what: string,
+    /** What to do instead, for messages: `save t.to_dense() with torch.save`. */
+    readonly hint: string,
+  ) {}
+}
+
 /** Options of {@link readPth}. */
 export interface ReadPthOptions {
   /**
@@ -55,7 +73,10 @@ export interface ReadPthOptions {
 
 /** What {@link readPth} found. */
 export interface PthFile {
-  /** The unpickled object: Map for dicts, TorchTensor for tensors, PickleObject for the rest. */
+  /**
+   * The unpickled object: Map for dicts, TorchTensor for tensors, UnreadTensor for sparse / meta
+   * tensors and unsupported storage types, PickleObject for the rest.
+   */
   root: unknown;
   /** The archive folder inside the zip (torch.save uses the file's stem). */
   archive: string;
@@ -68,6 +89,8 @@ export interface PthFile {
 interface StorageRef {
   kind: 'storage';
   key: string;
+  /** The storage class when the reader cannot decode it (`ComplexFloatStorage`), else null. */
+  unsupported: string | null;
   dtype: string;
   bytes: number;
   numel: number;
@@ -80,6 +103,49 @@ const tensorFail = (msg: string, details: Record<string, unknown> = {}): never =
 
 const isIndex = (v: unknown): v is number =>
   typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Why `v` is not an index: past 2^53 - 1 (a bigint or a huge float) or not an integer >= 0. */
+const indexProblem = (v: unknown): string =>
+  (typeof v === 'bigint' && v > 0n) || (typeof v === 'number' && v > Number.MAX_SAFE_INTEGER)
+    ? `${String(v)} is beyond what the reader supports (at most 2^53 - 1)`
+    : `${typeof v === 'string' ? JSON.stringify(v) : String(v)} is not an integer >= 0`;
+
+/** `[3, 4]` from a pickled size tuple (whatever it holds). */
+const shapeText = (v: unknown): string =>
+  Array.isArray(v) ? `[${v.map((x) => String(x)).join(', ')}]` : typeName(v);
+
+/** Rebuild functions of tensors the reader keeps as {@link UnreadTensor}s. */
+function unreadTensor(q: string, args: readonly unknown[]): UnreadTensor | undefined {
+  switch (q) {
+    case 'torch._utils._rebuild_sparse_tensor':
+    case 'torch._utils._rebuild_sparse_csr_tensor': {
+      // (layout, (indices, values, size)) or, older, (layout, (crow, col, values, size))
+      const layout = args[0] instanceof PickleObject ? args[0].args[0] : undefined;
+      const data = Array.isArray(args[1]) ? args[1] : [];
+      const size = data[data.length - 1];
+      return new UnreadTensor(
+        'sparse',
+        `a sparse tensor (${typeof layout === 'string' ? `${layout}, ` : ''}shape ${shapeText(size)})`,
+        'save it dense (t.to_dense()) with torch.save',
+      );
+    }
+    case 'torch._utils._rebuild_meta_tensor_no_storage':
+      // (dtype, size, stride, requires_grad)
+      return new UnreadTensor(
+        'meta',
+        `a meta tensor (${args[0] instanceof PickleGlobal ? `${args[0].qualified}, ` : ''}shape ${shapeText(args[1])}: it holds no data)`,
+        'materialize it (load or initialize real weights on the CPU) before torch.save',
+      );
+    case 'torch._utils._rebuild_qtensor':
+      return new UnreadTensor(
+        'quantized',
+        `a quantized tensor (shape ${shapeText(args[2])})`,
+        'save t.dequantize() with torch.save',
+      );
+    default:
+      return undefined;
+  }
+}
 
 /**
  * Read a torch.save checkpoint without running any of its code. Throws PTH_FORMAT for legacy or
@@ -110,18 +176,22 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
         : `not a torch.save zip file (starts with ${[...bytes.subarray(0, 4)].map((b) => b.toString(16).padStart(2, '0')).join(' ')})`,
     );
   }
-  const entries = readZip(bytes);
-  const pkl = entries.find((e) => e.name.endsWith('/data.pkl') && e.name.split('/').length === 2);
-  if (!pkl) {
-    const ts = entries.some((e) => /\/constants\.pkl$|\/code\//.test(e.name));
+  const entries = scanZip(bytes);
+  // TorchScript (torch.jit.save) writes data.pkl too, beside constants.pkl and compressed code/
+  if (entries.some((e) => /^[^/]+\/(constants\.pkl$|code\/)/.test(e.name)))
     throw new KwError(
       'PTH_FORMAT',
-      ts
-        ? 'this is a TorchScript archive (torch.jit.save), not a torch.save checkpoint; save model.state_dict() with torch.save'
-        : `the zip has no <archive>/data.pkl (entries: ${entries
-            .slice(0, 5)
-            .map((e) => e.name)
-            .join(', ')}${entries.length > 5 ? ', ...' : ''})`,
+      'this is a TorchScript archive (torch.jit.save), not a torch.save checkpoint; load it in Python (torch.jit.load) and save model.state_dict() with torch.save',
+    );
+  refuseCompressed(entries);
+  const pkl = entries.find((e) => e.name.endsWith('/data.pkl') && e.name.split('/').length === 2);
+  if (!pkl) {
+    throw new KwError(
+      'PTH_FORMAT',
+      `the zip has no <archive>/data.pkl (entries: ${entries
+        .slice(0, 5)
+        .map((e) => e.name)
+        .join(', ')}${entries.length > 5 ? ', ...' : ''})`,
     );
   }
   const archive = pkl.name.slice(0, -'/data.pkl'.length);
@@ -146,48 +216,63 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
     const [, type, key, , numel] = pid as unknown[];
     if (!(type instanceof PickleGlobal) || type.module !== 'torch')
       tensorFail(`storage type ${typeName(type)} is not a torch storage class`);
-    const t = TORCH_STORAGE_DTYPES[(type as PickleGlobal).name];
-    if (!t)
-      tensorFail(
-        `storage type torch.${(type as PickleGlobal).name} is not supported (known: ${Object.keys(TORCH_STORAGE_DTYPES).join(', ')})`,
-      );
+    const storageClass = (type as PickleGlobal).name;
+    const t = TORCH_STORAGE_DTYPES[storageClass];
+    // another torch storage class (complex, float8, quantized, ...) is refused only if a tensor
+    // of the state_dict taken needs it (UnreadTensor); a name that is no storage class at all is not
+    if (!t && !/^\w+Storage$/.test(storageClass))
+      tensorFail(`storage type torch.${storageClass} is not a torch storage class`);
     if (typeof key !== 'string' || !/^[\w.-]{1,64}$/.test(key))
       tensorFail(`storage key ${typeName(key)} is not a plain name`);
     if (!isIndex(numel))
-      tensorFail(`storage ${key as string}: element count is not an integer >= 0`);
+      tensorFail(`storage ${key as string}: element count ${indexProblem(numel)}`);
     const cached = storages.get(key as string);
     if (cached) {
-      if (cached.dtype !== t!.dtype || cached.numel !== numel)
+      if (cached.dtype !== (t?.dtype ?? storageClass) || cached.numel !== numel)
         tensorFail(`storage ${key as string} is named twice with different dtype or size`);
       return cached;
     }
-    const entry = byName.get(`${archive}/data/${key as string}`);
-    if (!entry)
-      tensorFail(`storage ${key as string} has no ${archive}/data/${key as string} entry`);
-    if (entry!.data.length !== (numel as number) * t!.bytes)
-      tensorFail(
-        `storage ${key as string}: ${numel} ${t!.dtype} elements need ${(numel as number) * t!.bytes} bytes, the entry has ${entry!.data.length}`,
-        { storage: key, expected: (numel as number) * t!.bytes, actual: entry!.data.length },
-      );
+    let data: Uint8Array = new Uint8Array(0);
+    if (t) {
+      const entry = byName.get(`${archive}/data/${key as string}`);
+      if (!entry)
+        tensorFail(`storage ${key as string} has no ${archive}/data/${key as string} entry`);
+      const need = (numel as number) * t.bytes;
+      // torch reads numel x element size bytes: a storage viewed as a wider dtype (10 uint8
+      // bytes as 2 float32) leaves a tail shorter than one element, which is ignored
+      const have = entry!.data.length;
+      if (have < need || have - need >= t.bytes)
+        tensorFail(
+          `storage ${key as string}: ${numel} ${t.dtype} elements need ${need} bytes${have > need ? ` (and less than ${t.bytes} more)` : ''}, the entry has ${have}`,
+          { storage: key, expected: need, actual: have },
+        );
+      data = entry!.data.subarray(0, need);
+    }
     const ref: StorageRef = {
       kind: 'storage',
       key: key as string,
-      dtype: t!.dtype,
-      bytes: t!.bytes,
+      unsupported: t ? null : storageClass,
+      dtype: t?.dtype ?? storageClass,
+      bytes: t?.bytes ?? 0,
       numel: numel as number,
-      data: entry!.data,
+      data,
     };
     storages.set(ref.key, ref);
     return ref;
   };
 
-  const rebuild = (args: readonly unknown[]): TorchTensor => {
+  const rebuild = (args: readonly unknown[]): TorchTensor | UnreadTensor => {
     const [storage, offset, size, stride] = args;
     if (!(storage && (storage as StorageRef).kind === 'storage'))
       tensorFail(`_rebuild_tensor_v2 gets a ${typeName(storage)}, not a storage`);
     const s = storage as StorageRef;
-    if (!isIndex(offset))
-      tensorFail(`storage ${s.key}: offset ${String(offset)} is not an integer >= 0`);
+    if (s.unsupported)
+      return new UnreadTensor(
+        'storage',
+        `a tensor on torch.${s.unsupported} (shape ${shapeText(size)})`,
+        `save it in a supported dtype (float32 / float16 / bfloat16 / float64 / int64 / int32 / int16 / int8 / uint8 / bool; complex as torch.view_as_real(t)) with torch.save`,
+      );
+    if (!isIndex(offset)) tensorFail(`storage ${s.key}: offset ${indexProblem(offset)}`);
     if (!Array.isArray(size) || !Array.isArray(stride) || size.length !== stride.length)
       tensorFail(`storage ${s.key}: sizes and strides are not tuples of one length`);
     const shape = size as unknown[];
@@ -198,12 +283,13 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
     for (let i = 0; i < shape.length; i++) {
       const d = shape[i];
       const st = strides[i];
-      if (!isIndex(d) || !isIndex(st))
-        tensorFail(
-          `storage ${s.key}: size ${String(d)} / stride ${String(st)} of dim ${i} are not integers >= 0`,
-        );
+      if (!isIndex(d)) tensorFail(`storage ${s.key}: size of dim ${i}: ${indexProblem(d)}`);
+      if (!isIndex(st)) tensorFail(`storage ${s.key}: stride of dim ${i}: ${indexProblem(st)}`);
       numel *= d as number;
-      if (!Number.isSafeInteger(numel)) tensorFail(`storage ${s.key}: element count overflows`);
+      if (!Number.isSafeInteger(numel))
+        tensorFail(
+          `storage ${s.key}: the element count of a [${shape.join(', ')}] view is beyond what the reader supports (at most 2^53 - 1)`,
+        );
       if ((d as number) > 0) last += ((d as number) - 1) * (st as number);
     }
     if (numel > 0 && last >= s.numel)
@@ -229,13 +315,18 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
   };
 
   const reduce = (g: PickleGlobal, args: readonly unknown[]): unknown => {
-    switch (g.qualified) {
+    // protocol 2 (torch.save's default) names Python 2's module for the builtins
+    const q = g.module === '__builtin__' ? `builtins.${g.name}` : g.qualified;
+    const unread = unreadTensor(q, args);
+    if (unread) return unread;
+    switch (q) {
       case 'torch._utils._rebuild_tensor_v2':
       case 'torch._utils._rebuild_tensor':
         return rebuild(args);
       case 'torch._utils._rebuild_parameter':
       case 'torch._utils._rebuild_parameter_with_state':
-        if (!(args[0] instanceof TorchTensor)) tensorFail('a Parameter wraps no tensor');
+        if (!(args[0] instanceof TorchTensor || args[0] instanceof UnreadTensor))
+          tensorFail('a Parameter wraps no tensor');
         return args[0];
       case 'collections.OrderedDict':
       case 'builtins.dict': {
@@ -247,6 +338,14 @@ export function readPth(bytes: Uint8Array, options: ReadPthOptions = {}): PthFil
       case 'builtins.set':
       case 'builtins.frozenset':
         return new Set(Array.isArray(args[0]) ? args[0] : []);
+      case 'builtins.bytearray':
+        // protocol 3+: bytearray(b'..'); protocol 2: bytearray('..', 'latin-1')
+        if (args[0] instanceof Uint8Array) return args[0].slice();
+        if (typeof args[0] === 'string' && args[1] === 'latin-1')
+          return Uint8Array.from(args[0], (c) => c.charCodeAt(0) & 0xff);
+        if (args.length === 0) return new Uint8Array(0);
+        placeholders.set(g.qualified, (placeholders.get(g.qualified) ?? 0) + 1);
+        return undefined;
       case 'builtins.list':
         return Array.isArray(args[0]) ? [...args[0]] : [];
       case 'builtins.tuple':

@@ -6,7 +6,7 @@
 import { KwError, type StoredTensor } from '@kernelwarehouse/core';
 import { optionsObject, stringOption } from './options.js';
 import { PickleObject, typeName } from './pickle.js';
-import { TorchTensor } from './pth.js';
+import { TorchTensor, UnreadTensor } from './pth.js';
 
 /** Options of {@link extractStateDict}. */
 export interface ExtractOptions {
@@ -36,7 +36,21 @@ export interface ExtractedStateDict {
 export const STATE_DICT_KEYS = ['model', 'state_dict', 'model_state_dict'] as const;
 
 const isStateDict = (v: unknown): v is Map<unknown, unknown> =>
-  v instanceof Map && v.size > 0 && [...v.values()].some((x) => x instanceof TorchTensor);
+  v instanceof Map &&
+  v.size > 0 &&
+  [...v.values()].some((x) => x instanceof TorchTensor || x instanceof UnreadTensor);
+
+/**
+ * True for an inert pickled nn.Module: a torch.nn class, or any object whose state has the
+ * `_parameters` / `_modules` of a Module (models of a project's own classes).
+ */
+const isModuleObject = (v: unknown): v is PickleObject =>
+  v instanceof PickleObject &&
+  (v.global.module.startsWith('torch.nn.') ||
+    (v.state instanceof Map && (v.state.has('_parameters') || v.state.has('_modules'))));
+
+const MODULE_HINT =
+  'a whole pickled nn.Module is not read: save model.state_dict() with torch.save';
 
 /** One line describing a value: `dict of 12`, `int 300`, `argparse.Namespace object`. */
 export function describe(v: unknown): string {
@@ -45,6 +59,7 @@ export function describe(v: unknown): string {
   if (typeof v === 'string')
     return `str ${JSON.stringify(v.length > 40 ? `${v.slice(0, 37)}...` : v)}`;
   if (v instanceof TorchTensor) return `tensor ${v.dtype} [${v.shape.join(', ')}]`;
+  if (v instanceof UnreadTensor) return `${v.what.replace(/^an? /, '')}, not read`;
   if (v instanceof Map) return `dict of ${v.size}`;
   if (Array.isArray(v)) return `${typeName(v)} of ${v.length}`;
   if (v instanceof PickleObject) return `${v.global.qualified} object, not constructed`;
@@ -53,7 +68,9 @@ export function describe(v: unknown): string {
 
 /**
  * Take the state_dict out of an unpickled checkpoint. Throws PTH_NO_STATE_DICT (listing the keys
- * present) when the asked key is absent or holds no tensors.
+ * present) when the asked key is absent or holds no tensors, or the tensors found sit beside a
+ * pickled nn.Module (naming its key); PTH_TENSOR naming the tensor when the state_dict holds a
+ * tensor that was not read ({@link UnreadTensor}: sparse, meta, an unsupported storage type).
  *
  * @example
  * const { tensors, key, skipped } = extractStateDict(readPth(bytes).root, { key: 'model_ema' });
@@ -76,26 +93,40 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
     if (!isStateDict(v))
       throw new KwError(
         'PTH_NO_STATE_DICT',
-        `the checkpoint has no state_dict under "${key0}"${v === undefined ? '' : ` (it holds a ${describe(v)})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
+        `the checkpoint has no state_dict under "${key0}"${v === undefined ? '' : ` (it holds a ${describe(v)}${isModuleObject(v) ? `; ${MODULE_HINT}` : ''})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
         { key: key0, keys },
       );
     key = key0;
     sd = v;
-  } else if (
-    [...root.values()].every((v) => v instanceof TorchTensor || !(v instanceof Map)) &&
-    isStateDict(root)
-  ) {
+  } else if ([...root.values()].every((v) => !(v instanceof Map)) && isStateDict(root)) {
+    // tensors beside a pickled model (`{'model': net, 'best_acc': tensor(93.5)}`) are not the
+    // model's state_dict: taking them would lose every weight of the model
+    const module = [...root].find(([, v]) => isModuleObject(v));
+    if (module)
+      throw new KwError(
+        'PTH_NO_STATE_DICT',
+        `key "${String(module[0])}" holds a pickled nn.Module (${describe(module[1])}) beside the tensors ${[
+          ...root,
+        ]
+          .filter(([, v]) => v instanceof TorchTensor || v instanceof UnreadTensor)
+          .slice(0, 5)
+          .map(([k]) => `"${String(k)}"`)
+          .join(', ')}; ${MODULE_HINT}`,
+        { key: String(module[0]), keys },
+      );
     sd = root;
   } else {
     const found = STATE_DICT_KEYS.find((k) => isStateDict(root.get(k)));
     if (!found) {
-      const module = STATE_DICT_KEYS.find((k) => root.get(k) instanceof PickleObject);
+      const module =
+        STATE_DICT_KEYS.find((k) => root.get(k) instanceof PickleObject) ??
+        [...root.keys()].find((k) => isModuleObject(root.get(k)));
       throw new KwError(
         'PTH_NO_STATE_DICT',
-        module
-          ? `"${module}" holds a ${describe(root.get(module))} (a whole pickled nn.Module is not read: save model.state_dict())`
+        module !== undefined
+          ? `key "${String(module)}" holds a ${describe(root.get(module))} (${MODULE_HINT})`
           : `no state_dict under ${STATE_DICT_KEYS.join(', ')} and the root is not one; its keys: ${keys.slice(0, 20).join(', ')}`,
-        { keys },
+        module !== undefined ? { key: String(module), keys } : { keys },
       );
     }
     key = found;
@@ -108,6 +139,12 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
   const tensors = new Map<string, StoredTensor>();
   const nonTensors: string[] = [];
   for (const [k, v] of sd) {
+    if (v instanceof UnreadTensor)
+      throw new KwError(
+        'PTH_TENSOR',
+        `tensor "${String(k)}"${key === null ? '' : ` (under checkpoint key "${key}")`} is ${v.what}; the reader does not support it: ${v.hint}`,
+        { tensor: String(k), key, kind: v.kind },
+      );
     if (typeof k === 'string' && v instanceof TorchTensor) tensors.set(k, v);
     else nonTensors.push(`${String(k)} (${describe(v)})`);
   }

@@ -41,9 +41,39 @@ export function looksLikeZip(bytes: Uint8Array): boolean {
 /**
  * Read the central directory of a stored (uncompressed) zip. Throws PTH_ZIP naming the record
  * and the offending value for anything out of bounds, inconsistent, compressed or encrypted.
+ *
+ * @example
+ * const names = readZip(bytes).map((e) => e.name);
  */
 export function readZip(bytes: Uint8Array): ZipEntry[] {
   bytesArgument('readZip bytes', bytes);
+  const entries = scanZip(bytes);
+  refuseCompressed(entries);
+  return entries.map(({ name, data }) => ({ name, data }));
+}
+
+/** A zip entry as found, compressed or not (`data` is then the compressed bytes). */
+export interface ScannedZipEntry extends ZipEntry {
+  /** Compression method: 0 for stored. */
+  method: number;
+}
+
+/** PTH_ZIP for the first compressed entry (torch.save never compresses). */
+export function refuseCompressed(entries: readonly ScannedZipEntry[]): void {
+  const c = entries.find((e) => e.method !== 0);
+  if (c)
+    fail(
+      `entry "${c.name}" is compressed (method ${c.method}); torch.save stores entries uncompressed`,
+      { entry: c.name, method: c.method },
+    );
+}
+
+/**
+ * The checks of {@link readZip} except that compressed entries are listed (with their method)
+ * rather than refused, so a caller can first tell what kind of archive it is (TorchScript
+ * compresses its code entries).
+ */
+export function scanZip(bytes: Uint8Array): ScannedZipEntry[] {
   const n = bytes.length;
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (n < 22) fail(`file of ${n} bytes is shorter than a zip end record (22 bytes)`);
@@ -75,7 +105,7 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
     fail(
       `central directory [${cdOffset}, ${cdOffset + cdSize}) of ${count} entries does not fit before the end record at ${eocd}`,
     );
-  const entries: { name: string; start: number; begin: number; end: number }[] = [];
+  const entries: { name: string; method: number; start: number; begin: number; end: number }[] = [];
   const names = new Set<string>();
   let p = cdOffset;
   const cdEnd = cdOffset + cdSize;
@@ -97,11 +127,6 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
     if (next > cdEnd) fail(`central directory entry ${k} runs past the directory`);
     const name = decoder.decode(bytes.subarray(p + 46, p + 46 + nameLen));
     if (flags & 1) fail(`entry "${name}" is encrypted`);
-    if (method !== 0)
-      fail(
-        `entry "${name}" is compressed (method ${method}); torch.save stores entries uncompressed`,
-        { entry: name, method },
-      );
     // zip64 extended information: the 0xffffffff fields, in order usize, csize, offset
     if (usize === 0xffffffff || csize === 0xffffffff || local === 0xffffffff) {
       let q = p + 46 + nameLen;
@@ -129,7 +154,7 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
       }
       if (!found) fail(`entry "${name}" flags zip64 sizes but has no zip64 extra field`);
     }
-    if (csize !== usize)
+    if (method === 0 && csize !== usize)
       fail(`stored entry "${name}" claims ${usize} bytes but stores ${csize}`, {
         entry: name,
         expected: usize,
@@ -138,7 +163,7 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
     if (local + 30 > cdOffset || dv.getUint32(local, true) !== LOCAL)
       fail(`entry "${name}": local header offset ${local} does not point at a local header`);
     const begin = local + 30 + dv.getUint16(local + 26, true) + dv.getUint16(local + 28, true);
-    const end = begin + usize;
+    const end = begin + csize;
     if (end > cdOffset)
       fail(
         `entry "${name}": data [${begin}, ${end}) runs into the central directory at ${cdOffset}`,
@@ -148,7 +173,7 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
       );
     if (names.has(name)) fail(`entry "${name}" appears twice`);
     names.add(name);
-    entries.push({ name, start: local, begin, end });
+    entries.push({ name, method, start: local, begin, end });
     p = next;
   }
   const sorted = [...entries].sort((a, b) => a.start - b.start);
@@ -156,5 +181,9 @@ export function readZip(bytes: Uint8Array): ZipEntry[] {
     if (sorted[i]!.start < sorted[i - 1]!.end)
       fail(`entries "${sorted[i - 1]!.name}" and "${sorted[i]!.name}" overlap`);
   }
-  return entries.map((e) => ({ name: e.name, data: bytes.subarray(e.begin, e.end) }));
+  return entries.map((e) => ({
+    name: e.name,
+    method: e.method,
+    data: bytes.subarray(e.begin, e.end),
+  }));
 }

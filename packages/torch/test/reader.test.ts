@@ -6,16 +6,19 @@ import { isKwError, KwError, type KwErrorCode } from '@kernelwarehouse/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  describe as describeValue,
   detectNaming,
   extractStateDict,
   formatFromName,
   isUnsafeGlobal,
   loadCheckpoint,
+  PickleGlobal,
   PickleObject,
   readPth,
   readZip,
   stripModulePrefix,
   TorchTensor,
+  UnreadTensor,
   unpickle,
 } from '../src/index.js';
 
@@ -106,11 +109,17 @@ const glob = (m: string, n: string) => pk('c', `${m}\n${n}\n`);
 function tensorPth(o: {
   numel: number;
   offset: number;
-  size: number[];
-  stride: number[];
+  size: (number | bigint)[];
+  stride: (number | bigint)[];
   data?: Uint8Array;
+  storageType?: string;
 }): Uint8Array {
-  const tuple = (xs: number[]) => pk(0x28, ...xs.flatMap((x) => [0x4a, ...u32(x)]), 0x74);
+  // ints as BININT, bigints as an 8-byte LONG1
+  const int = (x: number | bigint) =>
+    typeof x === 'bigint'
+      ? [0x8a, 8, ...new Uint8Array(new BigInt64Array([x]).buffer)]
+      : [0x4a, ...u32(x)];
+  const tuple = (xs: (number | bigint)[]) => pk(0x28, ...xs.flatMap(int), 0x74);
   const p = pk(
     0x80,
     2,
@@ -120,7 +129,7 @@ function tensorPth(o: {
     0x28, // MARK (args tuple)
     0x28, // MARK (persistent id)
     str('storage'),
-    glob('torch', 'FloatStorage'),
+    glob('torch', o.storageType ?? 'FloatStorage'),
     str('0'),
     str('cpu'),
     0x4a,
@@ -453,6 +462,217 @@ describe('hostile files are refused by name', () => {
         }
       }),
       fuzz(15, 3000),
+    );
+  });
+});
+
+describe('what real torch.save / torch.jit.save files hold (scripts/torch-fixtures/make_edge_fixtures.py)', () => {
+  it('a TorchScript archive is named as such, not as a compressed zip', () => {
+    refuses(
+      () => readPth(bytes('edge_torchscript.pth')),
+      'PTH_FORMAT',
+      /TorchScript archive \(torch\.jit\.save\).*torch\.jit\.load.*model\.state_dict\(\) with torch\.save/,
+    );
+    // TorchScript writes data.pkl too, and compresses code/ entries
+    const ts = zip(
+      [
+        ['m/data.pkl', pk(0x4e, 0x2e)],
+        ['m/code/__torch__/m.py', pk()],
+      ],
+      { method: 8 },
+    );
+    refuses(() => readPth(ts), 'PTH_FORMAT', /TorchScript/);
+    // a compressed entry of a torch.save archive is still refused by name
+    refuses(
+      () => readPth(zip([['m/data.pkl', pk(0x4e, 0x2e)]], { method: 8 })),
+      'PTH_ZIP',
+      /entry "m\/data\.pkl" is compressed \(method 8\)/,
+    );
+  });
+
+  it('tensors beside a pickled nn.Module are not taken as the state_dict', () => {
+    const root = readPth(bytes('edge_model_object.pth')).root as Map<string, unknown>;
+    expect(root.get('best_acc')).toBeInstanceOf(TorchTensor);
+    refuses(
+      () => extractStateDict(root),
+      'PTH_NO_STATE_DICT',
+      /key "model" holds a pickled nn\.Module \(torch\.nn\.modules\.linear\.Linear object, not constructed\) beside the tensors "best_acc"; .*save model\.state_dict\(\)/,
+    );
+    refuses(
+      () => extractStateDict(root, { key: 'model' }),
+      'PTH_NO_STATE_DICT',
+      /no state_dict under "model" \(it holds a torch\.nn\.modules\.linear\.Linear object.*save model\.state_dict\(\)/,
+    );
+    // a model of a project's own class is known by its Module state (_parameters, _modules)
+    const net = new PickleObject(new PickleGlobal('models.kw_resnet', 'KW_ResNet'), []);
+    net.state = new Map([['_modules', new Map()]]);
+    refuses(
+      () =>
+        extractStateDict(
+          new Map<string, unknown>([
+            ['net', net],
+            ['acc', root.get('best_acc')],
+          ]),
+        ),
+      'PTH_NO_STATE_DICT',
+      /key "net" holds a pickled nn\.Module \(models\.kw_resnet\.KW_ResNet object/,
+    );
+    // other inert objects beside tensors still leave a bare state_dict
+    const other = new PickleObject(new PickleGlobal('argparse', 'Namespace'), []);
+    const sd = extractStateDict(
+      new Map<string, unknown>([
+        ['args', other],
+        ['w', root.get('best_acc')],
+      ]),
+    );
+    expect([...sd.tensors.keys()]).toEqual(['w']);
+  });
+
+  it('sparse and meta tensors of the state_dict are refused by name; elsewhere they are listed', () => {
+    const file = readPth(bytes('edge_sparse_meta.pth'));
+    const root = file.root as Map<string, unknown>;
+    refuses(
+      () => extractStateDict(root),
+      'PTH_TENSOR',
+      /tensor "fc\.weight" is a sparse tensor \(torch\.sparse_coo, shape \[3, 4\]\); the reader does not support it: save it dense \(t\.to_dense\(\)\)/,
+    );
+    const noSparse = new Map([...root].filter(([k]) => k !== 'fc.weight'));
+    refuses(
+      () => extractStateDict(new Map([['model', noSparse]])),
+      'PTH_TENSOR',
+      /tensor "emb\.weight" \(under checkpoint key "model"\) is a meta tensor \(torch\.float32, shape \[5, 2\]: it holds no data\).*materialize it/,
+    );
+    const ok = new Map([['fc.bias', root.get('fc.bias')]]);
+    const sd = extractStateDict(
+      new Map<string, unknown>([
+        ['model', ok],
+        ['raw', root],
+      ]),
+    );
+    expect(Array.from(sd.tensors.get('fc.bias')!.data as Float32Array)).toEqual([1, 2, 3]);
+    expect(sd.skipped).toEqual(['raw (dict of 3)']);
+    expect(describeValue(root.get('fc.weight'))).toBe(
+      'sparse tensor (torch.sparse_coo, shape [3, 4]), not read',
+    );
+    expect(root.get('emb.weight')).toBeInstanceOf(UnreadTensor);
+  });
+
+  it('an unsupported storage type (complex64 in the optimizer) only matters where it is needed', () => {
+    const root = readPth(bytes('edge_complex_optimizer.pth')).root as Map<string, unknown>;
+    const sd = extractStateDict(root);
+    expect(sd.key).toBe('model');
+    expect(Array.from(sd.tensors.get('fc.weight')!.data as Float32Array)).toEqual(
+      Array.from({ length: 12 }, (_, i) => i),
+    );
+    const state = (root.get('optimizer') as Map<string, Map<number, Map<string, unknown>>>)
+      .get('state')!
+      .get(0)!;
+    refuses(
+      () => extractStateDict(new Map([['model', state]])),
+      'PTH_TENSOR',
+      /tensor "exp_avg" \(under checkpoint key "model"\) is a tensor on torch\.ComplexFloatStorage \(shape \[2\]\); the reader does not support it/,
+    );
+    // a persistent id naming no storage class at all is still refused at once
+    refuses(
+      () =>
+        readPth(tensorPth({ numel: 1, offset: 0, size: [1], stride: [1], storageType: 'Tensor' })),
+      'PTH_TENSOR',
+      /storage type torch\.Tensor is not a torch storage class/,
+    );
+  });
+
+  it('protocol 2 builtins (__builtin__.set, frozenset, bytearray) are rebuilt like builtins.*', () => {
+    const file = readPth(bytes('edge_proto2_builtins.pth'));
+    const root = file.root as Map<string, unknown>;
+    expect(root.get('tags')).toEqual(new Set([1, 2]));
+    expect(root.get('frozen')).toEqual(new Set(['a']));
+    expect(root.get('buf')).toEqual(new Uint8Array([0x78, 0x79]));
+    expect((root.get('z') as PickleObject).global.qualified).toBe('__builtin__.complex');
+    expect([...file.placeholders.keys()]).toEqual(['__builtin__.complex']);
+    // and the code-running builtins stay refused under either module name
+    for (const m of ['__builtin__', 'builtins'])
+      for (const n of ['eval', 'exec', '__import__', 'open', 'getattr', 'compile']) {
+        expect(isUnsafeGlobal(m, n), `${m}.${n}`).toBe(true);
+        refuses(() => unpickle(pk(glob(m, n), str('x'), 0x85, 0x52, 0x2e)), 'PTH_UNSAFE_GLOBAL');
+      }
+  });
+
+  it('protocol 0 / 1 text opcodes: LONG, INT, FLOAT, UNICODE', () => {
+    const file = readPth(bytes('edge_proto1_long.pth'));
+    const root = file.root as Map<string, unknown>;
+    expect(root.get('step')).toBe(2 ** 31);
+    expect(root.get('neg')).toBe(-(2 ** 40));
+    const w = (root.get('model') as Map<string, TorchTensor>).get('w')!;
+    expect(Array.from(w.data as Float32Array)).toEqual([1.5, -2]);
+    // pickle.dumps({'a': [1.5, 2**70, -3, 'x\\y\né€\x80'], 'b': -inf, 'c': 1e-300}, 0)
+    const p0 = pk(
+      '(dp0\nVa\np1\n(lp2\nF1.5\naL1180591620717411303424L\naI-3\naVx\\u005cy\\u000a\xe9\\u20ac\x80\np3\nasVb\np4\nF-inf\nsVc\np5\nF1e-300\ns.',
+    );
+    expect(unpickle(p0)).toEqual(
+      new Map<string, unknown>([
+        ['a', [1.5, 1180591620717411303424n, -3, 'x\\y\né€\x80']],
+        ['b', Number.NEGATIVE_INFINITY],
+        ['c', 1e-300],
+      ]),
+    );
+    expect(unpickle(pk('Fnan\n.'))).toBeNaN();
+    expect(unpickle(pk('L-12\n.'))).toBe(-12);
+    expect(unpickle(pk('V\\U0001f600\\\\u0041\n.'))).toBe('😀\\\\u0041');
+    refuses(() => unpickle(pk('L12x\n.')), 'PTH_PICKLE', /LONG "12x".*not an integer/);
+    refuses(() => unpickle(pk(`L${'9'.repeat(200)}\n.`)), 'PTH_LIMIT', /200 digits/);
+    refuses(() => unpickle(pk('F1.2.3\n.')), 'PTH_PICKLE', /FLOAT "1\.2\.3".*not a number/);
+    refuses(() => unpickle(pk('V\\u12\n.')), 'PTH_PICKLE', /bad \\u escape/);
+    refuses(
+      () => unpickle(pk("S'abc'\n.")),
+      'PTH_PICKLE',
+      /opcode STRING \(0x53\) at offset 0 is a protocol 0\/1 text opcode/,
+    );
+  });
+
+  it('a storage a little longer than its elements (a uint8 storage viewed as float32) is read', () => {
+    const file = readPth(bytes('edge_uneven_storage.pth'));
+    const w = (file.root as Map<string, TorchTensor>).get('w')!;
+    const want = new Float32Array(new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7]).buffer);
+    expect(w.shape).toEqual([2]);
+    expect(Array.from(w.data as Float32Array)).toEqual(Array.from(want));
+    // a whole element or more beyond the count is still refused
+    refuses(
+      () =>
+        readPth(
+          tensorPth({ numel: 2, offset: 0, size: [2], stride: [1], data: new Uint8Array(12) }),
+        ),
+      'PTH_TENSOR',
+      /2 F32 elements need 8 bytes \(and less than 4 more\), the entry has 12/,
+    );
+    expect(
+      readPth(tensorPth({ numel: 2, offset: 0, size: [2], stride: [1], data: new Uint8Array(11) }))
+        .tensors,
+    ).toBe(1);
+  });
+
+  it('sizes, strides and offsets past 2^53 are named as beyond what the reader supports', () => {
+    refuses(
+      () => readPth(tensorPth({ numel: 1, offset: 0, size: [2n ** 60n], stride: [0] })),
+      'PTH_TENSOR',
+      /size of dim 0: 1152921504606846976 is beyond what the reader supports \(at most 2\^53 - 1\)/,
+    );
+    refuses(
+      () => readPth(tensorPth({ numel: 1, offset: 0, size: [1], stride: [2n ** 60n] })),
+      'PTH_TENSOR',
+      /stride of dim 0: 1152921504606846976 is beyond what the reader supports/,
+    );
+    refuses(
+      () =>
+        readPth(
+          tensorPth({ numel: 1, offset: 0, size: [2 ** 30, 2 ** 30, 2 ** 30], stride: [0, 0, 0] }),
+        ),
+      'PTH_TENSOR',
+      /element count of a \[1073741824, 1073741824, 1073741824\] view is beyond what the reader supports/,
+    );
+    refuses(
+      () => readPth(tensorPth({ numel: 1, offset: 0, size: [-1n], stride: [1] })),
+      'PTH_TENSOR',
+      /size of dim 0: -1 is not an integer >= 0/,
     );
   });
 });
