@@ -191,7 +191,9 @@ export class TfOps implements Ops<tf.Tensor> {
   }
 
   batchNorm(x: tf.Tensor, prefix: string, eps: number, momentum: number): tf.Tensor {
-    // one value per channel (batch 1 of [N, C]) has no batch statistics: use the running ones
+    // one value per channel (batch 1 of [N, C]) has no batch statistics: use the running ones.
+    // Core's reference executor and PyTorch refuse this in train mode instead; here a training
+    // step on one image (a last batch of one, or a shard of one) still runs (docs/trainer.md).
     const count = x.size / x.shape[x.shape.length - 1]!;
     return batchNormLast(x, this.vars, prefix, eps, momentum, this.training && count > 1);
   }

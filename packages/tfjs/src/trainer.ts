@@ -6,6 +6,7 @@
  * evaluation and progress events. `kw train` is a thin driver over it.
  */
 import {
+  analyzeSpec,
   loadWeights as decodeWeights,
   describeValue,
   saveWeights as encodeWeights,
@@ -339,6 +340,24 @@ function checkState(
 }
 
 /**
+ * Refuse a spec tfjs cannot train before anything is built: tfjs-core has no convolution
+ * gradient for dilation > 1 (its conv2d gradient throws a plain Error, or, with a stride, a
+ * missing StridedSlice gradient that does not mention dilation). Inference and ONNX export of
+ * such a spec work.
+ */
+function refuseUntrainable(spec: ModelSpec): void {
+  for (const n of analyzeSpec(spec).spec.nodes) {
+    if (n.op !== 'conv2d' && n.op !== 'dynamicConv2d') continue;
+    if (n.dilation[0] === 1 && n.dilation[1] === 1) continue;
+    throw new KwError(
+      'BACKEND_UNSUPPORTED',
+      `Trainer: node "${n.id}" has dilation [${n.dilation.join(', ')}]; tfjs has no convolution gradient for dilation > 1, so the spec cannot be trained here (inference and ONNX export work)`,
+      { node: n.id, expected: '[1, 1]', actual: [...n.dilation] },
+    );
+  }
+}
+
+/**
  * Trains one model built from a spec. `fit` runs (or continues) the loop, `recalibrate`
  * re-estimates BatchNorm statistics, `evaluate` tests; `snapshot` / `restore` and the
  * `checkpoint` option make runs resumable bit-identically (same weights, optimizer state,
@@ -382,6 +401,7 @@ export class Trainer {
   constructor(options: TrainerOptions) {
     this.options = options;
     const { spec } = options;
+    refuseUntrainable(spec);
     this.spec = spec;
     this.seed = positive('seed', options.seed ?? 0, true);
     this.epochs = positive('epochs', options.epochs ?? 2, true, 1);

@@ -327,3 +327,34 @@ describe('images of the wrong size or layout', () => {
     t.dispose();
   });
 });
+
+describe('specs tfjs cannot train', () => {
+  // tfjs-core has no conv gradient for dilation > 1: fit threw a plain Error (or, with a stride,
+  // "gradient function not found for StridedSlice") after building everything
+  it.each([
+    ['conv2d', 1],
+    ['conv2d', 2],
+    ['dynamicConv2d', 1],
+  ] as const)(
+    'a %s with dilation 2 (stride %i) is BACKEND_UNSUPPORTED naming the node',
+    (op, s) => {
+      const b = new SpecBuilder('dil', [4, 8, 8]);
+      const conv = { outChannels: 4, kernelSize: 3, dilation: 2, padding: 2, stride: s };
+      if (op === 'dynamicConv2d') b.warehouse({ id: 'w', budget: 1 });
+      const x =
+        op === 'conv2d'
+          ? b.conv2d('c', b.input, conv)
+          : b.dynamicConv2d('c', b.input, conv, { kind: 'kw', warehouse: 'w' });
+      b.output(b.linear('fc', b.flatten('f', b.globalAvgPool('p', x)), 2));
+      const spec = b.build();
+      let err: unknown;
+      try {
+        new Trainer({ spec, epochs: 1, batchSize: 4, bnPasses: 0 });
+      } catch (e) {
+        err = e;
+      }
+      expect(isKwError(err) && err.code).toBe('BACKEND_UNSUPPORTED');
+      expect(String(err)).toMatch(/node "c" has dilation \[2, 2\].*dilation > 1/);
+    },
+  );
+});

@@ -95,6 +95,14 @@ export function checkMethodTemperature(where: string, tau: unknown): number {
 /** Reject settings the method does not know (typos must not pass silently). */
 export function rejectUnknown(where: string, raw: Record<string, unknown>, known: string[]): void {
   for (const k of Object.keys(raw)) {
+    // a setting written as null is not "left out": `x ?? default` would take the default silently
+    if (k !== 'kind' && known.includes(k) && raw[k] === null) {
+      throw new KwError(
+        'SPEC_BAD_FIELD',
+        `${where}: setting "method.${k}" is null; leave it out for its default or give a value`,
+        { field: `method.${k}`, actual: null },
+      );
+    }
     if (k !== 'kind' && !known.includes(k)) {
       throw new KwError(
         'SPEC_BAD_FIELD',

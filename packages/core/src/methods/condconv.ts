@@ -27,6 +27,13 @@ export interface CondConvRef extends OtherMethodRef {
 }
 
 /**
+ * Default expert count: 8, the paper's headline configuration (EfficientNet-CondConv-B0 with 8
+ * experts, 78.3 % / 413M MADDs, the abstract's number; the `b0-8e` preset) and the "CondConv
+ * (8x)" row the KW and ODConv papers compare against (peers.md §2.2, §2.4).
+ */
+export const CONDCONV_DEFAULT_EXPERTS = 8;
+
+/**
  * Per-layer parameters of CondConv (peers.md §2.3): `n·|W|` (+ `n·f` bias) plus the routing
  * `c·n + n` (counted per layer here; once per block in the official EfficientNet).
  */
@@ -35,7 +42,7 @@ export function condConvParamCount(
   f: number,
   kh: number,
   kw: number,
-  experts = 4,
+  experts = CONDCONV_DEFAULT_EXPERTS,
   groups = 1,
   bias = false,
 ): number {
@@ -49,13 +56,6 @@ export function condConvRouting<T>(ops: Ops<T>, x: T): T {
     ops.linear(pooled, ops.param('routing_fn.weight'), ops.param('routing_fn.bias')),
   );
 }
-
-/**
- * Default expert count: 8, the paper's headline configuration (EfficientNet-CondConv-B0 with 8
- * experts, 78.3 % / 413M MADDs, the abstract's number; the `b0-8e` preset) and the "CondConv
- * (8x)" row the KW and ODConv papers compare against (peers.md §2.2, §2.4).
- */
-export const CONDCONV_DEFAULT_EXPERTS = 8;
 
 /** The CondConv method module (kind `condconv`). */
 export const condConvMethod: DynamicMethod<CondConvRef> = {

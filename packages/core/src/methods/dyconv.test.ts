@@ -246,3 +246,38 @@ describe('CondConv (peers.md §2)', () => {
     expect(() => mixSpec('condconv', { experts: 1.5 })).toThrow(/method\.experts/);
   });
 });
+
+describe('method settings written as null, and CondConv defaults', () => {
+  // `x ?? default` read null as "left out": { experts: null } built 8 experts, DO-Conv's
+  // { dMul: null } was planned as dMul 1
+  it.each([
+    ['condconv', { experts: null }, 'experts'],
+    ['dyconv', { kernels: null }, 'kernels'],
+    ['dyconv', { temperature: null }, 'temperature'],
+    ['odconv', { reduction: null }, 'reduction'],
+    ['weightnet', { M: null }, 'M'],
+    ['doconv', { dMul: null }, 'dMul'],
+    ['slak', { smallKernel: null }, 'smallKernel'],
+  ] as const)('%s %o: SPEC_BAD_FIELD naming method.%s', (kind, settings, field) => {
+    const b = new SpecBuilder('nul', [4, 5, 5]);
+    const conv = { outChannels: 4, kernelSize: 3, padding: 1 };
+    b.output(b.dynamicConv2d('c', b.input, conv, { kind, ...settings } as never));
+    expect(() => b.build()).toThrow(
+      new RegExp(`SPEC_BAD_FIELD.*setting "method\\.${field}" is null`),
+    );
+  });
+
+  it('condConvParamCount defaults to the experts a { kind: "condconv" } node gets', () => {
+    const b = new SpecBuilder('cc', [16, 5, 5]);
+    b.output(
+      b.dynamicConv2d(
+        'c',
+        b.input,
+        { outChannels: 16, kernelSize: 3, padding: 1 },
+        { kind: 'condconv' },
+      ),
+    );
+    expect(countParams(b.build())).toBe(condConvParamCount(16, 16, 3, 3));
+    expect(condConvParamCount(16, 16, 3, 3)).toBe(8 * 16 * 16 * 9 + 16 * 8 + 8);
+  });
+});
