@@ -638,18 +638,16 @@ export class Trainer {
     const total = stepsPerEpoch * this.epochs;
     const every = this.options.checkpoint?.every ?? 50;
     const s = this.state;
-    const checkStep = () => {
-      if (Number.isInteger(s.step) && s.step >= 0 && s.step < stepsPerEpoch) return;
+    // each pass of the epoch loop below runs the steps s.step..stepsPerEpoch-1 and ends the
+    // epoch with s.step back at 0; a step beyond this data's epoch (a checkpoint of a larger data
+    // set) would never end it: refused here, before the first step (checkState above made it an
+    // integer >= 0)
+    if (s.step >= stepsPerEpoch)
       throw new KwError(
         this.restored ? 'CHECKPOINT_INVALID' : 'ARGUMENT_INVALID',
         `Trainer.fit: the run stands at state.epoch ${s.epoch}, state.step ${s.step} (0-based), but ${n} images in batches of ${this.batchSize} make ${stepsPerEpoch} step${stepsPerEpoch === 1 ? '' : 's'} per epoch: continue with the training data the run was started with (it had at least ${s.step * this.batchSize + 1} images), or start a new run`,
         { field: 'state.step', expected: `0..${stepsPerEpoch - 1}`, actual: s.step },
       );
-    };
-    // each pass of the epoch loop below runs the integer steps s.step..stepsPerEpoch-1 and ends
-    // the epoch; a step beyond this data's epoch (a checkpoint of a larger data set) would never
-    // end it: refused here, before the first step, and again at each epoch's start
-    checkStep();
     const y = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from(data.labels), 'int32'), classes));
     const t0 = now();
     const seconds0 = s.trainSeconds;
@@ -657,7 +655,6 @@ export class Trainer {
     let sinceCheckpoint = 0;
     try {
       while (s.epoch < this.epochs) {
-        checkStep();
         const order = epochOrder(n, this.seed, s.epoch);
         while (s.step < stepsPerEpoch) {
           const { epoch, step } = s;
@@ -939,16 +936,17 @@ export class Trainer {
       out.dispose();
       this.options.verify?.('test predictions');
       for (let i = s; i < s + m; i++) {
-        for (let k = 0; k < classes; k++)
-          if (!Number.isFinite(logits[i * classes + k]!))
+        let best = 0;
+        for (let k = 0; k < classes; k++) {
+          const v = logits[i * classes + k]!;
+          if (!Number.isFinite(v))
             throw new KwError(
               'TENSOR_NOT_FINITE',
-              `Trainer.evaluate: logit ${k} of image ${i} is ${logits[i * classes + k]} (finite images, so the model's weights or BatchNorm statistics are not finite)`,
-              { index: i, actual: logits[i * classes + k] },
+              `Trainer.evaluate: logit ${k} of image ${i} is ${v} (finite images, so the model's weights or BatchNorm statistics are not finite)`,
+              { index: i, actual: v },
             );
-        let best = 0;
-        for (let k = 1; k < classes; k++)
-          if (logits[i * classes + k]! > logits[i * classes + best]!) best = k;
+          if (v > logits[i * classes + best]!) best = k;
+        }
         if (best === data.labels[i]) correct++;
       }
       this.options.onEvent?.({
