@@ -3,7 +3,7 @@
  * checks and the `--help` text (every option with its default), so the three cannot drift.
  */
 import { parseArgs } from 'node:util';
-import { KwError } from '@kernelwarehouse/core';
+import { KwError, MAX_SEED } from '@kernelwarehouse/core';
 import { UsageError } from './io.js';
 
 /** The range a numeric flag accepts. */
@@ -19,7 +19,7 @@ export interface NumberRange {
 }
 
 /** Seeds: 32-bit unsigned, so no two seeds wrap to the same value. */
-export const SEED_RANGE: NumberRange = { int: true, min: 0, max: 2 ** 32 - 1 };
+export const SEED_RANGE: NumberRange = { int: true, min: 0, max: MAX_SEED };
 
 const INT_TEXT = /^-?\d+$/;
 const NUM_TEXT = /^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$/;

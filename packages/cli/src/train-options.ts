@@ -2,7 +2,7 @@
  * `kw train`'s options: the flag table (parser, numeric ranges and `--help` in one place), the
  * defaults, the presets and the `--methods` entries.
  */
-import { formatBudget, KwError, parseBudget } from '@kernelwarehouse/core';
+import { formatBudget, KwError, MAX_SEED, parseBudget } from '@kernelwarehouse/core';
 import type { MethodOption } from '@kernelwarehouse/zoo';
 import { numberFlag, type OptionTable, type ParsedFlags, SEED_RANGE } from './args.js';
 import { parseMethod } from './commands/plan.js';
@@ -453,9 +453,9 @@ export const FLAG_OF: Record<keyof RunOptions, string> = {
 
 /** The last seed of the run must stay a 32-bit seed too. */
 export function checkSeeds(o: RunOptions): void {
-  if (o.seed + o.seeds - 1 > 2 ** 32 - 1)
+  if (o.seed + o.seeds - 1 > MAX_SEED)
     throw new KwError(
       'ARGUMENT_INVALID',
-      `--seed ${o.seed} with --seeds ${o.seeds} runs seeds up to ${o.seed + o.seeds - 1}, beyond 4294967295`,
+      `--seed ${o.seed} with --seeds ${o.seeds} runs seeds up to ${o.seed + o.seeds - 1}, beyond ${MAX_SEED}`,
     );
 }

@@ -13,7 +13,7 @@ export {
   KwError,
   type KwErrorCode,
 } from './errors.js';
-export { type InitOptions, initWeights } from './init.js';
+export { type InitOptions, initWeights, MAX_SEED } from './init.js';
 export { CAF_EPS, caf, type TemperatureSchedule, temperatureAt } from './kw/attention.js';
 export { formatBudget, parseBudget } from './kw/budget.js';
 export {

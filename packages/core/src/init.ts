@@ -19,12 +19,12 @@ export const MAX_SEED = 2 ** 32 - 1;
  * fractions, negatives, 2^32 and above) would be coerced by `>>> 0` to another seed (NaN and
  * 2^32 to 0, -1 to 2^32 - 1, 1.5 to 1), so it is refused with ARGUMENT_INVALID naming the value.
  */
-export function checkSeed(seed: unknown, field = 'seed'): number {
+function checkSeed(seed: unknown): number {
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
     throw new KwError(
       'ARGUMENT_INVALID',
-      `initWeights: ${field} must be an integer in [0, ${MAX_SEED}], found ${describeValue(seed)}`,
-      { field, expected: `integer in [0, ${MAX_SEED}]`, actual: seed },
+      `initWeights: seed must be an integer in [0, ${MAX_SEED}], found ${describeValue(seed)}`,
+      { field: 'seed', expected: `integer in [0, ${MAX_SEED}]`, actual: seed },
     );
   }
   return seed;
