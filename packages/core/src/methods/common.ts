@@ -59,6 +59,10 @@ export function posSetting(
  */
 export const MIN_METHOD_TEMPERATURE = 1e-3;
 
+/** True for a usable DY-Conv / ODConv temperature: finite and >= {@link MIN_METHOD_TEMPERATURE}. */
+const isMethodTemperature = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && v >= MIN_METHOD_TEMPERATURE;
+
 /** Read a method's temperature setting (finite, >= {@link MIN_METHOD_TEMPERATURE}); SPEC_BAD_FIELD naming node and field. */
 export function temperatureSetting(
   where: string,
@@ -67,7 +71,7 @@ export function temperatureSetting(
   def = 1,
 ): number {
   const v = raw[field] ?? def;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < MIN_METHOD_TEMPERATURE) {
+  if (!isMethodTemperature(v)) {
     throw new KwError(
       'SPEC_BAD_FIELD',
       `${where}: field "method.${field}" must be a finite number >= ${MIN_METHOD_TEMPERATURE} (the official schedules anneal 30 -> 1), found ${describeValue(v)}`,
@@ -82,7 +86,7 @@ export function temperatureSetting(
  * `temperatureSetting`; ARGUMENT_INVALID naming `where` and the value.
  */
 export function checkMethodTemperature(where: string, tau: unknown): number {
-  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < MIN_METHOD_TEMPERATURE) {
+  if (!isMethodTemperature(tau)) {
     throw new KwError(
       'ARGUMENT_INVALID',
       `${where}: method temperature must be a finite number >= ${MIN_METHOD_TEMPERATURE} (the official schedules anneal 30 -> 1), found ${describeValue(tau)}`,
@@ -90,6 +94,15 @@ export function checkMethodTemperature(where: string, tau: unknown): number {
     );
   }
   return tau;
+}
+
+/** The temperature a DY-Conv / ODConv forward runs at: the run-time override, checked, or the node's setting. */
+export function forwardTemperature(
+  node: { id: string },
+  setting: number,
+  override: number | undefined,
+): number {
+  return override === undefined ? setting : checkMethodTemperature(`node "${node.id}"`, override);
 }
 
 /** Reject settings the method does not know (typos must not pass silently). */

@@ -8,9 +8,9 @@ import type { ParamDecl } from '../decl.js';
 import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
 import {
-  checkMethodTemperature,
   convMacs,
   decl,
+  forwardTemperature,
   intSetting,
   mixtureForward,
   posSetting,
@@ -112,11 +112,7 @@ export const dyConvMethod: DynamicMethod<DyConvRef> = {
   },
   forward(ops, x, { node, settings: m, methodTemperature }) {
     const g = requireConv(node, 'dyconv');
-    const tau =
-      methodTemperature === undefined
-        ? m.temperature
-        : checkMethodTemperature(`node "${node.id}"`, methodTemperature);
-    const pi = dyConvAttention(ops, x, tau);
+    const pi = dyConvAttention(ops, x, forwardTemperature(node, m.temperature, methodTemperature));
     return mixtureForward(ops, x, g, pi, m.kernels);
   },
 };

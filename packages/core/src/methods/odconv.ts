@@ -11,10 +11,10 @@ import type { Ops } from '../ops/seam.js';
 import type { OtherMethodRef } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
 import {
-  checkMethodTemperature,
   convAttrs,
   convMacs,
   decl,
+  forwardTemperature,
   intSetting,
   posSetting,
   rejectUnknown,
@@ -254,10 +254,7 @@ export const odConvMethod: DynamicMethod<OdConvRef> = {
   forward(ops, x, { node, settings: m, inShape, methodTemperature }) {
     const g = requireConv(node, 'odconv');
     const c = inShape[0]!;
-    const tau =
-      methodTemperature === undefined
-        ? m.temperature
-        : checkMethodTemperature(`node "${node.id}"`, methodTemperature);
+    const tau = forwardTemperature(node, m.temperature, methodTemperature);
     const att = odConvAttentions(ops, x, node, m, c, tau);
     return ops.perSampleConv(x, odConvKernel(ops, g, c, m.kernels, att), convAttrs(g));
   },
