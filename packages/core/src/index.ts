@@ -165,12 +165,7 @@ export {
   tensor,
   type WeightMap,
 } from './tensor.js';
-export {
-  type CheckTensorOptions,
-  type CheckWeightsOptions,
-  checkTensor,
-  checkWeights,
-} from './weights/check.js';
+export { type CheckWeightsOptions, checkTensor, checkWeights } from './weights/check.js';
 export { loadWeights, saveWeights } from './weights/io.js';
 export {
   assertOfficialStem,

@@ -40,9 +40,7 @@ export function checkWeights(
       if (!(p.role === 'buffer' && options.allowMissingBuffers)) missing.push(p.name);
       continue;
     }
-    checkTensor(p.name, t, p.shape, {
-      nonNegative: p.role === 'buffer' && isRunningVar(p.name),
-    });
+    checkTensor(p.name, t, p.shape);
   }
   if (missing.length) {
     throw new KwError(
@@ -63,25 +61,11 @@ export function checkWeights(
   }
 }
 
-/** Options of {@link checkTensor}. */
-export interface CheckTensorOptions {
-  /**
-   * Refuse negative values (a variance). Default: true when the name is a BatchNorm
-   * running variance (`*.running_var`).
-   */
-  nonNegative?: boolean;
-}
-
 /**
  * Shape, dtype and finiteness check of one named tensor (and, for a BatchNorm running
  * variance, that no value is negative: sqrt(var + eps) would turn the output into NaN).
  */
-export function checkTensor(
-  name: string,
-  t: Tensor,
-  shape: readonly number[],
-  options: CheckTensorOptions = {},
-): void {
+export function checkTensor(name: string, t: Tensor, shape: readonly number[]): void {
   if (typeof t !== 'object' || t === null) {
     throw new KwError(
       'WEIGHTS_DTYPE',
@@ -119,7 +103,7 @@ export function checkTensor(
       `tensor "${name}": shape [${shape.join(', ')}] needs ${numel(shape)} values, data has ${t.data.length}`,
     );
   }
-  const nonNegative = options.nonNegative ?? isRunningVar(name);
+  const nonNegative = isRunningVar(name);
   const data = t.data;
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
