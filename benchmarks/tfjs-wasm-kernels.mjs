@@ -6,7 +6,7 @@
 // stock / fast speed-ups. A second table turns @kernelwarehouse/tfjs's own WebAssembly SIMD
 // kernels (src/conv-wasm.ts: per-sample and ordinary conv gradients, the ordinary conv forward,
 // few-row gradient products, KW's assembly gradients in one pass, the training BatchNorm of
-// src/bn-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it,
+// src/bn-wasm.ts, the attention's global average pool of src/gap-wasm.ts; `setOwnWasmKernels`) off and on around the same training steps; before it,
 // tables of the filter gradient in place against on channel-block copies, of the stride-1
 // input gradient on `conv_dx1` against it as a forward conv and of the strided one on `conv_dxs`
 // against one forward conv per output phase, of KW's assembly forward on XNNPACK against the
@@ -17,6 +17,7 @@ import {
   matMulWasm,
   registerFastWasmKernels,
   setOwnWasmKernels,
+  TfOps,
   unregisterFastWasmKernels,
 } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
@@ -220,6 +221,19 @@ const bnCases = STAGE_MAPS.map(([hw, ch]) => {
   ];
 });
 
+// the attention branches' global average pool and its gradient at those maps: tfjs's two
+// one-axis means and their autodiff against gap-wasm.ts's one pass each way
+const gapCases = STAGE_MAPS.map(([hw, ch]) => {
+  const x = tf.randomNormal([batch, hw, hw, ch]);
+  const dy = tf.randomNormal([batch, ch]);
+  const ops = new TfOps(new Map(), new Map(), true, 'bench');
+  const g = tf.grad((xt) => tf.sum(tf.mul(ops.globalAvgPool(xt), dy)));
+  return [
+    `global average pool and its gradient ${batch}x${hw}x${hw}x${ch}`,
+    () => tf.add(tf.sum(ops.globalAvgPool(x)), tf.sum(g(x))),
+  ];
+});
+
 /**
  * An input gradient on the own kernels at `hw`x`hw`x`ci` <- `co` (k x k, stride s, padding
  * (k - 1) / 2 as PyTorch's): for a kernel shared by the batch (an ordinary conv's
@@ -377,7 +391,7 @@ await formTable(
 
 console.log('\n| case (fast kernels on) | own kernels off ms | own kernels on ms | speed-up |');
 console.log('|---|---:|---:|---:|');
-for (const [name, fn] of [...rowsCases, ...assemblyCases, ...bnCases]) {
+for (const [name, fn] of [...rowsCases, ...assemblyCases, ...bnCases, ...gapCases]) {
   const [off, on] = await compare(
     toggled(name, () => tf.tidy(() => void fn().dataSync())),
     { rounds, warmup: 1 },

@@ -8,6 +8,7 @@ import { convOutputSize, KwError, type NodeSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormTrainWasm } from './bn-wasm.js';
 import { perSampleConvWasm } from './conv-wasm.js';
+import { globalAvgPoolWasm } from './gap-wasm.js';
 
 /** Keyword arguments tfjs passes to `Layer.call` (`training` among them). */
 export type Kwargs = Record<string, unknown>;
@@ -429,8 +430,10 @@ export class SpecNode extends SpecLayerBase {
           const f = n.op === 'maxPool' ? tf.maxPool : tf.avgPool;
           return f(padded as tf.Tensor4D, n.kernelSize, n.stride, 'valid');
         }
-        case 'globalAvgPool':
-          return tf.mean(x, [1, 2], true);
+        case 'globalAvgPool': {
+          const own = globalAvgPoolWasm(x);
+          return own ? tf.reshape(own, [x.shape[0]!, 1, 1, x.shape[3]!]) : tf.mean(x, [1, 2], true);
+        }
         case 'flatten': {
           // flatten in NCHW order, as the spec (and the weights of the next linear) expect
           const t = x.rank === 4 ? tf.transpose(x as tf.Tensor4D, [0, 3, 1, 2]) : x;

@@ -14,6 +14,7 @@ import {
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { matMulWasm } from './conv-wasm.js';
+import { globalAvgPoolWasm } from './gap-wasm.js';
 import {
   batchNormLast,
   groupedConv,
@@ -203,7 +204,10 @@ export class TfOps implements Ops<tf.Tensor> {
   }
 
   globalAvgPool(x: tf.Tensor): tf.Tensor {
-    // two one-axis means: since the float64-accumulating Sum/Mean kernels (fast-wasm.ts) they round
+    // on wasm: one pass forward and one backward (gap-wasm.ts)
+    const own = globalAvgPoolWasm(x);
+    if (own) return own;
+    // elsewhere two one-axis means: since the float64-accumulating Sum/Mean kernels (fast-wasm.ts) they round
     // like one mean over (H, W) (4.4e-8 vs 4.0e-8 relative at 8x56x56x64) and run faster on
     // wasm (13 vs 17 ms); re-measured 2026-11-26. Before those kernels the one-shot mean rounded
     // ~5x worse, which an attention BatchNorm (nearly equal numbers subtracted) amplified.
