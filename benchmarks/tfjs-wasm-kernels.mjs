@@ -12,7 +12,8 @@
 // against one forward conv per output phase, of KW's assembly forward on XNNPACK against the
 // no-pack kernel, and whole steps with those forms off and on. The own kernels use relaxed SIMD's multiply-add as `kw train`
 // does (KW_BENCH_FMA=off: unfused).
-// Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3)
+// Run: pnpm --filter @kernelwarehouse/benchmarks bench:wasm-kernels   (KW_BENCH_ROUNDS=3;
+// KW_BENCH_ONLY=gap: only the global average pool tables)
 import {
   matMulWasm,
   registerFastWasmKernels,
@@ -29,6 +30,7 @@ import {
   setInputGradByForward,
   setStridedInputGradByPhases,
 } from '../packages/tfjs/dist/conv-wasm.js';
+import { setWasmGlobalAvgPool } from '../packages/tfjs/dist/gap-wasm.js';
 import { batchNormLast } from '../packages/tfjs/dist/layers.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
@@ -111,21 +113,27 @@ console.log(`# tfjs wasm: stock kernels vs @kernelwarehouse/tfjs fast kernels\n`
 console.log(
   `${await machine()}; ${kernelsLine}; batch ${batch}; median of ${rounds} interleaved rounds\n`,
 );
-console.log('| case | stock ms | fast ms | speed-up |');
-console.log('|---|---:|---:|---:|');
-for (const [name, fn] of micro) {
-  const [s, f] = await compare(pair(name, fn), { rounds, warmup: 1 });
-  console.log(
-    `| ${name} | ${s.medianMs.toFixed(1)} | ${f.medianMs.toFixed(1)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
-  );
+// KW_BENCH_ONLY=gap: only the global average pool's two tables (below)
+const only = process.env.KW_BENCH_ONLY;
+if (only && only !== 'gap') throw new Error(`KW_BENCH_ONLY: only "gap" is known, found "${only}"`);
+if (!only) await stockVsFast();
+async function stockVsFast() {
+  console.log('| case | stock ms | fast ms | speed-up |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name, fn] of micro) {
+    const [s, f] = await compare(pair(name, fn), { rounds, warmup: 1 });
+    console.log(
+      `| ${name} | ${s.medianMs.toFixed(1)} | ${f.medianMs.toFixed(1)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
+    );
+  }
+  for (const [name, fn] of steps) {
+    const [s, f] = await compare(asyncPair(name, fn), { rounds, warmup: 1 });
+    console.log(
+      `| ${name} (batch ${batch}) | ${s.medianMs.toFixed(0)} | ${f.medianMs.toFixed(0)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
+    );
+  }
+  registerFastWasmKernels();
 }
-for (const [name, fn] of steps) {
-  const [s, f] = await compare(asyncPair(name, fn), { rounds, warmup: 1 });
-  console.log(
-    `| ${name} (batch ${batch}) | ${s.medianMs.toFixed(0)} | ${f.medianMs.toFixed(0)} | ${(s.medianMs / f.medianMs).toFixed(1)}x |`,
-  );
-}
-registerFastWasmKernels();
 
 // gradient products with R output rows (a^T b, b new on every call): where matMulNoPack's row
 // limit (256) comes from
@@ -222,7 +230,8 @@ const bnCases = STAGE_MAPS.map(([hw, ch]) => {
 });
 
 // the attention branches' global average pool and its gradient at those maps: tfjs's two
-// one-axis means and their autodiff against gap-wasm.ts's one pass each way
+// one-axis means and their autodiff against gap-wasm.ts's one pass each way (a table of their
+// own, and whole steps with it off and on, come first among the form tables below)
 const gapCases = STAGE_MAPS.map(([hw, ch]) => {
   const x = tf.randomNormal([batch, hw, hw, ch]);
   const dy = tf.randomNormal([batch, ch]);
@@ -343,6 +352,19 @@ async function formTable(header, cases, setForm, steps = false) {
   }
   setForm(true);
 }
+
+await formTable(
+  '| case (own kernels on) | global average pool on tfjs ops ms | on gap-wasm.ts ms | speed-up |',
+  gapCases,
+  setWasmGlobalAvgPool,
+);
+await formTable(
+  '| case (own kernels on) | global average pool on tfjs ops ms | on gap-wasm.ts ms | speed-up | CPU-time speed-up |',
+  steps,
+  setWasmGlobalAvgPool,
+  true,
+);
+if (only === 'gap') process.exit(0);
 
 await formTable(
   '| case (own kernels on) | conv_dw in place ms | on channel-block copies ms | speed-up |',
