@@ -145,6 +145,42 @@ describe('kw convert / kw export --weights with official checkpoints', () => {
     );
     expect((await run('convert', '--model', ...model, '--out', 'x')).err).toMatch(/input file/);
   });
+
+  it('--key picks a checkpoint entry by name (export and convert), not with --ema, only with weights', async () => {
+    // the fixture is a bare state_dict: the key reaches the loader, which names it
+    const out = join(dir, 'k.onnx');
+    const r1 = await run('export', ...model, '--weights', pth, '--key', 'teacher', '--out', out);
+    expect(r1.code).toBe(1);
+    expect(r1.err).toMatch(
+      /^kw export: \[PTH_NO_STATE_DICT\] the checkpoint has no state_dict under "teacher"/,
+    );
+    const r2 = await run('convert', pth, '--model', ...model, '--key', 'teacher', '--out', out);
+    expect(r2.code).toBe(1);
+    expect(r2.err).toMatch(/^kw convert: \[PTH_NO_STATE_DICT\].*"teacher"/);
+    const both = await run(
+      'export',
+      ...model,
+      '--weights',
+      pth,
+      '--key',
+      'model',
+      '--ema',
+      '--out',
+      out,
+    );
+    expect([both.code, both.err]).toEqual([
+      2,
+      'kw export: give --ema or --key, not both (--ema is --key model_ema)\n',
+    ]);
+    const noWeights = await run('export', ...model, '--key', 'model', '--out', out);
+    expect([noWeights.code, noWeights.err]).toEqual([
+      2,
+      'kw export: --key picks a state_dict from --weights\n',
+    ]);
+    expect((await run('convert', pth, '--model', ...model, '--key', '', '--out', out)).code).toBe(
+      2,
+    );
+  });
 });
 
 describe('kw export --weights with files that are not what their name says', () => {

@@ -53,6 +53,12 @@ export const EXPORT_FLAGS: OptionTable = {
     type: 'boolean',
     help: 'take model_ema instead of model from an official checkpoint dict',
   },
+  key: {
+    type: 'string',
+    value: 'K',
+    help: 'take the state_dict under this key of a .pth checkpoint dict (e.g. teacher, state_dict); instead of --ema',
+    default: 'model, else the dict itself',
+  },
   stem: {
     type: 'string',
     value: 'S',
@@ -135,6 +141,7 @@ export const CONVERT_FLAGS: OptionTable = {
   width: MODEL_FLAGS.width!,
   stem: EXPORT_FLAGS.stem!,
   ema: EXPORT_FLAGS.ema!,
+  key: EXPORT_FLAGS.key!,
   to: {
     type: 'string',
     value: 'NAMES',

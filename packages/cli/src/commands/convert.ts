@@ -12,6 +12,14 @@ export function parseStem(v: unknown): StemOption | undefined {
   return choiceFlag('stem', v, ['auto', 'imagenet', 'small'] as const);
 }
 
+/** `--key K` (a checkpoint dict's entry; the parser refuses an empty one), not with `--ema`. */
+export function checkpointKey(values: Record<string, unknown>): string | undefined {
+  const key = values.key as string | undefined;
+  if (key !== undefined && values.ema)
+    throw new UsageError('give --ema or --key, not both (--ema is --key model_ema)');
+  return key;
+}
+
 /** One paragraph saying what a weights file gave: container, naming, key, prefix, what was left. */
 export function describeLoad(path: string, r: CheckpointReport): string {
   const parts = [
@@ -64,8 +72,10 @@ export function convertCommand(args: string[], io: Io): number {
   const { id, budget, classes, width, inputShape } = parseModelArgs(modelArgs);
   const stem = parseStem(values.stem);
   const spec = createModel(id, { budget, classes, width, inputShape, stem });
+  const key = checkpointKey(values);
   const { weights, report } = loadCheckpoint(spec, readFileBytes(input), {
     ema: values.ema === true,
+    key,
     format: formatFromName(input),
   });
   const out = values.out as string;

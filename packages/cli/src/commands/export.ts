@@ -7,7 +7,7 @@ import { choiceFlag, numberFlag } from '../args.js';
 import { EXPORT_FLAGS } from '../flags.js';
 import { type OutputFile, readFileBytes, writeOutputs } from '../fsio.js';
 import { human, type Io, UsageError } from '../io.js';
-import { describeLoad, parseStem } from './convert.js';
+import { checkpointKey, describeLoad, parseStem } from './convert.js';
 import { parseModelArgs } from './plan.js';
 
 /**
@@ -53,6 +53,9 @@ export function exportCommand(args: string[], io: Io): number {
   const seed = num('seed') ?? 0;
   const temperature = num('temperature') ?? 0;
   if (values.ema && !values.weights) throw new UsageError('--ema picks model_ema from --weights');
+  const key = checkpointKey(values);
+  if (key !== undefined && !values.weights)
+    throw new UsageError('--key picks a state_dict from --weights');
   const stem = parseStem(values.stem);
   const spec = createModel(id, { budget, classes, width, inputShape, method, stem });
   let loaded = '';
@@ -60,6 +63,7 @@ export function exportCommand(args: string[], io: Io): number {
   if (values.weights) {
     const r = loadCheckpoint(spec, readFileBytes(values.weights as string), {
       ema: values.ema === true,
+      key,
       format: formatFromName(values.weights as string),
     });
     weights = r.weights;
