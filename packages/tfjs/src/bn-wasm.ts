@@ -13,9 +13,8 @@ import {
   activeOwnKernels,
   heapOffset,
   type KernelArgs,
-  type Kernels,
-  kernelsFor,
   registerOwnKernels,
+  requireKernels,
   type WasmBackend,
   zeros,
 } from './conv-wasm.js';
@@ -36,14 +35,15 @@ export function setWasmBatchNorm(enabled: boolean): boolean {
 }
 
 /** Scratch of a kernel call: per-channel coefficients `[4, C]` and two float64 rows of sums. */
-interface Scratch {
+export interface Scratch {
   coef: tf.TensorInfo;
   acc: tf.TensorInfo;
   /** Byte address of the (8-byte aligned) float64 sums. */
   accAt: number;
 }
 
-function scratch(be: WasmBackend, C: number): Scratch {
+/** The {@link Scratch} of C channels (the sums zeroed; gap-wasm.ts takes it too). */
+export function scratch(be: WasmBackend, C: number): Scratch {
   const coef = be.makeOutput([4 * C], 'float32');
   // 2C float64 sums = 4C float32, plus one float64 of slack to align them to 8 bytes
   const acc = zeros(be, [4 * C + 2]);
@@ -51,16 +51,10 @@ function scratch(be: WasmBackend, C: number): Scratch {
   return { coef, acc, accAt: at + (at % 8) };
 }
 
-function release(be: WasmBackend, s: Scratch): void {
+/** Frees a {@link scratch}. */
+export function release(be: WasmBackend, s: Scratch): void {
   be.disposeData(s.coef.dataId);
   be.disposeData(s.acc.dataId);
-}
-
-/** The kernels bound to this heap (a gradient runs on them even if they were switched off since). */
-function kernels(be: WasmBackend): Kernels {
-  const k = kernelsFor(be);
-  if (!k) throw new Error(`${FWD}: the own wasm kernels cannot run on this heap`);
-  return k;
 }
 
 /**
@@ -96,7 +90,7 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
   const [, M, V, L] = out as [Float32Array, Float32Array, Float32Array, Float32Array];
   // moments about the first row (close to the mean, so E[u²] - E[u]² loses nothing in float64)
   coef.set(X.subarray(0, C));
-  const K = kernels(be);
+  const K = requireKernels(be, FWD);
   K.bn_moments(heapOffset(be, x!), 0, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {
     const m1 = sums[c]! / rows;
@@ -125,7 +119,7 @@ function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const [W, M, V, L] = ins as [Float32Array, Float32Array, Float32Array, Float32Array];
   const [, DW, DB] = out as [Float32Array, Float32Array, Float32Array];
   coef.set(M.subarray(0, C));
-  const K = kernels(be);
+  const K = requireKernels(be, FWD);
   const at = [x!, dy!].map((t) => heapOffset(be, t)) as [number, number];
   K.bn_gsums(...at, rows, C, heapOffset(be, s.coef), s.accAt);
   for (let c = 0; c < C; c++) {

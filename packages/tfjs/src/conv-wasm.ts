@@ -809,6 +809,16 @@ export function kernelsFor(be: WasmBackend): Kernels | null {
 }
 
 /**
+ * The kernels bound to this heap for kernel `name`, which runs only where they can: a gradient
+ * runs on them even if they were switched off since its forward.
+ */
+export function requireKernels(be: WasmBackend, name: string): Kernels {
+  const k = kernelsFor(be);
+  if (!k) throw new Error(`${name}: the own wasm kernels cannot run on this heap`);
+  return k;
+}
+
+/**
  * The own kernels bound to the active wasm backend's heap, or null: another backend, the kernels
  * turned off ({@link setOwnWasmKernels}), or an engine or heap they cannot run on. The one check
  * every entry point makes (`applies`, {@link matMulWasm}, bn-wasm.ts).

@@ -10,15 +10,14 @@
  * gradient `dy / (H·W)` rounded once.
  */
 import * as tf from '@tensorflow/tfjs';
+import { release, scratch } from './bn-wasm.js';
 import {
   activeOwnKernels,
   heapOffset,
   type KernelArgs,
-  type Kernels,
-  kernelsFor,
   registerOwnKernels,
+  requireKernels,
   type WasmBackend,
-  zeros,
 } from './conv-wasm.js';
 
 const FWD = 'KwWasmGlobalAvgPool';
@@ -36,39 +35,27 @@ export function setWasmGlobalAvgPool(enabled: boolean): boolean {
   return was;
 }
 
-/** The kernels bound to this heap (a gradient runs on them even if they were switched off since). */
-function kernels(be: WasmBackend): Kernels {
-  const k = kernelsFor(be);
-  if (!k) throw new Error(`${FWD}: the own wasm kernels cannot run on this heap`);
-  return k;
-}
-
 /** `x [N, H, W, C]` -> `[N, C]`, the mean over H and W. */
 function forwardKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
   const { x } = inputs as { x: tf.TensorInfo };
   const [N, H, W, C] = x.shape as [number, number, number, number];
   const y = be.makeOutput([N, C], 'float32');
-  const shift = zeros(be, [C]);
-  // 2C float64 sums (the second row, the squares, unused) = 4C float32, plus 8 bytes of slack
-  const acc = be.makeOutput([4 * C + 2], 'float32');
-  const at = heapOffset(be, acc);
-  const accAt = at + (at % 8);
-  const K = kernels(be);
+  const s = scratch(be, C);
+  const K = requireKernels(be, FWD);
   const rows = H * W;
   const xo = heapOffset(be, x);
-  const so = heapOffset(be, shift);
-  // views after the last allocation (a growing heap moves)
+  // views after the last allocation (a growing heap moves); a shift of 0 (`coef`'s first row)
   const Y = be.typedArrayFromHeap(y) as Float32Array;
-  const heap = (be.typedArrayFromHeap(acc) as Float32Array).buffer;
-  const sums = new Float64Array(heap, accAt, C);
+  const coef = be.typedArrayFromHeap(s.coef) as Float32Array;
+  coef.fill(0, 0, C);
+  const sums = new Float64Array(coef.buffer, s.accAt, C);
   for (let b = 0; b < N; b++) {
     sums.fill(0);
-    K.bn_moments(xo + b * rows * C * 4, 0, rows, C, so, accAt);
+    K.bn_moments(xo + b * rows * C * 4, 0, rows, C, heapOffset(be, s.coef), s.accAt);
     for (let c = 0; c < C; c++) Y[b * C + c] = sums[c]! / rows;
   }
-  be.disposeData(acc.dataId);
-  be.disposeData(shift.dataId);
+  release(be, s);
   return y;
 }
 
@@ -85,7 +72,7 @@ function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const D = be.typedArrayFromHeap(dy) as Float32Array;
   const R = be.typedArrayFromHeap(row) as Float32Array;
   for (let i = 0; i < N * C; i++) R[i] = D[i]! / rows;
-  const K = kernels(be);
+  const K = requireKernels(be, GRAD);
   const ro = heapOffset(be, row);
   const xo = heapOffset(be, dx);
   // each sample's row repeated: a source stride of 0
