@@ -2,7 +2,13 @@
 // (fixtures written by torch.save), and a corpus of hostile files built here by hand or by seeded
 // edits of a valid file, each refused with a named KwError: never another error, never a hang.
 import { readFileSync } from 'node:fs';
-import { isKwError, KwError, type KwErrorCode } from '@kernelwarehouse/core';
+import {
+  isKwError,
+  KwError,
+  type KwErrorCode,
+  tensor,
+  writeSafetensors,
+} from '@kernelwarehouse/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -806,6 +812,18 @@ describe('options are checked where they enter', () => {
       /options\.key must be a string.*found 5/,
     );
     refuses(() => loadCheckpoint({}, 'w.pth' as never), 'ARGUMENT_INVALID', /loadCheckpoint bytes/);
+    // a safetensors file has no entries to pick: the message names the option that asked for one
+    const st = writeSafetensors(new Map([['w', tensor([2], [1, 2])]]));
+    refuses(
+      () => loadCheckpoint({}, st, { ema: true }),
+      'ARGUMENT_INVALID',
+      /one state_dict; the key "model_ema" \(options\.ema; kw's --ema\) picks an entry of a \.pth/,
+    );
+    refuses(
+      () => loadCheckpoint({}, st, { key: 'teacher' }),
+      'ARGUMENT_INVALID',
+      /one state_dict; the key "teacher" \(options\.key; kw's --key\) picks an entry of a \.pth/,
+    );
     const root = readPth(pth).root;
     refuses(
       () => extractStateDict(root, { key: 0 as never }),
