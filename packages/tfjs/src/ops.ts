@@ -207,10 +207,11 @@ export class TfOps implements Ops<tf.Tensor> {
     // on wasm: one pass forward and one backward (gap-wasm.ts)
     const own = globalAvgPoolWasm(x);
     if (own) return own;
-    // elsewhere two one-axis means: since the float64-accumulating Sum/Mean kernels (fast-wasm.ts) they round
-    // like one mean over (H, W) (4.4e-8 vs 4.0e-8 relative at 8x56x56x64) and run faster on
-    // wasm (13 vs 17 ms); re-measured 2026-11-26. Before those kernels the one-shot mean rounded
-    // ~5x worse, which an attention BatchNorm (nearly equal numbers subtracted) amplified.
+    // elsewhere two one-axis means: since the float64-accumulating Sum/Mean kernels
+    // (fast-wasm.ts) they round like one mean over (H, W) (4.4e-8 vs 4.0e-8 relative at
+    // 8x56x56x64) and run faster on wasm (13 vs 17 ms); re-measured 2026-11-26. Before those
+    // kernels the one-shot mean rounded ~5x worse, which an attention BatchNorm (nearly equal
+    // numbers subtracted) amplified.
     return tf.mean(tf.mean(x, 1), 1);
   }
 

@@ -141,11 +141,13 @@ export function loadCheckpoint(
       },
     };
   }
-  if (key !== undefined)
+  if (key !== undefined) {
+    const option = opts.key === undefined ? 'ema' : 'key';
     throw new KwError(
       'ARGUMENT_INVALID',
-      `a safetensors file holds one state_dict; the key "${key}" (options.${opts.key === undefined ? 'ema' : 'key'}; kw's --${opts.key === undefined ? 'ema' : 'key'}) picks an entry of a .pth training checkpoint`,
+      `a safetensors file holds one state_dict; the key "${key}" (options.${option}; kw's --${option}) picks an entry of a .pth training checkpoint`,
     );
+  }
   const file = readSafetensors(bytes);
   const naming = detectNaming(file.tensors.keys(), file.metadata);
   if (naming === 'project') {
