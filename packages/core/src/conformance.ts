@@ -221,7 +221,10 @@ export interface ConformanceCheck {
   measure(runner: BackendRunner): Promise<{ error: number; shape: number[]; want: number[] }>;
 }
 
-/** The checks a backend with `modes` runs: inference (batch 1 and 3), train (batch 5); KW also at tau 0.4. */
+/**
+ * The checks a backend with `modes` runs: inference (batch 1 and 3), train (batch 5); KW also at
+ * tau 0.4, and in inference at tau 1 (constant attention: one ordinary conv per KW layer).
+ */
 export function conformanceChecks(modes: readonly ('inference' | 'train')[]): ConformanceCheck[] {
   const out: ConformanceCheck[] = [];
   conformanceCases().forEach((cs, ci) => {
@@ -231,7 +234,11 @@ export function conformanceChecks(modes: readonly ('inference' | 'train')[]): Co
         [{ mode: 'inference', temperature: 0 }, 1],
         [{ mode: 'inference', temperature: 0 }, 3],
       );
-      if (cs.method === 'kw') runs.push([{ mode: 'inference', temperature: 0.4 }, 3]);
+      if (cs.method === 'kw')
+        runs.push(
+          [{ mode: 'inference', temperature: 0.4 }, 3],
+          [{ mode: 'inference', temperature: 1 }, 3],
+        );
     }
     if (modes.includes('train')) {
       // train-mode BatchNorms divide by batch variances: 5 samples keep that well conditioned

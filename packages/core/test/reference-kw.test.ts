@@ -97,6 +97,29 @@ describe('KW at tau = 1 equals a static network of beta-selected cells', () => {
     });
   }
 
+  it('in inference at tau = 1 the attention is not run (constant); in training, and below 1, it is', () => {
+    const spec = tinyKwSpec({ budget: 0.5, cellRatio: 0.5, kwClassifier: true });
+    const w = randomWeights(spec, 12);
+    const x = randomInput(new Rng(6), [2, ...spec.inputShape]);
+    const eq = staticEquivalent(spec, w);
+    const want = runReference(eq.spec, eq.weights, x).get(spec.outputs[0]!)!;
+    // every attention weight +-1e38 (weights must be finite): a forward that ran the attention
+    // overflows to infinite logits, and CAF's z / sum|z| is NaN
+    const poisoned: WeightMap = new Map(w);
+    let n = 0;
+    for (const [name, t] of w)
+      if (/\.attention\.fc\d\.weight$/.test(name)) {
+        poisoned.set(name, { shape: t.shape, data: t.data.map((v) => (v < 0 ? -1e38 : 1e38)) });
+        n++;
+      }
+    expect(n).toBeGreaterThan(0);
+    const out = (o: { temperature: number; mode?: 'train' }) =>
+      runReference(spec, poisoned, x, o).get(spec.outputs[0]!)!.data;
+    expect(maxRelativeError(out({ temperature: 1 }), want.data)).toBeLessThan(1e-5);
+    expect(out({ temperature: 1 - 2 ** -24 }).some(Number.isNaN)).toBe(true);
+    expect(out({ temperature: 1, mode: 'train' }).some(Number.isNaN)).toBe(true);
+  });
+
   it('b = 1/2 gives a checkerboard of zero blocks (p = 2: C Z Z C ...)', () => {
     const spec = tinyKwSpec({ budget: 0.5, cellRatio: 0.5 });
     const t = paramTable(spec);

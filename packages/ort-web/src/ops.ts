@@ -409,6 +409,8 @@ export class OnnxOps implements Ops<OnnxValue> {
       }
     }
     if (isConst(b) && !isConst(a) && b.shape.length === 2) return { product: { a, w: b } };
+    // two constants (a KW layer's kernel at tau = 1: one-hot cells x warehouse) fold at export
+    if (isConst(a) && isConst(b)) return this.c(this.fold.matMul(this.t(a), this.t(b)), a.label);
     return this.op('MatMul', [a, b]);
   }
 

@@ -147,6 +147,22 @@ describe('ONNX parity on onnxruntime-web (wasm), batch 1 and 3 from one model', 
   }
 });
 
+describe('a KW model exported at temperature 1 (constant attention)', () => {
+  it('has no attention and no per-sample machinery: one Conv / Gemm per KW layer', async () => {
+    const spec = tinyKwSpec({ budget: 0.5, cellRatio: 0.5, kwClassifier: true });
+    const w = randomWeights(spec, 3);
+    const at = (tau: number) => onnxInfo(toOnnx(spec, w, { temperature: tau })).ops;
+    const one = at(1);
+    const zero = at(0);
+    // CAF's Abs and the attention's global pool are there at tau = 0 and gone at tau = 1
+    expect(zero.Abs).toBeGreaterThan(0);
+    expect(one.Abs ?? 0).toBe(0);
+    expect(one.ReduceMean ?? 0).toBeLessThan(zero.ReduceMean ?? 0);
+    // and the graph still gives the reference's numbers (batches 1 and 3)
+    expect(await parity(spec, { tau: 1, seed: 3 })).toBeLessThan(TOL);
+  });
+});
+
 describe('fixed-batch form (options.batch: one Conv with group = batch x groups)', () => {
   const cases: [string, ModelSpec, number][] = [
     ['KW b = 1', tinyKwSpec({ budget: 1 }), 0],

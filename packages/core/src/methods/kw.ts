@@ -148,7 +148,28 @@ export function kwAssemble<T>(ops: Ops<T>, alpha: T, g: KwLayerGroup): T {
   return ops.transpose(r, KW_CELLS_TO_OIHW);
 }
 
-/** The KW layer forward: attention, CAF at `tau`, assembly, per-sample conv (or matmul) + bias. */
+/**
+ * The kernel of a KW layer whose attention is constant, `[O, I/g, kh, kw]` (`[O, I]` linear): at
+ * tau = 1 CAF gives every cell exactly its one-to-one init cell (beta; the zero cell: zeros),
+ * whatever the input, so the kernel is those warehouse cells in place.
+ */
+export function kwStaticKernel<T>(ops: Ops<T>, g: KwLayerGroup): T {
+  const { layer, warehouse: wh } = g;
+  const alpha = new Float32Array(layer.m * wh.n);
+  kwBeta(layer, wh).forEach((j, i) => {
+    if (j < wh.n) alpha[i * wh.n + j] = 1;
+  });
+  const k = kwAssemble(ops, ops.constant(alpha, [1, layer.m, wh.n]), g);
+  return ops.reshape(k, [...layer.weightShape]);
+}
+
+/**
+ * The KW layer forward: attention, CAF at `tau`, assembly, per-sample conv (or matmul) + bias.
+ * In inference at tau = 1 the attention is constant (see {@link kwStaticKernel}) and the layer
+ * is one ordinary conv (or linear) with that kernel: no attention, no per-sample kernels. (In
+ * training the attention still runs: its BatchNorm updates running statistics, as the official
+ * module's does at any tau.)
+ */
 export function kwForward<T>(
   ops: Ops<T>,
   x: T,
@@ -157,8 +178,12 @@ export function kwForward<T>(
   tau: number,
 ): T {
   const image = node.op === 'dynamicConv2d';
-  const alpha = kwCaf(ops, kwLogits(ops, x, image, g), g, tau);
   const bias = g.layer.biasParams ? ops.param('bias') : undefined;
+  if (tau === 1 && !ops.training) {
+    const k = kwStaticKernel(ops, g);
+    return image ? ops.conv2d(x, k, bias, convAttrs(node)) : ops.linear(x, k, bias);
+  }
+  const alpha = kwCaf(ops, kwLogits(ops, x, image, g), g, tau);
   if (node.op === 'dynamicConv2d') {
     // the cell re-ordering goes to the conv as a permutation: a backend folds it into its layout
     const io = ops.kernelLayout === 'hwio';
