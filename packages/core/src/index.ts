@@ -65,6 +65,7 @@ export {
   kwLayerGroup,
   kwLogits,
   kwMethod,
+  kwStaticKernel,
 } from './methods/kw.js';
 export {
   type OdConvAttentions,
