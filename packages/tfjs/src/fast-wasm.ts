@@ -296,8 +296,9 @@ function makeReduce(prev: KernelFn, mean: boolean): KernelFn {
     const axes = tf.util.parseAxisParam(args.attrs!.axis as number | number[], shape);
     const sorted = [...axes].sort((a, b) => a - b);
     const contiguous = sorted.every((a, i) => i === 0 || a === sorted[i - 1]! + 1);
-    if (x.dtype !== 'float32' || !contiguous || tf.util.sizeFromShape(shape) === 0)
-      return prev(args);
+    // an empty input too (the stock Mean divides by zero in wasm, or returns unset memory):
+    // its sums and its means are 0, as tfjs's cpu kernels give
+    if (x.dtype !== 'float32' || !contiguous) return prev(args);
     const first = sorted[0]!;
     const last = sorted[sorted.length - 1]!;
     const outer = tf.util.sizeFromShape(shape.slice(0, first));
@@ -312,7 +313,7 @@ function makeReduce(prev: KernelFn, mean: boolean): KernelFn {
     // views taken after makeOutput: an allocation may grow (and move) the heap
     const src = b.typedArrayFromHeap(x) as Float32Array;
     const dst = b.typedArrayFromHeap(out) as Float32Array;
-    const scale = mean ? 1 / red : 1;
+    const scale = mean && red > 0 ? 1 / red : 1;
     if (inner === 1) {
       for (let o = 0; o < outer; o++) {
         let s = 0;

@@ -88,6 +88,14 @@ function ensureRegistered(): void {
     [GRAD, gradKernel],
   ]);
   if (tf.getGradient(FWD)) return;
+  // the gradient's gradient (second-order autodiff): dx = dy / (H·W) spread over the map, so
+  // d(dx)/d(dy) applied to g is the pool of g
+  tf.registerGradient({
+    kernelName: GRAD,
+    gradFunc: (g) => ({
+      dy: () => tf.engine().runKernel(FWD, { x: g as tf.Tensor }) as tf.Tensor,
+    }),
+  });
   tf.registerGradient({
     kernelName: FWD,
     inputsToSave: ['x'],

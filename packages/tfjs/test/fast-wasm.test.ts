@@ -292,6 +292,39 @@ describe('fast wasm kernels', () => {
     sc.dispose();
   });
 
+  it('Sum and Mean of empty tensors give what cpu gives (zeros, or empty), not a wasm crash', async () => {
+    const cases: [number[], number[]][] = [
+      [
+        [0, 3, 3, 4],
+        [1, 2],
+      ],
+      [
+        [2, 0, 3, 4],
+        [1, 2],
+      ],
+      [[2, 3, 0, 6], [1]],
+      [[0, 5], [0]],
+    ];
+    const run = async (backend: 'cpu' | 'wasm') => {
+      await useBackend(backend);
+      return cases.map(([shape, axes]) =>
+        tf.tidy(() => {
+          const x = tf.zeros(shape);
+          return [tf.sum(x, axes), tf.mean(x, axes)].map((t) => ({
+            shape: t.shape,
+            data: Array.from(t.dataSync()),
+          }));
+        }),
+      );
+    };
+    const cpu = await run('cpu');
+    const wasm = await run('wasm');
+    expect(wasm).toEqual(cpu);
+    // and the cases are the interesting ones: values from an empty input, and an empty result
+    expect(cpu[1]![1]).toEqual({ shape: [2, 4], data: new Array(8).fill(0) });
+    expect(cpu[0]![0]!.shape).toEqual([0, 4]);
+  });
+
   it('Sum and Mean accumulate in float64: a BatchNorm-sized sum as exact as cpu', async () => {
     // 16x28x28 values per channel, all of one sign: float32 one-by-one adds drift ~1e-6
     const n = 16 * 28 * 28;

@@ -115,6 +115,27 @@ describe('global average pool on the own wasm kernels (globalAvgPoolWasm)', () =
     tf.dispose([x, dy]);
   });
 
+  it('second and third derivatives match the two-mean path (the gradient kernel has a gradient)', () => {
+    const x = tf.tensor(values(2 * 3 * 5 * 8, 0.5, 2), [2, 3, 5, 8]);
+    const w = tf.tensor(values(2 * 8, 0, 1), [2, 8]);
+    const run = (own: boolean) => {
+      setWasmGlobalAvgPool(own);
+      const o = ops();
+      // f(u) = sum(pool(u)^2 · w); its gradient's gradient and one order more
+      const f = (u: tf.Tensor) => tf.sum(tf.mul(tf.square(o.globalAvgPool(u)), w));
+      const g2 = tf.grad((t: tf.Tensor) => tf.sum(tf.square(tf.grad(f)(t))));
+      const g3 = tf.grad((t: tf.Tensor) => tf.sum(g2(t)));
+      return [g2(x).dataSync(), g3(x).dataSync()];
+    };
+    const tfOps = run(false);
+    const own = run(true);
+    for (const [i, v] of own.entries())
+      expect(relErr(v, tfOps[i]!), `order ${i + 2}`).toBeLessThan(1e-5);
+    // not trivially zero
+    expect(Math.max(...Array.from(own[0]!, Math.abs))).toBeGreaterThan(1e-6);
+    tf.dispose([x, w]);
+  });
+
   it('its gradient runs even when the own kernels are switched off between forward and backward', () => {
     const shape = [2, 3, 3, 8];
     const x = values(144, 0, 1);
