@@ -135,7 +135,7 @@ describe('kw convert / kw export --weights with official checkpoints', () => {
       join(dir, 'e.onnx'),
     );
     expect(r1.code).toBe(1);
-    expect(r1.err).toMatch(/PTH_NO_STATE_DICT.*no state_dict under "model_ema"/);
+    expect(r1.err).toMatch(/PTH_NO_STATE_DICT.*bare state_dict .*no entry "model_ema" to pick/);
     expect((await run('export', ...model, '--ema', '--out', join(dir, 'e.onnx'))).code).toBe(2);
     expect(
       (await run('export', ...model, '--stem', 'big', '--out', join(dir, 'e.onnx'))).err,
@@ -152,7 +152,7 @@ describe('kw convert / kw export --weights with official checkpoints', () => {
     const r1 = await run('export', ...model, '--weights', pth, '--key', 'teacher', '--out', out);
     expect(r1.code).toBe(1);
     expect(r1.err).toMatch(
-      /^kw export: \[PTH_NO_STATE_DICT\] the checkpoint has no state_dict under "teacher"/,
+      /^kw export: \[PTH_NO_STATE_DICT\] the checkpoint is a bare state_dict \(506 tensors at its top level, e\.g\. warehouse_manager\.weights\.0, .*\), with no entry "teacher" to pick: leave the key out \(kw: no --key \/ --ema\)\n$/,
     );
     const r2 = await run('convert', pth, '--model', ...model, '--key', 'teacher', '--out', out);
     expect(r2.code).toBe(1);
@@ -180,6 +180,12 @@ describe('kw convert / kw export --weights with official checkpoints', () => {
     expect((await run('convert', pth, '--model', ...model, '--key', '', '--out', out)).code).toBe(
       2,
     );
+    // a safetensors file has no entries: the message names --key, the option given
+    const st = join(dir, 'key.safetensors');
+    expect((await run('convert', pth, '--model', ...model, '--out', st)).code).toBe(0);
+    const r3 = await run('export', ...model, '--weights', st, '--key', 'model', '--out', out);
+    expect(r3.code).toBe(2);
+    expect(r3.err).toMatch(/one state_dict; the key "model" \(options\.key; kw's --key\) picks/);
   });
 });
 

@@ -90,12 +90,20 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
   let sd: Map<unknown, unknown>;
   if (key0 !== undefined) {
     const v = root.get(key0);
-    if (!isStateDict(v))
+    if (!isStateDict(v)) {
+      // a bare state_dict (tensors at the top level) has no entries to pick: say so
+      const bare =
+        v === undefined &&
+        [...root.values()].every((x) => !(x instanceof Map)) &&
+        isStateDict(root);
       throw new KwError(
         'PTH_NO_STATE_DICT',
-        `the checkpoint has no state_dict under "${key0}"${v === undefined ? '' : ` (it holds a ${describe(v)}${isModuleObject(v) ? `; ${MODULE_HINT}` : ''})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
+        bare
+          ? `the checkpoint is a bare state_dict (${keys.length} tensors at its top level, e.g. ${keys.slice(0, 3).join(', ')}), with no entry "${key0}" to pick: leave the key out (kw: no --key / --ema)`
+          : `the checkpoint has no state_dict under "${key0}"${v === undefined ? '' : ` (it holds a ${describe(v)}${isModuleObject(v) ? `; ${MODULE_HINT}` : ''})`}; its keys: ${keys.slice(0, 20).join(', ')}`,
         { key: key0, keys },
       );
+    }
     key = key0;
     sd = v;
   } else if ([...root.values()].every((v) => !(v instanceof Map)) && isStateDict(root)) {

@@ -223,6 +223,13 @@ describe('decoding what torch.save writes', () => {
     expect([...opt.keys()]).toEqual(['state', 'param_groups']);
     const sd = extractStateDict(root, { key: 'model_ema' });
     expect(sd.key).toBe('model_ema');
+    // a bare state_dict has no entries to pick, and the message says so
+    const bare = readPth(bytes('kw_resnet10_w00625_1x_ddp.pth')).root;
+    refuses(
+      () => extractStateDict(bare, { key: 'model' }),
+      'PTH_NO_STATE_DICT',
+      /is a bare state_dict \(\d+ tensors at its top level, e\.g\. module\..*\), with no entry "model" to pick/,
+    );
     refuses(
       () => extractStateDict(root, { key: 'nope' }),
       'PTH_NO_STATE_DICT',
