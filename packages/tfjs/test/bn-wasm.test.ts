@@ -139,6 +139,23 @@ describe('training BatchNorm on the own wasm kernels (batchNormTrainWasm)', () =
     tf.dispose([x, w, b, dy, out.y, out.mean, out.variance, gx!]);
   });
 
+  it('a second-order gradient is refused naming the way out; with the own kernels off it runs', () => {
+    const x = tf.tensor(values(4 * 3 * 3 * 8, 0, 1), [4, 3, 3, 8]);
+    const w = tf.tensor1d(values(8, 1, 0.5));
+    const b = tf.tensor1d(values(8, 0, 1));
+    const { vars } = bnVars(8, w, b);
+    const f = (u: tf.Tensor) => tf.sum(tf.square(batchNormLast(u, vars, '', EPS, 0.1, true)));
+    const g2 = tf.grad((t: tf.Tensor) => tf.sum(tf.square(tf.grad(f)(t))));
+    expect(() => g2(x)).toThrow(
+      /BACKEND_UNSUPPORTED.*second-order gradients through a training BatchNorm.*setOwnWasmKernels\(false\)/,
+    );
+    setOwnWasmKernels(false);
+    const r = g2(x);
+    expect(r.shape).toEqual([4, 3, 3, 8]);
+    expect(Array.from(r.dataSync()).every(Number.isFinite)).toBe(true);
+    tf.dispose([x, w, b, r]);
+  });
+
   it('its gradient runs even when the own kernels are switched off between forward and backward', () => {
     const shape = [2, 3, 3, 8];
     const [x, w, b, dy] = [
