@@ -50,9 +50,10 @@ function forwardKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const coef = be.typedArrayFromHeap(s.coef) as Float32Array;
   coef.fill(0, 0, C);
   const sums = new Float64Array(coef.buffer, s.accAt, C);
+  const co = heapOffset(be, s.coef);
   for (let b = 0; b < N; b++) {
     sums.fill(0);
-    K.bn_moments(xo + b * rows * C * 4, 0, rows, C, heapOffset(be, s.coef), s.accAt);
+    K.bn_moments(xo + b * rows * C * 4, 0, rows, C, co, s.accAt);
     for (let c = 0; c < C; c++) Y[b * C + c] = sums[c]! / rows;
   }
   release(be, s);

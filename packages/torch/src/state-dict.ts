@@ -66,6 +66,11 @@ export function describe(v: unknown): string {
   return typeName(v);
 }
 
+/** A root that is itself a state_dict: tensors at the top level, no nested dicts. */
+function isBareStateDict(root: Map<unknown, unknown>): boolean {
+  return [...root.values()].every((v) => !(v instanceof Map)) && isStateDict(root);
+}
+
 /**
  * Take the state_dict out of an unpickled checkpoint. Throws PTH_NO_STATE_DICT (listing the keys
  * present) when the asked key is absent or holds no tensors, or the tensors found sit beside a
@@ -92,10 +97,7 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
     const v = root.get(key0);
     if (!isStateDict(v)) {
       // a bare state_dict (tensors at the top level) has no entries to pick: say so
-      const bare =
-        v === undefined &&
-        [...root.values()].every((x) => !(x instanceof Map)) &&
-        isStateDict(root);
+      const bare = v === undefined && isBareStateDict(root);
       throw new KwError(
         'PTH_NO_STATE_DICT',
         bare
@@ -106,7 +108,7 @@ export function extractStateDict(root: unknown, options: ExtractOptions = {}): E
     }
     key = key0;
     sd = v;
-  } else if ([...root.values()].every((v) => !(v instanceof Map)) && isStateDict(root)) {
+  } else if (isBareStateDict(root)) {
     // tensors beside a pickled model (`{'model': net, 'best_acc': tensor(93.5)}`) are not the
     // model's state_dict: taking them would lose every weight of the model
     const module = [...root].find(([, v]) => isModuleObject(v));
