@@ -130,6 +130,7 @@ export {
   type ConvAttrs,
   convOutputLength,
   convOutputSize,
+  type MixTapsAttrs,
   type Ops,
   type SampleBias,
 } from './ops/seam.js';

@@ -13,7 +13,7 @@ import { parseBudget } from '../kw/budget.js';
 import { type KwLayerPlan, type KwPlan, type KwWarehousePlan, kwBeta, planKw } from '../kw/plan.js';
 import { ReferenceOps } from '../ops/reference.js';
 import type { ConvAttrs, Ops } from '../ops/seam.js';
-import type { KwMethodRef } from '../spec/types.js';
+import type { DynamicConv2dNode, KwMethodRef } from '../spec/types.js';
 import type { Tensor } from '../tensor.js';
 import { convAttrs } from './common.js';
 import type { DynamicMethod, DynamicNode } from './types.js';
@@ -185,6 +185,8 @@ export function kwForward<T>(
   }
   const alpha = kwCaf(ops, kwLogits(ops, x, image, g), g, tau);
   if (node.op === 'dynamicConv2d') {
+    const mixed = kwMixedConv(ops, x, alpha, node, g, bias);
+    if (mixed !== undefined) return mixed;
     // the cell re-ordering goes to the conv as a permutation: a backend folds it into its layout
     const io = ops.kernelLayout === 'hwio';
     const cells = ops.matMul(alpha, warehouseCells(ops, g, io));
@@ -202,6 +204,38 @@ export function kwForward<T>(
   // [N, O, I] x [N, I, 1] -> [N, O]
   const y = ops.reshape(ops.matMul(kernels, ops.reshape(x, [-1, i, 1])), [-1, o]);
   return bias ? ops.add(y, bias) : y;
+}
+
+/**
+ * A KW conv in its mixed form, where the backend's {@link Ops.mixTaps} takes it: every cell is a
+ * mixture of the warehouse cells, so `y_g = sum_k W_k^T z_(g,k)` with `z_(g,k)` the input's taps
+ * mixed by the attention's column k (`mixTaps`). The warehouse is then applied once, as a
+ * grouped 1x1 conv shared by the batch (groups G_out; weight `[G_out·c_out, n·c_in, 1, 1]`, row
+ * `(g, o)` and column `(k, c)` = cell k's `[o, c]`), and no per-sample kernel is assembled. The
+ * same sums as the assembled form, in another order (float rounding). `undefined` where the
+ * backend has no `mixTaps` or declines it, and for grouped or dilated convs.
+ */
+function kwMixedConv<T>(
+  ops: Ops<T>,
+  x: T,
+  alpha: T,
+  node: DynamicConv2dNode,
+  g: KwLayerGroup,
+  bias: T | undefined,
+): T | undefined {
+  const { layer, warehouse: wh } = g;
+  const a = convAttrs(node);
+  if (!ops.mixTaps || a.groups !== 1 || a.dilation[0] !== 1 || a.dilation[1] !== 1) {
+    return undefined;
+  }
+  const { gOut, gIn } = layer;
+  const z = ops.mixTaps(x, alpha, { ...a, gOut, gIn, cellOut: wh.cellOut });
+  if (z === undefined) return undefined;
+  const cells = ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut, wh.cellIn]);
+  const w = ops.reshape(ops.transpose(cells, [1, 0, 2]), [wh.cellOut, wh.n * wh.cellIn, 1, 1]);
+  const weight = gOut === 1 ? w : ops.concat(new Array<T>(gOut).fill(w), 0);
+  const pointwise: ConvAttrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: gOut };
+  return ops.conv2d(z, weight, bias, pointwise);
 }
 
 /** Options of the Float32Array helpers below. */

@@ -137,4 +137,23 @@ export interface Ops<T> {
   ): T;
   /** Image times per-sample channel values `s [N, C]`. */
   scaleChannels(x: T, s: T): T;
+  /**
+   * Optional: a KW conv's taps mixed by its attention, for the mixed form of the conv (kw.ts's
+   * `kwMixedConv`). `x` is an image `[N, C, H, W]` with `C = G_in·c_in`, `alpha [N, m, n]` a
+   * layer's attention (cell `i = (t·G_out + g)·G_in + q` for kernel tap `t = h·kw + w`, zero
+   * cell dropped). Returns the image `[N, G_out·n·c_in, H', W']` (the conv's output size) whose
+   * channel `(g, k, c)` is the sum over taps t and input groups q of `alpha[:, i, k]` times
+   * channel `q·c_in + c` of `x` at tap t of each output pixel (zero padding), or `undefined`
+   * where the backend does not take it (core then assembles per-sample kernels). A backend
+   * leaves it out, or returns `undefined`, where the mixed form does not pay on it.
+   */
+  mixTaps?(x: T, alpha: T, attrs: MixTapsAttrs): T | undefined;
+}
+
+/** The geometry {@link Ops.mixTaps} gets: the conv's, its cell groups, and `c_out` per cell. */
+export interface MixTapsAttrs extends ConvAttrs {
+  kernelSize: Pair;
+  gOut: number;
+  gIn: number;
+  cellOut: number;
 }
