@@ -118,6 +118,20 @@ function seNet(): ModelSpec {
   return b.build();
 }
 
+/**
+ * One KW 3x3 conv of 64 channels with its own warehouse, on 3x3 maps: few cells (n = 9) for many
+ * channels on few pixels, where a backend's `Ops.mixTaps` pays (tfjs wasm takes the mixed
+ * form here, for whole-tap cells and for halved ones alike).
+ */
+function kwFewCells(budget: number, cellRatio: number): ModelSpec {
+  const b = new SpecBuilder(`conformance-kw-few-cells-${budget}`, [64, 3, 3]);
+  b.warehouse({ id: 'w', budget, cellInRatio: cellRatio, cellOutRatio: cellRatio });
+  const conv = { outChannels: 64, kernelSize: 3, padding: 1, bias: true };
+  const y = b.dynamicConv2d('dyn', b.input, conv, { kind: 'kw', warehouse: 'w' });
+  b.output(b.relu('relu', b.batchNorm('bn', y)));
+  return b.build();
+}
+
 /** Every case of the suite. Each registered method kind has at least one (a test checks it). */
 export function conformanceCases(): ConformanceCase[] {
   const c = (method: string, name: string, spec: () => ModelSpec) => ({ method, name, spec });
@@ -127,6 +141,8 @@ export function conformanceCases(): ConformanceCase[] {
     c('kw', 'KW b=1/3, KW classifier', () => kwNet({ budget: 1 / 3, classifier: true })),
     c('kw', 'KW LayerNorm attention', () => kwNet({ norm: 'layer', classifier: true })),
     c('kw', 'KW non-local basis 0.5', () => kwNet({ budget: 2, nonlocalBasisRatio: 0.5 })),
+    c('kw', 'KW 64 channels, 9 whole-tap cells', () => kwFewCells(1, 1)),
+    c('kw', 'KW 64 channels, 9 halved cells (G_out = G_in = 2)', () => kwFewCells(1 / 4, 0.5)),
     c('condconv', 'CondConv groups 2, bias, stride 2', () =>
       oneLayer(
         'cc',

@@ -38,6 +38,7 @@
 import { simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormFunctions } from './bn-kernels.js';
+import { tapMixFunctions } from './mix-kernels.js';
 import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
@@ -749,6 +750,8 @@ export interface Kernels {
   bn_gsums: ConvFn;
   bn_norm: ConvFn;
   bn_dx: ConvFn;
+  mix_fwd: ConvFn;
+  mix_bwd: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
@@ -845,6 +848,7 @@ function writeModule(fma: boolean): Uint8Array {
       matMulGrads(MMG_ROWS),
       matMulGrads(1),
       ...batchNormFunctions(),
+      ...tapMixFunctions(madd),
     ]);
   } finally {
     fusedMultiplyAdd = false;

@@ -8,6 +8,7 @@
 import {
   type ConvAttrs,
   KwError,
+  type MixTapsAttrs,
   type Ops,
   type SampleBias,
   simplifyTranspose,
@@ -23,6 +24,7 @@ import {
   oihwToHwio,
   perSampleConv,
 } from './layers.js';
+import { mixTapsWasm } from './mix-wasm.js';
 
 function broadcastBatch(a: readonly number[], b: readonly number[]): number[] | undefined {
   const r = Math.max(a.length, b.length);
@@ -241,6 +243,12 @@ export class TfOps implements Ops<tf.Tensor> {
     if (!bias) return y;
     if ('shared' in bias) return tf.add(y, bias.shared);
     return tf.add(y, tf.reshape(bias.perSample, [-1, 1, 1, a.outChannels]));
+  }
+
+  mixTaps(x: tf.Tensor, alpha: tf.Tensor, a: MixTapsAttrs): tf.Tensor | undefined {
+    // on wasm with the own kernels, where it pays (mix-wasm.ts); elsewhere core assembles
+    const g = { kernelSize: a.kernelSize, stride: a.stride, padding: a.padding };
+    return mixTapsWasm(x, alpha, { ...g, gOut: a.gOut, gIn: a.gIn }, a.cellOut);
   }
 
   scaleChannels(x: tf.Tensor, s: tf.Tensor): tf.Tensor {

@@ -1,0 +1,200 @@
+/**
+ * KW's tap mixing (core's `Ops.mixTaps`) on the own wasm kernels (`mix_fwd` / `mix_bwd` of
+ * mix-kernels.ts), differentiable in the input and the attention.
+ *
+ * Why: a KW conv assembles one kernel per sample (`alpha @ warehouse`: n multiply-adds per
+ * kernel float and sample) and then runs a per-sample conv. Where the warehouse has no more
+ * cells than a kernel has taps per output group (`n <= kh·kw·G_in`: in the main job's ResNet-8
+ * at KW 1x, `layer3.0.conv2`, n = 9 cells of 256x256 for a 3x3 kernel on 7x7 maps) the same
+ * output is cheaper the other way round: mix each sample's input taps by its attention first
+ * (`n·kh·kw·C` multiply-adds per output pixel and G_out group, a few percent of the conv's), then
+ * apply the warehouse once as a 1x1 conv shared by the whole batch (`n·c_in·c_out` per pixel and
+ * group, at most the conv's multiply-adds). No kernel is assembled or moved per sample, and the
+ * shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {
+  activeOwnKernels,
+  heapOffset,
+  type KernelArgs,
+  registerOwnKernels,
+  requireKernels,
+  type WasmBackend,
+  zeros,
+} from './conv-wasm.js';
+
+const FWD = 'KwWasmTapMix';
+const GRAD = 'KwWasmTapMixGrad';
+let mode: boolean | 'always' = true;
+
+/**
+ * Turn the mixed form of KW convs on (where {@link tapMixingPays}), off (every KW conv
+ * assembles its per-sample kernels) or to `'always'` (wherever it applies, paying or not); on
+ * by default, and off with the own kernels (`setOwnWasmKernels`). Returns the previous setting.
+ * For side-by-side benchmarks and tests.
+ */
+export function setWasmTapMixing(setting: boolean | 'always'): boolean | 'always' {
+  const was = mode;
+  mode = setting;
+  return was;
+}
+
+/** The geometry of a tap mixing (a KW conv's, with its cell groups). */
+export interface TapMixGeometry {
+  kernelSize: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  gOut: number;
+  gIn: number;
+}
+
+interface MixAttrs {
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  pt: number;
+  pl: number;
+  gOut: number;
+  gIn: number;
+}
+
+function dims(x: tf.TensorInfo, alpha: tf.TensorInfo, a: MixAttrs) {
+  const [N, H, W, C] = x.shape as [number, number, number, number];
+  const [, m, n] = alpha.shape as [number, number, number];
+  const Ho = Math.floor((H + 2 * a.pt - a.kh) / a.sh) + 1;
+  const Wo = Math.floor((W + 2 * a.pl - a.kw) / a.sw) + 1;
+  const geometry = [H, W, C, Ho, Wo, n, a.kh, a.kw, a.sh, a.sw, a.pt, a.pl, a.gOut, a.gIn];
+  return { N, H, W, C, m, n, Ho, Wo, cin: C / a.gIn, geometry };
+}
+
+/** `x [N, H, W, C]`, `alpha [N, m, n]` -> `z [N, Ho, Wo, G_out·n·cin]`. */
+function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const be = backend as WasmBackend;
+  const { x, alpha } = inputs as { x: tf.TensorInfo; alpha: tf.TensorInfo };
+  const a = attrs as unknown as MixAttrs;
+  const d = dims(x, alpha, a);
+  const zRow = d.Ho * d.Wo * a.gOut * d.n * d.cin;
+  const z = be.makeOutput([d.N, d.Ho, d.Wo, a.gOut * d.n * d.cin], 'float32');
+  const K = requireKernels(be, FWD);
+  const [xo, ao, zo] = [x, alpha, z].map((t) => heapOffset(be, t)) as [number, number, number];
+  for (let b = 0; b < d.N; b++) {
+    K.mix_fwd(
+      xo + b * d.H * d.W * d.C * 4,
+      ao + b * d.m * d.n * 4,
+      zo + b * zRow * 4,
+      ...d.geometry,
+    );
+  }
+  return z;
+}
+
+/** `x`, `alpha` and `dz` (z's shape) -> `[dx, dalpha]`. */
+function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const be = backend as WasmBackend;
+  const { x, alpha, dz } = inputs as { x: tf.TensorInfo; alpha: tf.TensorInfo; dz: tf.TensorInfo };
+  const a = attrs as unknown as MixAttrs;
+  const d = dims(x, alpha, a);
+  const zRow = d.Ho * d.Wo * a.gOut * d.n * d.cin;
+  const dx = zeros(be, [...x.shape]);
+  const da = zeros(be, [...alpha.shape]);
+  const K = requireKernels(be, GRAD);
+  const [xo, ao, zo, dxo, dao] = [x, alpha, dz, dx, da].map((t) => heapOffset(be, t)) as number[];
+  for (let b = 0; b < d.N; b++) {
+    const xb = b * d.H * d.W * d.C * 4;
+    const ab = b * d.m * d.n * 4;
+    K.mix_bwd(xo! + xb, ao! + ab, zo! + b * zRow * 4, dxo! + xb, dao! + ab, ...d.geometry);
+  }
+  return [dx, da];
+}
+
+function ensureRegistered(): void {
+  registerOwnKernels([
+    [FWD, forwardKernel],
+    [GRAD, gradKernel],
+  ]);
+}
+
+/**
+ * Whether the mixed form pays for a KW conv of `n` cells, `taps` kernel taps, `gIn` input groups
+ * and `cout` output channels per cell on `pixels` output pixels, by a cost model in units of the
+ * conv's multiply-adds at the conv kernels' rate:
+ * - mixed: the shared product, `n / (taps·G_in)` of the conv's multiply-adds, plus the mixing,
+ *   `n / c_out` of them, weighed {@link TAP_MIX_COSTS}`.mixing` times (it runs below the conv
+ *   kernels' rate, and its output, `G_out·n/G_in` times the input's size, is moved again);
+ * - assembled: the conv, plus per sample `assembly·n + sample` conv multiply-adds per kernel
+ *   float (the assembly's product and its gradient, and the per-sample kernels' copies and
+ *   transposes), spread over the `pixels` that use each kernel float.
+ *
+ * The mixed form is taken where it is predicted {@link TAP_MIX_COSTS}`.margin` of the assembled
+ * form's time or less.
+ */
+export function tapMixingPays(
+  n: number,
+  taps: number,
+  gIn: number,
+  cout: number,
+  pixels: number,
+): boolean {
+  const c = TAP_MIX_COSTS;
+  const mixed = n / (taps * gIn) + (c.mixing * n) / cout;
+  const assembled = 1 + (c.assembly * n + c.sample) / pixels;
+  return mixed <= c.margin * assembled;
+}
+
+/**
+ * The weights of {@link tapMixingPays}, fitted to `bench:tap-mixing` (one KW conv, batch 32,
+ * forward and gradients, both forms interleaved; 3x3 convs of 64-256 channels on 7x7 to 28x28
+ * maps at budgets 2, 1, 1/2 and 1/4, 2026-11-27): the rule picks the mixed form for every case
+ * measured at 0.8x the assembled form's time or less and for none measured at 0.95x or more.
+ */
+export const TAP_MIX_COSTS = { mixing: 4, assembly: 0.5, sample: 21, margin: 0.9 } as const;
+
+/**
+ * Core's `mixTaps` on the own wasm kernels: `x` NHWC `[N, H, W, C]`, `alpha [N, kh·kw·G_out·G_in,
+ * n]` (a KW layer's attention, zero cell dropped) -> `[N, Ho, Wo, G_out·n·c_in]`, channel
+ * `(g, k, c)` the sum over taps t and input groups q of `alpha[(t, g, q), k]` times the input
+ * channel `q·c_in + c` at tap t (zero padding). Returns `undefined` (core then assembles
+ * kernels) where it does not apply or does not pay ({@link tapMixingPays}): another backend,
+ * kernels off, non-float32 tensors, `c_in` not a multiple of 16, shapes that do not fit, an empty
+ * tensor.
+ */
+export function mixTapsWasm(
+  x: tf.Tensor,
+  alpha: tf.Tensor,
+  g: TapMixGeometry,
+  cout: number,
+): tf.Tensor | undefined {
+  if (mode === false || !activeOwnKernels()) return undefined;
+  if (x.dtype !== 'float32' || alpha.dtype !== 'float32' || x.rank !== 4 || alpha.rank !== 3)
+    return undefined;
+  const [N, H, W, C] = x.shape as [number, number, number, number];
+  const [an, m, n] = alpha.shape as [number, number, number];
+  const [kh, kw] = g.kernelSize;
+  const [sh, sw] = g.stride;
+  const [pt, pl] = g.padding;
+  const ints = [kh, kw, sh, sw, g.gOut, g.gIn, N, H, W, C, n];
+  if (!ints.every((v) => Number.isInteger(v) && v >= 1)) return undefined;
+  if (![pt, pl].every((v) => Number.isInteger(v) && v >= 0)) return undefined;
+  if (an !== N || m !== kh * kw * g.gOut * g.gIn || C % g.gIn !== 0) return undefined;
+  const cin = C / g.gIn;
+  if (cin % 16 !== 0) return undefined;
+  const Ho = Math.floor((H + 2 * pt - kh) / sh) + 1;
+  const Wo = Math.floor((W + 2 * pl - kw) / sw) + 1;
+  if (Ho < 1 || Wo < 1) return undefined;
+  if (mode !== 'always' && !tapMixingPays(n, kh * kw, g.gIn, cout, Ho * Wo)) return undefined;
+  ensureRegistered();
+  const attrs = { kh, kw, sh, sw, pt, pl, gOut: g.gOut, gIn: g.gIn };
+  const run = (name: string, inputs: Record<string, tf.Tensor>) =>
+    tf.engine().runKernel(name, inputs, attrs as unknown as tf.NamedAttrMap);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, as, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([xs, as]);
+    return {
+      value: run(FWD, { x: xs, alpha: as }) as tf.Tensor,
+      gradFunc: (dz: tf.Tensor, saved: tf.Tensor[]) =>
+        run(GRAD, { x: saved[0]!, alpha: saved[1]!, dz }) as tf.Tensor[],
+    };
+  });
+  return (f as unknown as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor)(x, alpha);
+}

@@ -1,0 +1,225 @@
+import { initWeights, SpecBuilder } from '@kernelwarehouse/core';
+import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { setOwnWasmKernels } from '../src/conv-wasm.js';
+import { registerTrainingKernels } from '../src/grads.js';
+import { buildModel, setTemperature } from '../src/index.js';
+import {
+  mixTapsWasm,
+  setWasmTapMixing,
+  type TapMixGeometry,
+  tapMixingPays,
+} from '../src/mix-wasm.js';
+import { relErr, useBackend } from './helpers.js';
+
+const rand = (size: number) => Float32Array.from({ length: size }, () => Math.random() * 2 - 1);
+
+/**
+ * Float64 tap mixing of NHWC `x` by `alpha [N, m, n]` (the seam's definition) and, for an upstream
+ * gradient `dz`, its gradients in x and alpha.
+ */
+function reference(
+  x: Float32Array,
+  xs: number[],
+  alpha: Float32Array,
+  n: number,
+  g: TapMixGeometry,
+  dz: Float32Array,
+) {
+  const [N, H, W, C] = xs as [number, number, number, number];
+  const [kh, kw] = g.kernelSize;
+  const cin = C / g.gIn;
+  const m = kh * kw * g.gOut * g.gIn;
+  const Ho = Math.floor((H + 2 * g.padding[0] - kh) / g.stride[0]) + 1;
+  const Wo = Math.floor((W + 2 * g.padding[1] - kw) / g.stride[1]) + 1;
+  const Z = g.gOut * n * cin;
+  const z = new Float64Array(N * Ho * Wo * Z);
+  const dx = new Float64Array(x.length);
+  const da = new Float64Array(alpha.length);
+  for (let b = 0; b < N; b++)
+    for (let oy = 0; oy < Ho; oy++)
+      for (let ox = 0; ox < Wo; ox++)
+        for (let gg = 0; gg < g.gOut; gg++)
+          for (let k = 0; k < n; k++)
+            for (let i = 0; i < kh; i++)
+              for (let j = 0; j < kw; j++) {
+                const iy = oy * g.stride[0] - g.padding[0] + i;
+                const ix = ox * g.stride[1] - g.padding[1] + j;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                for (let q = 0; q < g.gIn; q++) {
+                  const ai = (b * m + ((i * kw + j) * g.gOut + gg) * g.gIn + q) * n + k;
+                  for (let c = 0; c < cin; c++) {
+                    const xi = ((b * H + iy) * W + ix) * C + q * cin + c;
+                    const zi = ((b * Ho + oy) * Wo + ox) * Z + (gg * n + k) * cin + c;
+                    z[zi]! += alpha[ai]! * x[xi]!;
+                    dx[xi]! += alpha[ai]! * dz[zi]!;
+                    da[ai]! += dz[zi]! * x[xi]!;
+                  }
+                }
+              }
+  return { z, dx, da, zShape: [N, Ho, Wo, Z] };
+}
+
+describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+    registerTrainingKernels('wasm');
+  });
+  afterEach(() => {
+    setOwnWasmKernels(true);
+    setWasmTapMixing(true);
+  });
+
+  // [x shape, n, geometry]: whole-tap cells, halved cells (G_out = G_in = 2) at stride 2, a 3x1
+  // kernel with padding on one axis, a 1x1 kernel at stride 2, no padding, and a map smaller
+  // than the kernel's reach (taps off every side)
+  const CASES: [number[], number, TapMixGeometry][] = [
+    [[2, 5, 5, 16], 9, { kernelSize: [3, 3], stride: [1, 1], padding: [1, 1], gOut: 1, gIn: 1 }],
+    [[3, 7, 7, 64], 5, { kernelSize: [3, 3], stride: [2, 2], padding: [1, 1], gOut: 2, gIn: 2 }],
+    [[2, 6, 4, 32], 3, { kernelSize: [3, 1], stride: [1, 1], padding: [1, 0], gOut: 1, gIn: 1 }],
+    [[2, 6, 6, 48], 4, { kernelSize: [1, 1], stride: [2, 2], padding: [0, 0], gOut: 3, gIn: 1 }],
+    [[1, 6, 5, 32], 7, { kernelSize: [3, 3], stride: [1, 2], padding: [0, 0], gOut: 1, gIn: 2 }],
+    [[2, 2, 2, 16], 2, { kernelSize: [5, 5], stride: [1, 1], padding: [2, 2], gOut: 1, gIn: 1 }],
+  ];
+
+  it.each(CASES)(
+    'x %j, n %d, %j: mixed maps and both gradients match float64 (relative error < 1e-5)',
+    (shape, n, g) => {
+      setWasmTapMixing('always');
+      const [N, , , C] = shape as [number, number, number, number];
+      const m = g.kernelSize[0] * g.kernelSize[1] * g.gOut * g.gIn;
+      const x = rand(shape.reduce((a, d) => a * d, 1));
+      const alpha = rand(N * m * n);
+      const probe = reference(x, shape, alpha, n, g, new Float32Array(0));
+      const dz = rand(probe.z.length);
+      const ref = reference(x, shape, alpha, n, g, dz);
+      const before = tf.memory().numTensors;
+      const [xt, at, dzt] = [
+        tf.tensor(x, shape),
+        tf.tensor3d(alpha, [N, m, n]),
+        tf.tensor(dz, ref.zShape),
+      ];
+      const z = mixTapsWasm(xt, at, g, C);
+      expect(z?.shape).toEqual(ref.zShape);
+      // float32 products summed in float32 (at most kh·kw·G_in terms per output, or a map's
+      // pixels for alpha's gradient) against float64
+      expect(relErr(z!.dataSync(), ref.z)).toBeLessThan(1e-5);
+      const [dx, da] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(mixTapsWasm(a, b, g, C)!, dzt)),
+      )([xt, at]);
+      expect(relErr(dx!.dataSync(), ref.dx)).toBeLessThan(1e-5);
+      expect(relErr(da!.dataSync(), ref.da)).toBeLessThan(1e-5);
+      tf.dispose([xt, at, dzt, z!, dx!, da!]);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
+
+  it('runs the own kernels, not a stand-in', async () => {
+    setWasmTapMixing('always');
+    const g = CASES[0]![2];
+    const x = tf.randomNormal([2, 5, 5, 16]);
+    const a = tf.randomNormal([2, 9, 9]);
+    const p = await tf.profile(() => {
+      tf.tidy(() =>
+        tf.grads((u: tf.Tensor, v: tf.Tensor) => tf.sum(mixTapsWasm(u, v, g, 16)!))([x, a]),
+      );
+    });
+    const seen = p.kernels.map((k) => k.name);
+    expect(seen).toContain('KwWasmTapMix');
+    expect(seen).toContain('KwWasmTapMixGrad');
+    tf.dispose([x, a]);
+  });
+
+  it('declines where it does not apply or does not pay', async () => {
+    const g: TapMixGeometry = {
+      kernelSize: [3, 3],
+      stride: [1, 1],
+      padding: [1, 1],
+      gOut: 1,
+      gIn: 1,
+    };
+    const x = tf.zeros([2, 7, 7, 256]);
+    const a = tf.zeros([2, 9, 9]);
+    // the 1x KW ResNet-8's layer3.0.conv2 (n = 9 cells of 256x256 on 7x7 maps) pays
+    expect(mixTapsWasm(x, a, g, 256)).toBeDefined();
+    setWasmTapMixing(false);
+    expect(mixTapsWasm(x, a, g, 256)).toBeUndefined();
+    setWasmTapMixing(true);
+    setOwnWasmKernels(false);
+    expect(mixTapsWasm(x, a, g, 256)).toBeUndefined();
+    setOwnWasmKernels(true);
+    setWasmTapMixing('always');
+    // c_in not a multiple of 16; alpha of another batch or cell count; int32; rank 3
+    expect(mixTapsWasm(tf.zeros([2, 7, 7, 8]), a, g, 8)).toBeUndefined();
+    expect(mixTapsWasm(x, tf.zeros([3, 9, 9]), g, 256)).toBeUndefined();
+    expect(mixTapsWasm(x, tf.zeros([2, 18, 9]), g, 256)).toBeUndefined();
+    expect(mixTapsWasm(tf.zeros([2, 7, 7, 256], 'int32'), a, g, 256)).toBeUndefined();
+    expect(mixTapsWasm(tf.zeros([7, 7, 256]), a, g, 256)).toBeUndefined();
+    // a kernel larger than the padded map: no output pixel
+    const big = {
+      ...g,
+      kernelSize: [9, 9] as [number, number],
+      padding: [0, 0] as [number, number],
+    };
+    expect(mixTapsWasm(x, tf.zeros([2, 81, 9]), big, 256)).toBeUndefined();
+    setWasmTapMixing(true);
+    await useBackend('cpu');
+    try {
+      expect(mixTapsWasm(x, a, g, 256)).toBeUndefined();
+    } finally {
+      await useBackend('wasm');
+    }
+  });
+
+  it("the cost rule: the main job's 1x layer3.0.conv2 pays, layers with more cells or large maps do not", () => {
+    // n, taps, G_in, c_out, output pixels (shapes from core's plan of the ResNet-8 width 4)
+    expect(tapMixingPays(9, 9, 1, 256, 49)).toBe(true); // 1x layer3.0.conv2
+    expect(tapMixingPays(9, 9, 2, 128, 49)).toBe(true); // 1/4x layer3.0.conv2
+    expect(tapMixingPays(18, 9, 2, 128, 49)).toBe(false); // 1/2x layer3.0.conv2
+    expect(tapMixingPays(29, 9, 1, 128, 196)).toBe(false); // 1x layer2.0.conv2
+    expect(tapMixingPays(38, 9, 1, 64, 784)).toBe(false); // 1x layer1.0.conv1
+    expect(tapMixingPays(9, 9, 1, 64, 784)).toBe(false); // few cells, but a large map
+  });
+
+  it('a KW model takes it where it pays, with the outputs and gradients of the assembled form (1e-4)', async () => {
+    // one KW 3x3 conv of whole-tap cells (n = 9) on 3x3 maps of 64 channels: pays
+    const b = new SpecBuilder('mixed', [64, 3, 3]);
+    b.warehouse({ id: 'w', budget: 1 });
+    const geo = { outChannels: 64, kernelSize: 3, padding: 1, bias: true };
+    const y = b.dynamicConv2d('conv', b.input, geo, { kind: 'kw', warehouse: 'w' });
+    b.output(b.flatten('flat', b.globalAvgPool('pool', b.relu('relu', y))));
+    const spec = b.build();
+    const model = buildModel(spec, initWeights(spec, { seed: 5 }));
+    setTemperature(model, 0.4);
+    const x = tf.randomNormal([4, 3, 3, 64]);
+    const r = tf.randomNormal([4, 64]);
+    const infer = () =>
+      tf.tidy(() => (model.apply(x, { training: false }) as tf.Tensor).dataSync());
+    const grads = () =>
+      tf.tidy(() => {
+        const { grads: gs } = tf.variableGrads(() =>
+          tf.sum(tf.mul(model.apply(x, { training: true }) as tf.Tensor, r)),
+        );
+        return Object.entries(gs).map(([k, v]) => [k, v.dataSync()] as const);
+      });
+    const profile = await tf.profile(() => {
+      tf.tidy(() => model.apply(x, { training: false }) as tf.Tensor);
+    });
+    expect(profile.kernels.map((k) => k.name)).toContain('KwWasmTapMix');
+    // inference first (a training pass updates the attention BatchNorm's running statistics)
+    const out = infer();
+    setWasmTapMixing(false);
+    const outAssembled = infer();
+    expect(relErr(out, outAssembled)).toBeLessThan(1e-4);
+    const gAssembled = grads();
+    setWasmTapMixing(true);
+    const g = grads();
+    expect(g.length).toBeGreaterThan(5);
+    for (const [i, [name, v]] of g.entries()) {
+      expect(gAssembled[i]![0]).toBe(name);
+      expect(relErr(v, gAssembled[i]![1]), name).toBeLessThan(1e-4);
+    }
+    tf.dispose([x, r]);
+    model.dispose();
+  });
+});
