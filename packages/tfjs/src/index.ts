@@ -64,6 +64,7 @@ export {
   SLaKConv2D,
   WeightNet2D,
 } from './methods.js';
+export { setWasmTapMixing, TAP_MIX_COSTS, tapMixingPays } from './mix-wasm.js';
 export {
   type BuildOptions,
   buildModel,

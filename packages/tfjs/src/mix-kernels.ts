@@ -4,15 +4,18 @@
  * addresses; `a` is the sample's attention `[kh·kw·G_out·G_in, n]` (cell `(t·G_out + g)·G_in + q`
  * for tap `t = i·kw + j`), `cin = C / G_in` input channels per cell, a multiple of 16. The input
  * pixel of output pixel `(oy, ox)` and tap `(i, j)` is `(oy·sh - pt + i, ox·sw - pl + j)`; taps
- * outside the image are skipped (zero padding).
+ * outside the image are skipped (zero padding). `tab` points at scratch for `2·kh·kw·G_in` i32:
+ * per output pixel, the kernels first list its input rows inside the image (each tap's row, per
+ * input group) with their attention offsets, then run over that list.
  *
- * - `mix_fwd(x, a, z, H, W, C, Ho, Wo, n, kh, kw, sh, sw, pt, pl, gOut, gIn)`: the row
- *   `z[p, g, k, :] = sum over taps t and input groups q of a[(t, g, q), k] · x[pixel(p, t), q·cin:]`
- *   (`z [Ho·Wo, G_out, n, cin]`, written whole).
- * - `mix_bwd(x, a, dz, dx, da, ...same)`: its two gradients, added to what `dx [H·W, C]` and
+ * - `mix_fwd(x, a, z, tab, H, W, C, Ho, Wo, n, kh, kw, sh, sw, pt, pl, gOut, gIn)`: the row
+ *   `z[p, g, k, :] = sum over the listed rows (t, q) of a[(t, g, q), k] · x[pixel(p, t), q·cin:]`
+ *   (`z [Ho·Wo, G_out, n, cin]`, written whole), 16 or 32 channels at a time in registers.
+ * - `mix_bwd(x, a, dz, dx, da, tab, ...same)`: its two gradients, added to what `dx [H·W, C]` and
  *   `da [kh·kw·G_out·G_in, n]` hold (the caller zeroes them): `dx[pixel(p, t), q·cin:] +=
- *   a[(t, g, q), k] · dz[p, g, k, :]` and `da[(t, g, q), k] += dz[p, g, k, :] · x[pixel(p, t),
- *   q·cin:]` (four 4-lane partial sums per row, added across lanes in float32).
+ *   sum over (g, k) of a[(t, g, q), k] · dz[p, g, k, :]` (32 or 16 channels at a time in registers) and
+ *   `da[(t, g, q), k] += dz[p, g, k, :] · x[pixel(p, t), q·cin:]` (four 4-lane partial sums,
+ *   added across lanes in float32).
  */
 import { Frame, indices, WasmCode, type WasmFunction } from './wasm-emit.js';
 
@@ -36,139 +39,234 @@ const GEOMETRY = [
   'gIn',
 ] as const;
 
-/** Bytes of one unrolled step of the channel loop: 4 vectors of 4 lanes. */
-const STEP = 64;
+type Params = Record<(typeof GEOMETRY)[number] | 'x' | 'a' | 'tab', number>;
 
-function tapMix(madd: Madd, grad: boolean): WasmFunction {
-  const ptrs = grad ? (['x', 'a', 'dz', 'dx', 'da'] as const) : (['x', 'a', 'z'] as const);
-  const f = new Frame(ptrs.length + GEOMETRY.length);
-  const at = indices([...ptrs, ...GEOMETRY], 0) as Record<string, number>;
-  const { x, a, H, W, C, Ho, Wo, n, kh, kw, sh, sw, pt, pl, gOut, gIn } = at as Record<
-    (typeof GEOMETRY)[number] | 'x' | 'a',
-    number
-  >;
-  const zIn = grad ? at.dz! : at.z!;
-  const L = f.i32s([
-    'p',
-    'P',
-    'by',
-    'bx',
-    'g',
-    'kk',
-    'zr',
-    'i',
-    'j',
-    'iy',
-    'ix',
-    'xrow',
-    'q',
-    'ap',
-    'xp',
-    'zp',
-    'end',
-    'cinB',
-    'dxp',
-  ]);
-  const s = f.v128();
-  const v = [0, 1, 2, 3].map(() => f.v128());
-  const xv = f.v128();
-  const acc = [0, 1, 2, 3].map(() => f.v128());
-  const k = new WasmCode();
+/** Bytes of one table entry: the input row's address, then its cell's attention offset. */
+const ENTRY = 8;
+
+const LOCALS = [
+  'p',
+  'P',
+  'by',
+  'bx',
+  'g',
+  'kk',
+  'gk',
+  'zr',
+  'i',
+  'j',
+  'iy',
+  'xrow',
+  'q',
+  'ab',
+  'e',
+  'eEnd',
+  'c',
+  'cinB',
+  'zp',
+] as const;
+
+/**
+ * The code both kernels start with: `cinB`, and a loop over output pixels whose body first lists
+ * the pixel's input rows in `tab` (`eEnd` past the last entry), then runs `body`.
+ */
+function perPixel(
+  k: WasmCode,
+  at: Params,
+  L: Record<(typeof LOCALS)[number], number>,
+  body: () => void,
+): void {
+  const { x, H, W, C, Ho, Wo, n, kh, kw, sh, sw, pt, pl, gOut, gIn, tab } = at;
   k.get(Ho).get(Wo).mul().set(L.P);
   k.get(L.P).eqz().if().br(1).end();
   k.get(C).get(gIn).divU().i32(4).mul().set(L.cinB);
-  k.get(zIn).set(L.zr);
   k.i32(0).set(L.p).loop();
-  // the first input row and column of output pixel p
   k.get(L.p).get(Wo).divU().set(L.by);
   k.get(L.p).get(L.by).get(Wo).mul().sub().get(sw).mul().get(pl).sub().set(L.bx);
   k.get(L.by).get(sh).mul().get(pt).sub().set(L.by);
-  k.i32(0).set(L.g).loop();
-  k.i32(0).set(L.kk).loop();
-  if (!grad) {
-    // this row of z starts at zero
-    k.get(L.zr).set(L.zp).get(L.zr).get(L.cinB).add().set(L.end);
-    k.loop();
-    for (let h = 0; h < 4; h++)
-      k.get(L.zp)
-        .vZero()
-        .vStore(16 * h);
-    k.get(L.zp).i32(STEP).add().tee(L.zp).get(L.end).ltU().brIf(0).end();
-  }
+  // the table: (row address, attention offset of cell (t, 0, q)) per tap inside and input group
+  k.get(tab).set(L.eEnd);
   k.i32(0).set(L.i).loop();
   k.get(L.by).get(L.i).add().tee(L.iy).get(H).ltU().if();
   k.i32(0).set(L.j).loop();
-  k.get(L.bx).get(L.j).add().tee(L.ix).get(W).ltU().if();
-  k.get(x).get(L.iy).get(W).mul().get(L.ix).add().get(C).mul().i32(4).mul().add().set(L.xrow);
-  // the attention of cell (t, g, 0) and column kk
-  k.get(L.i).get(kw).mul().get(L.j).add().get(gOut).mul().get(L.g).add().get(gIn).mul();
-  k.get(n).mul().get(L.kk).add().i32(4).mul().set(L.ap);
+  k.get(L.bx).get(L.j).add().tee(L.xrow).get(W).ltU().if();
+  k.get(x).get(L.iy).get(W).mul().get(L.xrow).add().get(C).mul().i32(4).mul().add().set(L.xrow);
+  k.get(L.i).get(kw).mul().get(L.j).add().get(gOut).mul().get(gIn).mul().get(n).mul();
+  k.i32(4).mul().set(L.ab);
   k.i32(0).set(L.q).loop();
-  k.get(a).get(L.ap).add().vLoadSplat32().set(s);
-  k.get(L.xrow).get(L.q).get(L.cinB).mul().add().set(L.xp);
-  k.get(L.zr).set(L.zp).get(L.zr).get(L.cinB).add().set(L.end);
-  if (grad) {
-    // dx has x's layout
-    k.get(L.xp).get(x).sub().get(at.dx!).add().set(L.dxp);
-    for (const q of acc) k.vZero().set(q);
-  }
-  k.loop();
-  for (let h = 0; h < 4; h++) {
-    if (!grad) {
-      k.get(L.zp)
-        .vLoad(16 * h)
-        .set(v[h]!);
-      k.get(L.xp)
-        .vLoad(16 * h)
-        .set(xv);
-      madd(k, v[h]!, s, xv);
-      k.get(L.zp)
-        .get(v[h]!)
-        .vStore(16 * h);
-    } else {
-      // v = dz row; dx row += s · v; acc += v · x row
-      k.get(L.zp)
-        .vLoad(16 * h)
-        .set(v[h]!);
-      k.get(L.dxp)
-        .vLoad(16 * h)
-        .set(xv);
-      madd(k, xv, s, v[h]!);
-      k.get(L.dxp)
-        .get(xv)
-        .vStore(16 * h);
-      k.get(L.xp)
-        .vLoad(16 * h)
-        .set(xv);
-      madd(k, acc[h]!, v[h]!, xv);
-    }
-  }
-  k.get(L.xp).i32(STEP).add().set(L.xp);
-  if (grad) k.get(L.dxp).i32(STEP).add().set(L.dxp);
-  k.get(L.zp).i32(STEP).add().tee(L.zp).get(L.end).ltU().brIf(0).end();
-  if (grad) {
-    // da[ap] += the four partial sums, across lanes
-    k.get(at.da!).get(L.ap).add();
-    k.get(at.da!).get(L.ap).add().f32Load();
-    k.get(acc[0]!).get(acc[1]!).f32x4Add().get(acc[2]!).get(acc[3]!).f32x4Add().f32x4Add();
-    k.set(xv);
-    for (let lane = 0; lane < 4; lane++) k.get(xv).f32x4ExtractLane(lane).f32Add();
-    k.f32Store();
-  }
-  k.get(L.ap).get(n).i32(4).mul().add().set(L.ap);
+  k.get(L.eEnd).get(L.xrow).get(L.q).get(L.cinB).mul().add().i32Store();
+  k.get(L.eEnd).get(L.ab).get(L.q).get(n).mul().i32(4).mul().add().i32Store(4);
+  k.get(L.eEnd).i32(ENTRY).add().set(L.eEnd);
   k.get(L.q).i32(1).add().tee(L.q).get(gIn).ltU().brIf(0).end();
-  k.end(); // column inside the image
+  k.end();
   k.get(L.j).i32(1).add().tee(L.j).get(kw).ltU().brIf(0).end();
-  k.end(); // row inside the image
+  k.end();
   k.get(L.i).i32(1).add().tee(L.i).get(kh).ltU().brIf(0).end();
-  k.get(L.zr).get(L.cinB).add().set(L.zr);
-  k.get(L.kk).i32(1).add().tee(L.kk).get(n).ltU().brIf(0).end();
-  k.get(L.g).i32(1).add().tee(L.g).get(gOut).ltU().brIf(0).end();
+  body();
   k.get(L.p).i32(1).add().tee(L.p).get(L.P).ltU().brIf(0).end();
-  return f.fn(grad ? 'mix_bwd' : 'mix_fwd', k);
+}
+
+/** A loop over (g, k), `gk` = the attention offset of column k in group g (bytes). */
+function perColumn(
+  k: WasmCode,
+  at: Params,
+  L: Record<(typeof LOCALS)[number], number>,
+  body: () => void,
+): void {
+  k.i32(0).set(L.g).loop();
+  k.get(L.g).get(at.gIn).mul().get(at.n).mul().i32(4).mul().set(L.gk);
+  k.i32(0).set(L.kk).loop();
+  body();
+  k.get(L.gk).i32(4).add().set(L.gk);
+  k.get(L.kk).i32(1).add().tee(L.kk).get(at.n).ltU().brIf(0).end();
+  k.get(L.g).i32(1).add().tee(L.g).get(at.gOut).ltU().brIf(0).end();
+}
+
+/** A loop over the table's entries (none: skipped); `e` points at the entry. */
+function perEntry(
+  k: WasmCode,
+  at: Params,
+  L: Record<(typeof LOCALS)[number], number>,
+  body: () => void,
+): void {
+  k.get(at.tab).set(L.e).block().loop();
+  k.get(L.e).get(L.eEnd).ltU().eqz().brIf(1);
+  body();
+  k.get(L.e).i32(ENTRY).add().set(L.e).br(0).end().end();
+}
+
+function mixForward(madd: Madd): WasmFunction {
+  const f = new Frame(4 + GEOMETRY.length);
+  const at = indices(['x', 'a', 'z', 'tab', ...GEOMETRY], 0);
+  const L = f.i32s(LOCALS);
+  const s = f.v128();
+  const xv = f.v128();
+  const acc = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.v128());
+  const k = new WasmCode();
+  k.get(at.z).set(L.zr);
+  // `lanes` vectors of z's row at c, summed over the entries in registers
+  const chunk = (lanes: number) => {
+    for (let h = 0; h < lanes; h++) k.vZero().set(acc[h]!);
+    perEntry(k, at, L, () => {
+      k.get(at.a).get(L.e).i32Load(4).add().get(L.gk).add().vLoadSplat32().set(s);
+      k.get(L.e).i32Load().get(L.c).add().set(L.zp);
+      for (let h = 0; h < lanes; h++) {
+        k.get(L.zp)
+          .vLoad(16 * h)
+          .set(xv);
+        madd(k, acc[h]!, s, xv);
+      }
+    });
+    for (let h = 0; h < lanes; h++)
+      k.get(L.zr)
+        .get(L.c)
+        .add()
+        .get(acc[h]!)
+        .vStore(16 * h);
+  };
+  perPixel(k, at, L, () => {
+    perColumn(k, at, L, () => {
+      // 32 channels at a time, then the last 16 (cin % 16 == 0)
+      k.i32(0).set(L.c).block().loop();
+      k.get(L.cinB).get(L.c).i32(128).add().ltU().brIf(1);
+      chunk(8);
+      k.get(L.c).i32(128).add().set(L.c).br(0).end().end();
+      k.get(L.c).get(L.cinB).ltU().if();
+      chunk(4);
+      k.end();
+      k.get(L.zr).get(L.cinB).add().set(L.zr);
+    });
+  });
+  return f.fn('mix_fwd', k);
+}
+
+function mixBackward(madd: Madd): WasmFunction {
+  const f = new Frame(6 + GEOMETRY.length);
+  const at = indices(['x', 'a', 'dz', 'dx', 'da', 'tab', ...GEOMETRY], 0);
+  const L = f.i32s(LOCALS);
+  const { dxp, dzr, rowB } = f.i32s(['dxp', 'dzr', 'rowB']);
+  const s = f.v128();
+  const v = f.v128();
+  const acc = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.v128());
+  const k = new WasmCode();
+  k.get(at.dz).set(L.zr);
+  perPixel(k, at, L, () => {
+    // this pixel's dz rows: G_out·n rows of cin
+    k.get(at.gOut).get(at.n).mul().get(L.cinB).mul().set(rowB);
+    // dx: each listed row, 32 or 16 channels at a time, gathers sum_(g,k) a · dz in registers
+    const chunk = (lanes: number) => {
+      for (let h = 0; h < lanes; h++)
+        k.get(dxp)
+          .get(L.c)
+          .add()
+          .vLoad(16 * h)
+          .set(acc[h]!);
+      k.get(L.zr).get(L.c).add().set(dzr);
+      k.get(at.a).get(L.e).i32Load(4).add().set(L.ab);
+      perColumn(k, at, L, () => {
+        k.get(L.ab).get(L.gk).add().vLoadSplat32().set(s);
+        for (let h = 0; h < lanes; h++) {
+          k.get(dzr)
+            .vLoad(16 * h)
+            .set(v);
+          madd(k, acc[h]!, s, v);
+        }
+        k.get(dzr).get(L.cinB).add().set(dzr);
+      });
+      for (let h = 0; h < lanes; h++)
+        k.get(dxp)
+          .get(L.c)
+          .add()
+          .get(acc[h]!)
+          .vStore(16 * h);
+    };
+    perEntry(k, at, L, () => {
+      k.get(L.e).i32Load().get(at.x).sub().get(at.dx).add().set(dxp);
+      k.i32(0).set(L.c).block().loop();
+      k.get(L.cinB).get(L.c).i32(128).add().ltU().brIf(1);
+      chunk(8);
+      k.get(L.c).i32(128).add().set(L.c).br(0).end().end();
+      k.get(L.c).get(L.cinB).ltU().if();
+      chunk(4);
+      k.end();
+    });
+    // da: one dot product of a dz row with a listed row per (g, k) and entry
+    k.get(L.zr).set(dzr);
+    perColumn(k, at, L, () => {
+      perEntry(k, at, L, () => {
+        for (let h = 0; h < 4; h++) k.vZero().set(acc[h]!);
+        k.get(L.e).i32Load().set(L.zp);
+        k.i32(0).set(L.c).loop();
+        for (let h = 0; h < 4; h++) {
+          k.get(dzr)
+            .get(L.c)
+            .add()
+            .vLoad(16 * h)
+            .set(v);
+          k.get(L.zp)
+            .get(L.c)
+            .add()
+            .vLoad(16 * h)
+            .set(s);
+          madd(k, acc[h]!, v, s);
+        }
+        k.get(L.c).i32(64).add().tee(L.c).get(L.cinB).ltU().brIf(0).end();
+        // da[entry's offset + gk] += the four partial sums, across lanes
+        k.get(at.da).get(L.e).i32Load(4).add().get(L.gk).add().tee(L.zp);
+        k.get(L.zp).f32Load();
+        k.get(acc[0]!).get(acc[1]!).f32x4Add().get(acc[2]!).get(acc[3]!).f32x4Add().f32x4Add();
+        k.set(v);
+        for (let lane = 0; lane < 4; lane++) k.get(v).f32x4ExtractLane(lane).f32Add();
+        k.f32Store();
+      });
+      k.get(dzr).get(L.cinB).add().set(dzr);
+    });
+    k.get(L.zr).get(rowB).add().set(L.zr);
+  });
+  return f.fn('mix_bwd', k);
 }
 
 /** `mix_fwd` and `mix_bwd` (see the file's comment). */
 export function tapMixFunctions(madd: Madd): WasmFunction[] {
-  return [tapMix(madd, false), tapMix(madd, true)];
+  return [mixForward(madd), mixBackward(madd)];
 }

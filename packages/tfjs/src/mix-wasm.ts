@@ -12,6 +12,7 @@
  * group, at most the conv's multiply-adds). No kernel is assembled or moved per sample, and the
  * shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
  */
+import { describeValue, KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   activeOwnKernels,
@@ -34,6 +35,12 @@ let mode: boolean | 'always' = true;
  * For side-by-side benchmarks and tests.
  */
 export function setWasmTapMixing(setting: boolean | 'always'): boolean | 'always' {
+  if (setting !== true && setting !== false && setting !== 'always') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `setWasmTapMixing: the setting must be true, false or 'always', found ${describeValue(setting)}`,
+    );
+  }
   const was = mode;
   mode = setting;
   return was;
@@ -68,6 +75,11 @@ function dims(x: tf.TensorInfo, alpha: tf.TensorInfo, a: MixAttrs) {
   return { N, H, W, C, m, n, Ho, Wo, cin: C / a.gIn, geometry };
 }
 
+/** The kernels' scratch: two i32 per tap and input group (mix-kernels.ts). */
+function table(be: WasmBackend, a: MixAttrs): tf.TensorInfo {
+  return be.makeOutput([2 * a.kh * a.kw * a.gIn], 'int32');
+}
+
 /** `x [N, H, W, C]`, `alpha [N, m, n]` -> `z [N, Ho, Wo, G_out·n·cin]`. */
 function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;
@@ -76,16 +88,14 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const d = dims(x, alpha, a);
   const zRow = d.Ho * d.Wo * a.gOut * d.n * d.cin;
   const z = be.makeOutput([d.N, d.Ho, d.Wo, a.gOut * d.n * d.cin], 'float32');
+  const tab = table(be, a);
   const K = requireKernels(be, FWD);
-  const [xo, ao, zo] = [x, alpha, z].map((t) => heapOffset(be, t)) as [number, number, number];
+  const [xo, ao, zo, to] = [x, alpha, z, tab].map((t) => heapOffset(be, t)) as number[];
   for (let b = 0; b < d.N; b++) {
-    K.mix_fwd(
-      xo + b * d.H * d.W * d.C * 4,
-      ao + b * d.m * d.n * 4,
-      zo + b * zRow * 4,
-      ...d.geometry,
-    );
+    const [xb, ab] = [xo! + b * d.H * d.W * d.C * 4, ao! + b * d.m * d.n * 4];
+    K.mix_fwd(xb, ab, zo! + b * zRow * 4, to!, ...d.geometry);
   }
+  be.disposeData(tab.dataId);
   return z;
 }
 
@@ -98,13 +108,16 @@ function gradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const zRow = d.Ho * d.Wo * a.gOut * d.n * d.cin;
   const dx = zeros(be, [...x.shape]);
   const da = zeros(be, [...alpha.shape]);
+  const tab = table(be, a);
   const K = requireKernels(be, GRAD);
-  const [xo, ao, zo, dxo, dao] = [x, alpha, dz, dx, da].map((t) => heapOffset(be, t)) as number[];
+  const ptrs = [x, alpha, dz, dx, da, tab].map((t) => heapOffset(be, t));
+  const [xo, ao, zo, dxo, dao, to] = ptrs as number[];
   for (let b = 0; b < d.N; b++) {
     const xb = b * d.H * d.W * d.C * 4;
     const ab = b * d.m * d.n * 4;
-    K.mix_bwd(xo! + xb, ao! + ab, zo! + b * zRow * 4, dxo! + xb, dao! + ab, ...d.geometry);
+    K.mix_bwd(xo! + xb, ao! + ab, zo! + b * zRow * 4, dxo! + xb, dao! + ab, to!, ...d.geometry);
   }
+  be.disposeData(tab.dataId);
   return [dx, da];
 }
 
@@ -145,10 +158,12 @@ export function tapMixingPays(
 /**
  * The weights of {@link tapMixingPays}, fitted to `bench:tap-mixing` (one KW conv, batch 32,
  * forward and gradients, both forms interleaved; 3x3 convs of 64-256 channels on 7x7 to 28x28
- * maps at budgets 2, 1, 1/2 and 1/4, 2026-11-27): the rule picks the mixed form for every case
- * measured at 0.8x the assembled form's time or less and for none measured at 0.95x or more.
+ * maps at budgets 2, 1, 1/2 and 1/4; 2026-11-27, `benchmarks/RESULTS.md`): of its 31 cases the
+ * rule picks the mixed form for the 11 measured at 0.42-0.90x the assembled form's time; of the
+ * others one was a win it misses (0.79x: 128 channels on 7x7 maps at 1/2x) and none measured
+ * below 1.04x.
  */
-export const TAP_MIX_COSTS = { mixing: 4, assembly: 0.5, sample: 21, margin: 0.9 } as const;
+export const TAP_MIX_COSTS = { mixing: 2.5, assembly: 0.5, sample: 21, margin: 0.9 } as const;
 
 /**
  * Core's `mixTaps` on the own wasm kernels: `x` NHWC `[N, H, W, C]`, `alpha [N, kh·kw·G_out·G_in,

@@ -1,6 +1,6 @@
 /**
- * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, control
- * flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, f64x2 adds and
+ * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, loads and
+ * stores, control flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, f64x2 adds and
  * multiplies of promoted f32 lanes, lanes and shuffles) to write small numeric
  * kernels as code here, with no compiler and no binary file in the package. A module built with
  * {@link wasmModule} imports one memory (`env.mem`) and exports its functions, whose
@@ -156,6 +156,14 @@ export class WasmCode {
   shuffle(byteLanes: readonly number[]): this {
     if (byteLanes.length !== 16) throw new Error('shuffle needs 16 byte lanes');
     return this.simd(0x0d, ...byteLanes);
+  }
+  /** `i32.load` at address + offset (bytes). */
+  i32Load(offset = 0): this {
+    return this.op(0x28, 2, ...uleb(offset));
+  }
+  /** `i32.store` with the stack `address value`. */
+  i32Store(offset = 0): this {
+    return this.op(0x36, 2, ...uleb(offset));
   }
   /** `f32.load` at address + offset (bytes). */
   f32Load(offset = 0): this {

@@ -171,11 +171,22 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     }
   });
 
-  it("the cost rule: the main job's 1x layer3.0.conv2 pays, layers with more cells or large maps do not", () => {
+  it('setWasmTapMixing refuses a setting other than true, false or always', () => {
+    for (const bad of ['yes', 1, undefined, null, 'ALWAYS']) {
+      expect(() => setWasmTapMixing(bad as unknown as boolean)).toThrow(
+        /setWasmTapMixing: the setting must be true, false or 'always', found/,
+      );
+    }
+    expect(setWasmTapMixing('always')).toBe(true);
+    expect(setWasmTapMixing(true)).toBe('always');
+  });
+
+  it('the cost rule: the width-4 ResNet-8 layer3.0.conv2 pays at 1x to 1/4x, layers with more cells or large maps do not', () => {
     // n, taps, G_in, c_out, output pixels (shapes from core's plan of the ResNet-8 width 4)
     expect(tapMixingPays(9, 9, 1, 256, 49)).toBe(true); // 1x layer3.0.conv2
     expect(tapMixingPays(9, 9, 2, 128, 49)).toBe(true); // 1/4x layer3.0.conv2
-    expect(tapMixingPays(18, 9, 2, 128, 49)).toBe(false); // 1/2x layer3.0.conv2
+    expect(tapMixingPays(18, 9, 2, 128, 49)).toBe(true); // 1/2x layer3.0.conv2
+    expect(tapMixingPays(18, 9, 1, 256, 49)).toBe(false); // 2x layer3.0.conv2
     expect(tapMixingPays(29, 9, 1, 128, 196)).toBe(false); // 1x layer2.0.conv2
     expect(tapMixingPays(38, 9, 1, 64, 784)).toBe(false); // 1x layer1.0.conv1
     expect(tapMixingPays(9, 9, 1, 64, 784)).toBe(false); // few cells, but a large map
