@@ -36,6 +36,12 @@ function oneConv(budget, C, S, stride) {
 
 const budgetText = (b) => (b >= 1 ? `${b}x` : `1/${1 / b}x`);
 
+/** `f` with the mixed form set to `setting` first. */
+const withMixing = (setting, f) => () => {
+  setWasmTapMixing(setting);
+  return f();
+};
+
 if (only !== 'steps') {
   console.log(
     `\n## One KW conv, forward + gradients (batch ${batch}, tau 0.5)\n\n| C, map, stride | budget | G_out, G_in | n | c_out | assembled ms | mixed ms | mixed / assembled | rule |\n|---|---|---|---:|---:|---:|---:|---:|---|`,
@@ -69,8 +75,8 @@ if (only !== 'steps') {
         });
       const [assembled, mixed] = await compare(
         [
-          { name: 'assembled', fn: () => (setWasmTapMixing(false), step()) },
-          { name: 'mixed', fn: () => (setWasmTapMixing('always'), step()) },
+          { name: 'assembled', fn: withMixing(false, step) },
+          { name: 'mixed', fn: withMixing('always', step) },
         ],
         { rounds },
       );
@@ -95,10 +101,6 @@ if (only !== 'layers') {
   const kw1 = await resnet8TrainStep({ width, batch, budget: '1x' });
   const kw2 = await resnet8TrainStep({ width, batch, budget: '1/2x' });
   const kw4 = await resnet8TrainStep({ width, batch, budget: '1/4x' });
-  const withMixing = (on, f) => () => {
-    setWasmTapMixing(on);
-    return f();
-  };
   const rows = await compare(
     [
       { name: 'plain|', fn: plain },
