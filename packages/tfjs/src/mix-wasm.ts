@@ -46,6 +46,11 @@ export function setWasmTapMixing(setting: boolean | 'always'): boolean | 'always
   return was;
 }
 
+/** The current setting of {@link setWasmTapMixing} (shard workers start with the main thread's). */
+export function wasmTapMixingSetting(): boolean | 'always' {
+  return mode;
+}
+
 /** The geometry of a tap mixing (a KW conv's, with its cell groups). */
 export interface TapMixGeometry {
   kernelSize: [number, number];

@@ -7,6 +7,7 @@ import { initWeights, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from './backend.js';
 import { setOwnWasmKernels, setWasmFusedMultiplyAdd } from './conv-wasm.js';
+import { setWasmTapMixing } from './mix-wasm.js';
 import { buildModel, setMethodTemperature, setTemperature } from './model.js';
 import {
   type ShardRequest,
@@ -28,15 +29,17 @@ const { parentPort, workerData } = (await import(threads)) as {
     spec: ModelSpec;
     backend: string;
     ownKernels: { enabled: boolean; fmaAllowed: boolean };
+    tapMixing: boolean | 'always';
   };
 };
 const port = parentPort;
-const { spec, backend, ownKernels } = workerData;
+const { spec, backend, ownKernels, tapMixing } = workerData;
 
 try {
   // the main thread's kernel settings (the same numbers as the in-thread shards)
   setOwnWasmKernels(ownKernels.enabled);
   setWasmFusedMultiplyAdd(ownKernels.fmaAllowed);
+  setWasmTapMixing(tapMixing);
   await chooseBackend({ force: backend as never, report: null });
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));
   const vars = shardVariables(model);

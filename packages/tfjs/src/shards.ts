@@ -14,6 +14,7 @@
 import { KwError, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { ownWasmKernelSettings } from './conv-wasm.js';
+import { wasmTapMixingSetting } from './mix-wasm.js';
 
 /** What one shard's forward and backward gives. */
 export interface ShardResult {
@@ -222,7 +223,14 @@ export class ShardWorkers {
     const workers = Array.from(
       { length: count },
       () =>
-        new wt.Worker(url, { workerData: { spec, backend, ownKernels: ownWasmKernelSettings() } }),
+        new wt.Worker(url, {
+          workerData: {
+            spec,
+            backend,
+            ownKernels: ownWasmKernelSettings(),
+            tapMixing: wasmTapMixingSetting(),
+          },
+        }),
     );
     try {
       await Promise.all(

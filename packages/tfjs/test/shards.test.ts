@@ -5,7 +5,12 @@ import { isKwError, type WeightMap } from '@kernelwarehouse/core';
 import { createModel } from '@kernelwarehouse/zoo';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { registerTrainingKernels, setOwnWasmKernels, Trainer } from '../src/index.js';
+import {
+  registerTrainingKernels,
+  setOwnWasmKernels,
+  setWasmTapMixing,
+  Trainer,
+} from '../src/index.js';
 import { ShardWorkers, shardBounds, weightedSum } from '../src/shards.js';
 import { patternImages, relErr, useBackend } from './helpers.js';
 
@@ -173,6 +178,36 @@ describe('data-parallel shards', () => {
       expect(weightsErr(workers, inProcess)).toBe(0);
     } finally {
       setOwnWasmKernels(true);
+      tf.dispose(d.x);
+    }
+  });
+
+  it("workers take the main thread's tap-mixing setting (off: the assembled form's numbers)", async () => {
+    const d = data(16, 8, 4);
+    const run = async (shardWorkers: boolean) => {
+      const t = new Trainer({
+        spec: small({ budget: 1 }),
+        epochs: 1,
+        batchSize: 8,
+        shards: 2,
+        shardWorkers,
+        bnPasses: 0,
+      });
+      await t.fit(d);
+      const w = t.exportWeights();
+      t.dispose();
+      return w;
+    };
+    // layer3.0.conv2 (32 channels on 2x2 maps, n = 9) takes the mixed form by default
+    const mixed = await run(false);
+    setWasmTapMixing(false);
+    try {
+      const inProcess = await run(false);
+      const workers = await run(true);
+      expect(weightsErr(inProcess, mixed)).toBeGreaterThan(0);
+      expect(weightsErr(workers, inProcess)).toBe(0);
+    } finally {
+      setWasmTapMixing(true);
       tf.dispose(d.x);
     }
   });
