@@ -4,6 +4,7 @@
 // definition in the seam (Ops.mixTaps), with float64 sums.
 import { describe, expect, it } from 'vitest';
 import {
+  type ConvAttrs,
   type DynamicConv2dNode,
   initWeights,
   kwForward,
@@ -166,6 +167,35 @@ describe('KW conv in the mixed form (Ops.mixTaps) equals the assembled form', ()
       });
     }
   }
+
+  it('a backend with sharedGroupsConv1x1 gets the G_out groups as one call (halved cells)', () => {
+    class GroupsOps extends MixingOps {
+      groupCalls = 0;
+      sharedGroupsConv1x1(x: Tensor, w: Tensor, groups: number, bias?: Tensor): Tensor {
+        this.groupCalls++;
+        const attrs: ConvAttrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups };
+        return this.conv2d(x, this.concat(new Array<Tensor>(groups).fill(w), 0), bias, attrs);
+      }
+    }
+    const c = CASES[1]!;
+    const spec = oneLayer(c);
+    const g = kwLayerGroup(planModel(spec).kw!, 'conv');
+    const rng = new Rng(9);
+    const weights = initWeights(spec, { seed: 9 });
+    for (const [k, t] of weights) weights.set(k, perturb(rng, t, 0.1));
+    const node = spec.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
+    const opts = {
+      param: (name: string) => weights.get(`conv.${name}`)!,
+      shared: (name: string) => weights.get(name)!,
+      training: false,
+    };
+    const x = randomInput(rng, [2, c.channels, c.size, c.size]);
+    const ops = new GroupsOps(opts);
+    const y = kwForward(ops, x, node, g, 0.3);
+    expect([ops.calls, ops.groupCalls]).toEqual([1, 1]);
+    const want = kwForward(new ReferenceOps(opts), x, node, g, 0.3);
+    expect(maxRelativeError(y.data, want.data)).toBeLessThan(1e-5);
+  });
 
   it('is not asked for a grouped conv, nor at tau = 1 in inference', () => {
     const b = new SpecBuilder('grouped', [8, 5, 5]);

@@ -26,34 +26,6 @@ import {
 } from './layers.js';
 import { mixTapsWasm } from './mix-wasm.js';
 
-/**
- * Results of {@link TfOps.concat} that repeat one tensor along axis 0, with that tensor: the
- * weight of a grouped conv whose groups share one weight (KW's mixed form with G_out > 1).
- */
-const repeated = new WeakMap<tf.Tensor, tf.Tensor>();
-
-/**
- * A grouped 1x1 conv (stride 1, no padding) whose groups share one weight, as one ungrouped
- * conv: in NHWC each pixel's G channel groups lie one after another, so `x [N, H, W, G·C]` is
- * `[N, H, W·G, C]` and the output `[N, H, W·G, O]` is `[N, H, W, G·O]`, both without a copy
- * (groupedConv would split x into G copies and concatenate G outputs). `undefined` otherwise.
- */
-function sharedPointwise(x: tf.Tensor, weight: tf.Tensor, a: ConvAttrs): tf.Tensor | undefined {
-  const part = repeated.get(weight);
-  const G = a.groups;
-  if (!part || G < 2 || x.rank !== 4 || part.rank !== 4 || part.shape[0]! * G !== weight.shape[0])
-    return undefined;
-  if (part.shape[2] !== 1 || part.shape[3] !== 1) return undefined;
-  const one = (p: readonly number[]) => p[0] === 1 && p[1] === 1;
-  if (!one(a.stride) || !one(a.dilation) || a.padding[0] !== 0 || a.padding[1] !== 0)
-    return undefined;
-  const [N, H, W, C] = x.shape as [number, number, number, number];
-  if (C !== G * part.shape[1]!) return undefined;
-  const folded = tf.reshape(x, [N, H, W * G, C / G]) as tf.Tensor4D;
-  const y = tf.conv2d(folded, oihwToHwio(part), 1, 'valid');
-  return tf.reshape(y, [N, H, W, G * part.shape[0]!]);
-}
-
 function broadcastBatch(a: readonly number[], b: readonly number[]): number[] | undefined {
   const r = Math.max(a.length, b.length);
   const out: number[] = [];
@@ -147,10 +119,7 @@ export class TfOps implements Ops<tf.Tensor> {
   }
 
   concat(ts: tf.Tensor[], axis: number): tf.Tensor {
-    if (ts.length === 1) return ts[0]!;
-    const out = tf.concat(ts, axis);
-    if (axis === 0 && ts.every((t) => t === ts[0])) repeated.set(out, ts[0]!);
-    return out;
+    return ts.length === 1 ? ts[0]! : tf.concat(ts, axis);
   }
 
   add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
@@ -249,8 +218,6 @@ export class TfOps implements Ops<tf.Tensor> {
   }
 
   conv2d(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | undefined, a: ConvAttrs): tf.Tensor {
-    const shared = sharedPointwise(x, weight, a);
-    if (shared) return bias ? tf.add(shared, bias) : shared;
     const y = groupedConv(
       x as tf.Tensor4D,
       oihwToHwio(weight),
@@ -276,6 +243,32 @@ export class TfOps implements Ops<tf.Tensor> {
     if (!bias) return y;
     if ('shared' in bias) return tf.add(y, bias.shared);
     return tf.add(y, tf.reshape(bias.perSample, [-1, 1, 1, a.outChannels]));
+  }
+
+  sharedGroupsConv1x1(
+    x: tf.Tensor,
+    weight: tf.Tensor,
+    groups: number,
+    bias?: tf.Tensor,
+  ): tf.Tensor {
+    // in NHWC each pixel's channel groups lie one after another: x [N, H, W, G·C] is
+    // [N, H, W·G, C] and the output [N, H, W·G, O] is [N, H, W, G·O], both without a copy (a
+    // grouped conv would split x into G copies and concatenate G outputs)
+    const [N, H, W, C] = x.shape as [number, number, number, number];
+    if (C % groups !== 0 || weight.shape[1]! * groups !== C) {
+      throw new KwError(
+        'TENSOR_SHAPE',
+        `sharedGroupsConv1x1: ${groups} groups of weight [${weight.shape.join(', ')}] do not fit ${C} input channels`,
+      );
+    }
+    const folded = tf.reshape(x, [N, H, W * groups, C / groups]) as tf.Tensor4D;
+    const y = tf.reshape(tf.conv2d(folded, oihwToHwio(weight), 1, 'valid'), [
+      N,
+      H,
+      W,
+      groups * weight.shape[0]!,
+    ]);
+    return bias ? tf.add(y, bias) : y;
   }
 
   mixTaps(x: tf.Tensor, alpha: tf.Tensor, a: MixTapsAttrs): tf.Tensor | undefined {

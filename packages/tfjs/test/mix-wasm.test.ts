@@ -10,6 +10,7 @@ import {
   type TapMixGeometry,
   tapMixingPays,
 } from '../src/mix-wasm.js';
+import { TfOps } from '../src/ops.js';
 import { relErr, useBackend } from './helpers.js';
 
 const rand = (size: number) => Float32Array.from({ length: size }, () => Math.random() * 2 - 1);
@@ -171,6 +172,46 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     }
   });
 
+  it('TfOps.sharedGroupsConv1x1 is the grouped conv with the weight repeated; its gradient is the sum over groups (1e-5)', async () => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await useBackend(backend);
+      const ops = new TfOps(new Map(), new Map(), true, 'test');
+      const x = tf.randomNormal([2, 3, 5, 3 * 8]);
+      const w = tf.randomNormal([4, 8, 1, 1]);
+      const bias = tf.randomNormal([12]);
+      const r = tf.randomNormal([2, 3, 5, 12]);
+      const f = (shared: boolean) =>
+        tf.grads((xs: tf.Tensor, ws: tf.Tensor) => {
+          const y = shared
+            ? ops.sharedGroupsConv1x1(xs, ws, 3, bias)
+            : ops.conv2d(xs, tf.concat([ws, ws, ws], 0), bias, {
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                groups: 3,
+              });
+          return tf.sum(tf.mul(y, r));
+        })([x, w]);
+      const [dxS, dwS] = f(true);
+      const [dxG, dwG] = f(false);
+      const yS = ops.sharedGroupsConv1x1(x, w, 3, bias);
+      const yG = ops.conv2d(x, tf.concat([w, w, w], 0), bias, {
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 3,
+      });
+      expect(relErr(yS.dataSync(), yG.dataSync()), backend).toBeLessThan(1e-5);
+      expect(relErr(dxS!.dataSync(), dxG!.dataSync()), backend).toBeLessThan(1e-5);
+      expect(relErr(dwS!.dataSync(), dwG!.dataSync()), backend).toBeLessThan(1e-5);
+      expect(() => ops.sharedGroupsConv1x1(x, w, 2)).toThrow(
+        /sharedGroupsConv1x1: 2 groups of weight \[4, 8, 1, 1\] do not fit 24 input channels/,
+      );
+      tf.dispose([x, w, bias, r, dxS!, dwS!, dxG!, dwG!, yS, yG]);
+    }
+    await useBackend('wasm');
+  });
+
   it('setWasmTapMixing refuses a setting other than true, false or always', () => {
     for (const bad of ['yes', 1, undefined, null, 'ALWAYS']) {
       expect(() => setWasmTapMixing(bad as unknown as boolean)).toThrow(
@@ -192,45 +233,56 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     expect(tapMixingPays(9, 9, 1, 64, 784)).toBe(false); // few cells, but a large map
   });
 
-  it('a KW model takes it where it pays, with the outputs and gradients of the assembled form (1e-4)', async () => {
-    // one KW 3x3 conv of whole-tap cells (n = 9) on 3x3 maps of 64 channels: pays
-    const b = new SpecBuilder('mixed', [64, 3, 3]);
-    b.warehouse({ id: 'w', budget: 1 });
-    const geo = { outChannels: 64, kernelSize: 3, padding: 1, bias: true };
-    const y = b.dynamicConv2d('conv', b.input, geo, { kind: 'kw', warehouse: 'w' });
-    b.output(b.flatten('flat', b.globalAvgPool('pool', b.relu('relu', y))));
-    const spec = b.build();
-    const model = buildModel(spec, initWeights(spec, { seed: 5 }));
-    setTemperature(model, 0.4);
-    const x = tf.randomNormal([4, 3, 3, 64]);
-    const r = tf.randomNormal([4, 64]);
-    const infer = () =>
-      tf.tidy(() => (model.apply(x, { training: false }) as tf.Tensor).dataSync());
-    const grads = () =>
-      tf.tidy(() => {
-        const { grads: gs } = tf.variableGrads(() =>
-          tf.sum(tf.mul(model.apply(x, { training: true }) as tf.Tensor, r)),
-        );
-        return Object.entries(gs).map(([k, v]) => [k, v.dataSync()] as const);
+  // one KW 3x3 conv of 9 cells on 3x3 maps of 64 channels (pays): whole-tap cells, and halved
+  // ones (G_out = G_in = 2: the shared 1x1 conv of two channel groups, sharedGroupsConv1x1)
+  it.each([
+    [1, 1],
+    [1 / 4, 1 / 2],
+  ])(
+    'a KW model (budget %d, cell ratio %d) takes it where it pays, with the outputs and gradients of the assembled form (1e-4)',
+    async (budget, ratio) => {
+      const b = new SpecBuilder('mixed', [64, 3, 3]);
+      b.warehouse({ id: 'w', budget, cellInRatio: ratio, cellOutRatio: ratio });
+      const geo = { outChannels: 64, kernelSize: 3, padding: 1, bias: true };
+      const y = b.dynamicConv2d('conv', b.input, geo, { kind: 'kw', warehouse: 'w' });
+      b.output(b.flatten('flat', b.globalAvgPool('pool', b.relu('relu', y))));
+      const spec = b.build();
+      const model = buildModel(spec, initWeights(spec, { seed: 5 }));
+      setTemperature(model, 0.4);
+      const x = tf.randomNormal([4, 3, 3, 64]);
+      const r = tf.randomNormal([4, 64]);
+      const infer = () =>
+        tf.tidy(() => (model.apply(x, { training: false }) as tf.Tensor).dataSync());
+      const grads = () =>
+        tf.tidy(() => {
+          const { grads: gs } = tf.variableGrads(() =>
+            tf.sum(tf.mul(model.apply(x, { training: true }) as tf.Tensor, r)),
+          );
+          return Object.entries(gs).map(([k, v]) => [k, v.dataSync()] as const);
+        });
+      const profile = await tf.profile(() => {
+        tf.tidy(() => model.apply(x, { training: false }) as tf.Tensor);
       });
-    const profile = await tf.profile(() => {
-      tf.tidy(() => model.apply(x, { training: false }) as tf.Tensor);
-    });
-    expect(profile.kernels.map((k) => k.name)).toContain('KwWasmTapMix');
-    // inference first (a training pass updates the attention BatchNorm's running statistics)
-    const out = infer();
-    setWasmTapMixing(false);
-    const outAssembled = infer();
-    expect(relErr(out, outAssembled)).toBeLessThan(1e-4);
-    const gAssembled = grads();
-    setWasmTapMixing(true);
-    const g = grads();
-    expect(g.length).toBeGreaterThan(5);
-    for (const [i, [name, v]] of g.entries()) {
-      expect(gAssembled[i]![0]).toBe(name);
-      expect(relErr(v, gAssembled[i]![1]), name).toBeLessThan(1e-4);
-    }
-    tf.dispose([x, r]);
-    model.dispose();
-  });
+      const names = profile.kernels.map((k) => k.name);
+      expect(names).toContain('KwWasmTapMix');
+      // no per-sample conv, and no split of the mixed maps into groups
+      expect(names).not.toContain('KwWasmConv2D');
+      expect(names).not.toContain('SplitV');
+      // inference first (a training pass updates the attention BatchNorm's running statistics)
+      const out = infer();
+      setWasmTapMixing(false);
+      const outAssembled = infer();
+      expect(relErr(out, outAssembled)).toBeLessThan(1e-4);
+      const gAssembled = grads();
+      setWasmTapMixing(true);
+      const g = grads();
+      expect(g.length).toBeGreaterThan(5);
+      for (const [i, [name, v]] of g.entries()) {
+        expect(gAssembled[i]![0]).toBe(name);
+        expect(relErr(v, gAssembled[i]![1]), name).toBeLessThan(1e-4);
+      }
+      tf.dispose([x, r]);
+      model.dispose();
+    },
+  );
 });

@@ -210,8 +210,9 @@ export function kwForward<T>(
  * A KW conv in its mixed form, where the backend's {@link Ops.mixTaps} takes it: every cell is a
  * mixture of the warehouse cells, so `y_g = sum_k W_k^T z_(g,k)` with `z_(g,k)` the input's taps
  * mixed by the attention's column k (`mixTaps`). The warehouse is then applied once, as a
- * grouped 1x1 conv shared by the batch (groups G_out; weight `[G_out·c_out, n·c_in, 1, 1]`, row
- * `(g, o)` and column `(k, c)` = cell k's `[o, c]`), and no per-sample kernel is assembled. The
+ * grouped 1x1 conv shared by the batch (groups G_out, each with the weight `[c_out, n·c_in, 1, 1]`
+ * whose row o and column `(k, c)` are cell k's `[o, c]`: {@link Ops.sharedGroupsConv1x1}, or the
+ * weight repeated for a grouped {@link Ops.conv2d}), and no per-sample kernel is assembled. The
  * same sums as the assembled form, in another order (float rounding). `undefined` where the
  * backend has no `mixTaps` or declines it, and for grouped or dilated convs.
  */
@@ -233,6 +234,7 @@ function kwMixedConv<T>(
   if (z === undefined) return undefined;
   const cells = ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut, wh.cellIn]);
   const w = ops.reshape(ops.transpose(cells, [1, 0, 2]), [wh.cellOut, wh.n * wh.cellIn, 1, 1]);
+  if (gOut > 1 && ops.sharedGroupsConv1x1) return ops.sharedGroupsConv1x1(z, w, gOut, bias);
   const weight = gOut === 1 ? w : ops.concat(new Array<T>(gOut).fill(w), 0);
   const pointwise: ConvAttrs = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: gOut };
   return ops.conv2d(z, weight, bias, pointwise);

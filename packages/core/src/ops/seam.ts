@@ -148,6 +148,14 @@ export interface Ops<T> {
    * leaves it out, or returns `undefined`, where the mixed form does not pay on it.
    */
   mixTaps?(x: T, alpha: T, attrs: MixTapsAttrs): T | undefined;
+  /**
+   * Optional: a 1x1 conv (stride 1, no padding) of an image `[N, G·C, H, W]` that applies one
+   * weight `[O, C, 1, 1]` to each of its `groups` = G channel groups: `[N, G·O, H, W]`, output
+   * channel `g·O + o` from group g. Where a backend leaves it out, core runs the grouped
+   * {@link Ops.conv2d} with the weight repeated G times (the mixed form of a KW conv with
+   * G_out > 1 needs it; the gradient of the one weight is the sum over the groups).
+   */
+  sharedGroupsConv1x1?(x: T, weight: T, groups: number, bias?: T): T;
 }
 
 /** The geometry {@link Ops.mixTaps} gets: the conv's, its cell groups, and `c_out` per cell. */
