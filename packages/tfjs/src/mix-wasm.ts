@@ -163,10 +163,10 @@ export function tapMixingPays(
 /**
  * The weights of {@link tapMixingPays}, fitted to `bench:tap-mixing` (one KW conv, batch 32,
  * forward and gradients, both forms interleaved; 3x3 convs of 64-256 channels on 7x7 to 28x28
- * maps at budgets 2, 1, 1/2 and 1/4; 2026-11-27, `benchmarks/RESULTS.md`): of its 31 cases the
- * rule picks the mixed form for the 11 measured at 0.42-0.90x the assembled form's time; of the
- * others one was a win it misses (0.79x: 128 channels on 7x7 maps at 1/2x) and none measured
- * below 1.04x.
+ * maps at budgets 2, 1, 1/2 and 1/4; 2026-11-27, `benchmarks/RESULTS.md`): of its 32 cases the
+ * rule picks the mixed form for the 12 measured at 0.42-0.97x the assembled form's time; of the
+ * others, the lowest measured 0.89x (128 channels on 7x7 maps at 1/2x: a win it misses) and 0.96x,
+ * the rest 1.01x or more.
  */
 export const TAP_MIX_COSTS = { mixing: 2.5, assembly: 0.5, sample: 21, margin: 0.9 } as const;
 
