@@ -131,6 +131,18 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     tf.dispose([x, a]);
   });
 
+  it('a second-order gradient is refused as BACKEND_UNSUPPORTED, not with tfjs\'s "gradient function not found"', () => {
+    setWasmTapMixing('always');
+    const g = CASES[0]![2];
+    const x = tf.randomNormal([1, 5, 5, 16]);
+    const a = tf.randomNormal([1, 9, 9]);
+    const inner = (u: tf.Tensor) => tf.sum(tf.square(mixTapsWasm(u, a, g, 16)!));
+    expect(() => tf.grad((u: tf.Tensor) => tf.sum(tf.grad(inner)(u)))(x)).toThrow(
+      /\[BACKEND_UNSUPPORTED\] second-order gradients through a KW conv are not implemented/,
+    );
+    tf.dispose([x, a]);
+  });
+
   it('declines where it does not apply or does not pay', async () => {
     const g: TapMixGeometry = {
       kernelSize: [3, 3],
