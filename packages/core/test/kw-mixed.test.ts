@@ -88,6 +88,24 @@ function oneLayer(c: Case): ModelSpec {
   return b.build();
 }
 
+/**
+ * The KW layer `conv` of `spec`: its plan group, its node and the ops options over weights from
+ * `seed` (every tensor perturbed, so no path is trivial), with the Rng that perturbed them.
+ */
+function layerOf(spec: ModelSpec, seed: number, training: boolean) {
+  const g = kwLayerGroup(planModel(spec).kw!, 'conv');
+  const rng = new Rng(seed);
+  const weights: WeightMap = initWeights(spec, { seed });
+  for (const [k, t] of weights) weights.set(k, perturb(rng, t, 0.1));
+  const node = spec.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
+  const opts = {
+    param: (name: string) => weights.get(`conv.${name}`)!,
+    shared: (name: string) => weights.get(name)!,
+    training,
+  };
+  return { g, node, opts, rng };
+}
+
 const CASES: Case[] = [
   // G_out = G_in = 1 (whole-tap cells), stride 1, padding 1
   {
@@ -138,20 +156,9 @@ describe('KW conv in the mixed form (Ops.mixTaps) equals the assembled form', ()
   for (const c of CASES) {
     for (const training of [false, true]) {
       it(`${c.name}, ${training ? 'training' : 'inference'} (relative error < 1e-5; seed ${seed})`, () => {
-        const spec = oneLayer(c);
-        const plan = planModel(spec);
-        const g = kwLayerGroup(plan.kw!, 'conv');
+        const { g, node, opts, rng } = layerOf(oneLayer(c), seed, training);
         expect([g.layer.gOut, g.layer.gIn]).toEqual([c.gOut, c.gIn]);
-        const rng = new Rng(seed);
-        const weights: WeightMap = initWeights(spec, { seed });
-        for (const [k, t] of weights) weights.set(k, perturb(rng, t, 0.1));
         const x = randomInput(rng, [3, c.channels, c.size, c.size]);
-        const node = spec.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
-        const opts = {
-          param: (name: string) => weights.get(`conv.${name}`)!,
-          shared: (name: string) => weights.get(name)!,
-          training,
-        };
         const mixing = new MixingOps(opts);
         const mixed = kwForward(mixing, x, node, g, 0.3);
         const assembled = kwForward(new ReferenceOps(opts), x, node, g, 0.3);
@@ -178,17 +185,7 @@ describe('KW conv in the mixed form (Ops.mixTaps) equals the assembled form', ()
       }
     }
     const c = CASES[1]!;
-    const spec = oneLayer(c);
-    const g = kwLayerGroup(planModel(spec).kw!, 'conv');
-    const rng = new Rng(9);
-    const weights = initWeights(spec, { seed: 9 });
-    for (const [k, t] of weights) weights.set(k, perturb(rng, t, 0.1));
-    const node = spec.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
-    const opts = {
-      param: (name: string) => weights.get(`conv.${name}`)!,
-      shared: (name: string) => weights.get(name)!,
-      training: false,
-    };
+    const { g, node, opts, rng } = layerOf(oneLayer(c), 9, false);
     const x = randomInput(rng, [2, c.channels, c.size, c.size]);
     const ops = new GroupsOps(opts);
     const y = kwForward(ops, x, node, g, 0.3);
@@ -202,29 +199,14 @@ describe('KW conv in the mixed form (Ops.mixTaps) equals the assembled form', ()
     b.warehouse({ id: 'w', budget: 1 });
     const geo = { outChannels: 8, kernelSize: 3, padding: 1, groups: 2 };
     b.output(b.dynamicConv2d('conv', b.input, geo, { kind: 'kw', warehouse: 'w' }));
-    const spec = b.build();
-    const g = kwLayerGroup(planModel(spec).kw!, 'conv');
-    const weights = initWeights(spec, { seed: 1 });
-    const node = spec.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
-    const opts = {
-      param: (name: string) => weights.get(`conv.${name}`)!,
-      shared: (name: string) => weights.get(name)!,
-      training: false,
-    };
+    const grouped = layerOf(b.build(), 1, false);
     const x = randomInput(new Rng(2), [2, 8, 5, 5]);
-    const ops = new MixingOps(opts);
-    kwForward(ops, x, node, g, 0.5);
+    const ops = new MixingOps(grouped.opts);
+    kwForward(ops, x, grouped.node, grouped.g, 0.5);
     expect(ops.calls).toBe(0);
-    const plain = kwLayerGroup(planModel(oneLayer(CASES[0]!)).kw!, 'conv');
-    const spec0 = oneLayer(CASES[0]!);
-    const w0 = initWeights(spec0, { seed: 1 });
-    const ops0 = new MixingOps({
-      param: (name: string) => w0.get(`conv.${name}`)!,
-      shared: (name: string) => w0.get(name)!,
-      training: false,
-    });
-    const node0 = spec0.nodes.find((nd) => nd.id === 'conv') as DynamicConv2dNode;
-    kwForward(ops0, randomInput(new Rng(3), [2, 8, 6, 6]), node0, plain, 1);
+    const plain = layerOf(oneLayer(CASES[0]!), 1, false);
+    const ops0 = new MixingOps(plain.opts);
+    kwForward(ops0, randomInput(new Rng(3), [2, 8, 6, 6]), plain.node, plain.g, 1);
     expect(ops0.calls).toBe(0);
   });
 });

@@ -8,12 +8,12 @@
  * autodiff path's up to float rounding (sums in float64 in both; here also the float64 remainder
  * of the mean, see {@link forwardKernel}).
  */
-import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  refuseSecondOrder,
   registerOwnKernels,
   requireKernels,
   type WasmBackend,
@@ -150,15 +150,10 @@ function ensureRegistered(): void {
   if (tf.getGradient(FWD)) return;
   // the gradient's own gradient (second-order autodiff through a training BatchNorm) is not
   // written: say so and how to get it, instead of tfjs's "gradient function not found"
-  tf.registerGradient({
-    kernelName: GRAD,
-    gradFunc: () => {
-      throw new KwError(
-        'BACKEND_UNSUPPORTED',
-        'second-order gradients through a training BatchNorm are not implemented on the own wasm kernels; call setOwnWasmKernels(false) for them (tfjs ops), or use the cpu backend',
-      );
-    },
-  });
+  refuseSecondOrder(
+    GRAD,
+    'second-order gradients through a training BatchNorm are not implemented on the own wasm kernels; call setOwnWasmKernels(false) for them (tfjs ops), or use the cpu backend',
+  );
   tf.registerGradient({
     kernelName: FWD,
     inputsToSave: ['x', 'weight'],

@@ -35,7 +35,7 @@
  * padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
-import { simplifyTranspose } from '@kernelwarehouse/core';
+import { KwError, simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
@@ -1609,6 +1609,20 @@ export interface KernelArgs {
   inputs: Record<string, tf.TensorInfo>;
   backend: unknown;
   attrs?: Record<string, unknown>;
+}
+
+/**
+ * Register a gradient for `kernelName` (a gradient kernel of the own kernels) that refuses
+ * second-order autodiff as `BACKEND_UNSUPPORTED` with `message`, instead of tfjs's "gradient
+ * function not found".
+ */
+export function refuseSecondOrder(kernelName: string, message: string): void {
+  tf.registerGradient({
+    kernelName,
+    gradFunc: () => {
+      throw new KwError('BACKEND_UNSUPPORTED', message);
+    },
+  });
 }
 
 /** Register each `[name, kernel]` of `table` on the wasm backend, unless it is already there. */

@@ -18,6 +18,7 @@ import {
   activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  refuseSecondOrder,
   registerOwnKernels,
   requireKernels,
   type WasmBackend,
@@ -135,15 +136,10 @@ function ensureRegistered(): void {
   // second-order autodiff through the mixing is not written: say so, instead of tfjs's
   // "gradient function not found" (the assembled form has none either: tfjs 4.22 has no
   // second-order gradients through convolutions)
-  tf.registerGradient({
-    kernelName: GRAD,
-    gradFunc: () => {
-      throw new KwError(
-        'BACKEND_UNSUPPORTED',
-        'second-order gradients through a KW conv are not implemented (its mixed form on the own wasm kernels, like its assembled form and tfjs 4.22 convolutions, has first-order gradients only)',
-      );
-    },
-  });
+  refuseSecondOrder(
+    GRAD,
+    'second-order gradients through a KW conv are not implemented (its mixed form on the own wasm kernels, like its assembled form and tfjs 4.22 convolutions, has first-order gradients only)',
+  );
 }
 
 /**

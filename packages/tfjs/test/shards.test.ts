@@ -151,7 +151,13 @@ describe('data-parallel shards', () => {
     tf.dispose(d.x);
   });
 
-  it("workers take the main thread's own-kernel settings (kernels off: the stock route's numbers)", async () => {
+  // each switch changes the numbers by rounding: off, the in-process step differs from the
+  // default one, and the workers follow the main thread. The tap-mixing case's model takes the
+  // mixed form by default in layer3.0.conv2 (32 channels on 2x2 maps, n = 9)
+  it.each([
+    ["own-kernel settings (kernels off: the stock route's numbers)", setOwnWasmKernels],
+    ["tap-mixing setting (off: the assembled form's numbers)", setWasmTapMixing],
+  ] as const)("workers take the main thread's %s", async (_, setting) => {
     const d = data(16, 8, 4);
     const run = async (shardWorkers: boolean) => {
       const t = new Trainer({
@@ -167,47 +173,15 @@ describe('data-parallel shards', () => {
       t.dispose();
       return w;
     };
-    const withOwn = await run(false);
-    setOwnWasmKernels(false);
+    const byDefault = await run(false);
+    setting(false);
     try {
       const inProcess = await run(false);
       const workers = await run(true);
-      // the stock route rounds differently from the own kernels ...
-      expect(weightsErr(inProcess, withOwn)).toBeGreaterThan(0);
-      // ... and the workers followed the main thread onto it
+      expect(weightsErr(inProcess, byDefault)).toBeGreaterThan(0);
       expect(weightsErr(workers, inProcess)).toBe(0);
     } finally {
-      setOwnWasmKernels(true);
-      tf.dispose(d.x);
-    }
-  });
-
-  it("workers take the main thread's tap-mixing setting (off: the assembled form's numbers)", async () => {
-    const d = data(16, 8, 4);
-    const run = async (shardWorkers: boolean) => {
-      const t = new Trainer({
-        spec: small({ budget: 1 }),
-        epochs: 1,
-        batchSize: 8,
-        shards: 2,
-        shardWorkers,
-        bnPasses: 0,
-      });
-      await t.fit(d);
-      const w = t.exportWeights();
-      t.dispose();
-      return w;
-    };
-    // layer3.0.conv2 (32 channels on 2x2 maps, n = 9) takes the mixed form by default
-    const mixed = await run(false);
-    setWasmTapMixing(false);
-    try {
-      const inProcess = await run(false);
-      const workers = await run(true);
-      expect(weightsErr(inProcess, mixed)).toBeGreaterThan(0);
-      expect(weightsErr(workers, inProcess)).toBe(0);
-    } finally {
-      setWasmTapMixing(true);
+      setting(true);
       tf.dispose(d.x);
     }
   });
