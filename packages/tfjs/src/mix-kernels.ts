@@ -66,16 +66,19 @@ const LOCALS = [
   'zp',
 ] as const;
 
-/**
- * The code both kernels start with: `cinB`, and a loop over output pixels whose body first lists
- * the pixel's input rows in `tab` (`eEnd` past the last entry), then runs `body`.
- */
-function perPixel(
+/** Emits a loop around the code `body` emits, with the kernel's parameters `at` and locals `L`. */
+type Loop = (
   k: WasmCode,
   at: Params,
   L: Record<(typeof LOCALS)[number], number>,
   body: () => void,
-): void {
+) => void;
+
+/**
+ * The code both kernels start with: `cinB`, and a loop over output pixels whose body first lists
+ * the pixel's input rows in `tab` (`eEnd` past the last entry), then runs `body`.
+ */
+const perPixel: Loop = (k, at, L, body) => {
   const { x, H, W, C, Ho, Wo, n, kh, kw, sh, sw, pt, pl, gOut, gIn, tab } = at;
   k.get(Ho).get(Wo).mul().set(L.P);
   k.get(L.P).eqz().if().br(1).end();
@@ -104,15 +107,10 @@ function perPixel(
   k.get(L.i).i32(1).add().tee(L.i).get(kh).ltU().brIf(0).end();
   body();
   k.get(L.p).i32(1).add().tee(L.p).get(L.P).ltU().brIf(0).end();
-}
+};
 
 /** A loop over (g, k), `gk` = the attention offset of column k in group g (bytes). */
-function perColumn(
-  k: WasmCode,
-  at: Params,
-  L: Record<(typeof LOCALS)[number], number>,
-  body: () => void,
-): void {
+const perColumn: Loop = (k, at, L, body) => {
   k.i32(0).set(L.g).loop();
   k.get(L.g).get(at.gIn).mul().get(at.n).mul().i32(4).mul().set(L.gk);
   k.i32(0).set(L.kk).loop();
@@ -120,20 +118,15 @@ function perColumn(
   k.get(L.gk).i32(4).add().set(L.gk);
   k.get(L.kk).i32(1).add().tee(L.kk).get(at.n).ltU().brIf(0).end();
   k.get(L.g).i32(1).add().tee(L.g).get(at.gOut).ltU().brIf(0).end();
-}
+};
 
 /** A loop over the table's entries (none: skipped); `e` points at the entry. */
-function perEntry(
-  k: WasmCode,
-  at: Params,
-  L: Record<(typeof LOCALS)[number], number>,
-  body: () => void,
-): void {
+const perEntry: Loop = (k, at, L, body) => {
   k.get(at.tab).set(L.e).block().loop();
   k.get(L.e).get(L.eEnd).ltU().eqz().brIf(1);
   body();
   k.get(L.e).i32(ENTRY).add().set(L.e).br(0).end().end();
-}
+};
 
 function mixForward(madd: Madd): WasmFunction {
   const f = new Frame(4 + GEOMETRY.length);
