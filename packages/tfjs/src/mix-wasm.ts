@@ -3,14 +3,15 @@
  * mix-kernels.ts), differentiable in the input and the attention.
  *
  * Why: a KW conv assembles one kernel per sample (`alpha @ warehouse`: n multiply-adds per
- * kernel float and sample) and then runs a per-sample conv. Where the warehouse has no more
- * cells than a kernel has taps per output group (`n <= kh·kw·G_in`: in the main job's ResNet-8
- * at KW 1x, `layer3.0.conv2`, n = 9 cells of 256x256 for a 3x3 kernel on 7x7 maps) the same
- * output is cheaper the other way round: mix each sample's input taps by its attention first
- * (`n·kh·kw·C` multiply-adds per output pixel and G_out group, a few percent of the conv's), then
- * apply the warehouse once as a 1x1 conv shared by the whole batch (`n·c_in·c_out` per pixel and
- * group, at most the conv's multiply-adds). No kernel is assembled or moved per sample, and the
- * shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
+ * kernel float and sample) and then runs a per-sample conv. Where the warehouse has about as
+ * many cells as a kernel has taps (times G_in) and the maps are small (in the width-4 ResNet-8 of
+ * the speed targets, `layer3.0.conv2`: n = 9 cells of 256x256 for a 3x3 kernel on 7x7 maps) the
+ * same output is cheaper the other way round: mix each sample's input taps by its attention
+ * first (`n·kh·kw·C` multiply-adds per output pixel and G_out group, `n / c_out` of the conv's),
+ * then apply the warehouse once as a 1x1 conv shared by the whole batch (`n·c_in·c_out` per pixel
+ * and group, `n / (kh·kw·G_in)` of the conv's). No kernel is assembled or moved per sample, and
+ * the shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
+ * {@link tapMixingPays} decides per layer.
  */
 import { describeValue, KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
