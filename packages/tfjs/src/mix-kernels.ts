@@ -128,6 +128,24 @@ const perEntry: Loop = (k, at, L, body) => {
   k.get(L.e).i32(ENTRY).add().set(L.e).br(0).end().end();
 };
 
+/**
+ * A row of `cin` channels (`cinB` bytes, a multiple of 64) in chunks: `chunk(8)` per 32 channels
+ * at `c`, then `chunk(4)` for the last 16 if any.
+ */
+function inChunks(
+  k: WasmCode,
+  L: Record<(typeof LOCALS)[number], number>,
+  chunk: (lanes: number) => void,
+): void {
+  k.i32(0).set(L.c).block().loop();
+  k.get(L.cinB).get(L.c).i32(128).add().ltU().brIf(1);
+  chunk(8);
+  k.get(L.c).i32(128).add().set(L.c).br(0).end().end();
+  k.get(L.c).get(L.cinB).ltU().if();
+  chunk(4);
+  k.end();
+}
+
 function mixForward(madd: Madd): WasmFunction {
   const f = new Frame(4 + GEOMETRY.length);
   const at = indices(['x', 'a', 'z', 'tab', ...GEOMETRY], 0);
@@ -159,14 +177,7 @@ function mixForward(madd: Madd): WasmFunction {
   };
   perPixel(k, at, L, () => {
     perColumn(k, at, L, () => {
-      // 32 channels at a time, then the last 16 (cin % 16 == 0)
-      k.i32(0).set(L.c).block().loop();
-      k.get(L.cinB).get(L.c).i32(128).add().ltU().brIf(1);
-      chunk(8);
-      k.get(L.c).i32(128).add().set(L.c).br(0).end().end();
-      k.get(L.c).get(L.cinB).ltU().if();
-      chunk(4);
-      k.end();
+      inChunks(k, L, chunk);
       k.get(L.zr).get(L.cinB).add().set(L.zr);
     });
   });
@@ -177,15 +188,13 @@ function mixBackward(madd: Madd): WasmFunction {
   const f = new Frame(6 + GEOMETRY.length);
   const at = indices(['x', 'a', 'dz', 'dx', 'da', 'tab', ...GEOMETRY], 0);
   const L = f.i32s(LOCALS);
-  const { dxp, dzr, rowB } = f.i32s(['dxp', 'dzr', 'rowB']);
+  const { dxp, dzr } = f.i32s(['dxp', 'dzr']);
   const s = f.v128();
   const v = f.v128();
   const acc = [0, 1, 2, 3, 4, 5, 6, 7].map(() => f.v128());
   const k = new WasmCode();
   k.get(at.dz).set(L.zr);
   perPixel(k, at, L, () => {
-    // this pixel's dz rows: G_out·n rows of cin
-    k.get(at.gOut).get(at.n).mul().get(L.cinB).mul().set(rowB);
     // dx: each listed row, 32 or 16 channels at a time, gathers sum_(g,k) a · dz in registers
     const chunk = (lanes: number) => {
       for (let h = 0; h < lanes; h++)
@@ -215,13 +224,7 @@ function mixBackward(madd: Madd): WasmFunction {
     };
     perEntry(k, at, L, () => {
       k.get(L.e).i32Load().get(at.x).sub().get(at.dx).add().set(dxp);
-      k.i32(0).set(L.c).block().loop();
-      k.get(L.cinB).get(L.c).i32(128).add().ltU().brIf(1);
-      chunk(8);
-      k.get(L.c).i32(128).add().set(L.c).br(0).end().end();
-      k.get(L.c).get(L.cinB).ltU().if();
-      chunk(4);
-      k.end();
+      inChunks(k, L, chunk);
     });
     // da: one dot product of a dz row with a listed row per (g, k) and entry
     k.get(L.zr).set(dzr);
@@ -254,7 +257,8 @@ function mixBackward(madd: Madd): WasmFunction {
       });
       k.get(dzr).get(L.cinB).add().set(dzr);
     });
-    k.get(L.zr).get(rowB).add().set(L.zr);
+    // past this pixel's G_out·n rows of dz: the next pixel's
+    k.get(dzr).set(L.zr);
   });
   return f.fn('mix_bwd', k);
 }

@@ -13,7 +13,7 @@
  * the shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
  * {@link tapMixingPays} decides per layer.
  */
-import { describeValue, KwError } from '@kernelwarehouse/core';
+import { convOutputLength, describeValue, KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   activeOwnKernels,
@@ -76,8 +76,8 @@ interface MixAttrs {
 function dims(x: tf.TensorInfo, alpha: tf.TensorInfo, a: MixAttrs) {
   const [N, H, W, C] = x.shape as [number, number, number, number];
   const [, m, n] = alpha.shape as [number, number, number];
-  const Ho = Math.floor((H + 2 * a.pt - a.kh) / a.sh) + 1;
-  const Wo = Math.floor((W + 2 * a.pl - a.kw) / a.sw) + 1;
+  const Ho = convOutputLength(H, a.kh, a.sh, a.pt);
+  const Wo = convOutputLength(W, a.kw, a.sw, a.pl);
   const geometry = [H, W, C, Ho, Wo, n, a.kh, a.kw, a.sh, a.sw, a.pt, a.pl, a.gOut, a.gIn];
   return { N, H, W, C, m, n, Ho, Wo, cin: C / a.gIn, geometry };
 }
@@ -209,8 +209,8 @@ export function mixTapsWasm(
   if (an !== N || m !== kh * kw * g.gOut * g.gIn || C % g.gIn !== 0) return undefined;
   const cin = C / g.gIn;
   if (cin % 16 !== 0) return undefined;
-  const Ho = Math.floor((H + 2 * pt - kh) / sh) + 1;
-  const Wo = Math.floor((W + 2 * pl - kw) / sw) + 1;
+  const Ho = convOutputLength(H, kh, sh, pt);
+  const Wo = convOutputLength(W, kw, sw, pl);
   if (Ho < 1 || Wo < 1) return undefined;
   if (mode !== 'always' && !tapMixingPays(n, kh * kw, g.gIn, cout, Ho * Wo)) return undefined;
   ensureRegistered();

@@ -1,8 +1,8 @@
 /**
  * A minimal WebAssembly binary writer: enough of the instruction set (i32 arithmetic, loads and
- * stores, control flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4 arithmetic, f64x2 adds and
- * multiplies of promoted f32 lanes, lanes and shuffles) to write small numeric
- * kernels as code here, with no compiler and no binary file in the package. A module built with
+ * stores, control flow, f32 loads, stores and adds, 128-bit SIMD loads, stores, f32x4
+ * arithmetic, f64x2 adds and multiplies of promoted f32 lanes, lanes and shuffles) to write small
+ * numeric kernels as code here, with no compiler and no binary file in the package. A module built with
  * {@link wasmModule} imports one memory (`env.mem`) and exports its functions, whose
  * parameters are all i32 and which return nothing.
  */

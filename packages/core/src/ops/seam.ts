@@ -151,9 +151,9 @@ export interface Ops<T> {
   /**
    * Optional: a 1x1 conv (stride 1, no padding) of an image `[N, G·C, H, W]` that applies one
    * weight `[O, C, 1, 1]` to each of its `groups` = G channel groups (+ bias `[G·O]`):
-   * `[N, G·O, H, W]`, output channel `g·O + o` from group g. Where a backend leaves it out, core runs the grouped
-   * {@link Ops.conv2d} with the weight repeated G times (the mixed form of a KW conv with
-   * G_out > 1 needs it; the gradient of the one weight is the sum over the groups).
+   * `[N, G·O, H, W]`, output channel `g·O + o` from group g. Where a backend leaves it out, core
+   * runs the grouped {@link Ops.conv2d} with the weight repeated G times (the mixed form of a KW
+   * conv with G_out > 1 needs it; the gradient of the one weight is the sum over the groups).
    */
   sharedGroupsConv1x1?(x: T, weight: T, groups: number, bias?: T): T;
 }
