@@ -35,7 +35,7 @@
  * padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
-import { KwError, simplifyTranspose } from '@kernelwarehouse/core';
+import { convOutputLength, KwError, simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
@@ -989,10 +989,6 @@ const FWD = 'KwWasmConv2D';
 const DX = 'KwWasmConv2DBackpropInput';
 const DW = 'KwWasmConv2DBackpropFilter';
 
-function outSize(n: number, k: number, s: number, p: number): number {
-  return Math.floor((n + 2 * p - k) / s) + 1;
-}
-
 /**
  * {@link matMulNoPack} takes products with at most this many output rows (more go to XNNPACK,
  * whose packing is then a smaller share of the work). `bench:wasm-kernels`, own kernels off vs
@@ -1240,8 +1236,8 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const [, kh, kw, , O] = kernels.shape as [number, number, number, number, number];
   const [sh, sw] = strides;
   const [pt, pl] = pads;
-  const Ho = outSize(H, kh, strides[0], pads[0]);
-  const Wo = outSize(W, kw, strides[1], pads[1]);
+  const Ho = convOutputLength(H, kh, strides[0], pads[0]);
+  const Wo = convOutputLength(W, kw, strides[1], pads[1]);
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
   const z = zeros(be, [C]);
   const K = kernelsFor(be)!;
@@ -1687,8 +1683,8 @@ export function perSampleConvWasm(
   if (kn !== n || kc !== c) return undefined;
   const geometry = { strides: g.stride, padTop: g.padding[0], padLeft: g.padding[1] };
   if (!applies(c, o, [n, h, w, kh, kw], geometry, x, kernels)) return undefined;
-  if (outSize(h, kh, g.stride[0], g.padding[0]) < 1) return undefined;
-  if (outSize(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
+  if (convOutputLength(h, kh, g.stride[0], g.padding[0]) < 1) return undefined;
+  if (convOutputLength(w, kw, g.stride[1], g.padding[1]) < 1) return undefined;
   ensureRegistered();
   const attrs = { strides: g.stride, pads: g.padding, shared: false };
   const run = (name: string, inputs: Record<string, tf.Tensor>, a: Record<string, unknown>) =>
