@@ -72,6 +72,110 @@ export async function wasmAsKwTrain() {
   return `tfjs wasm own kernels ${s.active ? (s.fma ? 'on, fused multiply-add' : 'on, unfused') : `off (${s.reason})`}`;
 }
 
+/**
+ * The ceiling of 4-lane WebAssembly SIMD on this machine: `chains` independent register
+ * accumulators each updated `iters` times by `acc = acc * b + c` (an f32x4 multiply and add, or
+ * one relaxed multiply-add), no memory traffic; GFLOP/s of the best of 5 runs. A hand-written
+ * module (one exported function `f(iters)` returning a lane of the sum), so the figure does not
+ * depend on the package.
+ */
+export function simdCeiling(chains, fused) {
+  const uleb = (n) => {
+    const out = [];
+    do {
+      let b = n & 0x7f;
+      n >>>= 7;
+      if (n) b |= 0x80;
+      out.push(b);
+    } while (n);
+    return out;
+  };
+  const simd = (op) => [0xfd, ...uleb(op)];
+  const [B, C, A0] = [1, 2, 3]; // locals: 0 = iters (param), 1 = b, 2 = c, 3.. = accumulators
+  const splat = (v) => [0x43, ...new Uint8Array(new Float32Array([v]).buffer), ...simd(0x13)];
+  const code = [...splat(0.999), 0x21, B, ...splat(1e-3), 0x21, C];
+  for (let q = 0; q < chains; q++) code.push(...splat(1), 0x21, A0 + q);
+  code.push(0x03, 0x40); // loop
+  for (let q = 0; q < chains; q++) {
+    if (fused) code.push(0x20, A0 + q, 0x20, B, 0x20, C, ...simd(0x105), 0x21, A0 + q);
+    else code.push(0x20, A0 + q, 0x20, B, ...simd(0xe6), 0x20, C, ...simd(0xe4), 0x21, A0 + q);
+  }
+  // iters -= 1, again while it is not 0
+  code.push(0x20, 0, 0x41, 1, 0x6b, 0x22, 0, 0x0d, 0, 0x0b);
+  // keep the accumulators live: return their sum's lane 0 (a dropped value may be optimized
+  // away with the whole loop body)
+  code.push(0x20, A0);
+  for (let q = 1; q < chains; q++) code.push(0x20, A0 + q, ...simd(0xe4));
+  code.push(...simd(0x1f), 0, 0x0b);
+  const body = [1, ...uleb(chains + 2), 0x7b, ...code];
+  const func = [...uleb(body.length), ...body];
+  const bytes = new Uint8Array([
+    ...[0, 0x61, 0x73, 0x6d, 1, 0, 0, 0],
+    ...[1, 6, 1, 0x60, 1, 0x7f, 1, 0x7d], // type (i32) -> f32
+    ...[3, 2, 1, 0],
+    ...[7, 5, 1, 1, 0x66, 0, 0], // export "f"
+    ...[10, ...uleb(func.length + 1), 1, ...func],
+  ]);
+  if (!WebAssembly.validate(bytes)) return undefined;
+  const f = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.f;
+  const iters = 2e7;
+  if (!Number.isFinite(f(1e5))) throw new Error('simdCeiling: the loop diverged');
+  let best = Number.POSITIVE_INFINITY;
+  for (let r = 0; r < 5; r++) {
+    const t = performance.now();
+    f(iters);
+    best = Math.min(best, performance.now() - t);
+  }
+  return (iters * chains * 8) / best / 1e6;
+}
+
+/**
+ * The 4-lane WebAssembly SIMD ceiling of one core: the best of {@link simdCeiling} over 8-13
+ * register chains, GFLOP/s; undefined where the engine lacks the instruction (relaxed SIMD off).
+ * @param {boolean} fused relaxed multiply-add (true) or f32x4 multiply and add
+ */
+export function simdPeak(fused) {
+  const rates = [8, 10, 12, 13].map((c) => simdCeiling(c, fused));
+  return rates[0] === undefined ? undefined : Math.max(...rates);
+}
+
+/**
+ * The same ceiling with `threads` worker threads running it at once (started together at a
+ * barrier): the sum of their rates, GFLOP/s. On a machine whose cores share execution units (SMT
+ * siblings under a hypervisor) or slow each other down, this is below `threads` times one core's.
+ * V8's flags are the process's, so relaxed SIMD is on in the workers when it is on here.
+ * @param {number} threads
+ * @param {boolean} fused
+ */
+export async function simdPeakParallel(threads, fused) {
+  if (threads === 1) return simdPeak(fused);
+  const { Worker } = await import('node:worker_threads');
+  const gate = new Int32Array(new SharedArrayBuffer(4));
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.harness).then(({ simdPeak }) => {
+      Atomics.add(workerData.gate, 0, 1);
+      while (Atomics.load(workerData.gate, 0) < workerData.threads) {}
+      parentPort.postMessage(simdPeak(workerData.fused) ?? null);
+    });`;
+  const rates = await Promise.all(
+    Array.from({ length: threads }, () => {
+      const w = new Worker(code, {
+        eval: true,
+        workerData: { harness: import.meta.url, gate, threads, fused },
+      });
+      return new Promise((resolve, reject) => {
+        w.once('message', (r) => {
+          w.terminate();
+          resolve(r);
+        });
+        w.once('error', reject);
+      });
+    }),
+  );
+  return rates.includes(null) ? undefined : rates.reduce((a, b) => a + b, 0);
+}
+
 /** One line describing the machine, for RESULTS.md. */
 export async function machine() {
   const os = await import('node:os');

@@ -5,7 +5,10 @@
 //   * training: one step of the main job's ResNet-8 width 4 (1x28x28, batch 32), plain / KW 1x /
 //     KW 1/2x: the official modules in PyTorch (SGD) against @kernelwarehouse/tfjs on tfjs wasm
 //     (harness.mjs's resnet8TrainStep: the Trainer's loss, Adam, tau 0.5; tfjs wasm runs one
-//     thread per process in Node: at N threads the Trainer's N data-parallel shard workers).
+//     thread per process in Node: at N threads the Trainer's N data-parallel shard workers),
+//     with each side's GFLOP/s and the 4-lane WebAssembly SIMD ceiling of N cores at once
+//     (harness.mjs's simdPeakParallel): PyTorch's rate over that ceiling is the floor of the
+//     tfjs / PyTorch time on this machine, whatever the kernels do.
 // Needs Debian's /usr/bin/python3 with torch (python3-torch; skipped with a message otherwise)
 // and a checkout of the official code: `node pytorch-side-by-side.mjs /tmp/kw-official` or
 // KW_OFFICIAL=/tmp/kw-official (e.g. `git --git-dir=<mirror> archive HEAD | tar -x -C DIR`; it
@@ -35,9 +38,18 @@ const load = () =>
     .join(', ');
 
 async function tfjsTrainChild(threads) {
-  const { compare, median, resnet8Spec, resnet8TrainStep, trainerStepTimes, wasmAsKwTrain } =
-    await import('./harness.mjs');
+  const {
+    compare,
+    median,
+    resnet8Spec,
+    resnet8TrainStep,
+    simdPeakParallel,
+    trainerStepTimes,
+    wasmAsKwTrain,
+  } = await import('./harness.mjs');
   await wasmAsKwTrain();
+  // the 4-lane SIMD ceiling of `threads` cores at once, in the instruction the kernels use
+  const ceiling = await simdPeakParallel(threads, process.env.KW_BENCH_FMA !== 'off');
   if (threads > 1) {
     // tfjs wasm runs one thread per process: `threads` data-parallel shard workers (Trainer
     // shards + shardWorkers), the median time between steps of short fits, rounds interleaved
@@ -59,7 +71,7 @@ async function tfjsTrainChild(threads) {
       medianMs: median(samples[i]),
       ratio: median(samples[i]) / median(samples[0]),
     }));
-    process.stdout.write(`${JSON.stringify(res)}\n`);
+    process.stdout.write(`${JSON.stringify({ rows: res, ceiling })}\n`);
     return;
   }
   const stepper = (budget) => resnet8TrainStep({ budget, width: 4, batch: 32 });
@@ -71,7 +83,7 @@ async function tfjsTrainChild(threads) {
     ],
     { rounds: Number(ROUNDS), warmup: 1 },
   );
-  process.stdout.write(`${JSON.stringify(res)}\n`);
+  process.stdout.write(`${JSON.stringify({ rows: res, ceiling })}\n`);
 }
 
 if (process.argv[2] === '--tfjs-train') {
@@ -134,7 +146,7 @@ for (const t of THREADS) {
       }),
     );
   }
-  let tfjs = [];
+  let tfjs = { rows: [], ceiling: undefined };
   if (WHAT.includes('train')) {
     tfjs = last(
       execFileSync(
@@ -171,26 +183,46 @@ if (WHAT.includes('inference')) {
 if (WHAT.includes('train')) {
   // MAC-ideal: core's MACs per image (conv + attention + kernel assembly) over plain's. A
   // training step is the forward and two gradient products of each (input and kernel; for the
-  // assembly, of the attention and the warehouse), so the step's ratio is the forward's.
+  // assembly, of the attention and the warehouse), so the step's ratio is the forward's, and its
+  // floating-point work 2 x 3 x batch x the forward's MACs per image.
   const { planModel } = await import('@kernelwarehouse/core');
   const { resnet8Spec } = await import('./harness.mjs');
   const macs = async (budget) => planModel(await resnet8Spec({ budget })).macs.total;
-  const plain = await macs();
-  const ideal = {
-    plain: 1,
-    'KW 1x': (await macs('1x')) / plain,
-    'KW 1/2x': (await macs('1/2x')) / plain,
+  const stepMacs = {
+    plain: await macs(),
+    'KW 1x': await macs('1x'),
+    'KW 1/2x': await macs('1/2x'),
   };
+  const gflop = (model) => (2 * 3 * 32 * stepMacs[model]) / 1e9;
   console.log(
-    '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread; N threads: N shard workers) | tfjs ratio | MAC-ideal | tfjs / PyTorch time |',
+    '\n| threads | model (ResNet-8 w4, batch 32, one step) | PyTorch ms | PyTorch ratio | tfjs wasm ms (1 thread; N threads: N shard workers) | tfjs ratio | MAC-ideal | tfjs / PyTorch time | PyTorch GFLOP/s | tfjs GFLOP/s | tfjs / PyTorch floor |',
   );
-  console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+  console.log('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const s of sections) {
     for (const r of s.py.rows.filter((x) => x.kind === 'train')) {
-      const o = s.tfjs.find((x) => x.name === r.model);
-      console.log(
-        `| ${s.t} | ${r.model} | ${r.median_ms.toFixed(0)} | ${r.ratio.toFixed(2)} (${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)}) | ${o ? o.medianMs.toFixed(0) : ''} | ${o ? o.ratio.toFixed(2) : ''} | ${ideal[r.model]?.toFixed(2) ?? ''} | ${o ? (o.medianMs / r.median_ms).toFixed(2) : ''} |`,
-      );
+      const o = s.tfjs.rows.find((x) => x.name === r.model);
+      const g = gflop(r.model);
+      const pyRate = (g * 1000) / r.median_ms;
+      const cells = [
+        s.t,
+        r.model,
+        r.median_ms.toFixed(0),
+        `${r.ratio.toFixed(2)} (${Math.min(...r.ratios).toFixed(2)}-${Math.max(...r.ratios).toFixed(2)})`,
+        o ? o.medianMs.toFixed(0) : '',
+        o ? o.ratio.toFixed(2) : '',
+        (stepMacs[r.model] / stepMacs.plain).toFixed(2),
+        o ? (o.medianMs / r.median_ms).toFixed(2) : '',
+        pyRate.toFixed(1),
+        o ? ((g * 1000) / o.medianMs).toFixed(1) : '',
+        s.tfjs.ceiling ? (pyRate / s.tfjs.ceiling).toFixed(2) : '',
+      ];
+      console.log(`| ${cells.join(' | ')} |`);
     }
   }
+  const ceilings = sections
+    .filter((s) => s.tfjs.ceiling)
+    .map((s) => `${s.tfjs.ceiling.toFixed(1)} GFLOP/s on ${s.t} thread(s)`);
+  console.log(
+    `\nThe 4-lane WebAssembly SIMD ceiling (simdPeakParallel: register-resident ${process.env.KW_BENCH_FMA === 'off' ? 'multiply and add' : 'relaxed multiply-add'} on every thread at once, measured in the tfjs child): ${ceilings.join(', ') || 'not measured'}. "tfjs / PyTorch floor" = PyTorch's GFLOP/s over that ceiling: the least tfjs / PyTorch time any wasm step could reach with every multiply-add at the ceiling (no loads, no other ops); where it is above a target, the target is out of 4-lane SIMD's reach on this machine. GFLOP/s count 2 x 3 x batch x core's forward MACs per image (KW: conv, attention and kernel assembly).`,
+  );
 }
