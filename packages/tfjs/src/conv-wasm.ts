@@ -37,6 +37,7 @@
  */
 import { convOutputLength, KwError, simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { adamFunction } from './adam-kernels.js';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
 import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
@@ -752,6 +753,7 @@ export interface Kernels {
   bn_dx: ConvFn;
   mix_fwd: ConvFn;
   mix_bwd: ConvFn;
+  adam: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
@@ -849,6 +851,7 @@ function writeModule(fma: boolean): Uint8Array {
       matMulGrads(1),
       ...batchNormFunctions(),
       ...tapMixFunctions(madd),
+      adamFunction(),
     ]);
   } finally {
     fusedMultiplyAdd = false;

@@ -2,6 +2,7 @@
  * `@kernelwarehouse/tfjs`: KernelWarehouse specs as TensorFlow.js layers models.
  */
 
+export { FusedAdamOptimizer } from './adam-wasm.js';
 export {
   BACKEND_ORDER,
   type BackendCandidate,

@@ -19,6 +19,7 @@ import {
   type WeightMap,
 } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
+import { FusedAdamOptimizer } from './adam-wasm.js';
 import {
   type CheckpointDir,
   canonicalJson,
@@ -465,7 +466,7 @@ export class Trainer {
     this.optimizer =
       name === 'sgd'
         ? tf.train.momentum(lr, this.optimizerOptions.momentum, this.optimizerOptions.nesterov)
-        : tf.train.adam(lr);
+        : new FusedAdamOptimizer(lr);
     // every trainable variable once (a warehouse is shared by several layers)
     this.shardVars = shardVariables(this.model);
     this.vars = this.shardVars.trainable;

@@ -189,6 +189,12 @@ export class WasmCode {
   f32x4Mul(): this {
     return this.simd(0xe6);
   }
+  f32x4Div(): this {
+    return this.simd(0xe7);
+  }
+  f32x4Sqrt(): this {
+    return this.simd(0xe3);
+  }
   /** The two low f32 lanes of the f32x4 on the stack, as an f64x2. */
   f64x2PromoteLow(): this {
     return this.simd(0x5f);
