@@ -138,6 +138,27 @@ describe('FusedAdamOptimizer (wasm)', () => {
     tf.dispose([...a, ...b]);
   });
 
+  it('matches tf.train.adam bit for bit on NaN, infinities, zeros of both signs, subnormals and an empty variable', async () => {
+    await useBackend('wasm');
+    const vals = [Number.NaN, Infinity, -Infinity, 0, -0, 1e-45, 3e38, -3e38, 1, -1, 1e-20];
+    const n = vals.length * 3; // 33: a tail of 1 after the groups of 4
+    const g = tf.tensor(Array.from({ length: n }, (_, i) => vals[i % vals.length]!));
+    const w = tf.tensor(Array.from({ length: n }, (_, i) => vals[(i * 7) % vals.length]!));
+    const [a, b] = [w, w].map((t) => tf.variable(t.clone(), true, `adam_t${uid++}`));
+    const [ea, eb] = [0, 1].map(() => tf.variable(tf.zeros([0, 3]), true, `adam_t${uid++}`));
+    const empty = tf.zeros([0, 3]);
+    const stock = tf.train.adam(0.1);
+    const fused = new FusedAdamOptimizer(0.1);
+    for (let t = 0; t < 3; t++) {
+      stock.applyGradients({ [a!.name]: g, [ea!.name]: empty } as unknown as Grads);
+      fused.applyGradients({ [b!.name]: g, [eb!.name]: empty } as unknown as Grads);
+      expect(firstDiff(b!, a!), `step ${t}`).toBe(-1);
+    }
+    expect(Number.isNaN(b!.dataSync()[0])).toBe(true);
+    expect(eb!.shape).toEqual([0, 3]);
+    tf.dispose([g, w, a!, b!, ea!, eb!, empty]);
+  });
+
   it('leaves a gradient of another shape to tf.AdamOptimizer (which refuses it)', async () => {
     await useBackend('wasm');
     const v = tf.variable(tf.randomNormal([4, 3]), true, `adam_t${uid++}`);
