@@ -6,7 +6,7 @@
 import fs, { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { FusedAdamOptimizer } from '@kernelwarehouse/tfjs';
 import { describe, expect, it, vi } from 'vitest';
 import { run } from '../test/harness.js';
 
@@ -16,16 +16,18 @@ const LINE =
 describe('kw train and a failed wasm kernel', () => {
   it('stops with BACKEND_FAILED naming the step, and the checkpoint holds the step before it', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-xnn-')), 'run');
-    // the Trainer applies the gradients once per step
-    const original = tf.AdamOptimizer.prototype.applyGradients;
+    // the Trainer applies the gradients once per step (its Adam is the package's fused one)
+    const original = FusedAdamOptimizer.prototype.applyGradients;
     let calls = 0;
-    const spy = vi.spyOn(tf.AdamOptimizer.prototype, 'applyGradients').mockImplementation(function (
-      this: tf.AdamOptimizer,
-      grads: Parameters<typeof original>[0],
-    ) {
-      original.call(this, grads);
-      if (++calls === 3) fs.writeSync(2, LINE);
-    });
+    const spy = vi
+      .spyOn(FusedAdamOptimizer.prototype, 'applyGradients')
+      .mockImplementation(function (
+        this: FusedAdamOptimizer,
+        grads: Parameters<typeof original>[0],
+      ) {
+        original.call(this, grads);
+        if (++calls === 3) fs.writeSync(2, LINE);
+      });
     // the line reaches the watch (installed by kw train over this filter) but not the test log
     const realWrite = fs.writeSync;
     (fs as { writeSync: typeof fs.writeSync }).writeSync = ((fd: number, data: string, ...rest) =>

@@ -3,10 +3,15 @@
  * instead of tfjs's eleven ops (`Multiply`, `Add`, `Square`, `RealDiv`, `Sqrt`, ... each a pass
  * over the variable, each a kernel call). The same float32 operations in the same order, each
  * rounded to float32, so the weights and moments are bit-identical to `tf.train.adam`'s on wasm
- * (`adam-wasm.test.ts` checks it step by step). The state is `tf.AdamOptimizer`'s own (moments,
+ * (`adam-wasm.test.ts` checks it step by step, infinities, zeros of both signs and subnormals
+ * included). One exception, in NaN bits only: where two NaNs meet in a variable of one element,
+ * which of them comes out (payload, sign) can differ, as tfjs's scalar path picks otherwise. The state is `tf.AdamOptimizer`'s own (moments,
  * running powers of beta, step count): checkpoints, `getWeights` / `setWeights` and the class name
  * `Adam` are unchanged. Where the kernels do not apply (another backend, the own kernels off,
- * non-float32 tensors, a gradient whose shape is not its variable's) it is `tf.AdamOptimizer`.
+ * non-float32 tensors, a gradient whose shape is not its variable's, or moments kept at a
+ * variable's place that are not of its shape: tf.AdamOptimizer keeps them by position in the
+ * gradient list, so a list that changes between steps hands a variable another's moments) it is
+ * `tf.AdamOptimizer`, which refuses what does not broadcast.
  * The Trainer's `adam` and `adamw` use it.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -50,29 +55,32 @@ interface AdamState {
 }
 
 /**
- * `{p, m, v, g}` -> `[p', m', v']` (attrs: the scalars of {@link ADAM_SCALARS} by name): the
- * kernel over the multiples of 4, the last `size % 4` floats here with the same float32
- * operations (`Math.fround` of a double +, -, x, / or sqrt of float32 values is the float32
- * operation's result: double has more than twice float32's precision).
+ * `{p, m, v, g}` -> `[p', m', v']` (attrs: the scalars of {@link ADAM_SCALARS} by name; the four
+ * inputs of one size, which the optimizer checks). The kernel runs over the groups of 4 floats in
+ * place; the last `size % 4` floats go through it as one group copied into scratch with zeros
+ * after them, so every float takes the same SIMD instructions (down to which NaN an add of two
+ * NaNs keeps, as in tfjs's own kernels).
  */
 function adamKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const be = backend as WasmBackend;
   const { p, m, v, g } = inputs as Record<'p' | 'm' | 'v' | 'g', tf.TensorInfo>;
   const n = p.shape.reduce((a, b) => a * b, 1);
-  const outs = [p, m, v].map((t) => be.makeOutput([...t.shape], 'float32'));
-  const sc = be.makeOutput([ADAM_SCALARS.length], 'float32');
-  const scalars = ADAM_SCALARS.map((k) => Math.fround(attrs![k] as number));
-  (be.typedArrayFromHeap(sc) as Float32Array).set(scalars);
-  const n4 = Math.floor(n / 4);
-  const K = requireKernels(be, KERNEL);
-  const [po, mo, vo, go, so] = [p, m, v, g, sc].map((t) => heapOffset(be, t)) as number[];
-  const [pOut, mOut, vOut] = outs.map((t) => heapOffset(be, t)) as number[];
-  K.adam(po!, mo!, vo!, go!, pOut!, mOut!, vOut!, n4, so!);
-  if (n % 4 !== 0) {
-    // views after the last allocation (a growing heap moves)
-    const [P, M, V, G] = [p, m, v, g].map((t) => be.typedArrayFromHeap(t) as Float32Array);
-    const [P1, M1, V1] = outs.map((t) => be.typedArrayFromHeap(t) as Float32Array);
-    const [b1, c1, b2, c2, o1, o2, eps, nlr] = scalars as [
+  const made: tf.TensorInfo[] = [];
+  const make = (shape: number[]) => {
+    const t = be.makeOutput(shape, 'float32');
+    made.push(t);
+    return t;
+  };
+  try {
+    const outs = [p, m, v].map((t) => make([...t.shape]));
+    // scratch: the scalars, then 7 groups of 4 floats (p, m, v, g in; p', m', v' out) for the tail
+    const sc = make([ADAM_SCALARS.length + 28]);
+    const S = be.typedArrayFromHeap(sc) as Float32Array;
+    S.fill(0);
+    S.set(ADAM_SCALARS.map((k) => attrs![k] as number));
+    const K = requireKernels(be, KERNEL);
+    const at = [p, m, v, g, ...outs, sc].map((t) => heapOffset(be, t));
+    const [po, mo, vo, go, pOut, mOut, vOut, so] = at as [
       number,
       number,
       number,
@@ -82,31 +90,43 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
       number,
       number,
     ];
-    const f = Math.fround;
-    for (let i = n4 * 4; i < n; i++) {
-      const gi = G![i]!;
-      const mi = f(f(M![i]! * b1) + f(gi * c1));
-      const vi = f(f(V![i]! * b2) + f(f(gi * gi) * c2));
-      M1![i] = mi;
-      V1![i] = vi;
-      P1![i] = f(f(f(f(mi / o1) / f(f(Math.sqrt(f(vi / o2))) + eps)) * nlr) + P![i]!);
+    const n4 = Math.floor(n / 4);
+    K.adam(po, mo, vo, go, pOut, mOut, vOut, n4, so);
+    const rest = n - 4 * n4;
+    if (rest > 0) {
+      // views after the last allocation (a growing heap moves)
+      const T = be.typedArrayFromHeap(sc) as Float32Array;
+      const tail = ADAM_SCALARS.length;
+      [p, m, v, g].forEach((t, q) => {
+        const X = be.typedArrayFromHeap(t) as Float32Array;
+        T.set(X.subarray(4 * n4, n), tail + 4 * q);
+      });
+      const slot = (q: number) => so + 4 * (tail + 4 * q);
+      K.adam(slot(0), slot(1), slot(2), slot(3), slot(4), slot(5), slot(6), 1, so);
+      outs.forEach((t, q) => {
+        const Y = be.typedArrayFromHeap(t) as Float32Array;
+        Y.set(T.subarray(tail + 4 * (4 + q), tail + 4 * (4 + q) + rest), 4 * n4);
+      });
     }
+    be.disposeData(sc.dataId);
+    return outs;
+  } catch (e) {
+    for (const t of made) be.disposeData(t.dataId);
+    throw e;
   }
-  be.disposeData(sc.dataId);
-  return outs;
 }
 
 /**
  * `tf.AdamOptimizer` with the update of each variable fused into one pass on tfjs wasm (see the
- * file's header); the constructor takes `tf.train.adam`'s arguments (`epsilon` absent: the
- * backend's, as there).
+ * file's header); the constructor takes `tf.train.adam`'s arguments with its defaults (learning
+ * rate 0.001, betas 0.9 and 0.999, `epsilon` absent: the backend's).
  *
  * @example
  * const optimizer = new FusedAdamOptimizer(0.001);
  * optimizer.minimize(() => loss(model, x, y));
  */
 export class FusedAdamOptimizer extends tf.AdamOptimizer {
-  constructor(learningRate: number, beta1 = 0.9, beta2 = 0.999, epsilon?: number) {
+  constructor(learningRate = 0.001, beta1 = 0.9, beta2 = 0.999, epsilon?: number) {
     super(learningRate, beta1, beta2, epsilon ?? (null as unknown as number));
   }
 
@@ -124,18 +144,26 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
         ? variableGradients[i]?.tensor
         : (variableGradients as Record<string, tf.Tensor | undefined>)[name];
     const vars = tf.engine().registeredVariables;
+    const s = this as unknown as AdamState;
+    // the gradient and the moments already kept at the variable's place (by position, as
+    // tf.AdamOptimizer keeps them) of its shape, or tf.AdamOptimizer's own update (which refuses
+    // what does not broadcast): the kernel reads and writes the variable's size of each
+    const same = (t: tf.Tensor | undefined, value: tf.Variable) =>
+      t == null || (t.dtype === 'float32' && tf.util.arraysEqual(t.shape, value.shape));
     const fits = names.every((name, i) => {
       const value = vars[name];
-      const g = gradOf(name, i);
       if (!value || value.dtype !== 'float32') return false;
-      return g == null || (g.dtype === 'float32' && tf.util.arraysEqual(g.shape, value.shape));
+      return (
+        same(gradOf(name, i), value) &&
+        same(s.accumulatedFirstMoment[i]?.variable, value) &&
+        same(s.accumulatedSecondMoment[i]?.variable, value)
+      );
     });
     if (!on || !activeOwnKernels() || !fits) {
       super.applyGradients(variableGradients);
       return;
     }
     registerOwnKernels([[KERNEL, adamKernel]]);
-    const s = this as unknown as AdamState;
     const [a1, a2] = [s.accBeta1, s.accBeta2].map((t) => t.dataSync()[0]!) as [number, number];
     const attrs = {
       b1: s.beta1,

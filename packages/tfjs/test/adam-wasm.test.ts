@@ -159,6 +159,41 @@ describe('FusedAdamOptimizer (wasm)', () => {
     tf.dispose([g, w, a!, b!, ea!, eb!, empty]);
   });
 
+  it('leaves moments kept for another variable to tf.AdamOptimizer (a list that changed between steps)', async () => {
+    await useBackend('wasm');
+    // tf.AdamOptimizer keeps moments by position in the gradient list: after {big, small}, the
+    // list {small, big} hands small big's moments; the kernel would write 100 floats into a
+    // buffer of 4 (and a subset would read past them), stock refuses the broadcast
+    const big = tf.variable(tf.randomNormal([100]), true, `adam_t${uid++}`);
+    const small = tf.variable(tf.randomNormal([4]), true, `adam_t${uid++}`);
+    const [gb, gs] = [tf.ones([100]), tf.ones([4])];
+    const fused = new FusedAdamOptimizer(0.01);
+    fused.applyGradients({ [big.name]: gb, [small.name]: gs } as unknown as Grads);
+    const before = Float32Array.from(small.dataSync() as Float32Array);
+    for (const list of [{ [small.name]: gs, [big.name]: gb }, { [small.name]: gs }])
+      expect(() => fused.applyGradients(list as unknown as Grads)).toThrow(
+        /could not be broadcast/,
+      );
+    expect(Array.from(small.dataSync())).toEqual(Array.from(before));
+    // the same list as the first step still runs on the kernel, and the heap is intact
+    const p = await tf.profile(() =>
+      fused.applyGradients({ [big.name]: gb, [small.name]: gs } as unknown as Grads),
+    );
+    expect(p.kernels.map((k) => k.name)).toContain('KwWasmAdam');
+    expect(small.dataSync().every(Number.isFinite)).toBe(true);
+    tf.dispose([big, small, gb, gs]);
+  });
+
+  it("defaults to tf.train.adam's settings (learning rate 0.001)", async () => {
+    await useBackend('wasm');
+    const [a, b] = twins([[9]]);
+    const g = tf.randomNormal([9]);
+    tf.train.adam().applyGradients({ [a[0]!.name]: g } as unknown as Grads);
+    new FusedAdamOptimizer().applyGradients({ [b[0]!.name]: g } as unknown as Grads);
+    expect(firstDiff(b[0]!, a[0]!)).toBe(-1);
+    tf.dispose([...a, ...b, g]);
+  });
+
   it('leaves a gradient of another shape to tf.AdamOptimizer (which refuses it)', async () => {
     await useBackend('wasm');
     const v = tf.variable(tf.randomNormal([4, 3]), true, `adam_t${uid++}`);
