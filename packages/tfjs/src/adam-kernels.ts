@@ -21,26 +21,20 @@ export function adamFunction(): WasmFunction {
     0,
   );
   const { o, end } = f.i32s(['o', 'end']);
-  const c = ADAM_SCALARS.map(() => f.v128());
-  const [b1, c1, b2, c2, o1, o2, eps, nlr] = c as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
+  const c = Object.fromEntries(ADAM_SCALARS.map((name) => [name, f.v128()])) as Record<
+    (typeof ADAM_SCALARS)[number],
+    number
+  >;
+  const { b1, c1, b2, c2, o1, o2, eps, nlr } = c;
   const gv = f.v128();
   const mv = f.v128();
   const vv = f.v128();
   const k = new WasmCode();
   k.get(n4).eqz().if().br(1).end();
-  c.forEach((l, i) => {
+  ADAM_SCALARS.forEach((name, i) => {
     k.get(s)
       .vLoadSplat32(4 * i)
-      .set(l);
+      .set(c[name]);
   });
   k.get(n4).i32(16).mul().set(end);
   k.i32(0).set(o).loop();

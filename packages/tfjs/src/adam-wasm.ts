@@ -79,19 +79,11 @@ function adamKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
     S.fill(0);
     S.set(ADAM_SCALARS.map((k) => attrs![k] as number));
     const K = requireKernels(be, KERNEL);
+    // byte offsets: p, m, v, g, p', m', v', then the scratch (the scalars first)
     const at = [p, m, v, g, ...outs, sc].map((t) => heapOffset(be, t));
-    const [po, mo, vo, go, pOut, mOut, vOut, so] = at as [
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
+    const so = at[7]!;
     const n4 = Math.floor(n / 4);
-    K.adam(po, mo, vo, go, pOut, mOut, vOut, n4, so);
+    K.adam(...at.slice(0, 7), n4, so);
     const rest = n - 4 * n4;
     if (rest > 0) {
       // views after the last allocation (a growing heap moves)
