@@ -17,25 +17,23 @@
 import * as tf from '@tensorflow/tfjs';
 import { ADAM_SCALARS } from './adam-kernels.js';
 import {
-  activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  OwnKernelPath,
   registerOwnKernels,
   requireKernels,
   type WasmBackend,
 } from './conv-wasm.js';
 
 const KERNEL = 'KwWasmAdam';
-let on = true;
+const path = new OwnKernelPath();
 
 /**
  * Turn the fused update on or off (on by default; the own kernels' switch, `setOwnWasmKernels`,
  * turns it off too); returns the previous setting. For side-by-side benchmarks.
  */
 export function setWasmFusedAdam(enabled: boolean): boolean {
-  const was = on;
-  on = enabled;
-  return was;
+  return path.set(enabled);
 }
 
 /** What `applyGradients` takes: gradients by variable name, or `{ name, tensor }` in order. */
@@ -151,7 +149,7 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
         same(s.accumulatedSecondMoment[i]?.variable, value)
       );
     });
-    if (!on || !activeOwnKernels() || !fits) {
+    if (!fits || !path.active()) {
       super.applyGradients(variableGradients);
       return;
     }

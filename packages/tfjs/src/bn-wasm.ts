@@ -10,9 +10,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import {
-  activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  OwnKernelPath,
   refuseSecondOrder,
   registerOwnKernels,
   requireKernels,
@@ -22,7 +22,7 @@ import {
 
 const FWD = 'KwWasmBatchNorm';
 const GRAD = 'KwWasmBatchNormGrad';
-let on = true;
+const path = new OwnKernelPath();
 
 /**
  * Turn this file's BatchNorm on or off (on by default; the own kernels' switch,
@@ -30,9 +30,7 @@ let on = true;
  * benchmarks.
  */
 export function setWasmBatchNorm(enabled: boolean): boolean {
-  const was = on;
-  on = enabled;
-  return was;
+  return path.set(enabled);
 }
 
 /** Scratch of a kernel call: per-channel coefficients `[4, C]` and two float64 rows of sums. */
@@ -189,7 +187,7 @@ export function batchNormTrainWasm(
   bias: tf.Tensor,
   eps: number,
 ): { y: tf.Tensor; mean: tf.Tensor; variance: tf.Tensor } | undefined {
-  if (!on || !activeOwnKernels()) return undefined;
+  if (!path.active()) return undefined;
   const C = x.shape[x.shape.length - 1] ?? 0;
   if ([x, weight, bias].some((t) => t.dtype !== 'float32')) return undefined;
   if (x.rank < 2 || C < 4 || C % 4 !== 0 || x.size === 0) return undefined;

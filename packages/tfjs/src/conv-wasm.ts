@@ -835,6 +835,23 @@ export function activeOwnKernels(): { be: WasmBackend; kernels: Kernels } | null
   return kernels ? { be, kernels } : null;
 }
 
+/**
+ * The on/off switch of one path on the own kernels (bn-wasm.ts, gap-wasm.ts, adam-wasm.ts; on by
+ * default, and {@link setOwnWasmKernels}`(false)` turns every path off too), for side-by-side
+ * benchmarks: `set` returns the previous setting, `active` is {@link activeOwnKernels} while on.
+ */
+export class OwnKernelPath {
+  private on = true;
+  set(enabled: boolean): boolean {
+    const was = this.on;
+    this.on = enabled;
+    return was;
+  }
+  active(): ReturnType<typeof activeOwnKernels> {
+    return this.on ? activeOwnKernels() : null;
+  }
+}
+
 /** All kernels as one module; `fma`: with relaxed SIMD's multiply-add. */
 function writeModule(fma: boolean): Uint8Array {
   fusedMultiplyAdd = fma;

@@ -12,9 +12,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { release, scratch } from './bn-wasm.js';
 import {
-  activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  OwnKernelPath,
   registerOwnKernels,
   requireKernels,
   type WasmBackend,
@@ -22,7 +22,7 @@ import {
 
 const FWD = 'KwWasmGlobalAvgPool';
 const GRAD = 'KwWasmGlobalAvgPoolGrad';
-let on = true;
+const path = new OwnKernelPath();
 
 /**
  * Turn this file's pooling on or off (on by default; the own kernels' switch,
@@ -30,9 +30,7 @@ let on = true;
  * benchmarks.
  */
 export function setWasmGlobalAvgPool(enabled: boolean): boolean {
-  const was = on;
-  on = enabled;
-  return was;
+  return path.set(enabled);
 }
 
 /** `x [N, H, W, C]` -> `[N, C]`, the mean over H and W. */
@@ -118,7 +116,7 @@ function ensureRegistered(): void {
  * engine or heap they cannot run on.
  */
 export function globalAvgPoolWasm(x: tf.Tensor): tf.Tensor | undefined {
-  if (!on || !activeOwnKernels()) return undefined;
+  if (!path.active()) return undefined;
   if (x.dtype !== 'float32' || x.rank !== 4 || x.size === 0) return undefined;
   const C = x.shape[3]!;
   if (C % 4 !== 0) return undefined;
