@@ -5,9 +5,9 @@
  * rounded to float32, so the weights and moments are bit-identical to `tf.train.adam`'s on wasm
  * (`adam-wasm.test.ts` checks it step by step, infinities, zeros of both signs and subnormals
  * included). One exception, in NaN bits only: where two NaNs meet in a variable of one element,
- * which of them comes out (payload, sign) can differ, as tfjs's scalar path picks otherwise. The state is `tf.AdamOptimizer`'s own (moments,
- * running powers of beta, step count): checkpoints, `getWeights` / `setWeights` and the class name
- * `Adam` are unchanged. Where the kernels do not apply (another backend, the own kernels off,
+ * which of them comes out (payload, sign) can differ, as tfjs's scalar path picks otherwise. The
+ * state is `tf.AdamOptimizer`'s own (moments, running powers of beta, step count): checkpoints,
+ * `getWeights` / `setWeights` and the class name `Adam` are unchanged. Where the kernels do not apply (another backend, the own kernels off,
  * non-float32 tensors, a gradient whose shape is not its variable's, or moments kept at a
  * variable's place that are not of its shape: tf.AdamOptimizer keeps them by position in the
  * gradient list, so a list that changes between steps hands a variable another's moments) it is
@@ -56,8 +56,7 @@ interface AdamState {
  * `{p, m, v, g}` -> `[p', m', v']` (attrs: the scalars of {@link ADAM_SCALARS} by name; the four
  * inputs of one size, which the optimizer checks). The kernel runs over the groups of 4 floats in
  * place; the last `size % 4` floats go through it as one group copied into scratch with zeros
- * after them, so every float takes the same SIMD instructions (down to which NaN an add of two
- * NaNs keeps, as in tfjs's own kernels).
+ * after them, so every float takes the same SIMD instructions.
  */
 function adamKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
   const be = backend as WasmBackend;
@@ -142,7 +141,7 @@ export class FusedAdamOptimizer extends tf.AdamOptimizer {
       t == null || (t.dtype === 'float32' && tf.util.arraysEqual(t.shape, value.shape));
     const fits = names.every((name, i) => {
       const value = vars[name];
-      if (!value || value.dtype !== 'float32') return false;
+      if (value?.dtype !== 'float32') return false;
       return (
         same(gradOf(name, i), value) &&
         same(s.accumulatedFirstMoment[i]?.variable, value) &&
