@@ -13,7 +13,7 @@
  * the shared conv runs on the ordinary conv kernels, which pack their filter once per batch.
  * {@link tapMixingPays} decides per layer.
  */
-import { convOutputLength, describeValue, KwError } from '@kernelwarehouse/core';
+import { convOutputLength, describeValue, KwError, type MixTapsAttrs } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   activeOwnKernels,
@@ -53,14 +53,14 @@ export function wasmTapMixingSetting(): boolean | 'always' {
   return mode;
 }
 
-/** The geometry of a tap mixing (a KW conv's, with its cell groups). */
-export interface TapMixGeometry {
-  kernelSize: [number, number];
-  stride: [number, number];
-  padding: [number, number];
-  gOut: number;
-  gIn: number;
-}
+/**
+ * The geometry of a tap mixing (a KW conv's, with its cell groups): the part of core's
+ * `MixTapsAttrs` the kernels read.
+ */
+export type TapMixGeometry = Pick<
+  MixTapsAttrs,
+  'kernelSize' | 'stride' | 'padding' | 'gOut' | 'gIn'
+>;
 
 interface MixAttrs {
   kh: number;

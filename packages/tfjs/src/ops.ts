@@ -273,8 +273,7 @@ export class TfOps implements Ops<tf.Tensor> {
 
   mixTaps(x: tf.Tensor, alpha: tf.Tensor, a: MixTapsAttrs): tf.Tensor | undefined {
     // on wasm with the own kernels, where it pays (mix-wasm.ts); elsewhere core assembles
-    const g = { kernelSize: a.kernelSize, stride: a.stride, padding: a.padding };
-    return mixTapsWasm(x, alpha, { ...g, gOut: a.gOut, gIn: a.gIn }, a.cellOut);
+    return mixTapsWasm(x, alpha, a, a.cellOut);
   }
 
   scaleChannels(x: tf.Tensor, s: tf.Tensor): tf.Tensor {
