@@ -23,7 +23,12 @@
  *   one such forward conv per output phase ({@link inputGradByPhases});
  * - filter gradient: tiles of 4 input channels x 8 output channels accumulated over the output
  *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch), reading
- *   channel-block copies of x and dy (`conv_dw_blk`).
+ *   channel-block copies of x and dy (`conv_dw_blk`);
+ * - 3x3 stride-1 convs (a shared kernel, or per-sample kernels on maps of 100 pixels or more):
+ *   all three as Winograd F(2x2, 3x3) ({@link winogradConv}, {@link winogradFilterGrad}; the
+ *   transforms in winograd-kernels.ts, the 16 products on the kernels above as 1x1 convs and
+ *   1x1 filter gradients): 2.25x fewer multiply-adds on even maps, rounded differently from
+ *   the direct sums ({@link setWasmWinograd} switches it off).
  *
  * Used by `perSampleConv` (every dynamic method) and by the Conv2DBackpropInput / Filter
  * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
@@ -41,6 +46,7 @@ import { adamFunction } from './adam-kernels.js';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
 import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
+import { winogradFunctions } from './winograd-kernels.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
@@ -754,6 +760,11 @@ export interface Kernels {
   mix_fwd: ConvFn;
   mix_bwd: ConvFn;
   adam: ConvFn;
+  wino_w: ConvFn;
+  wino_in: ConvFn;
+  wino_out: ConvFn;
+  wino_dy: ConvFn;
+  wino_wg: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
@@ -869,6 +880,7 @@ function writeModule(fma: boolean): Uint8Array {
       ...batchNormFunctions(),
       ...tapMixFunctions(madd),
       adamFunction(),
+      ...winogradFunctions(),
     ]);
   } finally {
     fusedMultiplyAdd = false;
@@ -910,11 +922,15 @@ function bind(be: WasmBackend): Binding {
 }
 
 /**
- * The current settings of {@link setOwnWasmKernels} and {@link setWasmFusedMultiplyAdd} (shard
- * workers start with the main thread's).
+ * The current settings of {@link setOwnWasmKernels}, {@link setWasmFusedMultiplyAdd} and
+ * {@link setWasmWinograd} (shard workers start with the main thread's).
  */
-export function ownWasmKernelSettings(): { enabled: boolean; fmaAllowed: boolean } {
-  return { enabled, fmaAllowed };
+export function ownWasmKernelSettings(): {
+  enabled: boolean;
+  fmaAllowed: boolean;
+  winograd: boolean;
+} {
+  return { enabled, fmaAllowed, winograd };
 }
 
 /**
@@ -1067,6 +1083,149 @@ function convBlock(
   K.conv_fwd(x, block, y + o0 * 4, zero, ...geometry, nb * 4, O * 4);
 }
 
+let winograd = true;
+
+/**
+ * Whether 3x3 stride-1 convs run as Winograd F(2x2, 3x3) ({@link winogradConv}; on by default)
+ * or as direct convs on `conv_fwd`; returns the previous setting. Both round differently (the
+ * results agree to float32 rounding); for side-by-side benchmarks and for the numbers of
+ * earlier releases.
+ */
+export function setWasmWinograd(on: boolean): boolean {
+  const was = winograd;
+  winograd = on;
+  return was;
+}
+
+/**
+ * Samples per pass of {@link winogradConv}: as many as keep one pass's transformed inputs
+ * (`16 · samples · tiles · max(C, O)` floats) within this many floats (512 KB, in L2 beside
+ * the products' output).
+ */
+const WINO_CHUNK_FLOATS = 1 << 17;
+
+/**
+ * Per-sample kernels (each transformed for its one sample) take {@link winogradConv} and
+ * {@link winogradFilterGrad} from this many input pixels up. Batch 32, forward / forward with
+ * both gradients against the direct kernels: 1.47x / 1.43x faster at 28x28x64, 1.46x / 1.37x at
+ * 14x14x128, but 0.80x / 0.95x at 7x7x256 and 0.77x / 0.77x at 7x7x128, where a sample's 16
+ * tiles do not repay its kernel's transform (one-off timings on the Intel Xeon of `RESULTS.md`'s
+ * run 21; a shared kernel, transformed once for the batch, is 1.31-1.73x faster at all of them).
+ */
+const WINO_MIN_PIXELS = 100;
+
+/** Whether a conv of this geometry runs as {@link winogradConv} (not counting per-sample rules). */
+function winogradApplies(kh: number, kw: number, sh: number, sw: number): boolean {
+  return winograd && kh === 3 && kw === 3 && sh === 1 && sw === 1;
+}
+
+/**
+ * `y = conv(x, w)` for a 3x3 stride-1 conv with one HWIO kernel `w [3, 3, C, O]` for all `B`
+ * samples, as Winograd F(2x2, 3x3) (winograd-kernels.ts): the kernel transformed once
+ * (`wino_w`, which writes blocks of 16 output channels); then, a few samples at a time
+ * ({@link WINO_CHUNK_FLOATS}), the inputs' 4x4 tiles transformed (`wino_in`), the 16 products
+ * `V[k] @ U[k]` as 1x1 convs on `conv_fwd` and the 2x2 output tiles written (`wino_out`): 16
+ * multiply-adds per 2x2 output pixels and channel pair instead of 36 (a 7x7 map has 4x4 tiles
+ * of 8x8 pixels: 0.58x the direct conv's, 0.44x on even sizes). Any padding (rows and columns
+ * outside the input read as zeros, `at.zero` points at >= C zeros); Ho and Wo as the caller
+ * computed them. Byte addresses; C % 4 == 0 and O % 4 == 0.
+ */
+function winogradConv(
+  be: WasmBackend,
+  K: Kernels,
+  at: { x: number; w: number; y: number; zero: number },
+  d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  pads: { pt: number; pl: number },
+): void {
+  const { B, H, W, C, Ho, Wo, O } = d;
+  const [TH, TW] = [Math.ceil(Ho / 2), Math.ceil(Wo / 2)];
+  const T = TH * TW;
+  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (16 * T * Math.max(C, O)))));
+  const R = nS * T; // rows of one pass's V[k] and M[k]
+  const tmp = [16 * C * O, 16 * R * C, 16 * R * O].map((n) => be.makeOutput([n], 'float32'));
+  const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
+  K.wino_w(at.w, uo, C, O);
+  // U[k]'s block of 16 output channels from o0 at (k·C·O + C·o0) floats
+  const block = (k: number, o0: number) => uo + (k * C * O + C * o0) * 4;
+  for (let b0 = 0; b0 < B; b0 += nS) {
+    const n = Math.min(nS, B - b0);
+    const rows = n * T;
+    K.wino_in(
+      at.x + b0 * H * W * C * 4,
+      vo,
+      at.zero,
+      H,
+      W,
+      C,
+      TH,
+      TW,
+      pads.pt,
+      pads.pl,
+      n,
+      R * C * 4,
+    );
+    const gp = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0];
+    for (let k = 0; k < 16; k++) {
+      const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
+      for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, vk, block(k, o0), mk, at.zero, gp, o0);
+    }
+    K.wino_out(mo, at.y + b0 * Ho * Wo * O * 4, Ho, Wo, O, TH, TW, n, R * O * 4);
+  }
+  for (const t of tmp) be.disposeData(t.dataId);
+}
+
+/**
+ * The filter gradient of {@link winogradConv}: `dw [3, 3, C, O]` = the sum over the `B` samples
+ * of the gradient of `conv(x, w)` given `dy`, in the transformed domain: the inputs' tiles
+ * (`wino_in`) and `dy`'s tiles spread to 4x4 (`wino_dy`, `A dy Aᵀ`) give the 16 gradients
+ * `dU[k] = V[k]ᵀ @ dM[k]` as 1x1 filter gradients on `conv_dw_blk` (accumulated over passes),
+ * then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O) zeros; byte addresses.
+ */
+function winogradFilterGrad(
+  be: WasmBackend,
+  K: Kernels,
+  at: { x: number; dy: number; dw: number; zero: number },
+  d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  pads: { pt: number; pl: number },
+): void {
+  const { B, H, W, C, Ho, Wo, O } = d;
+  const [TH, TW] = [Math.ceil(Ho / 2), Math.ceil(Wo / 2)];
+  const T = TH * TW;
+  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (16 * T * Math.max(C, O)))));
+  const R = nS * T;
+  const tmp = [16 * R * C, 16 * R * O, R * C, R * O, 16 * C * O].map((n) =>
+    be.makeOutput([n], 'float32'),
+  );
+  const [vo, mo, xb, db, uo] = tmp.map((t) => heapOffset(be, t)) as number[] as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  for (let b0 = 0; b0 < B; b0 += nS) {
+    const n = Math.min(nS, B - b0);
+    const rows = n * T;
+    const { pt, pl } = pads;
+    K.wino_in(at.x + b0 * H * W * C * 4, vo, at.zero, H, W, C, TH, TW, pt, pl, n, R * C * 4);
+    K.wino_dy(at.dy + b0 * Ho * Wo * O * 4, mo, at.zero, Ho, Wo, O, TH, TW, n, R * O * 4);
+    for (let k = 0; k < 16; k++) {
+      const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
+      // conv_dw_blk's layouts: [C/4, rows, 4] and [O/8, rows, 8] (the last block of 4 if O % 8)
+      for (let c0 = 0; c0 < C; c0 += 4)
+        K.copy_rows(vk + c0 * 4, xb + c0 * rows * 4, rows, C * 4, 16, 16);
+      for (let o0 = 0; o0 < O; o0 += 8) {
+        const nb = Math.min(8, O - o0) * 4;
+        K.copy_rows(mk + o0 * 4, db + o0 * rows * 4, rows, O * 4, nb, nb);
+      }
+      const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, b0 > 0 ? 1 : 0];
+      K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
+    }
+  }
+  K.wino_wg(uo, at.dw, C, O);
+  for (const t of tmp) be.disposeData(t.dataId);
+}
+
 /**
  * `a @ b` for float32 `a` `[M, K]` and `b` `[K, N]` (or with leading axes of size 1) with few
  * output rows and a new `b`, such as the KW warehouse gradient (attention^T x per-sample kernel
@@ -1121,7 +1280,8 @@ interface Conv2DAttrs {
 /**
  * tfjs's `Conv2D` (an ordinary conv: NHWC, one HWIO filter for the whole batch) on `conv_fwd`.
  * The filter is first laid out as contiguous blocks of 16 output channels (one pass over it,
- * as {@link forwardInBlocks} does per sample), then every sample runs over the blocks. The
+ * as {@link forwardInBlocks} does per sample), then every sample runs over the blocks; a 3x3
+ * stride-1 conv runs as {@link winogradConv}. The
  * stock kernel is XNNPACK's, which packs the filter again whenever it is a new tensor (every
  * training step); here there is nothing to pack. `bench:conv-forward` measures the two side by
  * side. Returns `undefined` where the kernels do not apply (the caller takes the stock kernel):
@@ -1161,6 +1321,12 @@ export function conv2dForwardWasm(
   const K = kernelsFor(be)!;
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
   const z = zeros(be, [C]);
+  if (winogradApplies(kh, kw, sh, sw)) {
+    const at = { x: heapOffset(be, x), w: heapOffset(be, filter), y: heapOffset(be, y) };
+    winogradConv(be, K, { ...at, zero: heapOffset(be, z) }, { B, H, W, C, Ho, Wo, O }, { pt, pl });
+    be.disposeData(z.dataId);
+    return y;
+  }
   const rows = kh * kw * C;
   const packed = be.makeOutput([rows * O], 'float32');
   const [xo, fo, yo, zo, po] = [x, filter, y, z, packed].map((t) => heapOffset(be, t)) as [
@@ -1262,6 +1428,15 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const z = zeros(be, [C]);
   const K = kernelsFor(be)!;
   const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
+  if (winogradApplies(kh, kw, sh, sw) && H * W >= WINO_MIN_PIXELS) {
+    for (let b = 0; b < B; b++) {
+      const bat = { x: xo! + b * H * W * C * 4, w: ko! + b * 9 * C * O * 4, zero: zo! };
+      const d = { B: 1, H, W, C, Ho, Wo, O };
+      winogradConv(be, K, { ...bat, y: yo! + b * Ho * Wo * O * 4 }, d, { pt, pl });
+    }
+    be.disposeData(z.dataId);
+    return y;
+  }
   const scratch = be.makeOutput([kh * kw * C * 16], 'float32');
   const so = heapOffset(be, scratch);
   const g = [H, W, C, Ho, Wo, O, kh, kw, sh, sw, pt, pl];
@@ -1416,6 +1591,19 @@ function inputGradByPhases(
     }
   };
   const packedAt = (q: (typeof phases)[number]) => po! + (q.at / C) * 16 * blocks * 4;
+  const q0 = phases[0]!;
+  if (direct && winogradApplies(kh, kw, 1, 1) && (shared || H * W >= WINO_MIN_PIXELS)) {
+    // dx = conv(dy, w') as Winograd, w' built once (shared) or per sample
+    const d = { B: shared ? B : 1, H: Ho, W: Wo, C: O, Ho: H, Wo: W, O: C };
+    const pads = { pt: q0.g[10]!, pl: q0.g[11]! };
+    for (let b = 0; b < (shared ? 1 : B); b++) {
+      build(at.k + (shared ? 0 : b * kh * kw * C * O * 4));
+      const x = at.dy + b * Ho * Wo * O * 4;
+      winogradConv(be, K, { x, w: so!, y: at.dx + b * H * W * C * 4, zero: at.zero }, d, pads);
+    }
+    for (const t of [sub, packed, scratch]) if (t) be.disposeData(t.dataId);
+    return true;
+  }
   if (shared) {
     build(at.k);
     for (const q of phases) {
@@ -1501,6 +1689,17 @@ function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo
   const kStep = a.shared ? 0 : kh * kw * C * O * 4;
   const [sh, sw] = a.strides;
   const [pt, pl] = a.pads;
+  if (winogradApplies(kh, kw, sh, sw) && (a.shared || H * W >= WINO_MIN_PIXELS)) {
+    const z = zeros(be, [Math.max(C, O)]);
+    const zo = heapOffset(be, z);
+    const d = { B: a.shared ? B : 1, H, W, C, Ho, Wo, O };
+    for (let b = 0; b < (a.shared ? 1 : B); b++) {
+      const bat = { x: xo! + b * H * W * C * 4, dy: dyo! + b * Ho * Wo * O * 4 };
+      winogradFilterGrad(be, K, { ...bat, dw: dwo! + b * kStep, zero: zo }, d, { pt, pl });
+    }
+    be.disposeData(z.dataId);
+    return dw;
+  }
   // conv_dw_blk's copies of one sample's x and dy (channel blocks, one after another)
   const blocks = dwBlocked ? be.makeOutput([H * W * C + Ho * Wo * O], 'float32') : undefined;
   const xBlk = blocks ? heapOffset(be, blocks) : 0;

@@ -32,6 +32,7 @@ export {
   ownWasmKernelsStatus,
   setOwnWasmKernels,
   setWasmFusedMultiplyAdd,
+  setWasmWinograd,
 } from './conv-wasm.js';
 export {
   FAST_WASM_KERNELS,

@@ -6,7 +6,7 @@
 import { initWeights, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from './backend.js';
-import { setOwnWasmKernels, setWasmFusedMultiplyAdd } from './conv-wasm.js';
+import { setOwnWasmKernels, setWasmFusedMultiplyAdd, setWasmWinograd } from './conv-wasm.js';
 import { setWasmTapMixing } from './mix-wasm.js';
 import { buildModel, setMethodTemperature, setTemperature } from './model.js';
 import {
@@ -28,7 +28,7 @@ const { parentPort, workerData } = (await import(threads)) as {
   workerData: {
     spec: ModelSpec;
     backend: string;
-    ownKernels: { enabled: boolean; fmaAllowed: boolean };
+    ownKernels: { enabled: boolean; fmaAllowed: boolean; winograd: boolean };
     tapMixing: boolean | 'always';
   };
 };
@@ -39,6 +39,7 @@ try {
   // the main thread's kernel settings (the same numbers as the in-thread shards)
   setOwnWasmKernels(ownKernels.enabled);
   setWasmFusedMultiplyAdd(ownKernels.fmaAllowed);
+  setWasmWinograd(ownKernels.winograd);
   setWasmTapMixing(tapMixing);
   await chooseBackend({ force: backend as never, report: null });
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));

@@ -152,6 +152,13 @@ export class WasmCode {
   vZero(): this {
     return this.simd(0x0c, ...new Array<number>(16).fill(0));
   }
+  /** `v128.const` with `value` (as float32) in all four lanes. */
+  vSplatConst(value: number): this {
+    const view = new DataView(new ArrayBuffer(4));
+    view.setFloat32(0, value, true); // wasm is little-endian
+    const lane = [0, 1, 2, 3].map((i) => view.getUint8(i));
+    return this.simd(0x0c, ...lane, ...lane, ...lane, ...lane);
+  }
   /** `i8x16.shuffle` of the two v128 on the stack by byte lanes (see {@link f32Lanes}). */
   shuffle(byteLanes: readonly number[]): this {
     if (byteLanes.length !== 16) throw new Error('shuffle needs 16 byte lanes');
@@ -179,6 +186,9 @@ export class WasmCode {
   /** Lane `lane` (0-3) of the f32x4 on the stack, as an f32. */
   f32x4ExtractLane(lane: number): this {
     return this.simd(0x1f, lane);
+  }
+  f32x4Neg(): this {
+    return this.simd(0xe1);
   }
   f32x4Add(): this {
     return this.simd(0xe4);

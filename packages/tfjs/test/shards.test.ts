@@ -9,6 +9,7 @@ import {
   registerTrainingKernels,
   setOwnWasmKernels,
   setWasmTapMixing,
+  setWasmWinograd,
   Trainer,
 } from '../src/index.js';
 import { ShardWorkers, shardBounds, weightedSum } from '../src/shards.js';
@@ -153,15 +154,18 @@ describe('data-parallel shards', () => {
 
   // each switch changes the numbers by rounding: off, the in-process step differs from the
   // default one, and the workers follow the main thread. The tap-mixing case's model takes the
-  // mixed form by default in layer3.0.conv2 (32 channels on 2x2 maps, n = 9)
+  // mixed form by default in layer3.0.conv2 (32 channels on 2x2 maps, n = 9); the Winograd
+  // case's plain model has 3x3 stride-1 convs of 8-32 channels (KW 1x's per-sample kernels on
+  // 8x8 maps stay direct)
   it.each([
-    ["own-kernel settings (kernels off: the stock route's numbers)", setOwnWasmKernels],
-    ["tap-mixing setting (off: the assembled form's numbers)", setWasmTapMixing],
-  ] as const)("workers take the main thread's %s", async (_, setting) => {
+    ["own-kernel settings (kernels off: the stock route's numbers)", setOwnWasmKernels, 1],
+    ["tap-mixing setting (off: the assembled form's numbers)", setWasmTapMixing, 1],
+    ["Winograd setting (off: the direct convs' numbers)", setWasmWinograd, undefined],
+  ] as const)("workers take the main thread's %s", async (_, setting, budget) => {
     const d = data(16, 8, 4);
     const run = async (shardWorkers: boolean) => {
       const t = new Trainer({
-        spec: small({ budget: 1 }),
+        spec: small(budget ? { budget } : {}),
         epochs: 1,
         batchSize: 8,
         shards: 2,

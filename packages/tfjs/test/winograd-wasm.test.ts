@@ -1,0 +1,200 @@
+import * as tf from '@tensorflow/tfjs';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { setOwnWasmKernels, setWasmWinograd } from '../src/conv-wasm.js';
+import { registerTrainingKernels } from '../src/grads.js';
+import { perSampleConv } from '../src/layers.js';
+import { relErr, useBackend } from './helpers.js';
+
+/**
+ * 3x3 stride-1 convs on the own wasm kernels run as Winograd F(2x2, 3x3) (conv-wasm.ts
+ * `winogradConv` / `winogradFilterGrad`, winograd-kernels.ts): the forward, the input gradient
+ * (a forward conv of dy) and the filter gradient, for a kernel shared by the batch and, from 100
+ * input pixels, for a kernel per sample. Checked against float64 sums straight from the
+ * definition, and against the direct kernels (`setWasmWinograd(false)`), on fresh random inputs.
+ */
+
+/** One 3x3 stride-1 case: padding as [top, bottom, left, right]. */
+interface Case {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  o: number;
+  pad: [number, number, number, number];
+  perSample: boolean;
+}
+
+function random(size: number): Float32Array {
+  const a = new Float32Array(size);
+  for (let i = 0; i < a.length; i++) a[i] = Math.random() * 2 - 1;
+  return a;
+}
+
+const outSize = (cs: Case) =>
+  [cs.h + cs.pad[0] + cs.pad[1] - 2, cs.w + cs.pad[2] + cs.pad[3] - 2] as const;
+
+/** Float64 y, dL/dx and dL/dk of L = sum(conv(x, k) * dy); k per sample or shared. */
+function reference(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
+  const [ho, wo] = outSize(cs);
+  const { n, h, w, c, o } = cs;
+  const y = new Float64Array(n * ho * wo * o);
+  const dx = new Float64Array(n * h * w * c);
+  const dk = new Float64Array(k.length);
+  for (let b = 0; b < n; b++) {
+    const kb = cs.perSample ? b * 9 * c * o : 0;
+    for (let oy = 0; oy < ho; oy++)
+      for (let ox = 0; ox < wo; ox++)
+        for (let i = 0; i < 3; i++)
+          for (let j = 0; j < 3; j++) {
+            const iy = oy + i - cs.pad[0];
+            const ix = ox + j - cs.pad[2];
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            for (let ci = 0; ci < c; ci++)
+              for (let oo = 0; oo < o; oo++) {
+                const xi = ((b * h + iy) * w + ix) * c + ci;
+                const yi = ((b * ho + oy) * wo + ox) * o + oo;
+                const ki = kb + ((i * 3 + j) * c + ci) * o + oo;
+                y[yi]! += x[xi]! * k[ki]!;
+                dx[xi]! += dy[yi]! * k[ki]!;
+                dk[ki]! += dy[yi]! * x[xi]!;
+              }
+          }
+  }
+  return { y, dx, dk };
+}
+
+/** y, dx and dk on the own kernels (tf.conv2d or perSampleConv), and the kernels that ran. */
+async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
+  const [ho, wo] = outSize(cs);
+  const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
+  const kt = tf.tensor(k, cs.perSample ? [cs.n, 3, 3, cs.c, cs.o] : [3, 3, cs.c, cs.o]);
+  const dyt = tf.tensor4d(dy, [cs.n, ho, wo, cs.o]);
+  const [pt, pb, pl, pr] = cs.pad;
+  const conv = (a: tf.Tensor, b: tf.Tensor) =>
+    cs.perSample
+      ? perSampleConv(a as tf.Tensor4D, b, {
+          groups: 1,
+          stride: [1, 1],
+          padding: [pt, pl],
+          dilation: [1, 1],
+        })
+      : tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, [
+          [0, 0],
+          [pt, pb],
+          [pl, pr],
+          [0, 0],
+        ]);
+  let out!: { y: Float32Array; dx: Float32Array; dk: Float32Array };
+  const profile = await tf.profile(() => {
+    const [y, [gx, gk]] = [
+      conv(xt, kt),
+      tf.grads((a, b) => tf.sum(tf.mul(conv(a, b), dyt)))([xt, kt]),
+    ];
+    out = {
+      y: y.dataSync() as Float32Array,
+      dx: gx!.dataSync() as Float32Array,
+      dk: gk!.dataSync() as Float32Array,
+    };
+    tf.dispose([y, gx!, gk!]);
+  });
+  tf.dispose([xt, kt, dyt]);
+  return { ...out, kernels: profile.kernelNames };
+}
+
+const differs = (a: Float32Array, b: Float32Array) => a.some((v, i) => v !== b[i]);
+
+// odd and even maps (a last tile row or column half outside), padding 'same', 'valid' and
+// uneven; 36 output channels (blocks of 16, 16 and 4 in the transformed kernel); a 28x28x32->48
+// map at batch 3, whose transformed inputs fill more than one pass (the filter gradient summed
+// over passes); per-sample kernels from 100 input pixels
+const CASES: Case[] = [
+  { n: 2, h: 7, w: 7, c: 8, o: 12, pad: [1, 1, 1, 1], perSample: false },
+  { n: 3, h: 6, w: 5, c: 4, o: 36, pad: [1, 1, 1, 1], perSample: false },
+  { n: 2, h: 9, w: 8, c: 12, o: 8, pad: [0, 0, 0, 0], perSample: false },
+  { n: 2, h: 7, w: 6, c: 4, o: 8, pad: [2, 0, 0, 1], perSample: false },
+  { n: 3, h: 28, w: 28, c: 32, o: 48, pad: [1, 1, 1, 1], perSample: false },
+  { n: 2, h: 10, w: 11, c: 8, o: 20, pad: [1, 1, 1, 1], perSample: true },
+  { n: 3, h: 11, w: 10, c: 4, o: 36, pad: [0, 0, 2, 2], perSample: true },
+  { n: 2, h: 14, w: 14, c: 16, o: 12, pad: [1, 1, 1, 1], perSample: true },
+];
+
+describe('Winograd F(2x2, 3x3) on the wasm kernels', () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+    registerTrainingKernels('wasm');
+  });
+  afterEach(() => {
+    setWasmWinograd(true);
+    setOwnWasmKernels(true);
+  });
+
+  it.each(CASES)(
+    'forward and both gradients match float64 and the direct kernels: %j',
+    async (cs) => {
+      const [ho, wo] = outSize(cs);
+      const x = random(cs.n * cs.h * cs.w * cs.c);
+      const k = random((cs.perSample ? cs.n : 1) * 9 * cs.c * cs.o);
+      const dy = random(cs.n * ho * wo * cs.o);
+      const ref = reference(cs, x, k, dy);
+      const wino = await run(cs, x, k, dy);
+      const own = cs.perSample ? 'KwWasmConv2D' : 'KwWasmConv2DBackpropFilter';
+      expect(wino.kernels).toContain(own);
+      // float32 sums of <= 28·28·3 products, and the transforms' adds and halvings, against
+      // float64: 1e-5 of the largest value
+      expect(relErr(wino.y, ref.y)).toBeLessThan(1e-5);
+      expect(relErr(wino.dx, ref.dx)).toBeLessThan(1e-5);
+      expect(relErr(wino.dk, ref.dk)).toBeLessThan(1e-5);
+      expect(setWasmWinograd(false)).toBe(true);
+      const direct = await run(cs, x, k, dy);
+      expect(direct.kernels).toContain(own);
+      expect(relErr(direct.y, ref.y)).toBeLessThan(1e-5);
+      expect(relErr(direct.dk, ref.dk)).toBeLessThan(1e-5);
+      // the switch changed the computation: Winograd rounds differently from the direct sums
+      expect(differs(wino.y, direct.y)).toBe(true);
+      expect(differs(wino.dx, direct.dx)).toBe(true);
+      expect(differs(wino.dk, direct.dk)).toBe(true);
+    },
+  );
+
+  it('per-sample kernels on maps under 100 pixels keep the direct kernels (bit for bit)', async () => {
+    const cs: Case = { n: 2, h: 9, w: 9, c: 8, o: 8, pad: [1, 1, 1, 1], perSample: true };
+    const x = random(2 * 81 * 8);
+    const k = random(2 * 9 * 64);
+    const dy = random(2 * 81 * 8);
+    const on = await run(cs, x, k, dy);
+    setWasmWinograd(false);
+    const off = await run(cs, x, k, dy);
+    expect(differs(on.y, off.y) || differs(on.dx, off.dx) || differs(on.dk, off.dk)).toBe(false);
+    expect(relErr(on.y, reference(cs, x, k, dy).y)).toBeLessThan(1e-5);
+  });
+
+  it('leaves no tensor and no heap memory behind', async () => {
+    const xt = tf.randomNormal([2, 12, 12, 8]);
+    const shared = tf.randomNormal([3, 3, 8, 12]);
+    const perSample = tf.randomNormal([2, 3, 3, 8, 12]);
+    const geometry = {
+      groups: 1,
+      stride: [1, 1] as [number, number],
+      padding: [1, 1] as [number, number],
+      dilation: [1, 1] as [number, number],
+    };
+    const step = () =>
+      tf.tidy(() => [
+        ...tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+          tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same')),
+        )([xt, shared]),
+        ...tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(perSampleConv(a, b, geometry)))([
+          xt,
+          perSample,
+        ]),
+      ]);
+    tf.dispose(step()); // first call registers the kernels
+    const before = tf.memory();
+    for (let i = 0; i < 3; i++) tf.dispose(step());
+    const after = tf.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numDataBuffers).toBe(before.numDataBuffers);
+    expect(after.numBytes).toBe(before.numBytes);
+    tf.dispose([xt, shared, perSample]);
+  });
+});
