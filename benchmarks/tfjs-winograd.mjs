@@ -1,17 +1,21 @@
-// 3x3 stride-1 convs on tfjs wasm: @kernelwarehouse/tfjs's Winograd F(2x2, 3x3) form
-// (src/conv-wasm.ts `winogradConv` / `winogradFilterGrad`, on by default) against its direct
+// 3x3 stride-1 convs on tfjs wasm: @kernelwarehouse/tfjs's Winograd forms (src/conv-wasm.ts
+// `winogradConv` / `winogradFilterGrad`, on by default: F(2x2, 3x3) for the forward and the input
+// gradient, F(4x4, 3x3) for the filter gradient where it saves products) against its direct
 // kernels (`setWasmWinograd(false)`), side by side in one run, interleaved round after round:
 // 1. one conv at the main job's ResNet-8 width-4 stage shapes (batch 32), a kernel shared by the
 //    batch (an ordinary conv) and a kernel per sample (a dynamic conv): the forward, and the
-//    forward with both gradients, with the largest difference between the two forms' results;
+//    forward with both gradients, direct, each form forced and the default rule, with the
+//    largest difference between the default's results and the direct kernels';
 // 2. the ResNet-8 width-4 training step (batch 32, Adam; KW at tau 0.5) for plain and KW
-//    budgets with the Winograd form off and on: the step's speed-up, and each KW step's ratio
-//    to the plain step of the same form.
+//    budgets, direct, F(2x2, 3x3) in every pass and the default forms: the step's speed-up, and
+//    each KW step's ratio to the plain step of the same setting.
 // The own kernels use relaxed SIMD's fused multiply-add as `kw train` does (KW_BENCH_FMA=off:
 // unfused). KW_BENCH_ONLY=convs|steps runs one part; KW_BENCH_BUDGETS="1x,1/2x,1/4x".
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:winograd   (KW_BENCH_ROUNDS=5)
 import { perSampleConv, setWasmWinograd } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
+// not part of @kernelwarehouse/tfjs's public API: the tile-size switch (default: by map size)
+import { setWinogradTiles } from '../packages/tfjs/dist/conv-wasm.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
 const kernelsLine = await wasmAsKwTrain();
@@ -24,7 +28,7 @@ const shapes = [
   [32, 7, 256],
 ];
 
-console.log(`# 3x3 stride-1 convs on tfjs wasm: direct vs Winograd F(2x2, 3x3)\n`);
+console.log(`# 3x3 stride-1 convs on tfjs wasm: direct vs Winograd F(2x2, 3x3) and F(4x4, 3x3)\n`);
 console.log(`${await machine()}; ${kernelsLine}; ${rounds} interleaved rounds, medians\n`);
 
 /** Largest |a - b| over the largest |b|, over the tensors of two runs. */
@@ -41,10 +45,21 @@ function relDiff(a, b) {
 
 if (only !== 'steps') {
   console.log(
-    '| map, C -> C (batch 32) | kernel | pass | direct ms | Winograd ms | speed-up | max rel diff |',
+    '| map, C -> C (batch 32) | kernel | pass | direct ms | F(2x2, 3x3) ms | F(4x4, 3x3) ms | forms taken (y; dx, dw) | speed-up (taken / direct) | max rel diff (taken vs direct) |',
   );
-  console.log('|---|---|---|---:|---:|---:|---:|');
+  console.log('|---|---|---|---:|---:|---:|---|---:|---:|');
   const geometry = { groups: 1, stride: [1, 1], padding: [1, 1], dilation: [1, 1] };
+  // the forms: direct (Winograd off), each tile size forced, and the default rule
+  const forms = [
+    ['direct', false, 'auto'],
+    ['F2', true, 2],
+    ['F4', true, 4],
+    ['auto', true, 'auto'],
+  ];
+  const use = ([, on, tiles]) => {
+    setWasmWinograd(on);
+    setWinogradTiles(tiles);
+  };
   for (const [N, S, C] of shapes) {
     const x = tf.randomNormal([N, S, S, C]);
     const dy = tf.randomNormal([N, S, S, C]);
@@ -64,69 +79,84 @@ if (only !== 'steps') {
         ],
       ];
       for (const [pass, f] of passes) {
-        const values = (wino) => {
-          setWasmWinograd(wino);
+        const values = (form) => {
+          use(form);
           const out = tf.tidy(f);
           const v = out.map((t) => t.dataSync());
           tf.dispose(out);
           return v;
         };
-        const diff = relDiff(values(true), values(false));
-        const timed = (wino) => async () => {
-          setWasmWinograd(wino);
+        const byForm = forms.map(values);
+        const diff = relDiff(byForm[3], byForm[0]);
+        // which form the rule took for each output: its results are that form's, bit for bit
+        const same = (a, b) => a.every((v, j) => v === b[j]);
+        const taken = byForm[3]
+          .map((t, i) =>
+            same(t, byForm[0][i]) ? 'direct' : same(t, byForm[2][i]) ? 'F(4x4)' : 'F(2x2)',
+          )
+          .join(', ');
+        const timed = (form) => async () => {
+          use(form);
           const out = tf.tidy(f);
           await Promise.all(out.map((t) => t.data()));
           tf.dispose(out);
         };
-        const [d, w] = await compare(
-          [
-            { name: 'direct', fn: timed(false) },
-            { name: 'winograd', fn: timed(true) },
-          ],
+        const r = await compare(
+          forms.map((form) => ({ name: form[0], fn: timed(form) })),
           { rounds },
         );
+        const ms = r.map((c) => c.medianMs);
         console.log(
-          `| ${S}x${S}, ${C} -> ${C} | ${kind} | ${pass} | ${d.medianMs.toFixed(1)} | ${w.medianMs.toFixed(1)} | ${(d.medianMs / w.medianMs).toFixed(2)} | ${diff.toExponential(1)} |`,
+          `| ${S}x${S}, ${C} -> ${C} | ${kind} | ${pass} | ${ms[0].toFixed(1)} | ${ms[1].toFixed(1)} | ${ms[2].toFixed(1)} | ${taken} | ${(ms[0] / ms[3]).toFixed(2)} | ${diff.toExponential(1)} |`,
         );
       }
     }
     tf.dispose([x, dy, shared, perSample]);
   }
-  setWasmWinograd(true);
+  use(forms[3]);
   console.log(
-    '\nPer-sample kernels take the Winograd form from 100 input pixels (`WINO_MIN_PIXELS`): at 7x7 both columns are the direct kernels.\n',
+    '\nThe F(2x2, 3x3) and F(4x4, 3x3) columns take that form in every pass; the default (`forms taken`) takes F(2x2, 3x3) for the forward and the input gradient and F(4x4, 3x3) for the filter gradient where it saves products. Per-sample kernels take a Winograd form from 100 input pixels (`WINO_MIN_PIXELS`): at 7x7 every column is the direct kernels. "speed-up" is the direct time over the default\'s (timed as its own case).\n',
   );
 }
 
 if (only !== 'convs') {
   const models = [null, ...budgets];
+  // per model: the direct kernels, F(2x2, 3x3) in every pass, and the default forms
+  const modes = [
+    ['direct', false, 'auto'],
+    ['F(2x2)', true, 2],
+    ['default', true, 'auto'],
+  ];
   const cases = [];
   for (const budget of models) {
     const step = await resnet8TrainStep({ budget });
-    for (const wino of [false, true])
+    for (const [mode, on, tiles] of modes)
       cases.push({
-        name: `${budget ? `KW ${budget}` : 'plain'}|${wino ? 'Winograd' : 'direct'}`,
+        name: `${budget ? `KW ${budget}` : 'plain'}|${mode}`,
         fn: async () => {
-          setWasmWinograd(wino);
+          setWasmWinograd(on);
+          setWinogradTiles(tiles);
           await step();
         },
       });
   }
   const r = await compare(cases, { rounds });
   setWasmWinograd(true);
+  setWinogradTiles('auto');
   console.log(
-    'ResNet-8 width 4 training step (batch 32, Adam, KW at tau 0.5), both forms interleaved:\n',
+    'ResNet-8 width 4 training step (batch 32, Adam, KW at tau 0.5), every case interleaved:\n',
   );
   console.log(
-    '| model | direct ms | Winograd ms | speed-up | ratio to plain (direct) | ratio to plain (Winograd) | per-round ratios to plain (Winograd) |',
+    '| model | direct ms | F(2x2) in every pass ms | default ms | speed-up (default / direct) | ratio to plain (direct) | ratio to plain (default) | per-round ratios to plain (default) |',
   );
-  console.log('|---|---:|---:|---:|---:|---:|---|');
-  const [pd, pw] = [r[0], r[1]];
-  for (let i = 0; i < r.length; i += 2) {
-    const [d, w] = [r[i], r[i + 1]];
+  console.log('|---|---:|---:|---:|---:|---:|---:|---|');
+  const n = modes.length;
+  const [pd, , pw] = r.slice(0, n);
+  for (let i = 0; i < r.length; i += n) {
+    const [d, f2, w] = r.slice(i, i + n);
     const perRound = w.samples.map((s, j) => (s / pw.samples[j]).toFixed(2)).join(' ');
     console.log(
-      `| ${d.name.split('|')[0]} | ${d.medianMs.toFixed(0)} | ${w.medianMs.toFixed(0)} | ${(d.medianMs / w.medianMs).toFixed(2)} | ${(d.medianMs / pd.medianMs).toFixed(3)} | ${(w.medianMs / pw.medianMs).toFixed(3)} | ${perRound} |`,
+      `| ${d.name.split('|')[0]} | ${d.medianMs.toFixed(0)} | ${f2.medianMs.toFixed(0)} | ${w.medianMs.toFixed(0)} | ${(d.medianMs / w.medianMs).toFixed(2)} | ${(d.medianMs / pd.medianMs).toFixed(3)} | ${(w.medianMs / pw.medianMs).toFixed(3)} | ${perRound} |`,
     );
   }
 }

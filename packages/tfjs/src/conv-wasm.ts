@@ -25,10 +25,12 @@
  *   pixels each kernel tap sees (and over the samples, for a kernel shared by the batch), reading
  *   channel-block copies of x and dy (`conv_dw_blk`);
  * - 3x3 stride-1 convs (a shared kernel, or per-sample kernels on maps of 100 pixels or more):
- *   all three as Winograd F(2x2, 3x3) ({@link winogradConv}, {@link winogradFilterGrad}; the
- *   transforms in winograd-kernels.ts, the 16 products on the kernels above as 1x1 convs and
- *   1x1 filter gradients): 2.25x fewer multiply-adds on even maps, rounded differently from
- *   the direct sums ({@link setWasmWinograd} switches it off).
+ *   the forward and the input gradient as Winograd F(2x2, 3x3), the filter gradient as F(4x4,
+ *   3x3) where it saves products ({@link winogradConv}, {@link winogradFilterGrad},
+ *   {@link winogradForm}; the transforms in winograd-kernels.ts, the 16 or 36 products on the
+ *   kernels above as 1x1 convs and 1x1 filter gradients): 2.25x or 4x fewer multiply-adds on
+ *   maps the tiles divide, rounded differently from the direct sums ({@link setWasmWinograd}
+ *   switches it off).
  *
  * Used by `perSampleConv` (every dynamic method) and by the Conv2DBackpropInput / Filter
  * kernels of `grads.ts` (every ordinary conv layer in training); the forward kernel also serves
@@ -46,7 +48,7 @@ import { adamFunction } from './adam-kernels.js';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
 import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
-import { winogradFunctions } from './winograd-kernels.js';
+import { WINOGRAD_FORMS, type WinogradForm, winogradFunctions } from './winograd-kernels.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
@@ -765,6 +767,11 @@ export interface Kernels {
   wino_out: ConvFn;
   wino_dy: ConvFn;
   wino_wg: ConvFn;
+  wino4_w: ConvFn;
+  wino4_in: ConvFn;
+  wino4_out: ConvFn;
+  wino4_dy: ConvFn;
+  wino4_wg: ConvFn;
 }
 
 /** The parts of tfjs-backend-wasm's BackendWasm used here and in fast-wasm.ts. */
@@ -1086,10 +1093,10 @@ function convBlock(
 let winograd = true;
 
 /**
- * Whether 3x3 stride-1 convs run as Winograd F(2x2, 3x3) ({@link winogradConv}; on by default)
- * or as direct convs on `conv_fwd`; returns the previous setting. Both round differently (the
- * results agree to float32 rounding); for side-by-side benchmarks and for the numbers of
- * earlier releases.
+ * Whether 3x3 stride-1 convs run as Winograd convs ({@link winogradConv}; on by default) or as
+ * direct convs on `conv_fwd`; returns the previous setting. Both round differently (the results
+ * agree to float32 rounding); for side-by-side benchmarks and for the numbers of earlier
+ * releases.
  */
 export function setWasmWinograd(on: boolean): boolean {
   const was = winograd;
@@ -1099,7 +1106,7 @@ export function setWasmWinograd(on: boolean): boolean {
 
 /**
  * Samples per pass of {@link winogradConv}: as many as keep one pass's transformed inputs
- * (`16 · samples · tiles · max(C, O)` floats) within this many floats (512 KB, in L2 beside
+ * (`a² · samples · tiles · max(C, O)` floats) within this many floats (512 KB, in L2 beside
  * the products' output).
  */
 const WINO_CHUNK_FLOATS = 1 << 17;
@@ -1107,10 +1114,11 @@ const WINO_CHUNK_FLOATS = 1 << 17;
 /**
  * Per-sample kernels (each transformed for its one sample) take {@link winogradConv} and
  * {@link winogradFilterGrad} from this many input pixels up. Batch 32, forward / forward with
- * both gradients against the direct kernels: 1.47x / 1.43x faster at 28x28x64, 1.46x / 1.37x at
- * 14x14x128, but 0.80x / 0.95x at 7x7x256 and 0.77x / 0.77x at 7x7x128, where a sample's 16
- * tiles do not repay its kernel's transform (one-off timings on the Intel Xeon of `RESULTS.md`'s
- * run 21; a shared kernel, transformed once for the batch, is 1.31-1.73x faster at all of them).
+ * both gradients in F(2x2, 3x3) against the direct kernels: 1.47x / 1.43x faster at 28x28x64,
+ * 1.46x / 1.37x at 14x14x128, but 0.80x / 0.95x at 7x7x256 and 0.77x / 0.77x at 7x7x128, where a
+ * sample's 16 tiles do not repay its kernel's transform (one-off timings on the Intel Xeon of
+ * `RESULTS.md`'s run 21, before F(4x4, 3x3), whose transformed kernel is 2.25x larger; a shared
+ * kernel, transformed once for the batch, is faster at all of them: `bench:winograd`).
  */
 const WINO_MIN_PIXELS = 100;
 
@@ -1121,14 +1129,15 @@ function winogradApplies(kh: number, kw: number, sh: number, sw: number): boolea
 
 /**
  * `y = conv(x, w)` for a 3x3 stride-1 conv with one HWIO kernel `w [3, 3, C, O]` for all `B`
- * samples, as Winograd F(2x2, 3x3) (winograd-kernels.ts): the kernel transformed once
- * (`wino_w`, which writes blocks of 16 output channels); then, a few samples at a time
- * ({@link WINO_CHUNK_FLOATS}), the inputs' 4x4 tiles transformed (`wino_in`), the 16 products
- * `V[k] @ U[k]` as 1x1 convs on `conv_fwd` and the 2x2 output tiles written (`wino_out`): 16
- * multiply-adds per 2x2 output pixels and channel pair instead of 36 (a 7x7 map has 4x4 tiles
- * of 8x8 pixels: 0.58x the direct conv's, 0.44x on even sizes). Any padding (rows and columns
- * outside the input read as zeros, `at.zero` points at >= C zeros); Ho and Wo as the caller
- * computed them. Byte addresses; C % 4 == 0 and O % 4 == 0.
+ * samples, as Winograd F(m x m, 3x3) (winograd-kernels.ts; m = 4 or 2 by
+ * {@link winogradForm}): the kernel transformed once (`wino_w`, which writes blocks of 16
+ * output channels); then, a few samples at a time ({@link WINO_CHUNK_FLOATS}), the inputs'
+ * `a x a` tiles transformed (`wino_in`, a = m + 2), the `a²` products `V[k] @ U[k]` as 1x1 convs
+ * on `conv_fwd` and the m x m output tiles written (`wino_out`): `a²` multiply-adds per m x m
+ * output pixels and channel pair instead of `9·m²` (36 for 16 pixels, 16 for 4; a map the tiles
+ * do not divide pays for the whole last tile). Any padding (rows and columns outside the input
+ * read as zeros, `at.zero` points at >= C zeros); Ho and Wo as the caller computed them. Byte
+ * addresses; C % 4 == 0 and O % 4 == 0.
  */
 function winogradConv(
   be: WasmBackend,
@@ -1136,40 +1145,32 @@ function winogradConv(
   at: { x: number; w: number; y: number; zero: number },
   d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
   pads: { pt: number; pl: number },
+  pass: 'forward' | 'inputGrad' = 'forward',
 ): void {
   const { B, H, W, C, Ho, Wo, O } = d;
-  const [TH, TW] = [Math.ceil(Ho / 2), Math.ceil(Wo / 2)];
+  const F = winogradForm(Ho, Wo, pass);
+  const fn = winogradKernels(K, F);
+  const P = F.a * F.a; // products per tile
+  const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
   const T = TH * TW;
-  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (16 * T * Math.max(C, O)))));
+  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (P * T * Math.max(C, O)))));
   const R = nS * T; // rows of one pass's V[k] and M[k]
-  const tmp = [16 * C * O, 16 * R * C, 16 * R * O].map((n) => be.makeOutput([n], 'float32'));
+  const tmp = [P * C * O, P * R * C, P * R * O].map((n) => be.makeOutput([n], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
-  K.wino_w(at.w, uo, C, O);
+  fn.w(at.w, uo, C, O);
   // U[k]'s block of 16 output channels from o0 at (k·C·O + C·o0) floats
   const block = (k: number, o0: number) => uo + (k * C * O + C * o0) * 4;
   for (let b0 = 0; b0 < B; b0 += nS) {
     const n = Math.min(nS, B - b0);
     const rows = n * T;
-    K.wino_in(
-      at.x + b0 * H * W * C * 4,
-      vo,
-      at.zero,
-      H,
-      W,
-      C,
-      TH,
-      TW,
-      pads.pt,
-      pads.pl,
-      n,
-      R * C * 4,
-    );
+    const x = at.x + b0 * H * W * C * 4;
+    fn.in(x, vo, at.zero, H, W, C, TH, TW, pads.pt, pads.pl, n, R * C * 4);
     const gp = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0];
-    for (let k = 0; k < 16; k++) {
+    for (let k = 0; k < P; k++) {
       const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
       for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, vk, block(k, o0), mk, at.zero, gp, o0);
     }
-    K.wino_out(mo, at.y + b0 * Ho * Wo * O * 4, Ho, Wo, O, TH, TW, n, R * O * 4);
+    fn.out(mo, at.y + b0 * Ho * Wo * O * 4, Ho, Wo, O, TH, TW, n, R * O * 4);
   }
   for (const t of tmp) be.disposeData(t.dataId);
 }
@@ -1177,7 +1178,7 @@ function winogradConv(
 /**
  * The filter gradient of {@link winogradConv}: `dw [3, 3, C, O]` = the sum over the `B` samples
  * of the gradient of `conv(x, w)` given `dy`, in the transformed domain: the inputs' tiles
- * (`wino_in`) and `dy`'s tiles spread to 4x4 (`wino_dy`, `A dy Aᵀ`) give the 16 gradients
+ * (`wino_in`) and `dy`'s tiles spread to `a x a` (`wino_dy`, `A dy Aᵀ`) give the `a²` gradients
  * `dU[k] = V[k]ᵀ @ dM[k]` as 1x1 filter gradients on `conv_dw_blk` (accumulated over passes),
  * then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O) zeros; byte addresses.
  */
@@ -1189,11 +1190,14 @@ function winogradFilterGrad(
   pads: { pt: number; pl: number },
 ): void {
   const { B, H, W, C, Ho, Wo, O } = d;
-  const [TH, TW] = [Math.ceil(Ho / 2), Math.ceil(Wo / 2)];
+  const F = winogradForm(Ho, Wo, 'filterGrad');
+  const fn = winogradKernels(K, F);
+  const P = F.a * F.a;
+  const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
   const T = TH * TW;
-  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (16 * T * Math.max(C, O)))));
+  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (P * T * Math.max(C, O)))));
   const R = nS * T;
-  const tmp = [16 * R * C, 16 * R * O, R * C, R * O, 16 * C * O].map((n) =>
+  const tmp = [P * R * C, P * R * O, R * C, R * O, P * C * O].map((n) =>
     be.makeOutput([n], 'float32'),
   );
   const [vo, mo, xb, db, uo] = tmp.map((t) => heapOffset(be, t)) as number[] as [
@@ -1207,9 +1211,9 @@ function winogradFilterGrad(
     const n = Math.min(nS, B - b0);
     const rows = n * T;
     const { pt, pl } = pads;
-    K.wino_in(at.x + b0 * H * W * C * 4, vo, at.zero, H, W, C, TH, TW, pt, pl, n, R * C * 4);
-    K.wino_dy(at.dy + b0 * Ho * Wo * O * 4, mo, at.zero, Ho, Wo, O, TH, TW, n, R * O * 4);
-    for (let k = 0; k < 16; k++) {
+    fn.in(at.x + b0 * H * W * C * 4, vo, at.zero, H, W, C, TH, TW, pt, pl, n, R * C * 4);
+    fn.dy(at.dy + b0 * Ho * Wo * O * 4, mo, at.zero, Ho, Wo, O, TH, TW, n, R * O * 4);
+    for (let k = 0; k < P; k++) {
       const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
       // conv_dw_blk's layouts: [C/4, rows, 4] and [O/8, rows, 8] (the last block of 4 if O % 8)
       for (let c0 = 0; c0 < C; c0 += 4)
@@ -1222,8 +1226,61 @@ function winogradFilterGrad(
       K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
     }
   }
-  K.wino_wg(uo, at.dw, C, O);
+  fn.wg(uo, at.dw, C, O);
   for (const t of tmp) be.disposeData(t.dataId);
+}
+
+/** The five transforms of form `F` in the bound module. */
+function winogradKernels(K: Kernels, F: WinogradForm) {
+  const all = K as unknown as Record<string, ConvFn>;
+  const get = (part: string) => all[`wino${F.suffix}_${part}`]!;
+  return { w: get('w'), in: get('in'), out: get('out'), dy: get('dy'), wg: get('wg') };
+}
+
+let winogradTiles: 'auto' | 2 | 4 = 'auto';
+
+/**
+ * Which Winograd form 3x3 stride-1 convs take: F(2x2, 3x3) or F(4x4, 3x3) in every pass, or by
+ * the rule of {@link winogradForm} (`'auto'`, the default); returns the previous setting. For
+ * side-by-side benchmarks (`bench:winograd`) and tests.
+ */
+export function setWinogradTiles(tiles: 'auto' | 2 | 4): 'auto' | 2 | 4 {
+  const was = winogradTiles;
+  winogradTiles = tiles;
+  return was;
+}
+
+/**
+ * The products of F(4x4, 3x3) (36 per 4x4 tile) over those of F(2x2, 3x3) (16 per 2x2 tile)
+ * at or below which a filter gradient takes F(4x4, 3x3): 28x28 and 7x7 maps (0.56: 7x7 and 2x2
+ * tiles against 14x14 and 4x4), not 14x14 (0.73: 4x4 tiles cover 16x16). With F(4x4, 3x3) in
+ * all three passes a conv with both gradients took 0.77-0.79x F(2x2)'s time at 28x28 and 7x7,
+ * 1.04x at 14x14 (a shared kernel) and 1.23x (per-sample kernels, whose transformed copies are
+ * 2.25x larger), batch 32 (`bench:winograd`'s forms table, on the Intel Xeon of `RESULTS.md`'s
+ * run 21).
+ */
+const WINO_F4_MAX_PRODUCTS = 0.6;
+
+/** Which pass of a conv a Winograd conv computes. */
+type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
+
+/**
+ * The form of a pass whose output map (forward, filter gradient) or input map (input gradient)
+ * is Ho x Wo pixels: the filter gradient takes F(4x4, 3x3) where it saves products
+ * ({@link WINO_F4_MAX_PRODUCTS}: the width-4 ResNet-8 training step 1.07x faster than with
+ * F(2x2, 3x3) in every pass, plain and KW 1x, 7 interleaved rounds), the forward and the input
+ * gradient F(2x2, 3x3): F(4x4, 3x3)'s coarser rounding (its constants up to 8 and 1/24) in the
+ * forward put the stem BatchNorm's bias gradient of `torch-parity.test.ts`'s plain step 1.0e-2
+ * from PyTorch float64 (its bound 1e-3; 9e-6 is that step's worst tensor with F(2x2, 3x3)), where
+ * in the filter gradient, which sums over the batch and the tiles, it kept every tensor within
+ * the bounds. A forced setting ({@link setWinogradTiles}) takes its form in every pass.
+ */
+function winogradForm(Ho: number, Wo: number, pass: WinogradPass): WinogradForm {
+  const products = (m: number) => (m + 2) ** 2 * Math.ceil(Ho / m) * Math.ceil(Wo / m);
+  let m = winogradTiles === 'auto' ? 2 : winogradTiles;
+  if (winogradTiles === 'auto' && pass === 'filterGrad')
+    m = products(4) <= WINO_F4_MAX_PRODUCTS * products(2) ? 4 : 2;
+  return WINOGRAD_FORMS.find((F) => F.m === m)!;
 }
 
 /**
@@ -1599,7 +1656,8 @@ function inputGradByPhases(
     for (let b = 0; b < (shared ? 1 : B); b++) {
       build(at.k + (shared ? 0 : b * kh * kw * C * O * 4));
       const x = at.dy + b * Ho * Wo * O * 4;
-      winogradConv(be, K, { x, w: so!, y: at.dx + b * H * W * C * 4, zero: at.zero }, d, pads);
+      const dxAt = { x, w: so!, y: at.dx + b * H * W * C * 4, zero: at.zero };
+      winogradConv(be, K, dxAt, d, pads, 'inputGrad');
     }
     for (const t of [sub, packed, scratch]) if (t) be.disposeData(t.dataId);
     return true;

@@ -1,38 +1,197 @@
 /**
- * WebAssembly SIMD transforms of a Winograd F(2x2, 3x3) convolution (Lavin and Gray, "Fast
+ * WebAssembly SIMD transforms of Winograd convolutions F(m x m, 3x3) (Lavin and Gray, "Fast
  * Algorithms for Convolutional Neural Networks", 2016), written with {@link wasmModule}'s emitter
  * and bound with the conv kernels to tfjs-backend-wasm's heap (conv-wasm.ts runs them). A 3x3
- * stride-1 conv gives each 2x2 block of output pixels (a tile) from the 4x4 block of input
- * pixels under it in 16 products per input and output channel instead of 36:
+ * stride-1 conv gives each m x m block of output pixels (a tile) from the `a x a` block of input
+ * pixels under it (`a = m + 2`) in `a²` products per input and output channel instead of `9·m²`:
  *
  *   `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A`
  *
- * with `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`,
- * `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]` and `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
- * Summed over the input channels, the 16 elementwise products become 16 matrix products
- * `M[k] = V[k] @ U[k]` (`V[k]` `[tiles, C]`, `U[k]` `[C, O]`), which the forward conv kernel
- * runs as 1x1 convs; these three functions are the transforms around them, 4 channels per lane
- * group (channels are innermost in NHWC and HWIO). Adds, subtracts and halvings only: exact up to
- * float32 rounding, which differs from the direct conv's (tests bound the difference).
+ * Summed over the input channels, the `a²` elementwise products become `a²` matrix products
+ * `M[k] = V[k] @ U[k]` (`V[k]` `[tiles, C]`, `U[k]` `[C, O]`), which the forward conv kernel runs
+ * as 1x1 convs; these functions are the transforms around them (and around the filter
+ * gradient's products), 4 channels per lane group (channels are innermost in NHWC and HWIO).
+ * Two forms ({@link WINOGRAD_FORMS}): F(2x2, 3x3), 16 products per 4 outputs (adds, subtracts
+ * and halvings only), and F(4x4, 3x3), 36 per 16 (its constants up to 8 and 1/24 round more:
+ * the tests bound both against float64). Each function's code is written from the form's three
+ * matrices (`transform2d`): a coefficient of 0 is skipped, ±1 is an add or subtract, others a
+ * multiply by a constant (factored out where a combination's coefficients share one magnitude).
  *
- * - `wino_w(g, u, C, O)`: `U[k][c, o] = (G g[:, :, c, o] Gᵀ)[k]` for an HWIO `g [3, 3, C, O]`,
+ * Per form, with suffix `s` (`""` for F(2x2, 3x3), `"4"` for F(4x4, 3x3)):
+ * - `wino{s}_w(g, u, C, O)`: `U[k][c, o] = (G g[:, :, c, o] Gᵀ)[k]` for an HWIO `g [3, 3, C, O]`,
  *   each `U[k]` (`C·O` floats apart) written as the forward kernel reads a kernel: blocks of 16
  *   output channels (fewer in the last), block `o0` at `C·o0` floats with rows `min(16, O - o0)`
  *   floats long; O % 4 == 0.
- * - `wino_in(x, v, zero, H, W, C, TH, TW, pt, pl, nS, vkB)`: for `nS` samples `x [H, W, C]`
- *   one after another, tile `(ty, tx)` of a `TH x TW` grid reads input rows `2·ty - pt ..
- *   2·ty - pt + 3` and columns likewise (zeros outside: `zero` points at >= C zeros) and writes
- *   row `(s·TH + ty)·TW + tx` of each `V[k]` (`[rows, C]`, the 16 matrices `vkB` bytes apart).
- * - `wino_out(m, y, Ho, Wo, O, TH, TW, nS, mkB)`: the inverse for the outputs: row r of the 16
- *   `M[k]` (`[rows, O]`, `mkB` bytes apart) to the tile's 2x2 pixels of `y [Ho, Wo, O]` per
+ * - `wino{s}_in(x, v, zero, H, W, C, TH, TW, pt, pl, nS, vkB)`: for `nS` samples `x [H, W, C]`
+ *   one after another, tile `(ty, tx)` of a `TH x TW` grid reads input rows `m·ty - pt ..
+ *   m·ty - pt + a - 1` and columns likewise (zeros outside: `zero` points at >= C zeros) and
+ *   writes row `(s·TH + ty)·TW + tx` of each `V[k]` (`[rows, C]`, the `a²` matrices `vkB` bytes
+ *   apart).
+ * - `wino{s}_out(m, y, Ho, Wo, O, TH, TW, nS, mkB)`: the inverse for the outputs: row r of the
+ *   `M[k]` (`[rows, O]`, `mkB` bytes apart) to the tile's m x m pixels of `y [Ho, Wo, O]` per
  *   sample (the pixels past Ho or Wo of the last tile row or column are not written).
+ * - `wino{s}_dy(dy, mg, zero, Ho, Wo, O, TH, TW, nS, mkB)`: the output gradient's tiles spread
+ *   to `a x a` (`A dy Aᵀ`, the transpose of `_out`; pixels past Ho or Wo read as zeros).
+ * - `wino{s}_wg(ug, dw, C, O)`: the kernel gradient `dw [3, 3, C, O]` from the transformed one
+ *   (`Gᵀ dU G`; `dU[k]` plain `[C, O]`, `C·O` floats apart).
  */
 import { Frame, indices, WasmCode, type WasmFunction } from './wasm-emit.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
-/** `wino_w`: the kernel transform. */
-function kernelTransform(): WasmFunction {
+/** One Winograd form F(m x m, 3x3): its output tile size, input tile size and matrices. */
+export interface WinogradForm {
+  /** Export name suffix. */
+  suffix: string;
+  /** Output pixels per tile side. */
+  m: number;
+  /** Input pixels per tile side, m + 2; `a²` products per tile. */
+  a: number;
+  /** `Bᵀ` (a x a): the input transform. */
+  BT: number[][];
+  /** `G` (a x 3): the kernel transform. */
+  G: number[][];
+  /** `Aᵀ` (m x a): the output transform. */
+  AT: number[][];
+}
+
+/** F(2x2, 3x3) and F(4x4, 3x3) with the interpolation points of Lavin and Gray. */
+export const WINOGRAD_FORMS: readonly WinogradForm[] = [
+  {
+    suffix: '',
+    m: 2,
+    a: 4,
+    BT: [
+      [1, 0, -1, 0],
+      [0, 1, 1, 0],
+      [0, -1, 1, 0],
+      [0, 1, 0, -1],
+    ],
+    G: [
+      [1, 0, 0],
+      [0.5, 0.5, 0.5],
+      [0.5, -0.5, 0.5],
+      [0, 0, 1],
+    ],
+    AT: [
+      [1, 1, 1, 0],
+      [0, 1, -1, -1],
+    ],
+  },
+  {
+    suffix: '4',
+    m: 4,
+    a: 6,
+    BT: [
+      [4, 0, -5, 0, 1, 0],
+      [0, -4, -4, 1, 1, 0],
+      [0, 4, -4, -1, 1, 0],
+      [0, -2, -1, 2, 1, 0],
+      [0, 2, -1, -2, 1, 0],
+      [0, 4, 0, -5, 0, 1],
+    ],
+    G: [
+      [1 / 4, 0, 0],
+      [-1 / 6, -1 / 6, -1 / 6],
+      [-1 / 6, 1 / 6, -1 / 6],
+      [1 / 24, 1 / 12, 1 / 6],
+      [1 / 24, -1 / 12, 1 / 6],
+      [0, 0, 1],
+    ],
+    AT: [
+      [1, 1, 1, 1, 1, 0],
+      [0, 1, -1, 2, -2, 0],
+      [0, 1, 1, 4, 4, 0],
+      [0, 1, -1, 8, -8, 1],
+    ],
+  },
+];
+
+const transpose = (M: number[][]): number[][] => M[0]!.map((_, j) => M.map((r) => r[j]!));
+
+/** v128 locals holding the constants (magnitudes other than 0 and 1) of some matrices. */
+class Constants {
+  private readonly at = new Map<number, number>();
+  constructor(f: Frame, matrices: number[][][]) {
+    for (const M of matrices)
+      for (const row of M)
+        for (const c of row) {
+          const v = Math.abs(c);
+          if (v !== 0 && v !== 1 && !this.at.has(v)) this.at.set(v, f.v128());
+        }
+  }
+  /** Set every constant's local (once, before the loops). */
+  init(k: WasmCode): void {
+    for (const [v, l] of this.at) k.vSplatConst(v).set(l);
+  }
+  local(v: number): number {
+    return this.at.get(Math.abs(v))!;
+  }
+}
+
+/**
+ * Push `Σ coefs[i]·srcs[i]` (v128 locals) on the stack: zero coefficients skipped, ±1 as adds and
+ * subtracts, others as a multiply by the constant; where every coefficient has the same
+ * magnitude, one multiply of the signed sum.
+ */
+function combination(k: WasmCode, coefs: number[], srcs: number[], consts: Constants): void {
+  const terms = coefs.map((c, i) => [c, srcs[i]!] as const).filter(([c]) => c !== 0);
+  if (terms.length === 0) {
+    k.vZero();
+    return;
+  }
+  // a positive term first where there is one (no negation needed)
+  terms.sort((p, q) => (q[0] > 0 ? 1 : 0) - (p[0] > 0 ? 1 : 0));
+  const mags = new Set(terms.map(([c]) => Math.abs(c)));
+  const shared = mags.size === 1 ? [...mags][0]! : undefined;
+  terms.forEach(([c, x], i) => {
+    k.get(x);
+    if (shared === undefined && Math.abs(c) !== 1) k.get(consts.local(c)).f32x4Mul();
+    if (i === 0) {
+      if (c < 0) k.f32x4Neg();
+    } else if (c > 0) k.f32x4Add();
+    else k.f32x4Sub();
+  });
+  if (shared !== undefined && shared !== 1) k.get(consts.local(shared)).f32x4Mul();
+}
+
+/**
+ * `Y = L X Lᵀ` on v128 locals: `X` (n x n, row-major), `T` (rows(L) x n) scratch, then each
+ * `Y[p][q]` pushed and handed to `out(p, q)` (which stores or sets it).
+ */
+function transform2d(
+  k: WasmCode,
+  L: number[][],
+  X: number[],
+  T: number[],
+  consts: Constants,
+  out: (p: number, q: number) => void,
+): void {
+  const n = L[0]!.length;
+  for (let p = 0; p < L.length; p++)
+    for (let j = 0; j < n; j++) {
+      combination(
+        k,
+        L[p]!,
+        range(n).map((i) => X[i * n + j]!),
+        consts,
+      );
+      k.set(T[p * n + j]!);
+    }
+  for (let p = 0; p < L.length; p++)
+    for (let q = 0; q < L.length; q++) {
+      combination(
+        k,
+        L[q]!,
+        range(n).map((j) => T[p * n + j]!),
+        consts,
+      );
+      out(p, q);
+    }
+}
+
+/** `wino{s}_w`: the kernel transform. */
+function kernelTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(4);
   const { g, u, C, O } = indices(['g', 'u', 'C', 'O'], 0);
   const { c, co, OB, tapB, kB, base, a, o0B } = f.i32s([
@@ -46,11 +205,11 @@ function kernelTransform(): WasmFunction {
     'o0B',
   ]);
   const gv = range(9).map(() => f.v128());
-  const r = range(12).map(() => f.v128()); // (G g)[i][j], i < 4, j < 3
-  const half = f.v128();
+  const t = range(3 * F.a).map(() => f.v128());
+  const consts = new Constants(f, [F.G]);
   const k = new WasmCode();
   k.get(C).eqz().get(O).eqz().add().if().br(1).end();
-  k.vSplatConst(0.5).set(half);
+  consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(C).get(OB).mul().tee(tapB).set(kB); // one tap of g, and one matrix of u, is C·O floats
   k.i32(0).set(c).loop();
@@ -58,56 +217,47 @@ function kernelTransform(): WasmFunction {
   k.i32(0).set(co).loop();
   // the nine taps of 4 output channels
   k.get(base).get(co).add().set(a);
-  for (let t = 0; t < 9; t++) {
-    k.get(a).vLoad().set(gv[t]!);
-    if (t < 8) k.get(a).get(tapB).add().set(a);
+  for (let q = 0; q < 9; q++) {
+    k.get(a).vLoad().set(gv[q]!);
+    if (q < 8) k.get(a).get(tapB).add().set(a);
   }
-  // G g: along the kernel rows, for each kernel column j
-  const sum3 = (p: number, q: number, s: number, minus: boolean) => {
-    k.get(p).get(q);
-    if (minus) k.f32x4Sub();
-    else k.f32x4Add();
-    k.get(s).f32x4Add().get(half).f32x4Mul();
-  };
-  for (let j = 0; j < 3; j++) {
-    const [g0, g1, g2] = [gv[j]!, gv[3 + j]!, gv[6 + j]!];
-    k.get(g0).set(r[j]!);
-    sum3(g0, g1, g2, false);
-    k.set(r[3 + j]!);
-    sum3(g0, g1, g2, true);
-    k.set(r[6 + j]!);
-    k.get(g2).set(r[9 + j]!);
-  }
-  // (G g) Gᵀ: along the kernel columns, into u[4i + j] at u + (4i + j)·kB, in blocks of 16
-  // output channels: the block from o0 at C·o0 floats, its rows nb = min(16, O - o0) floats long
+  // U[k] at u + k·kB, in blocks of 16 output channels: the block from o0 at C·o0 floats, its
+  // rows nb = min(16, O - o0) floats long
   k.get(co).i32(-64).and().set(o0B); // 4·o0
   k.get(u).get(C).get(o0B).mul().add();
   k.get(c).i32(64).get(OB).get(o0B).sub().tee(a).i32(64).get(a).ltU().select().mul().add();
   k.get(co).get(o0B).sub().add().set(a);
-  for (let i = 0; i < 4; i++) {
-    const [q0, q1, q2] = [r[3 * i]!, r[3 * i + 1]!, r[3 * i + 2]!];
-    const store = (last: boolean) => {
+  // G g Gᵀ: the transposed-kernel trick does not apply (G is a x 3), so rows then columns
+  const n = F.a;
+  for (let p = 0; p < n; p++)
+    for (let j = 0; j < 3; j++) {
+      combination(
+        k,
+        F.G[p]!,
+        range(3).map((i) => gv[i * 3 + j]!),
+        consts,
+      );
+      k.set(t[p * 3 + j]!);
+    }
+  for (let p = 0; p < n; p++)
+    for (let q = 0; q < n; q++) {
+      k.get(a);
+      combination(
+        k,
+        F.G[q]!,
+        range(3).map((j) => t[p * 3 + j]!),
+        consts,
+      );
       k.vStore();
-      if (!last) k.get(a).get(kB).add().set(a);
-    };
-    k.get(a).get(q0);
-    store(false);
-    k.get(a);
-    sum3(q0, q1, q2, false);
-    store(false);
-    k.get(a);
-    sum3(q0, q1, q2, true);
-    store(false);
-    k.get(a).get(q2);
-    store(i === 3);
-  }
+      if (p * n + q < n * n - 1) k.get(a).get(kB).add().set(a);
+    }
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(c).i32(1).add().tee(c).get(C).ltU().brIf(0).end();
-  return f.fn('wino_w', k);
+  return f.fn(`wino${F.suffix}_w`, k);
 }
 
-/** `wino_in`: the input transform. */
-function inputTransform(): WasmFunction {
+/** `wino{s}_in`: the input transform. */
+function inputTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(12);
   const { x, v, zero, H, W, C, TH, TW, pt, pl, nS, vkB } = indices(
     ['x', 'v', 'zero', 'H', 'W', 'C', 'TH', 'TW', 'pt', 'pl', 'nS', 'vkB'],
@@ -124,63 +274,57 @@ function inputTransform(): WasmFunction {
     'vr',
     'a',
   ]);
-  const p = range(16).map(() => f.i32()); // the 16 input pixels of the tile (or `zero`)
-  const d = range(16).map(() => f.v128());
-  const t = range(16).map(() => f.v128());
+  const n = F.a;
+  const p = range(n * n).map(() => f.i32()); // the tile's input pixels (or `zero`)
+  const d = range(n * n).map(() => f.v128());
+  const t = range(n * n).map(() => f.v128());
+  const consts = new Constants(f, [F.BT]);
   const k = new WasmCode();
   k.get(nS).eqz().get(C).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
+  consts.init(k);
   k.get(C).i32(4).mul().set(CB);
   k.get(v).set(vr);
   k.i32(0).set(s).loop();
   k.i32(0).set(ty).loop();
   k.i32(0).set(tx).loop();
-  for (let i = 0; i < 4; i++) {
-    k.get(ty).i32(2).mul().get(pt).sub().i32(i).add().set(iy);
-    for (let j = 0; j < 4; j++) {
-      k.get(tx).i32(2).mul().get(pl).sub().i32(j).add().set(ix);
+  for (let i = 0; i < n; i++) {
+    k.get(ty).i32(F.m).mul().get(pt).sub().i32(i).add().set(iy);
+    for (let j = 0; j < n; j++) {
+      k.get(tx).i32(F.m).mul().get(pl).sub().i32(j).add().set(ix);
       k.get(x).get(iy).get(W).mul().get(ix).add().get(CB).mul().add();
       k.get(zero);
       k.get(iy).get(H).ltU().get(ix).get(W).ltU().and();
-      k.select().set(p[4 * i + j]!);
+      k.select().set(p[n * i + j]!);
     }
   }
   k.i32(0).set(co).loop();
-  for (let q = 0; q < 16; q++) k.get(p[q]!).get(co).add().vLoad().set(d[q]!);
-  // Bᵀ d: t[0] = d0 - d2, t[1] = d1 + d2, t[2] = d2 - d1, t[3] = d1 - d3 (rows), per column
-  const bt = (src: number[], dst: number[], at: (i: number, j: number) => number) => {
-    for (let j = 0; j < 4; j++) {
-      const e = (i: number) => src[at(i, j)]!;
-      k.get(e(0)).get(e(2)).f32x4Sub().set(dst[at(0, j)]!);
-      k.get(e(1)).get(e(2)).f32x4Add().set(dst[at(1, j)]!);
-      k.get(e(2)).get(e(1)).f32x4Sub().set(dst[at(2, j)]!);
-      k.get(e(1)).get(e(3)).f32x4Sub().set(dst[at(3, j)]!);
-    }
-  };
-  bt(d, t, (i, j) => 4 * i + j);
-  // (Bᵀ d) B: the same along the columns, into d
-  bt(t, d, (i, j) => 4 * j + i);
+  for (let q = 0; q < n * n; q++) k.get(p[q]!).get(co).add().vLoad().set(d[q]!);
+  // Bᵀ d B, each V[k] stored as it comes: V[k] at vr + co + k·vkB
   k.get(vr).get(co).add().set(a);
-  for (let q = 0; q < 16; q++) {
-    k.get(a).get(d[q]!).vStore();
-    if (q < 15) k.get(a).get(vkB).add().set(a);
-  }
+  transform2d(k, F.BT, d, t, consts, (i, j) => {
+    k.set(d[i * n + j]!); // d is free once t holds Bᵀ d
+    k.get(a)
+      .get(d[i * n + j]!)
+      .vStore();
+    if (i * n + j < n * n - 1) k.get(a).get(vkB).add().set(a);
+  });
   k.get(co).i32(16).add().tee(co).get(CB).ltU().brIf(0).end();
   k.get(vr).get(CB).add().set(vr);
   k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
   k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
   k.get(x).get(H).get(W).mul().get(CB).mul().add().set(x);
   k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
-  return f.fn('wino_in', k);
+  return f.fn(`wino${F.suffix}_in`, k);
 }
 
-/** `wino_out`: the output transform. */
-function outputTransform(): WasmFunction {
+/** `wino{s}_out`: the output transform. */
+function outputTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(9);
   const { m, y, Ho, Wo, O, TH, TW, nS, mkB } = indices(
     ['m', 'y', 'Ho', 'Wo', 'O', 'TH', 'TW', 'nS', 'mkB'],
     0,
   );
-  const { s, ty, tx, co, OB, mr, ya, a, right, down } = f.i32s([
+  const { s, ty, tx, co, OB, mr, ya, a, rows, cols } = f.i32s([
     's',
     'ty',
     'tx',
@@ -189,76 +333,60 @@ function outputTransform(): WasmFunction {
     'mr',
     'ya',
     'a',
-    'right',
-    'down',
+    'rows',
+    'cols',
   ]);
-  const mv = range(16).map(() => f.v128());
-  const sv = range(8).map(() => f.v128()); // (Aᵀ M)[i][j], i < 2, j < 4
-  const yv = range(4).map(() => f.v128());
+  const n = F.a;
+  const mv = range(n * n).map(() => f.v128());
+  const t = range(F.m * n).map(() => f.v128());
+  const yv = range(F.m * F.m).map(() => f.v128());
+  const consts = new Constants(f, [F.AT]);
   const k = new WasmCode();
   k.get(nS).eqz().get(O).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
+  consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(m).set(mr);
   k.i32(0).set(s).loop();
   k.i32(0).set(ty).loop();
   k.i32(0).set(tx).loop();
-  // the tile's first pixel; whether its right column and lower row are inside the output
-  k.get(y).get(ty).i32(2).mul().get(Wo).mul().get(tx).i32(2).mul().add().get(OB).mul().add();
+  // the tile's first pixel; how many of its rows and columns are inside the output
+  k.get(y).get(ty).i32(F.m).mul().get(Wo).mul().get(tx).i32(F.m).mul().add().get(OB).mul().add();
   k.set(ya);
-  k.get(tx).i32(2).mul().i32(1).add().get(Wo).ltS().set(right);
-  k.get(ty).i32(2).mul().i32(1).add().get(Ho).ltS().set(down);
+  k.get(Ho).get(ty).i32(F.m).mul().sub().set(rows);
+  k.get(Wo).get(tx).i32(F.m).mul().sub().set(cols);
   k.i32(0).set(co).loop();
   k.get(mr).get(co).add().set(a);
-  for (let q = 0; q < 16; q++) {
+  for (let q = 0; q < n * n; q++) {
     k.get(a).vLoad().set(mv[q]!);
-    if (q < 15) k.get(a).get(mkB).add().set(a);
+    if (q < n * n - 1) k.get(a).get(mkB).add().set(a);
   }
-  // Aᵀ M: row 0 = m0 + m1 + m2, row 1 = m1 - m2 - m3, per column
-  for (let j = 0; j < 4; j++) {
-    const e = (i: number) => mv[4 * i + j]!;
-    k.get(e(0)).get(e(1)).f32x4Add().get(e(2)).f32x4Add().set(sv[j]!);
-    k.get(e(1))
-      .get(e(2))
-      .f32x4Sub()
-      .get(e(3))
-      .f32x4Sub()
-      .set(sv[4 + j]!);
+  transform2d(k, F.AT, mv, t, consts, (i, j) => k.set(yv[i * F.m + j]!));
+  // row i, column j of the tile when i < rows and j < cols (the first always is)
+  for (let i = 0; i < F.m; i++) {
+    if (i > 0) k.get(rows).i32(i).gtS().if();
+    k.get(ya).get(co).add();
+    if (i > 0) k.get(Wo).get(OB).mul().i32(i).mul().add();
+    k.set(a);
+    for (let j = 0; j < F.m; j++) {
+      if (j > 0) k.get(cols).i32(j).gtS().if();
+      k.get(a);
+      if (j > 0) k.get(OB).i32(j).mul().add();
+      k.get(yv[i * F.m + j]!).vStore();
+      if (j > 0) k.end();
+    }
+    if (i > 0) k.end();
   }
-  // (Aᵀ M) A: the same along the columns
-  for (let i = 0; i < 2; i++) {
-    const e = (j: number) => sv[4 * i + j]!;
-    k.get(e(0))
-      .get(e(1))
-      .f32x4Add()
-      .get(e(2))
-      .f32x4Add()
-      .set(yv[2 * i]!);
-    k.get(e(1))
-      .get(e(2))
-      .f32x4Sub()
-      .get(e(3))
-      .f32x4Sub()
-      .set(yv[2 * i + 1]!);
-  }
-  k.get(ya).get(co).add().set(a);
-  k.get(a).get(yv[0]!).vStore();
-  k.get(right).if().get(a).get(OB).add().get(yv[1]!).vStore().end();
-  k.get(down).if();
-  k.get(a).get(Wo).get(OB).mul().add().set(a);
-  k.get(a).get(yv[2]!).vStore();
-  k.get(right).if().get(a).get(OB).add().get(yv[3]!).vStore().end();
-  k.end();
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(mr).get(OB).add().set(mr);
   k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
   k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
   k.get(y).get(Ho).get(Wo).mul().get(OB).mul().add().set(y);
   k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
-  return f.fn('wino_out', k);
+  return f.fn(`wino${F.suffix}_out`, k);
 }
 
-/** `wino_dy`: the output gradient's transform (the transpose of {@link outputTransform}). */
-function outputGradTransform(): WasmFunction {
+/** `wino{s}_dy`: the output gradient's transform (the transpose of {@link outputTransform}). */
+function outputGradTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(10);
   const { dy, mg, zero, Ho, Wo, O, TH, TW, nS, mkB } = indices(
     ['dy', 'mg', 'zero', 'Ho', 'Wo', 'O', 'TH', 'TW', 'nS', 'mkB'],
@@ -275,116 +403,89 @@ function outputGradTransform(): WasmFunction {
     'oy',
     'ox',
   ]);
-  const p = range(4).map(() => f.i32()); // the tile's 2x2 pixels of dy (or `zero`)
-  const dv = range(4).map(() => f.v128());
-  const r = range(8).map(() => f.v128()); // (A dy)[i][j], i < 4, j < 2
-  const mv = range(4).map(() => f.v128()); // one row of A dy Aᵀ
+  const n = F.a;
+  const p = range(F.m * F.m).map(() => f.i32()); // the tile's pixels of dy (or `zero`)
+  const dv = range(F.m * F.m).map(() => f.v128());
+  const t = range(n * F.m).map(() => f.v128());
+  const out = f.v128();
+  const A = transpose(F.AT); // a x m
+  const consts = new Constants(f, [A]);
   const k = new WasmCode();
   k.get(nS).eqz().get(O).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
+  consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(mg).set(mr);
   k.i32(0).set(s).loop();
   k.i32(0).set(ty).loop();
   k.i32(0).set(tx).loop();
-  for (let i = 0; i < 2; i++) {
-    k.get(ty).i32(2).mul().i32(i).add().set(oy);
-    for (let j = 0; j < 2; j++) {
-      k.get(tx).i32(2).mul().i32(j).add().set(ox);
+  for (let i = 0; i < F.m; i++) {
+    k.get(ty).i32(F.m).mul().i32(i).add().set(oy);
+    for (let j = 0; j < F.m; j++) {
+      k.get(tx).i32(F.m).mul().i32(j).add().set(ox);
       k.get(dy).get(oy).get(Wo).mul().get(ox).add().get(OB).mul().add();
       k.get(zero);
       k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
-      k.select().set(p[2 * i + j]!);
+      k.select().set(p[F.m * i + j]!);
     }
   }
   k.i32(0).set(co).loop();
-  for (let q = 0; q < 4; q++) k.get(p[q]!).get(co).add().vLoad().set(dv[q]!);
-  // A·(a, b) = (a, a + b, a - b, -b) with A = [[1, 0], [1, 1], [1, -1], [0, -1]]
-  const a4 = (x0: number, x1: number, out: (t: number) => void) => {
-    k.get(x0);
-    out(0);
-    k.get(x0).get(x1).f32x4Add();
-    out(1);
-    k.get(x0).get(x1).f32x4Sub();
-    out(2);
-    k.get(x1).f32x4Neg();
-    out(3);
-  };
-  for (let j = 0; j < 2; j++) a4(dv[j]!, dv[2 + j]!, (i) => k.set(r[2 * i + j]!));
+  for (let q = 0; q < F.m * F.m; q++) k.get(p[q]!).get(co).add().vLoad().set(dv[q]!);
+  // A dy Aᵀ, each dM[k] stored as it comes: at mr + co + k·mkB
   k.get(mr).get(co).add().set(a);
-  for (let i = 0; i < 4; i++) {
-    a4(r[2 * i]!, r[2 * i + 1]!, (j) => k.set(mv[j]!));
-    for (let j = 0; j < 4; j++) {
-      k.get(a).get(mv[j]!).vStore();
-      if (4 * i + j < 15) k.get(a).get(mkB).add().set(a);
-    }
-  }
+  transform2d(k, A, dv, t, consts, (i, j) => {
+    k.set(out).get(a).get(out).vStore();
+    if (i * n + j < n * n - 1) k.get(a).get(mkB).add().set(a);
+  });
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(mr).get(OB).add().set(mr);
   k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
   k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
   k.get(dy).get(Ho).get(Wo).mul().get(OB).mul().add().set(dy);
   k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
-  return f.fn('wino_dy', k);
+  return f.fn(`wino${F.suffix}_dy`, k);
 }
 
-/** `wino_wg`: the kernel gradient from the transformed one (the transpose of {@link kernelTransform}). */
-function kernelGradTransform(): WasmFunction {
+/** `wino{s}_wg`: the kernel gradient from the transformed one (the transpose of {@link kernelTransform}). */
+function kernelGradTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(4);
   const { ug, dw, C, O } = indices(['ug', 'dw', 'C', 'O'], 0);
   const { c, co, OB, kB, a } = f.i32s(['c', 'co', 'OB', 'kB', 'a']);
-  const uv = range(16).map(() => f.v128());
-  const sv = range(12).map(() => f.v128()); // (Gᵀ u)[i][j], i < 3, j < 4
-  const out = range(3).map(() => f.v128());
-  const half = f.v128();
+  const n = F.a;
+  const uv = range(n * n).map(() => f.v128());
+  const t = range(3 * n).map(() => f.v128());
+  const out = f.v128();
+  const GT = transpose(F.G); // 3 x a
+  const consts = new Constants(f, [GT]);
   const k = new WasmCode();
   k.get(C).eqz().get(O).eqz().add().if().br(1).end();
-  k.vSplatConst(0.5).set(half);
+  consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(C).get(OB).mul().set(kB);
-  // Gᵀ·(a, b, c, d) = (a + (b + c)/2, (b - c)/2, (b + c)/2 + d)
-  const gt = (x: number[], set: (t: number) => void) => {
-    k.get(x[1]!).get(x[2]!).f32x4Add().get(half).f32x4Mul().set(out[0]!);
-    k.get(x[0]!).get(out[0]!).f32x4Add();
-    set(0);
-    k.get(x[1]!).get(x[2]!).f32x4Sub().get(half).f32x4Mul();
-    set(1);
-    k.get(out[0]!).get(x[3]!).f32x4Add();
-    set(2);
-  };
   k.i32(0).set(c).loop();
   k.i32(0).set(co).loop();
   k.get(ug).get(c).get(OB).mul().add().get(co).add().set(a);
-  for (let q = 0; q < 16; q++) {
+  for (let q = 0; q < n * n; q++) {
     k.get(a).vLoad().set(uv[q]!);
-    if (q < 15) k.get(a).get(kB).add().set(a);
+    if (q < n * n - 1) k.get(a).get(kB).add().set(a);
   }
-  for (let j = 0; j < 4; j++)
-    gt(
-      [0, 1, 2, 3].map((i) => uv[4 * i + j]!),
-      (i) => k.set(sv[4 * i + j]!),
-    );
-  // dw[3i + j] at dw + (3i + j)·kB + c·OB + co
+  // Gᵀ dU G into dw[3i + j] at dw + (3i + j)·kB + c·OB + co
   k.get(dw).get(c).get(OB).mul().add().get(co).add().set(a);
-  for (let i = 0; i < 3; i++)
-    gt(
-      [0, 1, 2, 3].map((j) => sv[4 * i + j]!),
-      (j) => {
-        k.set(out[1]!).get(a).get(out[1]!).vStore();
-        if (3 * i + j < 8) k.get(a).get(kB).add().set(a);
-      },
-    );
+  transform2d(k, GT, uv, t, consts, (i, j) => {
+    k.set(out).get(a).get(out).vStore();
+    if (3 * i + j < 8) k.get(a).get(kB).add().set(a);
+  });
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(c).i32(1).add().tee(c).get(C).ltU().brIf(0).end();
-  return f.fn('wino_wg', k);
+  return f.fn(`wino${F.suffix}_wg`, k);
 }
 
-/** The five transforms, for the conv kernels' module. */
+/** The transforms of both forms, for the conv kernels' module. */
 export function winogradFunctions(): WasmFunction[] {
-  return [
-    kernelTransform(),
-    inputTransform(),
-    outputTransform(),
-    outputGradTransform(),
-    kernelGradTransform(),
-  ];
+  return WINOGRAD_FORMS.flatMap((F) => [
+    kernelTransform(F),
+    inputTransform(F),
+    outputTransform(F),
+    outputGradTransform(F),
+    kernelGradTransform(F),
+  ]);
 }
