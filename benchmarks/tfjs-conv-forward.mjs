@@ -5,13 +5,17 @@
 // every call (training: the weights change every step) and the same tensor (inference, where
 // XNNPACK reuses its packed operator). Shapes: the main job's ResNet-8 width 4 at batch 32 and
 // ResNet18's 3x3 stages at batch 1 and 8 (KW_BENCH_SHAPES="N,S,C,O,k,stride;..."). The own kernel
-// uses relaxed SIMD's fused multiply-add as `kw train` does (KW_BENCH_FMA=off: unfused).
+// uses relaxed SIMD's fused multiply-add as `kw train` does (KW_BENCH_FMA=off: unfused), and runs
+// 3x3 stride-1 convs as Winograd F(2x2, 3x3) as it does by default (KW_BENCH_WINOGRAD=off: the
+// direct kernel; the GFLOP/s column counts the direct multiply-adds either way).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:conv-forward   (KW_BENCH_ROUNDS=5)
-import { ownWasmKernelsStatus, setOwnWasmKernels } from '@kernelwarehouse/tfjs';
+import { ownWasmKernelsStatus, setOwnWasmKernels, setWasmWinograd } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import { compare, machine, simdPeak, wasmAsKwTrain } from './harness.mjs';
 
 await wasmAsKwTrain(); // KW_BENCH_FMA=off: the unfused kernels
+const winograd = process.env.KW_BENCH_WINOGRAD !== 'off';
+setWasmWinograd(winograd);
 const rounds = Number(process.env.KW_BENCH_ROUNDS ?? 5);
 const shapes = (
   process.env.KW_BENCH_SHAPES ??
@@ -25,7 +29,7 @@ const gflops = (r) => (r === undefined ? 'not available' : `${r.toFixed(1)} GFLO
 const status = ownWasmKernelsStatus();
 console.log(`# ordinary conv forward, tfjs wasm: XNNPACK vs own kernel\n`);
 console.log(
-  `${await machine()}; own kernels: ${status.active ? 'on' : `off (${status.reason})`}, fused multiply-add: ${status.fma}; ${rounds} rounds, medians\n`,
+  `${await machine()}; own kernels: ${status.active ? 'on' : `off (${status.reason})`}, fused multiply-add: ${status.fma}, Winograd for 3x3 stride 1: ${winograd ? 'on (GFLOP/s on the direct multiply-adds)' : 'off'}; ${rounds} rounds, medians\n`,
 );
 console.log(
   `4-lane WebAssembly SIMD ceiling on one core (register-resident, no loads): multiply + add ${gflops(simdPeak(false))}, relaxed multiply-add ${gflops(simdPeak(true))}\n`,
