@@ -1105,11 +1105,21 @@ export function setWasmWinograd(on: boolean): boolean {
 }
 
 /**
- * Samples per pass of {@link winogradConv}: as many as keep one pass's transformed inputs
- * (`a² · samples · tiles · max(C, O)` floats) within this many floats (512 KB, in L2 beside
- * the products' output).
+ * The transformed inputs of one piece of {@link winogradPieces} (`a² · samples · tiles ·
+ * max(C, O)` floats) are kept within this many floats (512 KB, in L2 beside the products'
+ * output; sweeping 64 K to 16 M floats moved the forward within this host's noise).
  */
-const WINO_CHUNK_FLOATS = 1 << 17;
+let WINO_CHUNK_FLOATS = 1 << 17;
+
+/**
+ * Set {@link WINO_CHUNK_FLOATS} (tests: a small budget makes small maps take the band path);
+ * returns the previous value.
+ */
+export function setWinogradChunkFloats(floats: number): number {
+  const was = WINO_CHUNK_FLOATS;
+  WINO_CHUNK_FLOATS = floats;
+  return was;
+}
 
 /**
  * Per-sample kernels (each transformed for its one sample) take {@link winogradConv} and
@@ -1147,40 +1157,75 @@ function winogradConv(
   pads: { pt: number; pl: number },
   pass: 'forward' | 'inputGrad' = 'forward',
 ): void {
-  const { B, H, W, C, Ho, Wo, O } = d;
+  const { H, W, C, Ho, Wo, O } = d;
   const F = winogradForm(Ho, Wo, pass);
   const fn = winogradKernels(K, F);
   const P = F.a * F.a; // products per tile
-  const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
-  const T = TH * TW;
-  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (P * T * Math.max(C, O)))));
-  const R = nS * T; // rows of one pass's V[k] and M[k]
-  const tmp = [P * C * O, P * R * C, P * R * O].map((n) => be.makeOutput([n], 'float32'));
+  const plan = winogradPieces(F, d);
+  const tmp = [P * C * O, P * plan.R * C, P * plan.R * O].map((n) => be.makeOutput([n], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
   fn.w(at.w, uo, C, O);
   // U[k]'s block of 16 output channels from o0 at (k·C·O + C·o0) floats
   const block = (k: number, o0: number) => uo + (k * C * O + C * o0) * 4;
-  for (let b0 = 0; b0 < B; b0 += nS) {
-    const n = Math.min(nS, B - b0);
-    const rows = n * T;
-    const x = at.x + b0 * H * W * C * 4;
-    fn.in(x, vo, at.zero, H, W, C, TH, TW, pads.pt, pads.pl, n, R * C * 4);
-    const gp = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0];
+  for (const q of plan.pieces) {
+    const x = at.x + q.b0 * H * W * C * 4;
+    // a band of tile rows from ty0: the same tiles with the padding moved up by m·ty0 rows
+    const pt = pads.pt - F.m * q.ty0;
+    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, plan.R * C * 4);
+    const gp = [1, q.rows, C, 1, q.rows, O, 1, 1, 1, 1, 0, 0];
     for (let k = 0; k < P; k++) {
-      const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
+      const [vk, mk] = [vo + k * plan.R * C * 4, mo + k * plan.R * O * 4];
       for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, vk, block(k, o0), mk, at.zero, gp, o0);
     }
-    fn.out(mo, at.y + b0 * Ho * Wo * O * 4, Ho, Wo, O, TH, TW, n, R * O * 4);
+    const y = at.y + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
+    fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, plan.R * O * 4);
   }
   for (const t of tmp) be.disposeData(t.dataId);
+}
+
+/**
+ * How {@link winogradConv} and {@link winogradFilterGrad} walk a batch: pieces of whole samples
+ * whose transformed inputs (`a² · tiles · max(C, O)` floats a sample) fit
+ * {@link WINO_CHUNK_FLOATS}, or, where one sample does not, bands of tile rows of one sample
+ * (so that a large image needs scratch of the budget's size, not of the image's). `R` is the
+ * most rows of V[k] and M[k] a piece has.
+ */
+function winogradPieces(
+  F: WinogradForm,
+  d: { B: number; C: number; Ho: number; Wo: number; O: number },
+): {
+  TW: number;
+  R: number;
+  pieces: { b0: number; n: number; ty0: number; th: number; rows: number }[];
+} {
+  const { B, C, Ho, Wo, O } = d;
+  const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
+  const perRow = F.a * F.a * TW * Math.max(C, O); // floats of one tile row's transformed inputs
+  const pieces: { b0: number; n: number; ty0: number; th: number; rows: number }[] = [];
+  if (perRow * TH <= WINO_CHUNK_FLOATS) {
+    const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (perRow * TH))));
+    for (let b0 = 0; b0 < B; b0 += nS) {
+      const n = Math.min(nS, B - b0);
+      pieces.push({ b0, n, ty0: 0, th: TH, rows: n * TH * TW });
+    }
+    return { TW, R: Math.min(nS, B) * TH * TW, pieces };
+  }
+  const band = Math.max(1, Math.floor(WINO_CHUNK_FLOATS / perRow));
+  for (let b0 = 0; b0 < B; b0++)
+    for (let ty0 = 0; ty0 < TH; ty0 += band) {
+      const th = Math.min(band, TH - ty0);
+      pieces.push({ b0, n: 1, ty0, th, rows: th * TW });
+    }
+  return { TW, R: Math.min(band, TH) * TW, pieces };
 }
 
 /**
  * The filter gradient of {@link winogradConv}: `dw [3, 3, C, O]` = the sum over the `B` samples
  * of the gradient of `conv(x, w)` given `dy`, in the transformed domain: the inputs' tiles
  * (`wino_in`) and `dy`'s tiles spread to `a x a` (`wino_dy`, `A dy Aᵀ`) give the `a²` gradients
- * `dU[k] = V[k]ᵀ @ dM[k]` as 1x1 filter gradients on `conv_dw_blk` (accumulated over passes),
- * then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O) zeros; byte addresses.
+ * `dU[k] = V[k]ᵀ @ dM[k]` as 1x1 filter gradients on `conv_dw_blk` (accumulated over the pieces
+ * of {@link winogradPieces}), then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O)
+ * zeros; byte addresses.
  */
 function winogradFilterGrad(
   be: WasmBackend,
@@ -1189,14 +1234,12 @@ function winogradFilterGrad(
   d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
   pads: { pt: number; pl: number },
 ): void {
-  const { B, H, W, C, Ho, Wo, O } = d;
+  const { H, W, C, Ho, Wo, O } = d;
   const F = winogradForm(Ho, Wo, 'filterGrad');
   const fn = winogradKernels(K, F);
   const P = F.a * F.a;
-  const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
-  const T = TH * TW;
-  const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (P * T * Math.max(C, O)))));
-  const R = nS * T;
+  const plan = winogradPieces(F, d);
+  const R = plan.R;
   const tmp = [P * R * C, P * R * O, R * C, R * O, P * C * O].map((n) =>
     be.makeOutput([n], 'float32'),
   );
@@ -1207,12 +1250,13 @@ function winogradFilterGrad(
     number,
     number,
   ];
-  for (let b0 = 0; b0 < B; b0 += nS) {
-    const n = Math.min(nS, B - b0);
-    const rows = n * T;
-    const { pt, pl } = pads;
-    fn.in(at.x + b0 * H * W * C * 4, vo, at.zero, H, W, C, TH, TW, pt, pl, n, R * C * 4);
-    fn.dy(at.dy + b0 * Ho * Wo * O * 4, mo, at.zero, Ho, Wo, O, TH, TW, n, R * O * 4);
+  plan.pieces.forEach((q, i) => {
+    const { rows } = q;
+    const x = at.x + q.b0 * H * W * C * 4;
+    const pt = pads.pt - F.m * q.ty0;
+    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, R * C * 4);
+    const dy = at.dy + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
+    fn.dy(dy, mo, at.zero, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, R * O * 4);
     for (let k = 0; k < P; k++) {
       const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
       // conv_dw_blk's layouts: [C/4, rows, 4] and [O/8, rows, 8] (the last block of 4 if O % 8)
@@ -1222,10 +1266,10 @@ function winogradFilterGrad(
         const nb = Math.min(8, O - o0) * 4;
         K.copy_rows(mk + o0 * 4, db + o0 * rows * 4, rows, O * 4, nb, nb);
       }
-      const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, b0 > 0 ? 1 : 0];
+      const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, i > 0 ? 1 : 0];
       K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
     }
-  }
+  });
   fn.wg(uo, at.dw, C, O);
   for (const t of tmp) be.disposeData(t.dataId);
 }

@@ -1,6 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { setOwnWasmKernels, setWasmWinograd, setWinogradTiles } from '../src/conv-wasm.js';
+import {
+  setOwnWasmKernels,
+  setWasmWinograd,
+  setWinogradChunkFloats,
+  setWinogradTiles,
+} from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
 import { relErr, useBackend } from './helpers.js';
@@ -187,6 +192,34 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
     expect(await forms(14, 14)).toEqual([2, 2, 2]);
     expect(await forms(6, 5)).toEqual([2, 2, 2]);
   });
+
+  it.each([false, true])(
+    'a scratch budget under one sample takes bands of tile rows (per-sample kernels: %s)',
+    async (perSample) => {
+      const cs: Case = { n: 2, h: 28, w: 27, c: 12, o: 20, pad: [1, 1, 1, 1], perSample };
+      const [ho, wo] = outSize(cs);
+      const x = random(cs.n * cs.h * cs.w * cs.c);
+      const k = random((perSample ? cs.n : 1) * 9 * cs.c * cs.o);
+      const dy = random(cs.n * ho * wo * cs.o);
+      const whole = await run(cs, x, k, dy);
+      // one tile row of transformed inputs is 16 * 14 * 20 floats (F(2x2, 3x3)) and 36 * 7 * 20
+      // (F(4x4, 3x3), the filter gradient): a budget of 6000 floats gives bands of 1 tile row
+      const was = setWinogradChunkFloats(6000);
+      let bands: Awaited<ReturnType<typeof run>>;
+      try {
+        bands = await run(cs, x, k, dy);
+      } finally {
+        setWinogradChunkFloats(was);
+      }
+      // every output tile comes from the same products: bit for bit
+      expect(differs(bands.y, whole.y)).toBe(false);
+      expect(differs(bands.dx, whole.dx)).toBe(false);
+      // the filter gradient adds the bands' sums one after another: the same to rounding
+      const ref = reference(cs, x, k, dy);
+      expect(relErr(bands.dk, ref.dk)).toBeLessThan(5e-5);
+      expect(relErr(whole.dk, ref.dk)).toBeLessThan(5e-5);
+    },
+  );
 
   it('per-sample kernels on maps under 100 pixels keep the direct kernels (bit for bit)', async () => {
     const cs: Case = { n: 2, h: 9, w: 9, c: 8, o: 8, pad: [1, 1, 1, 1], perSample: true };
