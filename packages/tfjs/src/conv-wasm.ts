@@ -200,6 +200,92 @@ function convForward(MR: number, NV: number): WasmFunction {
 }
 
 /**
+ * `gemm_rows(a, b, c, rows, K, N, bRowB, cRowB)`: `c[r, n] = Σ_k a[r, k]·b[k, n]` for `rows`
+ * contiguous rows of `a` (`K` floats each) and the `N` columns of `b` (rows `bRowB` bytes
+ * apart), into rows of `c` `cRowB` bytes apart; N % 4 == 0. {@link convForward}'s tiles (MR rows
+ * x 4·NV columns, the last row repeated when `rows` is not a multiple of MR, the last N % (4·NV)
+ * columns 4 at a time) and the same products in the same order as `conv_fwd` on a 1x1 conv,
+ * without its pixel geometry (a division per pixel and a padding check per tap, which cost a
+ * short K such as a Winograd product's C): the products of {@link winogradConv}.
+ */
+function gemmRows(MR: number, NV: number): WasmFunction {
+  const f = new Frame(8);
+  const { a, b, c, rows, K, N, bRowB, cRowB } = indices(
+    ['a', 'b', 'c', 'rows', 'K', 'N', 'bRowB', 'cRowB'],
+    0,
+  );
+  const { p0, n0, t, kk, bp, aRowB } = f.i32s(['p0', 'n0', 't', 'kk', 'bp', 'aRowB']);
+  const ap = range(MR).map(() => f.i32()); // the tile's rows of a
+  const cp = range(MR).map(() => f.i32()); // and of c
+  const acc = range(MR * NV).map(() => f.v128());
+  const bv = range(NV).map(() => f.v128());
+  const av = f.v128();
+  const k = new WasmCode();
+  k.get(rows).eqz().get(K).eqz().add().get(N).eqz().add().if().br(1).end();
+  k.get(K).i32(4).mul().set(aRowB);
+  const tile = (nv: number): void => {
+    for (let q = 0; q < MR * nv; q++) k.vZero().set(acc[q]!);
+    k.get(b).get(n0).i32(4).mul().add().set(bp);
+    k.get(K).set(kk).loop();
+    for (let h = 0; h < nv; h++)
+      k.get(bp)
+        .vLoad(16 * h)
+        .set(bv[h]!);
+    for (let r = 0; r < MR; r++) {
+      k.get(ap[r]!).vLoadSplat32().set(av);
+      for (let h = 0; h < nv; h++) madd(k, acc[r * nv + h]!, av, bv[h]!);
+    }
+    for (let r = 0; r < MR; r++) k.get(ap[r]!).i32(4).add().set(ap[r]!);
+    k.get(bp).get(bRowB).add().set(bp);
+    k.get(kk).i32(1).sub().tee(kk).brIf(0).end();
+    // a repeated last row is written with the same values again
+    for (let r = MR - 1; r >= 0; r--)
+      for (let h = 0; h < nv; h++)
+        k.get(cp[r]!)
+          .get(n0)
+          .i32(4)
+          .mul()
+          .add()
+          .get(acc[r * nv + h]!)
+          .vStore(16 * h);
+  };
+  const pass = (nv: number): void => {
+    k.i32(0).set(p0).block().loop();
+    k.get(p0).get(rows).ltS().eqz().brIf(1);
+    for (let r = 0; r < MR; r++) {
+      // t = min(p0 + r, rows - 1)
+      k.get(p0).i32(r).add().set(t).get(t).get(rows).i32(1).sub().get(t).get(rows).ltS().select();
+      k.set(t);
+      k.get(a).get(t).get(aRowB).mul().add().set(ap[r]!);
+      k.get(c).get(t).get(cRowB).mul().add().set(cp[r]!);
+    }
+    tile(nv);
+    k.get(p0).i32(MR).add().set(p0).br(0).end().end();
+  };
+  // columns outermost, as conv_fwd: one block of b stays in cache over every row tile
+  k.i32(0).set(n0).block().loop();
+  k.get(n0)
+    .i32(4 * NV)
+    .add()
+    .get(N)
+    .gtS()
+    .brIf(1);
+  pass(NV);
+  k.get(n0)
+    .i32(4 * NV)
+    .add()
+    .set(n0)
+    .br(0)
+    .end()
+    .end();
+  k.block().loop();
+  k.get(n0).get(N).ltS().eqz().brIf(1);
+  pass(1);
+  k.get(n0).i32(4).add().set(n0).br(0).end().end();
+  return f.fn('gemm_rows', k);
+}
+
+/**
  * `conv_dx1(dy, w, dx, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl)`, one sample,
  * strides 1 (sh and sw are ignored; {@link convInputGradStrided} takes the others):
  * `dx[H, W, Cin]` of the forward above given `dy[Ho, Wo, Cout]`; `zero` points at >= Cout
@@ -747,6 +833,7 @@ function matMulGrads(R: number): WasmFunction {
 export type ConvFn = (...args: number[]) => void;
 export interface Kernels {
   conv_fwd: ConvFn;
+  gemm_rows: ConvFn;
   conv_dx1: ConvFn;
   conv_dxs: ConvFn;
   conv_dw: ConvFn;
@@ -876,6 +963,7 @@ function writeModule(fma: boolean): Uint8Array {
   try {
     return wasmModule([
       convForward(2, 4),
+      gemmRows(2, 4),
       convInputGrad(),
       convInputGradStrided(),
       convFilterGrad(),
@@ -1172,10 +1260,12 @@ function winogradConv(
     // a band of tile rows from ty0: the same tiles with the padding moved up by m·ty0 rows
     const pt = pads.pt - F.m * q.ty0;
     fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, plan.R * C * 4);
-    const gp = [1, q.rows, C, 1, q.rows, O, 1, 1, 1, 1, 0, 0];
     for (let k = 0; k < P; k++) {
       const [vk, mk] = [vo + k * plan.R * C * 4, mo + k * plan.R * O * 4];
-      for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, vk, block(k, o0), mk, at.zero, gp, o0);
+      for (let o0 = 0; o0 < O; o0 += 16) {
+        const nb = Math.min(16, O - o0);
+        K.gemm_rows(vk, block(k, o0), mk + o0 * 4, q.rows, C, nb, nb * 4, O * 4);
+      }
     }
     const y = at.y + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
     fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, plan.R * O * 4);
@@ -1332,10 +1422,10 @@ function winogradForm(Ho: number, Wo: number, pass: WinogradPass): WinogradForm 
  * output rows and a new `b`, such as the KW warehouse gradient (attention^T x per-sample kernel
  * gradients, e.g. [9, 288] x [288, 65536]). XNNPACK's fully connected operator first packs
  * `b` column block by column block, reading rows N floats apart (one cache line per row and
- * page), which costs more than the product. Here the forward kernel computes it as a 1x1
- * convolution of M "pixels" of K channels ({@link forwardInBlocks}: each block of 16 columns
- * copied row by row into a scratch buffer first), writing its columns of the output in place. Returns `undefined` where it does not apply (the caller takes the stock
- * kernel).
+ * page), which costs more than the product. Here `gemm_rows` (the forward kernel's tiles without
+ * its pixel geometry) computes it, each block of 16 columns of `b` copied row by row into a
+ * scratch buffer first, writing its columns of the output in place. Returns `undefined` where
+ * it does not apply (the caller takes the stock kernel).
  */
 export function matMulNoPack(
   backend: unknown,
@@ -1363,8 +1453,14 @@ export function matMulNoPack(
     number,
     number,
   ];
-  // a 1x1 convolution of M "pixels" of K channels: H = 1, W = M, no padding (`zero` unread)
-  forwardInBlocks(kernels, so, ao, bo, oo, 0, [1, M, K, 1, M, N, 1, 1, 1, 1, 0, 0]);
+  // a 1x1 convolution of M "pixels" of K channels (`gemm_rows`: the same sums as `conv_fwd`'s,
+  // without its pixel geometry), each block of 16 columns of b copied contiguous first
+  const g = [1, M, K, 1, M, N, 1, 1, 1, 1, 0, 0];
+  for (let o0 = 0; o0 < N; o0 += 16) {
+    const nb = Math.min(16, N - o0);
+    copyBlock(kernels, bo, so, g, o0);
+    kernels.gemm_rows(ao, so, oo + o0 * 4, M, K, nb, nb * 4, N * 4);
+  }
   be.disposeData(scratch.dataId);
   return out;
 }
@@ -1441,11 +1537,28 @@ export function conv2dForwardWasm(
   // every block once (block j, 16 output channels, at rows * 16 * j floats), then every sample
   // over the blocks
   for (let o0 = 0; o0 < O; o0 += 16) copyBlock(K, fo, po + rows * o0 * 4, g, o0);
-  for (let b = 0; b < B; b++) {
-    const xb = xo + b * H * W * C * 4;
-    const yb = yo + b * Ho * Wo * O * 4;
-    for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, xb, po + rows * o0 * 4, yb, zo, g, o0);
-  }
+  if (
+    kh === 1 &&
+    kw === 1 &&
+    sh === 1 &&
+    sw === 1 &&
+    pt === 0 &&
+    pl === 0 &&
+    Ho === H &&
+    Wo === W
+  ) {
+    // a 1x1 stride-1 conv without padding is one product of the batch's B·H·W pixels (rows of
+    // C floats) with the kernel: `gemm_rows`, the same sums as `conv_fwd`'s per sample
+    for (let o0 = 0; o0 < O; o0 += 16) {
+      const nb = Math.min(16, O - o0);
+      K.gemm_rows(xo, po + rows * o0 * 4, yo + o0 * 4, B * H * W, C, nb, nb * 4, O * 4);
+    }
+  } else
+    for (let b = 0; b < B; b++) {
+      const xb = xo + b * H * W * C * 4;
+      const yb = yo + b * Ho * Wo * O * 4;
+      for (let o0 = 0; o0 < O; o0 += 16) convBlock(K, xb, po + rows * o0 * 4, yb, zo, g, o0);
+    }
   be.disposeData(packed.dataId);
   be.disposeData(z.dataId);
   return y;

@@ -4,6 +4,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   conv2dForwardWasm,
+  heapOffset,
+  kernelsFor,
   matMulNoPack,
   matMulWasm,
   perSampleConvWasm,
@@ -575,6 +577,45 @@ describe('products with one-pass gradients on the wasm kernels (matMulWasm)', ()
     tf.dispose([ca, cb]);
     await useBackend('wasm');
     tf.dispose([...yes, y!, ...not.flatMap(([, a, b]) => [a, b])]);
+  });
+});
+
+describe("gemm_rows: conv_fwd's tiles without the pixel geometry", () => {
+  beforeAll(async () => {
+    await useBackend('wasm');
+  });
+
+  it.each([
+    [7, 13, 36],
+    [1, 4, 4],
+    [64, 64, 16],
+    [33, 9, 20],
+  ])('rows %i, K %i, N %i: the sums of a 1x1 conv_fwd, bit for bit', (rows, K, N) => {
+    const be = tf.backend() as unknown as Parameters<typeof kernelsFor>[0];
+    const k = kernelsFor(be)!;
+    const a = tf.randomNormal([rows, K]);
+    const b = tf.randomNormal([K, N]);
+    const [viaGemm, viaConv] = [
+      be.makeOutput([rows, N], 'float32'),
+      be.makeOutput([rows, N], 'float32'),
+    ];
+    const [ao, bo, go, co] = [a, b, viaGemm, viaConv].map((t) => heapOffset(be, t));
+    k.gemm_rows(ao, bo, go, rows, K, N, N * 4, N * 4);
+    // the same product as a 1x1 conv of `rows` pixels (H = 1, no padding: `zero` unread)
+    k.conv_fwd(ao, bo, co, 0, 1, rows, K, 1, rows, N, 1, 1, 1, 1, 0, 0, N * 4, N * 4);
+    const g = be.typedArrayFromHeap(viaGemm) as Float32Array;
+    const c = be.typedArrayFromHeap(viaConv) as Float32Array;
+    expect(Array.from(g)).toEqual(Array.from(c));
+    // and both are the product (float32 sums of K products against float64)
+    const [av, bv] = [a.dataSync(), b.dataSync()];
+    const ref = new Float64Array(rows * N);
+    for (let r = 0; r < rows; r++)
+      for (let kk = 0; kk < K; kk++)
+        for (let n = 0; n < N; n++) ref[r * N + n]! += av[r * K + kk]! * bv[kk * N + n]!;
+    expect(relErr(g, ref)).toBeLessThan(1e-5);
+    be.disposeData(viaGemm.dataId);
+    be.disposeData(viaConv.dataId);
+    tf.dispose([a, b]);
   });
 });
 
