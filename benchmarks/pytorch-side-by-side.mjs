@@ -9,7 +9,7 @@
 //     with each side's GFLOP/s and the 4-lane WebAssembly SIMD ceiling of N cores at once
 //     (harness.mjs's simdPeakParallel): PyTorch's rate over that ceiling is the floor of the
 //     tfjs / PyTorch time on this machine for a step that does the direct convolutions'
-//     multiply-adds (tfjs's 3x3 stride-1 convs run as Winograd F(2x2, 3x3), with fewer: its
+//     multiply-adds (tfjs's 3x3 stride-1 convs run as Winograd convolutions, with fewer: its
 //     time can go below that floor, and its GFLOP/s, counted on the direct multiply-adds, above
 //     the ceiling).
 // Needs Debian's /usr/bin/python3 with torch (python3-torch; skipped with a message otherwise)
@@ -226,6 +226,6 @@ if (WHAT.includes('train')) {
     .filter((s) => s.tfjs.ceiling)
     .map((s) => `${s.tfjs.ceiling.toFixed(1)} GFLOP/s on ${s.t} thread(s)`);
   console.log(
-    `\nThe 4-lane WebAssembly SIMD ceiling (simdPeakParallel: register-resident ${process.env.KW_BENCH_FMA === 'off' ? 'multiply and add' : 'relaxed multiply-add'} on every thread at once, measured in the tfjs child): ${ceilings.join(', ') || 'not measured'}. "tfjs / PyTorch floor" = PyTorch's GFLOP/s over that ceiling: the least tfjs / PyTorch time a wasm step doing the direct convolutions' multiply-adds could reach with every one at the ceiling (no loads, no other ops). GFLOP/s count 2 x 3 x batch x core's forward MACs per image (KW: conv, attention and kernel assembly) for both sides; tfjs's 3x3 stride-1 convs run as Winograd F(2x2, 3x3) (16 multiply-adds per 2x2 outputs instead of 36), so its rate is an effective one and its time can go below the floor.`,
+    `\nThe 4-lane WebAssembly SIMD ceiling (simdPeakParallel: register-resident ${process.env.KW_BENCH_FMA === 'off' ? 'multiply and add' : 'relaxed multiply-add'} on every thread at once, measured in the tfjs child): ${ceilings.join(', ') || 'not measured'}. "tfjs / PyTorch floor" = PyTorch's GFLOP/s over that ceiling: the least tfjs / PyTorch time a wasm step doing the direct convolutions' multiply-adds could reach with every one at the ceiling (no loads, no other ops). GFLOP/s count 2 x 3 x batch x core's forward MACs per image (KW: conv, attention and kernel assembly) for both sides; tfjs's 3x3 stride-1 convs run as Winograd convolutions (F(2x2, 3x3): 16 multiply-adds per 2x2 outputs instead of 36; the filter gradient F(4x4, 3x3) on 28x28 and 7x7 maps: 36 per 4x4 instead of 144), so its rate is an effective one and its time can go below the floor.`,
   );
 }
