@@ -33,11 +33,14 @@
  *   new filter tensor (every training step); the own `conv_fwd` kernel (conv-wasm.ts) reads
  *   the filter in 16-channel blocks with no packing: 1.2-1.5x faster (unfused) and 1.5-1.75x
  *   (fused) at most 3x3 ResNet shapes, 1.1-1.2x for a 1x1 (`bench:conv-forward`). Grouped,
- *   dilated, NCHW and odd-channel convs keep the stock kernel.
+ *   dilated, NCHW and odd-channel convs keep the stock kernel; a conv with an empty output is an
+ *   empty tensor without it (XNNPACK corrupted the heap there) and one with a negative output
+ *   size (a kernel larger than the padded image) is refused with `TENSOR_SHAPE`.
  *
  * Results are bit-identical for the copies and equal to float rounding for the products and
  * reductions.
  */
+import { KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import {
   conv2dForwardWasm,
@@ -194,12 +197,53 @@ function makeShare(prev: KernelFn, cast: boolean): KernelFn {
  */
 function makeConv2D(prev: KernelFn): KernelFn {
   return (args) =>
+    emptyConv2D(args) ??
     conv2dForwardWasm(
       args.backend,
       args.inputs.x!,
       args.inputs.filter!,
       args.attrs as unknown as Parameters<typeof conv2dForwardWasm>[3],
-    ) ?? prev(args);
+    ) ??
+    prev(args);
+}
+
+/**
+ * A conv whose output has no elements, as an empty tensor, and one whose output size is negative
+ * (a kernel larger than the padded image), refused: tfjs-backend-wasm 4.22's XNNPACK conv
+ * corrupts the heap on an empty output (explicit padding that leaves no output row; a later
+ * kernel then fails with "memory access out of bounds"), and tfjs computes a negative size into
+ * a tensor of negative shape. `undefined` for every other conv (and where tfjs's own check
+ * fails: the stock kernel reports that).
+ */
+function emptyConv2D(args: KernelArgs): TensorInfo | undefined {
+  const { x, filter } = args.inputs as { x: TensorInfo; filter: TensorInfo };
+  if (x.shape.length !== 4 || filter.shape.length !== 4) return undefined;
+  const a = args.attrs as unknown as Parameters<typeof conv2dForwardWasm>[3];
+  let info: tf.backend_util.Conv2DInfo;
+  try {
+    info = tf.backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filter.shape as [number, number, number, number],
+      a.strides,
+      a.dilations ?? 1,
+      a.pad,
+      a.dimRoundingMode,
+      false,
+      a.dataFormat === 'NCHW' ? 'channelsFirst' : 'channelsLast',
+    );
+  } catch {
+    return undefined;
+  }
+  const { outHeight, outWidth } = info;
+  if (outHeight < 0 || outWidth < 0)
+    throw new KwError(
+      'TENSOR_SHAPE',
+      `conv2d: the ${info.filterHeight}x${info.filterWidth} kernel (dilation ${info.dilationHeight}x${info.dilationWidth}) does not fit the ${info.inHeight}x${info.inWidth} input with its padding (top ${info.padInfo.top}, bottom ${info.padInfo.bottom}, left ${info.padInfo.left}, right ${info.padInfo.right}): the output would be ${outHeight}x${outWidth}`,
+      { field: 'x', actual: x.shape },
+    );
+  if (info.outShape.some((d) => d === 0))
+    return (args.backend as WasmBackend).makeOutput([...info.outShape], x.dtype);
+  return undefined;
 }
 
 /** `x` with its last two axes swapped, through the backend's Transpose kernel. */

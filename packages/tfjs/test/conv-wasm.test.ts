@@ -440,6 +440,55 @@ describe('ordinary conv forward on the wasm kernels (Conv2D)', () => {
     tf.dispose([xt, kt, own, padded, stock]);
   });
 
+  it('an empty output is an empty tensor (XNNPACK corrupted the heap on it); a negative size is TENSOR_SHAPE', () => {
+    // explicit padding that leaves no output row or column: tfjs-backend-wasm 4.22's own conv
+    // (XNNPACK) wrote past its buffers on these, and a later kernel failed with "memory access
+    // out of bounds" (five such convs and a few sums were enough without the guard)
+    const none: [[number, number], [number, number], [number, number], [number, number]] = [
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [0, 0],
+    ];
+    // (the sequence that failed without it; [2, 2, 2] leaves one row and column)
+    for (const [n, h, w, c, o, shape] of [
+      [1, 1, 1, 4, 4, [1, 0, 0, 4]],
+      [1, 1, 1, 4, 4, [1, 0, 0, 4]],
+      [2, 2, 2, 4, 8, [2, 1, 1, 8]],
+      [1, 1, 5, 8, 4, [1, 0, 4, 4]],
+      [1, 1, 5, 8, 4, [1, 0, 4, 4]],
+      [0, 5, 5, 4, 4, [0, 5, 5, 4]],
+    ] as const) {
+      const y = tf.conv2d(
+        tf.randomNormal([n, h, w, c]) as tf.Tensor4D,
+        tf.randomNormal([3, 3, c, o]) as tf.Tensor4D,
+        1,
+        n ? none : 'same',
+      );
+      expect(y.shape).toEqual(shape);
+      for (let i = 0; i < 5; i++)
+        tf.randomNormal([257 + 13 * i])
+          .sum()
+          .dataSync();
+    }
+    // the heap is intact: a conv after them still matches float64
+    const cs: SharedCase = { n: 2, h: 6, w: 6, c: 4, o: 8, k: [3, 3], s: [1, 1], pad: 'same' };
+    const x = random(2 * 36 * 4);
+    const k = random(9 * 32);
+    const y = tf.conv2d(tf.tensor4d(x, [2, 6, 6, 4]), tf.tensor4d(k, [3, 3, 4, 8]), 1, 'same');
+    const ref = sharedReference(cs, x, k, new Float32Array(ref0Size(cs)));
+    expect(relErr(y.dataSync() as Float32Array, ref.y)).toBeLessThan(1e-5);
+    // a 'valid' conv with a kernel larger than the image: tfjs made a tensor of shape [1, -1, -1, 4]
+    expect(() =>
+      tf.conv2d(
+        tf.zeros([1, 1, 1, 4]) as tf.Tensor4D,
+        tf.zeros([3, 3, 4, 4]) as tf.Tensor4D,
+        1,
+        'valid',
+      ),
+    ).toThrow(/TENSOR_SHAPE.*3x3 kernel.*1x1 input.*output would be -1x-1/);
+  });
+
   it('leaves what it does not cover to the stock kernel (same values through tf.conv2d)', () => {
     const t = (shape: number[], dtype: 'float32' | 'int32' = 'float32') =>
       dtype === 'int32' ? tf.zeros(shape, 'int32') : tf.randomNormal(shape);
