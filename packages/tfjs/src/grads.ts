@@ -236,6 +236,14 @@ export function registerTrainingKernels(backendName = 'wasm'): string[] {
       kernelFunc: (args) => {
         const ta = args.inputs[a] as tf.Tensor4D;
         const tb = args.inputs[b] as tf.Tensor4D;
+        if (ta.size === 0 || tb.size === 0) {
+          // a gradient summed over nothing (an empty batch, or a conv with an empty output:
+          // the XNNPACK route returned whatever its uninitialised output held)
+          const shape = kernelName.endsWith('Filter')
+            ? (args.attrs as Attrs).filterShape
+            : (args.attrs as Attrs).inputShape;
+          return tf.zeros(shape as number[]) as unknown as tf.TensorInfo;
+        }
         try {
           return impl(ta, tb, args.attrs as Attrs) as unknown as tf.TensorInfo;
         } catch (e) {

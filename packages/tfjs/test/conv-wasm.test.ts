@@ -363,6 +363,33 @@ describe('ordinary conv gradients on the wasm kernels', () => {
     expect(relErr(stock.dk, ref.dk)).toBeLessThan(1e-5);
   });
 
+  it.each([
+    ['own kernels', true],
+    ['stock route', false],
+  ])('gradients through a conv with an empty output are zeros (%s)', (_, own) => {
+    // explicit padding that leaves no output row: the loss sums nothing, so both gradients are
+    // 0 (the XNNPACK route used to return its uninitialised output for the filter gradient)
+    setOwnWasmKernels(own);
+    const none: [[number, number], [number, number], [number, number], [number, number]] = [
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [0, 0],
+    ];
+    for (let i = 0; i < 3; i++) {
+      const x = tf.randomNormal([1, 1, 5, 8]);
+      const k = tf.randomNormal([3, 3, 8, 4]);
+      const [gx, gk] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, none)),
+      )([x, k]);
+      expect(gx!.shape).toEqual([1, 1, 5, 8]);
+      expect(gk!.shape).toEqual([3, 3, 8, 4]);
+      expect(Array.from(gx!.dataSync()).every((v) => v === 0)).toBe(true);
+      expect(Array.from(gk!.dataSync()).every((v) => v === 0)).toBe(true);
+      tf.dispose([x, k, gx!, gk!]);
+    }
+  });
+
   it('a conv on 3 input channels (the stem) keeps the XNNPACK route', async () => {
     const cs: SharedCase = { n: 2, h: 6, w: 6, c: 3, o: 8, k: [3, 3], s: [1, 1], pad: 'same' };
     const x = random(2 * 36 * 3);
