@@ -1181,8 +1181,9 @@ function convBlock(
 let winograd = true;
 
 /**
- * Whether 3x3 stride-1 convs run as Winograd convs ({@link winogradConv}; on by default) or as
- * direct convs on `conv_fwd`; returns the previous setting. Both round differently (the results
+ * Whether 3x3 stride-1 convs run as Winograd convolutions (on by default: F(2x2, 3x3) for the
+ * forward and the input gradient, F(4x4, 3x3) for the filter gradient on maps where it saves
+ * products) or as direct convs on `conv_fwd`; returns the previous setting. Both round differently (the results
  * agree to float32 rounding); for side-by-side benchmarks and for the numbers of earlier
  * releases.
  */

@@ -256,6 +256,72 @@ function kernelTransform(F: WinogradForm): WasmFunction {
   return f.fn(`wino${F.suffix}_w`, k);
 }
 
+/** The locals of {@link tileLoops}. */
+interface TileLoop {
+  /** Loop counters: sample, tile row, tile column, channel group (bytes). */
+  s: number;
+  ty: number;
+  tx: number;
+  co: number;
+  /** Bounds: samples, tile rows, tile columns. */
+  nS: number;
+  TH: number;
+  TW: number;
+  /** Bytes of one pixel's channels (and of one row of the transformed matrices). */
+  chB: number;
+  /** The tile's row of the transformed matrices: advanced by `chB` per tile. */
+  row: number;
+  /** The sample's image (`H x W` pixels): advanced by one image per sample. */
+  img: number;
+  H: number;
+  W: number;
+}
+
+/**
+ * The loops of every tile transform: samples, tile rows, tile columns (`perTile` once per tile),
+ * and in each tile the groups of 4 channels (`perGroup`, with `co` their byte offset).
+ */
+function tileLoops(k: WasmCode, l: TileLoop, perTile: () => void, perGroup: () => void): void {
+  k.i32(0).set(l.s).loop();
+  k.i32(0).set(l.ty).loop();
+  k.i32(0).set(l.tx).loop();
+  perTile();
+  k.i32(0).set(l.co).loop();
+  perGroup();
+  k.get(l.co).i32(16).add().tee(l.co).get(l.chB).ltU().brIf(0).end();
+  k.get(l.row).get(l.chB).add().set(l.row);
+  k.get(l.tx).i32(1).add().tee(l.tx).get(l.TW).ltU().brIf(0).end();
+  k.get(l.ty).i32(1).add().tee(l.ty).get(l.TH).ltU().brIf(0).end();
+  k.get(l.img).get(l.H).get(l.W).mul().get(l.chB).mul().add().set(l.img);
+  k.get(l.s).i32(1).add().tee(l.s).get(l.nS).ltU().brIf(0).end();
+}
+
+/**
+ * Set `p[size·i + j]` to the address of the tile's pixel `(m·ty - pt + i, m·tx - pl + j)` of
+ * the image, or to `zero` where that is outside it (`pt`, `pl`: parameters, or none).
+ */
+function tilePixels(
+  k: WasmCode,
+  l: TileLoop,
+  at: { m: number; size: number; pt?: number; pl?: number; zero: number; iy: number; ix: number },
+  p: number[],
+): void {
+  for (let i = 0; i < at.size; i++) {
+    k.get(l.ty).i32(at.m).mul();
+    if (at.pt !== undefined) k.get(at.pt).sub();
+    k.i32(i).add().set(at.iy);
+    for (let j = 0; j < at.size; j++) {
+      k.get(l.tx).i32(at.m).mul();
+      if (at.pl !== undefined) k.get(at.pl).sub();
+      k.i32(j).add().set(at.ix);
+      k.get(l.img).get(at.iy).get(l.W).mul().get(at.ix).add().get(l.chB).mul().add();
+      k.get(at.zero);
+      k.get(at.iy).get(l.H).ltU().get(at.ix).get(l.W).ltU().and();
+      k.select().set(p[at.size * i + j]!);
+    }
+  }
+}
+
 /** `wino{s}_in`: the input transform. */
 function inputTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(12);
@@ -284,36 +350,20 @@ function inputTransform(F: WinogradForm): WasmFunction {
   consts.init(k);
   k.get(C).i32(4).mul().set(CB);
   k.get(v).set(vr);
-  k.i32(0).set(s).loop();
-  k.i32(0).set(ty).loop();
-  k.i32(0).set(tx).loop();
-  for (let i = 0; i < n; i++) {
-    k.get(ty).i32(F.m).mul().get(pt).sub().i32(i).add().set(iy);
-    for (let j = 0; j < n; j++) {
-      k.get(tx).i32(F.m).mul().get(pl).sub().i32(j).add().set(ix);
-      k.get(x).get(iy).get(W).mul().get(ix).add().get(CB).mul().add();
-      k.get(zero);
-      k.get(iy).get(H).ltU().get(ix).get(W).ltU().and();
-      k.select().set(p[n * i + j]!);
-    }
-  }
-  k.i32(0).set(co).loop();
-  for (let q = 0; q < n * n; q++) k.get(p[q]!).get(co).add().vLoad().set(d[q]!);
-  // Bᵀ d B, each V[k] stored as it comes: V[k] at vr + co + k·vkB
-  k.get(vr).get(co).add().set(a);
-  transform2d(k, F.BT, d, t, consts, (i, j) => {
-    k.set(d[i * n + j]!); // d is free once t holds Bᵀ d
-    k.get(a)
-      .get(d[i * n + j]!)
-      .vStore();
-    if (i * n + j < n * n - 1) k.get(a).get(vkB).add().set(a);
+  const l = { s, ty, tx, co, nS, TH, TW, chB: CB, row: vr, img: x, H, W };
+  const perTile = () => tilePixels(k, l, { m: F.m, size: n, pt, pl, zero, iy, ix }, p);
+  tileLoops(k, l, perTile, () => {
+    for (let q = 0; q < n * n; q++) k.get(p[q]!).get(co).add().vLoad().set(d[q]!);
+    // Bᵀ d B, each V[k] stored as it comes: V[k] at vr + co + k·vkB
+    k.get(vr).get(co).add().set(a);
+    transform2d(k, F.BT, d, t, consts, (i, j) => {
+      k.set(d[i * n + j]!); // d is free once t holds Bᵀ d
+      k.get(a)
+        .get(d[i * n + j]!)
+        .vStore();
+      if (i * n + j < n * n - 1) k.get(a).get(vkB).add().set(a);
+    });
   });
-  k.get(co).i32(16).add().tee(co).get(CB).ltU().brIf(0).end();
-  k.get(vr).get(CB).add().set(vr);
-  k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
-  k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
-  k.get(x).get(H).get(W).mul().get(CB).mul().add().set(x);
-  k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
   return f.fn(`wino${F.suffix}_in`, k);
 }
 
@@ -346,42 +396,37 @@ function outputTransform(F: WinogradForm): WasmFunction {
   consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(m).set(mr);
-  k.i32(0).set(s).loop();
-  k.i32(0).set(ty).loop();
-  k.i32(0).set(tx).loop();
-  // the tile's first pixel; how many of its rows and columns are inside the output
-  k.get(y).get(ty).i32(F.m).mul().get(Wo).mul().get(tx).i32(F.m).mul().add().get(OB).mul().add();
-  k.set(ya);
-  k.get(Ho).get(ty).i32(F.m).mul().sub().set(rows);
-  k.get(Wo).get(tx).i32(F.m).mul().sub().set(cols);
-  k.i32(0).set(co).loop();
-  k.get(mr).get(co).add().set(a);
-  for (let q = 0; q < n * n; q++) {
-    k.get(a).vLoad().set(mv[q]!);
-    if (q < n * n - 1) k.get(a).get(mkB).add().set(a);
-  }
-  transform2d(k, F.AT, mv, t, consts, (i, j) => k.set(yv[i * F.m + j]!));
-  // row i, column j of the tile when i < rows and j < cols (the first always is)
-  for (let i = 0; i < F.m; i++) {
-    if (i > 0) k.get(rows).i32(i).gtS().if();
-    k.get(ya).get(co).add();
-    if (i > 0) k.get(Wo).get(OB).mul().i32(i).mul().add();
-    k.set(a);
-    for (let j = 0; j < F.m; j++) {
-      if (j > 0) k.get(cols).i32(j).gtS().if();
-      k.get(a);
-      if (j > 0) k.get(OB).i32(j).mul().add();
-      k.get(yv[i * F.m + j]!).vStore();
-      if (j > 0) k.end();
+  const l = { s, ty, tx, co, nS, TH, TW, chB: OB, row: mr, img: y, H: Ho, W: Wo };
+  const perTile = () => {
+    // the tile's first pixel; how many of its rows and columns are inside the output
+    k.get(y).get(ty).i32(F.m).mul().get(Wo).mul().get(tx).i32(F.m).mul().add().get(OB).mul().add();
+    k.set(ya);
+    k.get(Ho).get(ty).i32(F.m).mul().sub().set(rows);
+    k.get(Wo).get(tx).i32(F.m).mul().sub().set(cols);
+  };
+  tileLoops(k, l, perTile, () => {
+    k.get(mr).get(co).add().set(a);
+    for (let q = 0; q < n * n; q++) {
+      k.get(a).vLoad().set(mv[q]!);
+      if (q < n * n - 1) k.get(a).get(mkB).add().set(a);
     }
-    if (i > 0) k.end();
-  }
-  k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
-  k.get(mr).get(OB).add().set(mr);
-  k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
-  k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
-  k.get(y).get(Ho).get(Wo).mul().get(OB).mul().add().set(y);
-  k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
+    transform2d(k, F.AT, mv, t, consts, (i, j) => k.set(yv[i * F.m + j]!));
+    // row i, column j of the tile when i < rows and j < cols (the first always is)
+    for (let i = 0; i < F.m; i++) {
+      if (i > 0) k.get(rows).i32(i).gtS().if();
+      k.get(ya).get(co).add();
+      if (i > 0) k.get(Wo).get(OB).mul().i32(i).mul().add();
+      k.set(a);
+      for (let j = 0; j < F.m; j++) {
+        if (j > 0) k.get(cols).i32(j).gtS().if();
+        k.get(a);
+        if (j > 0) k.get(OB).i32(j).mul().add();
+        k.get(yv[i * F.m + j]!).vStore();
+        if (j > 0) k.end();
+      }
+      if (i > 0) k.end();
+    }
+  });
   return f.fn(`wino${F.suffix}_out`, k);
 }
 
@@ -415,33 +460,17 @@ function outputGradTransform(F: WinogradForm): WasmFunction {
   consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(mg).set(mr);
-  k.i32(0).set(s).loop();
-  k.i32(0).set(ty).loop();
-  k.i32(0).set(tx).loop();
-  for (let i = 0; i < F.m; i++) {
-    k.get(ty).i32(F.m).mul().i32(i).add().set(oy);
-    for (let j = 0; j < F.m; j++) {
-      k.get(tx).i32(F.m).mul().i32(j).add().set(ox);
-      k.get(dy).get(oy).get(Wo).mul().get(ox).add().get(OB).mul().add();
-      k.get(zero);
-      k.get(oy).get(Ho).ltU().get(ox).get(Wo).ltU().and();
-      k.select().set(p[F.m * i + j]!);
-    }
-  }
-  k.i32(0).set(co).loop();
-  for (let q = 0; q < F.m * F.m; q++) k.get(p[q]!).get(co).add().vLoad().set(dv[q]!);
-  // A dy Aᵀ, each dM[k] stored as it comes: at mr + co + k·mkB
-  k.get(mr).get(co).add().set(a);
-  transform2d(k, A, dv, t, consts, (i, j) => {
-    k.set(out).get(a).get(out).vStore();
-    if (i * n + j < n * n - 1) k.get(a).get(mkB).add().set(a);
+  const l = { s, ty, tx, co, nS, TH, TW, chB: OB, row: mr, img: dy, H: Ho, W: Wo };
+  const perTile = () => tilePixels(k, l, { m: F.m, size: F.m, zero, iy: oy, ix: ox }, p);
+  tileLoops(k, l, perTile, () => {
+    for (let q = 0; q < F.m * F.m; q++) k.get(p[q]!).get(co).add().vLoad().set(dv[q]!);
+    // A dy Aᵀ, each dM[k] stored as it comes: at mr + co + k·mkB
+    k.get(mr).get(co).add().set(a);
+    transform2d(k, A, dv, t, consts, (i, j) => {
+      k.set(out).get(a).get(out).vStore();
+      if (i * n + j < n * n - 1) k.get(a).get(mkB).add().set(a);
+    });
   });
-  k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
-  k.get(mr).get(OB).add().set(mr);
-  k.get(tx).i32(1).add().tee(tx).get(TW).ltU().brIf(0).end();
-  k.get(ty).i32(1).add().tee(ty).get(TH).ltU().brIf(0).end();
-  k.get(dy).get(Ho).get(Wo).mul().get(OB).mul().add().set(dy);
-  k.get(s).i32(1).add().tee(s).get(nS).ltU().brIf(0).end();
   return f.fn(`wino${F.suffix}_dy`, k);
 }
 

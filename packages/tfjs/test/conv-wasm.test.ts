@@ -15,7 +15,7 @@ import {
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { relErr, useBackend } from './helpers.js';
+import { convReference, randomValues, relErr, useBackend } from './helpers.js';
 
 /** One geometry: batch, height, width, in, out, kernel (h, w), stride (h, w), padding (h, w). */
 interface Case {
@@ -33,48 +33,18 @@ function outSize(n: number, k: number, s: number, p: number): number {
   return Math.floor((n + 2 * p - k) / s) + 1;
 }
 
-/**
- * Float64 direct convolution and its two gradients, straight from the definition
- * `y[b,oy,ox,o] = sum_{i,j,c} x[b, oy*sh+i-ph, ox*sw+j-pw, c] * w[b,i,j,c,o]`:
- * dx and dw are the same sum with the roles of the factors exchanged.
- */
+/** Float64 direct convolution and its two gradients (per-sample kernels; helpers.ts). */
 function reference(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
-  const { n, h, w, c, o } = cs;
   const [kh, kw] = cs.k;
   const [sh, sw] = cs.s;
-  const [ph, pw] = cs.p;
-  const ho = outSize(h, kh, sh, ph);
-  const wo = outSize(w, kw, sw, pw);
-  const y = new Float64Array(n * ho * wo * o);
-  const dx = new Float64Array(n * h * w * c);
-  const dk = new Float64Array(n * kh * kw * c * o);
-  for (let b = 0; b < n; b++)
-    for (let oy = 0; oy < ho; oy++)
-      for (let ox = 0; ox < wo; ox++)
-        for (let i = 0; i < kh; i++)
-          for (let j = 0; j < kw; j++) {
-            const iy = oy * sh + i - ph;
-            const ix = ox * sw + j - pw;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-            for (let ci = 0; ci < c; ci++) {
-              const xi = ((b * h + iy) * w + ix) * c + ci;
-              for (let oo = 0; oo < o; oo++) {
-                const yi = ((b * ho + oy) * wo + ox) * o + oo;
-                const ki = (((b * kh + i) * kw + j) * c + ci) * o + oo;
-                y[yi]! += x[xi]! * k[ki]!;
-                dx[xi]! += dy[yi]! * k[ki]!;
-                dk[ki]! += dy[yi]! * x[xi]!;
-              }
-            }
-          }
-  return { y, dx, dk, shape: [n, ho, wo, o] };
+  const [pt, pl] = cs.p;
+  const ho = outSize(cs.h, kh, sh, pt);
+  const wo = outSize(cs.w, kw, sw, pl);
+  const g = { ...cs, kh, kw, sh, sw, pt, pl, ho, wo, perSample: true };
+  return { ...convReference(g, x, k, dy), shape: [cs.n, ho, wo, cs.o] };
 }
 
-function random(size: number): Float32Array {
-  const a = new Float32Array(size);
-  for (let i = 0; i < a.length; i++) a[i] = Math.random() * 2 - 1;
-  return a;
-}
+const random = randomValues;
 
 /** y, dL/dx and dL/dk of L = sum(perSampleConv(x, k) * dy), and the kernels that ran. */
 async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
@@ -273,33 +243,14 @@ function tfPads(n: number, k: number, s: number, pad: 'same' | 'valid'): [number
   return [out, Math.floor(Math.max((out - 1) * s + k - n, 0) / 2)];
 }
 
-/** Float64 gradients of sum(conv2d(x, k) * dy) for a kernel shared by the batch. */
+/** Float64 gradients of sum(conv2d(x, k) * dy) for a kernel shared by the batch (helpers.ts). */
 function sharedReference(cs: SharedCase, x: Float32Array, k: Float32Array, dy: Float32Array) {
-  const [ho, top] = tfPads(cs.h, cs.k[0], cs.s[0], cs.pad);
-  const [wo, left] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
+  const [ho, pt] = tfPads(cs.h, cs.k[0], cs.s[0], cs.pad);
+  const [wo, pl] = tfPads(cs.w, cs.k[1], cs.s[1], cs.pad);
   const [kh, kw] = cs.k;
-  const dx = new Float64Array(cs.n * cs.h * cs.w * cs.c);
-  const dk = new Float64Array(kh * kw * cs.c * cs.o);
-  const y = new Float64Array(cs.n * ho * wo * cs.o);
-  for (let b = 0; b < cs.n; b++)
-    for (let oy = 0; oy < ho; oy++)
-      for (let ox = 0; ox < wo; ox++)
-        for (let i = 0; i < kh; i++)
-          for (let j = 0; j < kw; j++) {
-            const iy = oy * cs.s[0] + i - top;
-            const ix = ox * cs.s[1] + j - left;
-            if (iy < 0 || iy >= cs.h || ix < 0 || ix >= cs.w) continue;
-            for (let c = 0; c < cs.c; c++)
-              for (let o = 0; o < cs.o; o++) {
-                const xi = ((b * cs.h + iy) * cs.w + ix) * cs.c + c;
-                const yi = ((b * ho + oy) * wo + ox) * cs.o + o;
-                const ki = ((i * kw + j) * cs.c + c) * cs.o + o;
-                y[yi]! += x[xi]! * k[ki]!;
-                dx[xi]! += dy[yi]! * k[ki]!;
-                dk[ki]! += dy[yi]! * x[xi]!;
-              }
-          }
-  return { y, dx, dk, dyShape: [cs.n, ho, wo, cs.o] };
+  const [sh, sw] = cs.s;
+  const g = { ...cs, kh, kw, sh, sw, pt, pl, ho, wo, perSample: false };
+  return { ...convReference(g, x, k, dy), dyShape: [cs.n, ho, wo, cs.o] };
 }
 
 const SHARED: SharedCase[] = [

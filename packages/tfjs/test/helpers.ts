@@ -11,6 +11,70 @@ export async function useBackend(name: 'cpu' | 'wasm'): Promise<void> {
   if (name === 'wasm') registerFastWasmKernels();
 }
 
+/** `size` uniform values in [-1, 1) (Math.random: fresh inputs on every run). */
+export function randomValues(size: number): Float32Array {
+  const a = new Float32Array(size);
+  for (let i = 0; i < a.length; i++) a[i] = Math.random() * 2 - 1;
+  return a;
+}
+
+/** The geometry of {@link convReference}: NHWC, HWIO kernels, padding at the top and left. */
+export interface ConvRefGeometry {
+  n: number;
+  h: number;
+  w: number;
+  c: number;
+  o: number;
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  pt: number;
+  pl: number;
+  ho: number;
+  wo: number;
+  /** One kernel per sample (`[n, kh, kw, c, o]`) instead of one for the batch. */
+  perSample: boolean;
+}
+
+/**
+ * Float64 `y`, `dL/dx` and `dL/dk` of `L = sum(conv(x, k) * dy)`, straight from the definition
+ * `y[b,oy,ox,o] = sum_{i,j,c} x[b, oy*sh+i-pt, ox*sw+j-pl, c] * k[(b,)i,j,c,o]` (taps outside the
+ * image read zeros): dx and dk are the same sum with the roles of the factors exchanged.
+ */
+export function convReference(
+  g: ConvRefGeometry,
+  x: Float32Array,
+  k: Float32Array,
+  dy: Float32Array,
+) {
+  const { n, h, w, c, o, kh, kw, ho, wo } = g;
+  const y = new Float64Array(n * ho * wo * o);
+  const dx = new Float64Array(n * h * w * c);
+  const dk = new Float64Array(k.length);
+  for (let b = 0; b < n; b++) {
+    const kb = g.perSample ? b * kh * kw * c * o : 0;
+    for (let oy = 0; oy < ho; oy++)
+      for (let ox = 0; ox < wo; ox++)
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            const iy = oy * g.sh + i - g.pt;
+            const ix = ox * g.sw + j - g.pl;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+            for (let ci = 0; ci < c; ci++)
+              for (let oo = 0; oo < o; oo++) {
+                const xi = ((b * h + iy) * w + ix) * c + ci;
+                const yi = ((b * ho + oy) * wo + ox) * o + oo;
+                const ki = kb + ((i * kw + j) * c + ci) * o + oo;
+                y[yi]! += x[xi]! * k[ki]!;
+                dx[xi]! += dy[yi]! * k[ki]!;
+                dk[ki]! += dy[yi]! * x[xi]!;
+              }
+          }
+  }
+  return { y, dx, dk };
+}
+
 /** max |a-b| / max(|b|_inf, floor) */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);

@@ -8,7 +8,7 @@ import {
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { relErr, useBackend } from './helpers.js';
+import { convReference, randomValues, relErr, useBackend } from './helpers.js';
 
 /**
  * 3x3 stride-1 convs on the own wasm kernels run as Winograd F(4x4, 3x3) or F(2x2, 3x3)
@@ -30,11 +30,7 @@ interface Case {
   perSample: boolean;
 }
 
-function random(size: number): Float32Array {
-  const a = new Float32Array(size);
-  for (let i = 0; i < a.length; i++) a[i] = Math.random() * 2 - 1;
-  return a;
-}
+const random = randomValues;
 
 const outSize = (cs: Case) =>
   [cs.h + cs.pad[0] + cs.pad[1] - 2, cs.w + cs.pad[2] + cs.pad[3] - 2] as const;
@@ -42,31 +38,8 @@ const outSize = (cs: Case) =>
 /** Float64 y, dL/dx and dL/dk of L = sum(conv(x, k) * dy); k per sample or shared. */
 function reference(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
   const [ho, wo] = outSize(cs);
-  const { n, h, w, c, o } = cs;
-  const y = new Float64Array(n * ho * wo * o);
-  const dx = new Float64Array(n * h * w * c);
-  const dk = new Float64Array(k.length);
-  for (let b = 0; b < n; b++) {
-    const kb = cs.perSample ? b * 9 * c * o : 0;
-    for (let oy = 0; oy < ho; oy++)
-      for (let ox = 0; ox < wo; ox++)
-        for (let i = 0; i < 3; i++)
-          for (let j = 0; j < 3; j++) {
-            const iy = oy + i - cs.pad[0];
-            const ix = ox + j - cs.pad[2];
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
-            for (let ci = 0; ci < c; ci++)
-              for (let oo = 0; oo < o; oo++) {
-                const xi = ((b * h + iy) * w + ix) * c + ci;
-                const yi = ((b * ho + oy) * wo + ox) * o + oo;
-                const ki = kb + ((i * 3 + j) * c + ci) * o + oo;
-                y[yi]! += x[xi]! * k[ki]!;
-                dx[xi]! += dy[yi]! * k[ki]!;
-                dk[ki]! += dy[yi]! * x[xi]!;
-              }
-          }
-  }
-  return { y, dx, dk };
+  const [sh, sw, kh, kw, pt, pl] = [1, 1, 3, 3, cs.pad[0], cs.pad[2]];
+  return convReference({ ...cs, kh, kw, sh, sw, pt, pl, ho, wo }, x, k, dy);
 }
 
 /** y, dx and dk on the own kernels (tf.conv2d or perSampleConv), and the kernels that ran. */
