@@ -1196,7 +1196,7 @@ export function setWasmWinograd(on: boolean): boolean {
 /**
  * The transformed inputs of one piece of {@link winogradPieces} (`a² · samples · tiles ·
  * max(C, O)` floats) are kept within this many floats (512 KB, in L2 beside the products'
- * output; sweeping 64 K to 16 M floats moved the forward within this host's noise).
+ * output; sweeping 16 K to 16 M floats moved the forward within this host's noise).
  */
 let WINO_CHUNK_FLOATS = 1 << 17;
 
