@@ -1227,21 +1227,31 @@ function winogradApplies(kh: number, kw: number, sh: number, sw: number): boolea
 }
 
 /**
- * `y = conv(x, w)` for a 3x3 stride-1 conv with one HWIO kernel `w [3, 3, C, O]` for all `B`
- * samples, as Winograd F(m x m, 3x3) (winograd-kernels.ts; m = 4 or 2 by
- * {@link winogradForm}): the kernel transformed once (`wino_w`, which writes blocks of 16
- * output channels); then, a few samples at a time ({@link WINO_CHUNK_FLOATS}), the inputs'
- * `a x a` tiles transformed (`wino_in`, a = m + 2), the `a²` products `V[k] @ U[k]` as 1x1 convs
- * on `conv_fwd` and the m x m output tiles written (`wino_out`): `a²` multiply-adds per m x m
- * output pixels and channel pair instead of `9·m²` (36 for 16 pixels, 16 for 4; a map the tiles
- * do not divide pays for the whole last tile). Any padding (rows and columns outside the input
- * read as zeros, `at.zero` points at >= C zeros); Ho and Wo as the caller computed them. Byte
- * addresses; C % 4 == 0 and O % 4 == 0.
+ * The kernels a Winograd conv reads or writes: one for the whole batch (`perSample` false,
+ * `at(0)`), or one per sample (`at(b)`: sample b's address, computed, or built, when asked).
+ */
+interface WinogradKernelsAt {
+  perSample: boolean;
+  at: (b: number) => number;
+}
+
+/**
+ * `y = conv(x, w)` for a 3x3 stride-1 conv with HWIO kernels `w [3, 3, C, O]` (one for all `B`
+ * samples, or one per sample: `w.at`), as Winograd F(m x m, 3x3) (winograd-kernels.ts; m = 4 or
+ * 2 by {@link winogradForm}): each kernel transformed once (`wino_w`, which writes blocks of 16
+ * output channels); then, piece by piece ({@link winogradPieces}), the inputs' `a x a` tiles
+ * transformed (`wino_in`, a = m + 2), the `a²` products `V[k] @ U[k]` on `gemm_rows` and the
+ * m x m output tiles written (`wino_out`): `a²` multiply-adds per m x m output pixels and
+ * channel pair instead of `9·m²` (36 for 16 pixels, 16 for 4; a map the tiles do not divide pays
+ * for the whole last tile). Any padding (rows and columns outside the input read as zeros,
+ * `at.zero` points at >= C zeros); Ho and Wo as the caller computed them. Byte addresses;
+ * C % 4 == 0 and O % 4 == 0.
  */
 function winogradConv(
   be: WasmBackend,
   K: Kernels,
-  at: { x: number; w: number; y: number; zero: number },
+  at: { x: number; y: number; zero: number },
+  w: WinogradKernelsAt,
   d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
   pads: { pt: number; pl: number },
   pass: 'forward' | 'inputGrad' = 'forward',
@@ -1250,13 +1260,14 @@ function winogradConv(
   const F = winogradForm(Ho, Wo, pass);
   const fn = winogradKernels(K, F);
   const P = F.a * F.a; // products per tile
-  const plan = winogradPieces(F, d);
+  const plan = winogradPieces(F, d, w.perSample);
   const tmp = [P * C * O, P * plan.R * C, P * plan.R * O].map((n) => be.makeOutput([n], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
-  fn.w(at.w, uo, C, O);
   // U[k]'s block of 16 output channels from o0 at (k·C·O + C·o0) floats
   const block = (k: number, o0: number) => uo + (k * C * O + C * o0) * 4;
-  for (const q of plan.pieces) {
+  plan.pieces.forEach((q, i) => {
+    // the kernel once, or each sample's at its first piece
+    if (i === 0 || (w.perSample && q.ty0 === 0)) fn.w(w.at(q.b0), uo, C, O);
     const x = at.x + q.b0 * H * W * C * 4;
     // a band of tile rows from ty0: the same tiles with the padding moved up by m·ty0 rows
     const pt = pads.pt - F.m * q.ty0;
@@ -1270,20 +1281,21 @@ function winogradConv(
     }
     const y = at.y + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
     fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, plan.R * O * 4);
-  }
+  });
   for (const t of tmp) be.disposeData(t.dataId);
 }
 
 /**
  * How {@link winogradConv} and {@link winogradFilterGrad} walk a batch: pieces of whole samples
- * whose transformed inputs (`a² · tiles · max(C, O)` floats a sample) fit
- * {@link WINO_CHUNK_FLOATS}, or, where one sample does not, bands of tile rows of one sample
- * (so that a large image needs scratch of the budget's size, not of the image's). `R` is the
- * most rows of V[k] and M[k] a piece has.
+ * (one at a time with per-sample kernels) whose transformed inputs (`a² · tiles · max(C, O)`
+ * floats a sample) fit {@link WINO_CHUNK_FLOATS}, or, where one sample does not, bands of tile
+ * rows of one sample (so that a large image needs scratch of the budget's size, not of the
+ * image's). `R` is the most rows of V[k] and M[k] a piece has.
  */
 function winogradPieces(
   F: WinogradForm,
   d: { B: number; C: number; Ho: number; Wo: number; O: number },
+  perSample: boolean,
 ): {
   TW: number;
   R: number;
@@ -1294,7 +1306,8 @@ function winogradPieces(
   const perRow = F.a * F.a * TW * Math.max(C, O); // floats of one tile row's transformed inputs
   const pieces: { b0: number; n: number; ty0: number; th: number; rows: number }[] = [];
   if (perRow * TH <= WINO_CHUNK_FLOATS) {
-    const nS = Math.max(1, Math.min(B, Math.floor(WINO_CHUNK_FLOATS / (perRow * TH))));
+    const most = perSample ? 1 : B;
+    const nS = Math.max(1, Math.min(most, Math.floor(WINO_CHUNK_FLOATS / (perRow * TH))));
     for (let b0 = 0; b0 < B; b0 += nS) {
       const n = Math.min(nS, B - b0);
       pieces.push({ b0, n, ty0: 0, th: TH, rows: n * TH * TW });
@@ -1311,17 +1324,19 @@ function winogradPieces(
 }
 
 /**
- * The filter gradient of {@link winogradConv}: `dw [3, 3, C, O]` = the sum over the `B` samples
- * of the gradient of `conv(x, w)` given `dy`, in the transformed domain: the inputs' tiles
- * (`wino_in`) and `dy`'s tiles spread to `a x a` (`wino_dy`, `A dy Aᵀ`) give the `a²` gradients
- * `dU[k] = V[k]ᵀ @ dM[k]` as 1x1 filter gradients on `conv_dw_blk` (accumulated over the pieces
- * of {@link winogradPieces}), then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O)
- * zeros; byte addresses.
+ * The filter gradient of {@link winogradConv}: `dw [3, 3, C, O]`, the gradient of `conv(x, w)`
+ * given `dy` summed over the `B` samples (one `dw` at `dw.at(0)`) or each sample's own (at
+ * `dw.at(b)`), in the transformed domain: the inputs' tiles (`wino_in`) and `dy`'s tiles spread
+ * to `a x a` (`wino_dy`, `A dy Aᵀ`) give the `a²` gradients `dU[k] = V[k]ᵀ @ dM[k]` as 1x1
+ * filter gradients on `conv_dw_blk` (accumulated over the pieces of {@link winogradPieces} that
+ * make one `dw`), then `dw = Gᵀ dU G` (`wino_wg`). `at.zero` points at >= max(C, O) zeros; byte
+ * addresses.
  */
 function winogradFilterGrad(
   be: WasmBackend,
   K: Kernels,
-  at: { x: number; dy: number; dw: number; zero: number },
+  at: { x: number; dy: number; zero: number },
+  dw: WinogradKernelsAt,
   d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
   pads: { pt: number; pl: number },
 ): void {
@@ -1329,8 +1344,8 @@ function winogradFilterGrad(
   const F = winogradForm(Ho, Wo, 'filterGrad');
   const fn = winogradKernels(K, F);
   const P = F.a * F.a;
-  const plan = winogradPieces(F, d);
-  const R = plan.R;
+  const plan = winogradPieces(F, d, dw.perSample);
+  const { R, pieces } = plan;
   const tmp = [P * R * C, P * R * O, R * C, R * O, P * C * O].map((n) =>
     be.makeOutput([n], 'float32'),
   );
@@ -1341,8 +1356,11 @@ function winogradFilterGrad(
     number,
     number,
   ];
-  plan.pieces.forEach((q, i) => {
+  pieces.forEach((q, i) => {
     const { rows } = q;
+    // the first piece of a dw starts its sums; the last writes it
+    const first = i === 0 || (dw.perSample && q.ty0 === 0);
+    const last = i === pieces.length - 1 || (dw.perSample && pieces[i + 1]!.b0 !== q.b0);
     const x = at.x + q.b0 * H * W * C * 4;
     const pt = pads.pt - F.m * q.ty0;
     fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, R * C * 4);
@@ -1357,11 +1375,11 @@ function winogradFilterGrad(
         const nb = Math.min(8, O - o0) * 4;
         K.copy_rows(mk + o0 * 4, db + o0 * rows * 4, rows, O * 4, nb, nb);
       }
-      const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, i > 0 ? 1 : 0];
+      const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, first ? 0 : 1];
       K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
     }
+    if (last) fn.wg(uo, dw.at(q.b0), C, O);
   });
-  fn.wg(uo, at.dw, C, O);
   for (const t of tmp) be.disposeData(t.dataId);
 }
 
@@ -1520,8 +1538,9 @@ export function conv2dForwardWasm(
   const y = be.makeOutput([B, Ho, Wo, O], 'float32');
   const z = zeros(be, [C]);
   if (winogradApplies(kh, kw, sh, sw)) {
-    const at = { x: heapOffset(be, x), w: heapOffset(be, filter), y: heapOffset(be, y) };
-    winogradConv(be, K, { ...at, zero: heapOffset(be, z) }, { B, H, W, C, Ho, Wo, O }, { pt, pl });
+    const at = { x: heapOffset(be, x), y: heapOffset(be, y), zero: heapOffset(be, z) };
+    const w = { perSample: false, at: () => heapOffset(be, filter) };
+    winogradConv(be, K, at, w, { B, H, W, C, Ho, Wo, O }, { pt, pl });
     be.disposeData(z.dataId);
     return y;
   }
@@ -1644,11 +1663,8 @@ function forwardKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const K = kernelsFor(be)!;
   const [xo, ko, yo, zo] = [x, kernels, y, z].map((t) => heapOffset(be, t)) as number[];
   if (winogradApplies(kh, kw, sh, sw) && H * W >= WINO_MIN_PIXELS) {
-    for (let b = 0; b < B; b++) {
-      const bat = { x: xo! + b * H * W * C * 4, w: ko! + b * 9 * C * O * 4, zero: zo! };
-      const d = { B: 1, H, W, C, Ho, Wo, O };
-      winogradConv(be, K, { ...bat, y: yo! + b * Ho * Wo * O * 4 }, d, { pt, pl });
-    }
+    const w = { perSample: true, at: (b: number) => ko! + b * 9 * C * O * 4 };
+    winogradConv(be, K, { x: xo!, y: yo!, zero: zo! }, w, { B, H, W, C, Ho, Wo, O }, { pt, pl });
     be.disposeData(z.dataId);
     return y;
   }
@@ -1808,15 +1824,17 @@ function inputGradByPhases(
   const packedAt = (q: (typeof phases)[number]) => po! + (q.at / C) * 16 * blocks * 4;
   const q0 = phases[0]!;
   if (direct && winogradApplies(kh, kw, 1, 1) && (shared || H * W >= WINO_MIN_PIXELS)) {
-    // dx = conv(dy, w') as Winograd, w' built once (shared) or per sample
-    const d = { B: shared ? B : 1, H: Ho, W: Wo, C: O, Ho: H, Wo: W, O: C };
+    // dx = conv(dy, w') as Winograd, w' built once (shared) or for each sample when asked
+    const d = { B, H: Ho, W: Wo, C: O, Ho: H, Wo: W, O: C };
     const pads = { pt: q0.g[10]!, pl: q0.g[11]! };
-    for (let b = 0; b < (shared ? 1 : B); b++) {
-      build(at.k + (shared ? 0 : b * kh * kw * C * O * 4));
-      const x = at.dy + b * Ho * Wo * O * 4;
-      const dxAt = { x, w: so!, y: at.dx + b * H * W * C * 4, zero: at.zero };
-      winogradConv(be, K, dxAt, d, pads, 'inputGrad');
-    }
+    const w = {
+      perSample: !shared,
+      at: (b: number) => {
+        build(at.k + (shared ? 0 : b * kh * kw * C * O * 4));
+        return so!;
+      },
+    };
+    winogradConv(be, K, { x: at.dy, y: at.dx, zero: at.zero }, w, d, pads, 'inputGrad');
     for (const t of [sub, packed, scratch]) if (t) be.disposeData(t.dataId);
     return true;
   }
@@ -1908,11 +1926,9 @@ function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo
   if (winogradApplies(kh, kw, sh, sw) && (a.shared || H * W >= WINO_MIN_PIXELS)) {
     const z = zeros(be, [Math.max(C, O)]);
     const zo = heapOffset(be, z);
-    const d = { B: a.shared ? B : 1, H, W, C, Ho, Wo, O };
-    for (let b = 0; b < (a.shared ? 1 : B); b++) {
-      const bat = { x: xo! + b * H * W * C * 4, dy: dyo! + b * Ho * Wo * O * 4 };
-      winogradFilterGrad(be, K, { ...bat, dw: dwo! + b * kStep, zero: zo }, d, { pt, pl });
-    }
+    const out = { perSample: !a.shared, at: (b: number) => dwo! + b * kStep };
+    const d = { B, H, W, C, Ho, Wo, O };
+    winogradFilterGrad(be, K, { x: xo!, dy: dyo!, zero: zo }, out, d, { pt, pl });
     be.disposeData(z.dataId);
     return dw;
   }
