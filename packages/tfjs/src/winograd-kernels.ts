@@ -278,6 +278,40 @@ interface TileLoop {
 }
 
 /**
+ * The loop locals of a tile transform (i32 locals: allocate before the v128 ones), over `nS`
+ * samples of `H x W` images at `img` with `ch` channels, whose tiles are the rows of the
+ * transformed matrices at `mats`; `a` is a free address local.
+ */
+function tileLoop(
+  f: Frame,
+  p: {
+    nS: number;
+    TH: number;
+    TW: number;
+    ch: number;
+    mats: number;
+    img: number;
+    H: number;
+    W: number;
+  },
+): TileLoop & { ch: number; mats: number; a: number } {
+  const { s, ty, tx, co, chB, row, a } = f.i32s(['s', 'ty', 'tx', 'co', 'chB', 'row', 'a']);
+  return { ...p, s, ty, tx, co, chB, row, a };
+}
+
+/**
+ * The start of a tile transform: return at once when a count is 0, `chB` = 4·ch, `row` at the
+ * transformed matrices, the constants' locals set.
+ */
+function tilePrologue(k: WasmCode, l: ReturnType<typeof tileLoop>, consts: Constants): void {
+  k.get(l.nS).eqz().get(l.ch).eqz().add().get(l.TH).eqz().add().get(l.TW).eqz().add();
+  k.if().br(1).end();
+  consts.init(k);
+  k.get(l.ch).i32(4).mul().set(l.chB);
+  k.get(l.mats).set(l.row);
+}
+
+/**
  * The loops of every tile transform: samples, tile rows, tile columns (`perTile` once per tile),
  * and in each tile the groups of 4 channels (`perGroup`, with `co` their byte offset).
  */
@@ -329,33 +363,21 @@ function inputTransform(F: WinogradForm): WasmFunction {
     ['x', 'v', 'zero', 'H', 'W', 'C', 'TH', 'TW', 'pt', 'pl', 'nS', 'vkB'],
     0,
   );
-  const { s, ty, tx, co, CB, iy, ix, vr, a } = f.i32s([
-    's',
-    'ty',
-    'tx',
-    'co',
-    'CB',
-    'iy',
-    'ix',
-    'vr',
-    'a',
-  ]);
+  const l = tileLoop(f, { nS, TH, TW, ch: C, mats: v, img: x, H, W });
+  const { iy, ix } = f.i32s(['iy', 'ix']);
+  const { co, row, a } = l;
   const n = F.a;
   const p = range(n * n).map(() => f.i32()); // the tile's input pixels (or `zero`)
   const d = range(n * n).map(() => f.v128());
   const t = range(n * n).map(() => f.v128());
   const consts = new Constants(f, [F.BT]);
   const k = new WasmCode();
-  k.get(nS).eqz().get(C).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
-  consts.init(k);
-  k.get(C).i32(4).mul().set(CB);
-  k.get(v).set(vr);
-  const l = { s, ty, tx, co, nS, TH, TW, chB: CB, row: vr, img: x, H, W };
+  tilePrologue(k, l, consts);
   const perTile = () => tilePixels(k, l, { m: F.m, size: n, pt, pl, zero, iy, ix }, p);
   tileLoops(k, l, perTile, () => {
     for (let q = 0; q < n * n; q++) k.get(p[q]!).get(co).add().vLoad().set(d[q]!);
-    // Bᵀ d B, each V[k] stored as it comes: V[k] at vr + co + k·vkB
-    k.get(vr).get(co).add().set(a);
+    // Bᵀ d B, each V[k] stored as it comes: V[k] at row + co + k·vkB
+    k.get(row).get(co).add().set(a);
     transform2d(k, F.BT, d, t, consts, (i, j) => {
       k.set(d[i * n + j]!); // d is free once t holds Bᵀ d
       k.get(a)
@@ -374,29 +396,16 @@ function outputTransform(F: WinogradForm): WasmFunction {
     ['m', 'y', 'Ho', 'Wo', 'O', 'TH', 'TW', 'nS', 'mkB'],
     0,
   );
-  const { s, ty, tx, co, OB, mr, ya, a, rows, cols } = f.i32s([
-    's',
-    'ty',
-    'tx',
-    'co',
-    'OB',
-    'mr',
-    'ya',
-    'a',
-    'rows',
-    'cols',
-  ]);
+  const l = tileLoop(f, { nS, TH, TW, ch: O, mats: m, img: y, H: Ho, W: Wo });
+  const { ya, rows, cols } = f.i32s(['ya', 'rows', 'cols']);
+  const { ty, tx, co, chB: OB, row, a } = l;
   const n = F.a;
   const mv = range(n * n).map(() => f.v128());
   const t = range(F.m * n).map(() => f.v128());
   const yv = range(F.m * F.m).map(() => f.v128());
   const consts = new Constants(f, [F.AT]);
   const k = new WasmCode();
-  k.get(nS).eqz().get(O).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
-  consts.init(k);
-  k.get(O).i32(4).mul().set(OB);
-  k.get(m).set(mr);
-  const l = { s, ty, tx, co, nS, TH, TW, chB: OB, row: mr, img: y, H: Ho, W: Wo };
+  tilePrologue(k, l, consts);
   const perTile = () => {
     // the tile's first pixel; how many of its rows and columns are inside the output
     k.get(y).get(ty).i32(F.m).mul().get(Wo).mul().get(tx).i32(F.m).mul().add().get(OB).mul().add();
@@ -405,7 +414,7 @@ function outputTransform(F: WinogradForm): WasmFunction {
     k.get(Wo).get(tx).i32(F.m).mul().sub().set(cols);
   };
   tileLoops(k, l, perTile, () => {
-    k.get(mr).get(co).add().set(a);
+    k.get(row).get(co).add().set(a);
     for (let q = 0; q < n * n; q++) {
       k.get(a).vLoad().set(mv[q]!);
       if (q < n * n - 1) k.get(a).get(mkB).add().set(a);
@@ -437,17 +446,9 @@ function outputGradTransform(F: WinogradForm): WasmFunction {
     ['dy', 'mg', 'zero', 'Ho', 'Wo', 'O', 'TH', 'TW', 'nS', 'mkB'],
     0,
   );
-  const { s, ty, tx, co, OB, mr, a, oy, ox } = f.i32s([
-    's',
-    'ty',
-    'tx',
-    'co',
-    'OB',
-    'mr',
-    'a',
-    'oy',
-    'ox',
-  ]);
+  const l = tileLoop(f, { nS, TH, TW, ch: O, mats: mg, img: dy, H: Ho, W: Wo });
+  const { oy, ox } = f.i32s(['oy', 'ox']);
+  const { co, row, a } = l;
   const n = F.a;
   const p = range(F.m * F.m).map(() => f.i32()); // the tile's pixels of dy (or `zero`)
   const dv = range(F.m * F.m).map(() => f.v128());
@@ -456,16 +457,12 @@ function outputGradTransform(F: WinogradForm): WasmFunction {
   const A = transpose(F.AT); // a x m
   const consts = new Constants(f, [A]);
   const k = new WasmCode();
-  k.get(nS).eqz().get(O).eqz().add().get(TH).eqz().add().get(TW).eqz().add().if().br(1).end();
-  consts.init(k);
-  k.get(O).i32(4).mul().set(OB);
-  k.get(mg).set(mr);
-  const l = { s, ty, tx, co, nS, TH, TW, chB: OB, row: mr, img: dy, H: Ho, W: Wo };
+  tilePrologue(k, l, consts);
   const perTile = () => tilePixels(k, l, { m: F.m, size: F.m, zero, iy: oy, ix: ox }, p);
   tileLoops(k, l, perTile, () => {
     for (let q = 0; q < F.m * F.m; q++) k.get(p[q]!).get(co).add().vLoad().set(dv[q]!);
-    // A dy Aᵀ, each dM[k] stored as it comes: at mr + co + k·mkB
-    k.get(mr).get(co).add().set(a);
+    // A dy Aᵀ, each dM[k] stored as it comes: at row + co + k·mkB
+    k.get(row).get(co).add().set(a);
     transform2d(k, A, dv, t, consts, (i, j) => {
       k.set(out).get(a).get(out).vStore();
       if (i * n + j < n * n - 1) k.get(a).get(mkB).add().set(a);
