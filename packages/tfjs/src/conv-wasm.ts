@@ -78,6 +78,63 @@ const CONV_GEOMETRY = [
 ] as const;
 
 /**
+ * The column loop of the forward kernels: blocks of `4·NV` columns from `o0 = 0` while a whole
+ * block fits in `N` (`block(NV)`), then the rest 4 at a time (`block(1)`); `o0` is the block's
+ * first column.
+ */
+function columnBlocks(
+  k: WasmCode,
+  o0: number,
+  N: number,
+  NV: number,
+  block: (nv: number) => void,
+): void {
+  k.i32(0).set(o0).block().loop();
+  k.get(o0)
+    .i32(4 * NV)
+    .add()
+    .get(N)
+    .gtS()
+    .brIf(1);
+  block(NV);
+  k.get(o0)
+    .i32(4 * NV)
+    .add()
+    .set(o0)
+    .br(0)
+    .end()
+    .end();
+  k.block().loop();
+  k.get(o0).get(N).ltS().eqz().brIf(1);
+  block(1);
+  k.get(o0).i32(4).add().set(o0).br(0).end().end();
+}
+
+/**
+ * The row loop of the forward kernels: tiles of MR rows from `p0 = 0` while `p0 < P`; for each
+ * row r of a tile `row(r)` runs with `t = min(p0 + r, P - 1)` set (rows past the end repeat the
+ * last one), then `tile()`.
+ */
+function rowTiles(
+  k: WasmCode,
+  l: { p0: number; t: number; P: number },
+  MR: number,
+  row: (r: number) => void,
+  tile: () => void,
+): void {
+  const { p0, t, P } = l;
+  k.i32(0).set(p0).block().loop();
+  k.get(p0).get(P).ltS().eqz().brIf(1);
+  for (let r = 0; r < MR; r++) {
+    k.get(p0).i32(r).add().set(t).get(t).get(P).i32(1).sub().get(t).get(P).ltS().select();
+    k.set(t);
+    row(r);
+  }
+  tile();
+  k.get(p0).i32(MR).add().set(p0).br(0).end().end();
+}
+
+/**
  * `conv_fwd(x, w, y, zero, H, W, Cin, Ho, Wo, Cout, kh, kw, sh, sw, pt, pl, wRowB, yRowB)`,
  * one sample: `y[Ho, Wo, Cout] = conv(x[H, W, Cin], w[kh, kw, Cin, Cout])`; `zero` points at
  * >= Cin zeros (read in place of padding). Byte addresses; the rows of `w` (one per tap and
@@ -162,40 +219,21 @@ function convForward(MR: number, NV: number): WasmFunction {
   // output channels outermost: the kernel columns of one tile ([kh, kw, Cin, 4 NV])
   // stay in cache while every pixel tile passes over them (pixels outermost streamed the
   // whole kernel, 2.4 MB at 3x3x256x256, once per pixel tile)
-  const pixels = (nv: number): void => {
-    k.i32(0).set(p0).block().loop();
-    k.get(p0).get(P).ltS().eqz().brIf(1);
-    for (let r = 0; r < MR; r++) {
-      // t = min(p0 + r, P - 1)
-      k.get(p0).i32(r).add().set(t).get(t).get(P).i32(1).sub().get(t).get(P).ltS().select();
-      k.set(t).get(t).get(Wo).divU().set(oy[r]!);
-      k.get(t).get(oy[r]!).get(Wo).mul().sub().get(sw).mul().get(pl).sub().set(ox[r]!);
-      k.get(oy[r]!).get(sh).mul().get(pt).sub().set(oy[r]!);
-      k.get(y).get(t).get(yRowB).mul().add().set(yo[r]!);
-    }
-    tile(nv);
-    k.get(p0).i32(MR).add().set(p0).br(0).end().end();
-  };
-  k.i32(0).set(o0).block().loop();
-  k.get(o0)
-    .i32(4 * NV)
-    .add()
-    .get(Cout)
-    .gtS()
-    .brIf(1);
-  pixels(NV);
-  k.get(o0)
-    .i32(4 * NV)
-    .add()
-    .set(o0)
-    .br(0)
-    .end()
-    .end();
-  // the last Cout % (4 NV) channels, 4 at a time
-  k.block().loop();
-  k.get(o0).get(Cout).ltS().eqz().brIf(1);
-  pixels(1);
-  k.get(o0).i32(4).add().set(o0).br(0).end().end();
+  const pixels = (nv: number): void =>
+    rowTiles(
+      k,
+      { p0, t, P },
+      MR,
+      (r) => {
+        k.get(t).get(Wo).divU().set(oy[r]!);
+        k.get(t).get(oy[r]!).get(Wo).mul().sub().get(sw).mul().get(pl).sub().set(ox[r]!);
+        k.get(oy[r]!).get(sh).mul().get(pt).sub().set(oy[r]!);
+        k.get(y).get(t).get(yRowB).mul().add().set(yo[r]!);
+      },
+      () => tile(nv),
+    );
+  // whole tiles of 4·NV output channels, then the last Cout % (4 NV) 4 at a time
+  columnBlocks(k, o0, Cout, NV, pixels);
   return f.fn('conv_fwd', k);
 }
 
@@ -249,39 +287,19 @@ function gemmRows(MR: number, NV: number): WasmFunction {
           .get(acc[r * nv + h]!)
           .vStore(16 * h);
   };
-  const pass = (nv: number): void => {
-    k.i32(0).set(p0).block().loop();
-    k.get(p0).get(rows).ltS().eqz().brIf(1);
-    for (let r = 0; r < MR; r++) {
-      // t = min(p0 + r, rows - 1)
-      k.get(p0).i32(r).add().set(t).get(t).get(rows).i32(1).sub().get(t).get(rows).ltS().select();
-      k.set(t);
-      k.get(a).get(t).get(aRowB).mul().add().set(ap[r]!);
-      k.get(c).get(t).get(cRowB).mul().add().set(cp[r]!);
-    }
-    tile(nv);
-    k.get(p0).i32(MR).add().set(p0).br(0).end().end();
-  };
+  const pass = (nv: number): void =>
+    rowTiles(
+      k,
+      { p0, t, P: rows },
+      MR,
+      (r) => {
+        k.get(a).get(t).get(aRowB).mul().add().set(ap[r]!);
+        k.get(c).get(t).get(cRowB).mul().add().set(cp[r]!);
+      },
+      () => tile(nv),
+    );
   // columns outermost, as conv_fwd: one block of b stays in cache over every row tile
-  k.i32(0).set(n0).block().loop();
-  k.get(n0)
-    .i32(4 * NV)
-    .add()
-    .get(N)
-    .gtS()
-    .brIf(1);
-  pass(NV);
-  k.get(n0)
-    .i32(4 * NV)
-    .add()
-    .set(n0)
-    .br(0)
-    .end()
-    .end();
-  k.block().loop();
-  k.get(n0).get(N).ltS().eqz().brIf(1);
-  pass(1);
-  k.get(n0).i32(4).add().set(n0).br(0).end().end();
+  columnBlocks(k, n0, N, NV, pass);
   return f.fn('gemm_rows', k);
 }
 
