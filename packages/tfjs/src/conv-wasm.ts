@@ -78,6 +78,44 @@ const CONV_GEOMETRY = [
 ] as const;
 
 /**
+ * One step of the forward kernels' inner loop: `nv` 4-lane kernel vectors at `w`, times each
+ * row's value at `rows[r]` (broadcast), added to `acc[r·nv + h]`; then every row pointer moves
+ * to its next value and `w` to its next row (`wRowB` bytes on).
+ */
+function tileStep(
+  k: WasmCode,
+  l: { w: number; wRowB: number; rows: number[]; acc: number[]; b: number[]; av: number },
+  nv: number,
+): void {
+  for (let h = 0; h < nv; h++)
+    k.get(l.w)
+      .vLoad(16 * h)
+      .set(l.b[h]!);
+  l.rows.forEach((row, r) => {
+    k.get(row).vLoadSplat32().set(l.av);
+    for (let h = 0; h < nv; h++) madd(k, l.acc[r * nv + h]!, l.av, l.b[h]!);
+  });
+  for (const row of l.rows) k.get(row).i32(4).add().set(row);
+  k.get(l.w).get(l.wRowB).add().set(l.w);
+}
+
+/**
+ * The forward kernels' tile stores: row r's `nv` vectors at `out[r]` + 4·`col` bytes, the last
+ * row first (a row repeated past the end is written with the same values again).
+ */
+function storeTile(k: WasmCode, out: number[], col: number, acc: number[], nv: number): void {
+  for (let r = out.length - 1; r >= 0; r--)
+    for (let h = 0; h < nv; h++)
+      k.get(out[r]!)
+        .get(col)
+        .i32(4)
+        .mul()
+        .add()
+        .get(acc[r * nv + h]!)
+        .vStore(16 * h);
+}
+
+/**
  * The column loop of the forward kernels: blocks of `4·NV` columns from `o0 = 0` while a whole
  * block fits in `N` (`block(NV)`), then the rest 4 at a time (`block(1)`); `o0` is the block's
  * first column.
@@ -185,34 +223,12 @@ function convForward(MR: number, NV: number): WasmFunction {
     k.get(i).get(kw).mul().get(j).add().get(Cin).mul().get(wRowB).mul();
     k.get(o0).i32(4).mul().add().get(w).add().set(wp);
     k.get(Cin).set(c).loop();
-    for (let h = 0; h < nv; h++)
-      k.get(wp)
-        .vLoad(16 * h)
-        .set(b[h]!);
-    for (let r = 0; r < MR; r++) {
-      k.get(a[r]!).vLoadSplat32().set(av);
-      for (let h = 0; h < nv; h++) {
-        const q = acc[r * nv + h]!;
-        madd(k, q, av, b[h]!);
-      }
-    }
-    for (let r = 0; r < MR; r++) k.get(a[r]!).i32(4).add().set(a[r]!);
-    k.get(wp).get(wRowB).add().set(wp);
+    tileStep(k, { w: wp, wRowB, rows: a, acc, b, av }, nv);
     k.get(c).i32(1).sub().tee(c).brIf(0).end();
     k.get(j).i32(1).add().tee(j).get(kw).ltU().brIf(0).end();
     k.get(i).i32(1).add().tee(i).get(kh).ltU().brIf(0).end();
     // pixels past the end repeat the last one: its row is written with the same values again
-    for (let r = MR - 1; r >= 0; r--) {
-      for (let h = 0; h < nv; h++) {
-        k.get(yo[r]!)
-          .get(o0)
-          .i32(4)
-          .mul()
-          .add()
-          .get(acc[r * nv + h]!)
-          .vStore(16 * h);
-      }
-    }
+    storeTile(k, yo, o0, acc, nv);
   };
   k.get(Ho).get(Wo).mul().set(P);
   k.get(Cin).i32(4).mul().set(inB);
@@ -265,27 +281,9 @@ function gemmRows(MR: number, NV: number): WasmFunction {
     for (let q = 0; q < MR * nv; q++) k.vZero().set(acc[q]!);
     k.get(b).get(n0).i32(4).mul().add().set(bp);
     k.get(K).set(kk).loop();
-    for (let h = 0; h < nv; h++)
-      k.get(bp)
-        .vLoad(16 * h)
-        .set(bv[h]!);
-    for (let r = 0; r < MR; r++) {
-      k.get(ap[r]!).vLoadSplat32().set(av);
-      for (let h = 0; h < nv; h++) madd(k, acc[r * nv + h]!, av, bv[h]!);
-    }
-    for (let r = 0; r < MR; r++) k.get(ap[r]!).i32(4).add().set(ap[r]!);
-    k.get(bp).get(bRowB).add().set(bp);
+    tileStep(k, { w: bp, wRowB: bRowB, rows: ap, acc, b: bv, av }, nv);
     k.get(kk).i32(1).sub().tee(kk).brIf(0).end();
-    // a repeated last row is written with the same values again
-    for (let r = MR - 1; r >= 0; r--)
-      for (let h = 0; h < nv; h++)
-        k.get(cp[r]!)
-          .get(n0)
-          .i32(4)
-          .mul()
-          .add()
-          .get(acc[r * nv + h]!)
-          .vStore(16 * h);
+    storeTile(k, cp, n0, acc, nv);
   };
   const pass = (nv: number): void =>
     rowTiles(
