@@ -1242,6 +1242,9 @@ function winogradApplies(kh: number, kw: number, sh: number, sw: number): boolea
   return winograd && kh === 3 && kw === 3 && sh === 1 && sw === 1;
 }
 
+/** A conv's sizes: batch, input map and channels, output map and channels. */
+type ConvDims = { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number };
+
 /**
  * The kernels a Winograd conv reads or writes: one for the whole batch (`perSample` false,
  * `at(0)`), or one per sample (`at(b)`: sample b's address, computed, or built, when asked).
@@ -1268,7 +1271,7 @@ function winogradConv(
   K: Kernels,
   at: { x: number; y: number; zero: number },
   w: WinogradKernelsAt,
-  d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  d: ConvDims,
   pads: { pt: number; pl: number },
   pass: 'forward' | 'inputGrad' = 'forward',
 ): void {
@@ -1310,7 +1313,7 @@ function winogradConv(
  */
 function winogradPieces(
   F: WinogradForm,
-  d: { B: number; C: number; Ho: number; Wo: number; O: number },
+  d: Pick<ConvDims, 'B' | 'C' | 'Ho' | 'Wo' | 'O'>,
   perSample: boolean,
 ): {
   TW: number;
@@ -1353,7 +1356,7 @@ function winogradFilterGrad(
   K: Kernels,
   at: { x: number; dy: number; zero: number },
   dw: WinogradKernelsAt,
-  d: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  d: ConvDims,
   pads: { pt: number; pl: number },
 ): void {
   const { H, W, C, Ho, Wo, O } = d;
@@ -1784,7 +1787,7 @@ function inputGradByPhases(
   be: WasmBackend,
   K: Kernels,
   at: { dy: number; k: number; dx: number; zero: number },
-  dims: { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number },
+  dims: ConvDims,
   taps: { kh: number; kw: number; pt: number; pl: number; sh: number; sw: number },
   shared: boolean,
 ): boolean {
