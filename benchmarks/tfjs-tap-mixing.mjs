@@ -13,6 +13,7 @@
 import { initWeights, planModel, SpecBuilder } from '@kernelwarehouse/core';
 import { buildModel, setTemperature } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
+import { perSampleWinograd } from '../packages/tfjs/dist/conv-wasm.js';
 import { setWasmTapMixing, tapMixingPays } from '../packages/tfjs/dist/mix-wasm.js';
 import { compare, machine, median, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
@@ -82,7 +83,8 @@ if (only !== 'steps') {
       );
       setWasmTapMixing(true);
       const pixels = Math.ceil(S / stride) ** 2;
-      const pays = tapMixingPays(wh.n, 9, layer.gIn, wh.cellOut, pixels);
+      const wino = perSampleWinograd(3, 3, stride, stride, S, S);
+      const pays = tapMixingPays(wh.n, 9, layer.gIn, wh.cellOut, pixels, wino);
       console.log(
         `| ${C}, ${S}x${S}, ${stride} | ${budgetText(budget)} | ${layer.gOut}, ${layer.gIn} | ${wh.n} | ${wh.cellOut} | ${assembled.medianMs.toFixed(1)} | ${mixed.medianMs.toFixed(1)} | ${mixed.ratio.toFixed(2)} | ${pays ? 'mixed' : 'assembled'} |`,
       );

@@ -1242,6 +1242,23 @@ function winogradApplies(kh: number, kw: number, sh: number, sw: number): boolea
   return winograd && kh === 3 && kw === 3 && sh === 1 && sw === 1;
 }
 
+/**
+ * Whether a conv with one kernel per sample, of this kernel, stride and input map, runs as a
+ * Winograd convolution on the own kernels (forward, input and filter gradients): 3x3, stride 1,
+ * at least {@link WINO_MIN_PIXELS} input pixels, Winograd on ({@link setWasmWinograd}). For the
+ * tap-mixing cost rule (mix-wasm.ts), whose assembled form then costs less.
+ */
+export function perSampleWinograd(
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+  H: number,
+  W: number,
+): boolean {
+  return winogradApplies(kh, kw, sh, sw) && H * W >= WINO_MIN_PIXELS;
+}
+
 /** A conv's sizes: batch, input map and channels, output map and channels. */
 type ConvDims = { B: number; H: number; W: number; C: number; Ho: number; Wo: number; O: number };
 

@@ -19,6 +19,7 @@ import {
   activeOwnKernels,
   heapOffset,
   type KernelArgs,
+  perSampleWinograd,
   refuseSecondOrder,
   registerOwnKernels,
   requireKernels,
@@ -150,12 +151,14 @@ function ensureRegistered(): void {
  * - mixed: the shared product, `n / (taps·G_in)` of the conv's multiply-adds, plus the mixing,
  *   `n / c_out` of them, weighed {@link TAP_MIX_COSTS}`.mixing` times (it runs below the conv
  *   kernels' rate, and its output, `G_out·n/G_in` times the input's size, is moved again);
- * - assembled: the conv, plus per sample `assembly·n + sample` conv multiply-adds per kernel
- *   float (the assembly's product and its gradient, and the per-sample kernels' copies and
- *   transposes), spread over the `pixels` that use each kernel float.
+ * - assembled: the conv (weighed {@link TAP_MIX_COSTS}`.winograd` when its per-sample conv
+ *   runs as a Winograd convolution, `winograd` true: 3x3 stride-1 convs on maps of 100 pixels or
+ *   more), plus per sample `assembly·n + sample` conv multiply-adds per kernel float (the
+ *   assembly's product and its gradient, and the per-sample kernels' copies and transposes),
+ *   spread over the `pixels` that use each kernel float.
  *
  * The mixed form is taken where it is predicted {@link TAP_MIX_COSTS}`.margin` of the assembled
- * form's time or less.
+ * form's time or less. (The mixed form's shared 1x1 product has no Winograd form.)
  */
 export function tapMixingPays(
   n: number,
@@ -163,22 +166,35 @@ export function tapMixingPays(
   gIn: number,
   cout: number,
   pixels: number,
+  winograd = false,
 ): boolean {
   const c = TAP_MIX_COSTS;
   const mixed = n / (taps * gIn) + (c.mixing * n) / cout;
-  const assembled = 1 + (c.assembly * n + c.sample) / pixels;
+  const assembled = (winograd ? c.winograd : 1) + (c.assembly * n + c.sample) / pixels;
   return mixed <= c.margin * assembled;
 }
 
 /**
  * The weights of {@link tapMixingPays}, fitted to `bench:tap-mixing` (one KW conv, batch 32,
  * forward and gradients, both forms interleaved; 3x3 convs of 64-256 channels on 7x7 to 28x28
- * maps at budgets 2, 1, 1/2 and 1/4; 2026-11-27, `benchmarks/RESULTS.md`): of its 32 cases the
- * rule picks the mixed form for the 12 measured at 0.42-0.97x the assembled form's time; of the
- * others, the lowest measured 0.89x (128 channels on 7x7 maps at 1/2x: a win it misses) and 0.96x,
- * the rest 1.01x or more.
+ * maps at budgets 2, 1, 1/2 and 1/4; `benchmarks/RESULTS.md`). First fitted before the
+ * Winograd convs (2026-11-27 13:45 UTC): of its 32 cases the rule picked the mixed form for the
+ * 12 measured at 0.42-0.97x the assembled form's time. Since per-sample 3x3 stride-1 convs on
+ * 14x14 and 28x28 maps run as Winograd convolutions, their assembled form takes 0.60-0.87x the
+ * time it took against the mixed form (the ratios of the two runs; 0.73 on average), and
+ * `winograd` (0.7; any of 0.65-0.8 picks the same) weighs their conv: in the run after
+ * (19:00 UTC) the rule picks the mixed form for 10 of the 12 cases measured at 0.42-0.92x (it
+ * misses 0.84x and 0.92x, both at 1/2x, as before) and the assembled form for all 20 measured at
+ * 1.12x or more (without `winograd`, 128 channels on 14x14 maps at 1/4x, measured 1.12x, took
+ * the mixed form).
  */
-export const TAP_MIX_COSTS = { mixing: 2.5, assembly: 0.5, sample: 21, margin: 0.9 } as const;
+export const TAP_MIX_COSTS = {
+  mixing: 2.5,
+  assembly: 0.5,
+  sample: 21,
+  winograd: 0.7,
+  margin: 0.9,
+} as const;
 
 /**
  * Core's `mixTaps` on the own wasm kernels: `x` NHWC `[N, H, W, C]`, `alpha [N, kh·kw·G_out·G_in,
@@ -212,7 +228,8 @@ export function mixTapsWasm(
   const Ho = convOutputLength(H, kh, sh, pt);
   const Wo = convOutputLength(W, kw, sw, pl);
   if (Ho < 1 || Wo < 1) return undefined;
-  if (mode !== 'always' && !tapMixingPays(n, kh * kw, g.gIn, cout, Ho * Wo)) return undefined;
+  const wino = perSampleWinograd(kh, kw, sh, sw, H, W);
+  if (mode !== 'always' && !tapMixingPays(n, kh * kw, g.gIn, cout, Ho * Wo, wino)) return undefined;
   ensureRegistered();
   const attrs = { kh, kw, sh, sw, pt, pl, gOut: g.gOut, gIn: g.gIn };
   const run = (name: string, inputs: Record<string, tf.Tensor>) =>

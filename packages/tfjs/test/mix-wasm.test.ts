@@ -1,7 +1,7 @@
 import { initWeights, SpecBuilder } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { setOwnWasmKernels } from '../src/conv-wasm.js';
+import { perSampleWinograd, setOwnWasmKernels, setWasmWinograd } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { buildModel, setTemperature } from '../src/index.js';
 import {
@@ -243,6 +243,44 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     expect(tapMixingPays(29, 9, 1, 128, 196)).toBe(false); // 1x layer2.0.conv2
     expect(tapMixingPays(38, 9, 1, 64, 784)).toBe(false); // 1x layer1.0.conv1
     expect(tapMixingPays(9, 9, 1, 64, 784)).toBe(false); // few cells, but a large map
+  });
+
+  it('the cost rule weighs an assembled form that runs as Winograd: 14x14 at 1/4x assembles now', () => {
+    // ResNet-8 width 4 layer2.0.conv2 at 1/4x: 128 channels on 14x14 maps, n = 9, G_in = 2,
+    // c_out = 64; bench:tap-mixing measured the mixed form at 1.12x the assembled form's time
+    // once the assembled form's per-sample conv ran as Winograd (0.84x before)
+    expect(tapMixingPays(9, 9, 2, 64, 196, false)).toBe(true);
+    expect(tapMixingPays(9, 9, 2, 64, 196, true)).toBe(false);
+    expect(tapMixingPays(9, 9, 2, 64, 196)).toBe(true); // default: a direct conv
+    // 7x7 layers have no per-sample Winograd form: unchanged
+    expect(tapMixingPays(9, 9, 1, 256, 49, false)).toBe(true);
+    // 256 channels on 14x14 maps at 1/4x (ResNet18 stage 3) still mix (measured 0.86x)
+    expect(tapMixingPays(9, 9, 2, 128, 196, true)).toBe(true);
+    // and the layer takes it: per-sample Winograd applies to 3x3 stride-1 convs from 100 pixels
+    expect(perSampleWinograd(3, 3, 1, 1, 14, 14)).toBe(true);
+    expect(perSampleWinograd(3, 3, 1, 1, 7, 7)).toBe(false);
+    expect(perSampleWinograd(3, 3, 2, 2, 28, 28)).toBe(false);
+    // so mixTapsWasm leaves that layer to the assembled form while Winograd is on
+    setWasmTapMixing(true);
+    const g: TapMixGeometry = {
+      kernelSize: [3, 3],
+      stride: [1, 1],
+      padding: [1, 1],
+      gOut: 2,
+      gIn: 2,
+    };
+    const [x, alpha] = [tf.zeros([1, 14, 14, 128]), tf.zeros([1, 36, 9])];
+    try {
+      expect(mixTapsWasm(x, alpha, g, 64)).toBeUndefined();
+      expect(setWasmWinograd(false)).toBe(true);
+      expect(perSampleWinograd(3, 3, 1, 1, 14, 14)).toBe(false);
+      const z = mixTapsWasm(x, alpha, g, 64);
+      expect(z?.shape).toEqual([1, 14, 14, 2 * 9 * 64]);
+      z?.dispose();
+    } finally {
+      setWasmWinograd(true);
+      tf.dispose([x, alpha]);
+    }
   });
 
   // one KW 3x3 conv of 9 cells on 3x3 maps of 64 channels (pays): whole-tap cells, and halved
