@@ -33,6 +33,11 @@ export function setWasmBatchNorm(enabled: boolean): boolean {
   return path.set(enabled);
 }
 
+/** The current setting of {@link setWasmBatchNorm} (shard workers start with the main thread's). */
+export function wasmBatchNormSetting(): boolean {
+  return path.enabled;
+}
+
 /** Scratch of a kernel call: per-channel coefficients `[4, C]` and two float64 rows of sums. */
 export interface Scratch {
   coef: tf.TensorInfo;

@@ -968,6 +968,10 @@ export class OwnKernelPath {
     this.on = enabled;
     return was;
   }
+  /** The setting (shard workers take the main thread's). */
+  get enabled(): boolean {
+    return this.on;
+  }
   active(): ReturnType<typeof activeOwnKernels> {
     return this.on ? activeOwnKernels() : null;
   }
@@ -1033,15 +1037,49 @@ function bind(be: WasmBackend): Binding {
 }
 
 /**
- * The current settings of {@link setOwnWasmKernels}, {@link setWasmFusedMultiplyAdd} and
- * {@link setWasmWinograd} (shard workers start with the main thread's).
+ * Every switch of this file's kernels: the public ones ({@link setOwnWasmKernels},
+ * {@link setWasmFusedMultiplyAdd}, {@link setWasmWinograd}) and those for side-by-side
+ * benchmarks and tests. Most change the numbers by float rounding, so shard workers take the
+ * main thread's at every step (shards.ts), to compute what in-thread shards compute.
  */
-export function ownWasmKernelSettings(): {
+export interface OwnKernelSettings {
   enabled: boolean;
   fmaAllowed: boolean;
   winograd: boolean;
-} {
-  return { enabled, fmaAllowed, winograd };
+  winogradTiles: 'auto' | 2 | 4;
+  winogradChunkFloats: number;
+  dxByForward: boolean;
+  dxByPhases: boolean;
+  dwBlocked: boolean;
+  assemblyNoPack: boolean;
+}
+
+/** The current {@link OwnKernelSettings}. */
+export function ownWasmKernelSettings(): OwnKernelSettings {
+  return {
+    enabled,
+    fmaAllowed,
+    winograd,
+    winogradTiles,
+    winogradChunkFloats: WINO_CHUNK_FLOATS,
+    dxByForward,
+    dxByPhases,
+    dwBlocked,
+    assemblyNoPack,
+  };
+}
+
+/** Set every switch of {@link OwnKernelSettings} (a shard worker, from the main thread's). */
+export function applyOwnWasmKernelSettings(s: OwnKernelSettings): void {
+  setOwnWasmKernels(s.enabled);
+  setWasmFusedMultiplyAdd(s.fmaAllowed);
+  setWasmWinograd(s.winograd);
+  setWinogradTiles(s.winogradTiles);
+  setWinogradChunkFloats(s.winogradChunkFloats);
+  setInputGradByForward(s.dxByForward);
+  setStridedInputGradByPhases(s.dxByPhases);
+  setFilterGradBlocked(s.dwBlocked);
+  setAssemblyForwardNoPack(s.assemblyNoPack);
 }
 
 /**

@@ -33,6 +33,11 @@ export function setWasmGlobalAvgPool(enabled: boolean): boolean {
   return path.set(enabled);
 }
 
+/** The current setting of {@link setWasmGlobalAvgPool} (shard workers start with the main thread's). */
+export function wasmGlobalAvgPoolSetting(): boolean {
+  return path.enabled;
+}
+
 /** `x [N, H, W, C]` -> `[N, C]`, the mean over H and W. */
 function forwardKernel({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const be = backend as WasmBackend;

@@ -6,14 +6,14 @@
 import { initWeights, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from './backend.js';
-import { setOwnWasmKernels, setWasmFusedMultiplyAdd, setWasmWinograd } from './conv-wasm.js';
-import { setWasmTapMixing } from './mix-wasm.js';
 import { buildModel, setMethodTemperature, setTemperature } from './model.js';
 import {
+  applyWasmKernelSettings,
   type ShardRequest,
   type ShardResult,
   shardGradients,
   shardVariables,
+  type WasmKernelSettings,
   writeVariables,
 } from './shards.js';
 import { watchWasmFailures } from './wasm-guard.js';
@@ -28,19 +28,15 @@ const { parentPort, workerData } = (await import(threads)) as {
   workerData: {
     spec: ModelSpec;
     backend: string;
-    ownKernels: { enabled: boolean; fmaAllowed: boolean; winograd: boolean };
-    tapMixing: boolean | 'always';
+    kernels: WasmKernelSettings;
   };
 };
 const port = parentPort;
-const { spec, backend, ownKernels, tapMixing } = workerData;
+const { spec, backend, kernels } = workerData;
 
 try {
   // the main thread's kernel settings (the same numbers as the in-thread shards)
-  setOwnWasmKernels(ownKernels.enabled);
-  setWasmFusedMultiplyAdd(ownKernels.fmaAllowed);
-  setWasmWinograd(ownKernels.winograd);
-  setWasmTapMixing(tapMixing);
+  applyWasmKernelSettings(kernels);
   await chooseBackend({ force: backend as never, report: null });
   const model = buildModel(spec, initWeights(spec, { seed: 0 }));
   const vars = shardVariables(model);
@@ -49,6 +45,7 @@ try {
   const watch = watchWasmFailures();
   port.on('message', (req: ShardRequest) => {
     try {
+      applyWasmKernelSettings(req.kernels);
       if (req.tau !== undefined) setTemperature(model, req.tau);
       if (req.temperature !== undefined) setMethodTemperature(model, req.temperature);
       writeVariables(vars.trainable, req.params);

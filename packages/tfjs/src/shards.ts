@@ -13,8 +13,14 @@
  */
 import { KwError, type ModelSpec } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
-import { ownWasmKernelSettings } from './conv-wasm.js';
-import { wasmTapMixingSetting } from './mix-wasm.js';
+import { setWasmBatchNorm, wasmBatchNormSetting } from './bn-wasm.js';
+import {
+  applyOwnWasmKernelSettings,
+  type OwnKernelSettings,
+  ownWasmKernelSettings,
+} from './conv-wasm.js';
+import { setWasmGlobalAvgPool, wasmGlobalAvgPoolSetting } from './gap-wasm.js';
+import { setWasmTapMixing, wasmTapMixingSetting } from './mix-wasm.js';
 
 /** What one shard's forward and backward gives. */
 export interface ShardResult {
@@ -137,8 +143,40 @@ export function weightedSum(xs: Float32Array[], w: number[]): Float32Array {
   return out;
 }
 
+/**
+ * The switches of the own wasm kernels that a shard's forward and backward goes through (the
+ * optimizer update runs in the main thread only): a worker starts with the main thread's, so
+ * workers and in-thread shards compute the same numbers whatever was switched.
+ */
+export interface WasmKernelSettings {
+  own: OwnKernelSettings;
+  tapMixing: boolean | 'always';
+  batchNorm: boolean;
+  globalAvgPool: boolean;
+}
+
+/** This thread's {@link WasmKernelSettings}. */
+export function wasmKernelSettings(): WasmKernelSettings {
+  return {
+    own: ownWasmKernelSettings(),
+    tapMixing: wasmTapMixingSetting(),
+    batchNorm: wasmBatchNormSetting(),
+    globalAvgPool: wasmGlobalAvgPoolSetting(),
+  };
+}
+
+/** Take `s` (in a shard worker, the main thread's {@link wasmKernelSettings}). */
+export function applyWasmKernelSettings(s: WasmKernelSettings): void {
+  applyOwnWasmKernelSettings(s.own);
+  setWasmTapMixing(s.tapMixing);
+  setWasmBatchNorm(s.batchNorm);
+  setWasmGlobalAvgPool(s.globalAvgPool);
+}
+
 /** A step's message to a shard worker. */
 export interface ShardRequest {
+  /** The main thread's kernel switches at this step (a switch flipped between steps is followed). */
+  kernels: WasmKernelSettings;
   params: Float32Array[];
   stats: Float32Array[];
   x: Float32Array;
@@ -227,8 +265,7 @@ export class ShardWorkers {
           workerData: {
             spec,
             backend,
-            ownKernels: ownWasmKernelSettings(),
-            tapMixing: wasmTapMixingSetting(),
+            kernels: wasmKernelSettings(),
           },
         }),
     );

@@ -41,6 +41,7 @@ import {
   shardBounds,
   shardGradients,
   shardVariables,
+  wasmKernelSettings,
   weightedSum,
   writeVariables,
 } from './shards.js';
@@ -817,11 +818,13 @@ export class Trainer {
         this.workers = await ShardWorkers.start(this.spec, this.shards, backend);
       }
       const params = this.shardVars.trainable.map((v) => (v.dataSync() as Float32Array).slice());
+      const kernels = wasmKernelSettings();
       results = await Promise.all(
         bounds.map(([a, b], i) => {
           const xs = gather(x, a, b);
           const ys = gather(y, a, b);
           const req = {
+            kernels,
             params,
             stats: stats0,
             x: xs.dataSync() as Float32Array,

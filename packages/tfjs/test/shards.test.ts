@@ -5,6 +5,9 @@ import { isKwError, type WeightMap } from '@kernelwarehouse/core';
 import { createModel } from '@kernelwarehouse/zoo';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { setWasmBatchNorm } from '../src/bn-wasm.js';
+import { setInputGradByForward, setWinogradTiles } from '../src/conv-wasm.js';
+import { setWasmGlobalAvgPool } from '../src/gap-wasm.js';
 import {
   registerTrainingKernels,
   setOwnWasmKernels,
@@ -161,6 +164,14 @@ describe('data-parallel shards', () => {
     ["own-kernel settings (kernels off: the stock route's numbers)", setOwnWasmKernels, 1],
     ["tap-mixing setting (off: the assembled form's numbers)", setWasmTapMixing, 1],
     ["Winograd setting (off: the direct convs' numbers)", setWasmWinograd, undefined],
+    [
+      'Winograd form (F(4x4, 3x3) in every pass: another rounding)',
+      (on: boolean) => setWinogradTiles(on ? 'auto' : 4) === 'auto',
+      undefined,
+    ],
+    ["BatchNorm kernels (off: tfjs's BatchNorm)", setWasmBatchNorm, undefined],
+    ["pooling kernels (off: tfjs's mean; KW's attention pools 8x8 maps)", setWasmGlobalAvgPool, 1],
+    ['input-gradient form (off: conv_dx1)', setInputGradByForward, undefined],
   ] as const)("workers take the main thread's %s", async (_, setting, budget) => {
     const d = data(16, 8, 4);
     const run = async (shardWorkers: boolean) => {
@@ -186,6 +197,41 @@ describe('data-parallel shards', () => {
       expect(weightsErr(workers, inProcess)).toBe(0);
     } finally {
       setting(true);
+      tf.dispose(d.x);
+    }
+  });
+
+  it('a switch flipped between steps reaches the workers at the next step', async () => {
+    const d = data(24, 8, 4);
+    const run = async (shardWorkers: boolean, flip: boolean) => {
+      let steps = 0;
+      const t = new Trainer({
+        spec: small({}),
+        epochs: 1,
+        batchSize: 8,
+        shards: 2,
+        shardWorkers,
+        bnPasses: 0,
+        onEvent: (e) => {
+          // after the first step (the workers have started with the default)
+          if (e.phase === 'train' && ++steps === 1 && flip) setWasmBatchNorm(false);
+        },
+      });
+      try {
+        await t.fit(d);
+        return t.exportWeights();
+      } finally {
+        setWasmBatchNorm(true);
+        t.dispose();
+      }
+    };
+    try {
+      const byDefault = await run(false, false);
+      const inProcess = await run(false, true);
+      const workers = await run(true, true);
+      expect(weightsErr(inProcess, byDefault)).toBeGreaterThan(0);
+      expect(weightsErr(workers, inProcess)).toBe(0);
+    } finally {
       tf.dispose(d.x);
     }
   });
