@@ -90,6 +90,7 @@ describe('the strict numeric parser', () => {
       [['train', '--lr', '-0.1'], '--lr must be a number > 0 and <= 100; found "-0.1"'],
       [['train', '--epochs', '2', '--epochs', '3'], '--epochs is given more than once'],
       [['train', '--fma', 'yes'], '--fma must be on or off; found "yes"'],
+      [['train', '--winograd', 'yes'], '--winograd must be on or off; found "yes"'],
       [
         ['plan', 'resnet18', '--classes', '0x10'],
         '--classes must be an integer in [1, 1000000]; found "0x10"',

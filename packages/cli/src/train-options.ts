@@ -52,6 +52,12 @@ export interface RunOptions {
    * engine). Absent in runs from before the flag (= `on`).
    */
   fma?: 'on' | 'off';
+  /**
+   * 3x3 stride-1 convs as Winograd convolutions on the own wasm kernels (`on`,
+   * `setWasmWinograd(true)` in @kernelwarehouse/tfjs; `off`: the direct kernels, the numbers of
+   * runs from before 2026-11-27). Absent in runs from before the flag (= `on`).
+   */
+  winograd?: 'on' | 'off';
 }
 
 /**
@@ -82,6 +88,7 @@ export const DEFAULTS: RunOptions = {
   methodTempEpochs: null,
   backend: 'wasm',
   fma: 'on',
+  winograd: 'on',
   seed: 0,
   seeds: 2,
   bnPasses: 32,
@@ -242,6 +249,12 @@ export const TRAIN_FLAGS: OptionTable = {
     value: 'on|off',
     help: "wasm: relaxed SIMD's fused multiply-add in the conv kernels, ~1.1x faster steps (on Node 20 this switches on V8's --experimental-wasm-relaxed-simd); off: unfused, the same numbers on every engine",
     default: DEFAULTS.fma,
+  },
+  winograd: {
+    type: 'string',
+    value: 'on|off',
+    help: 'wasm: 3x3 stride-1 convs as Winograd convolutions, ~1.5x faster plain steps; off: the direct conv kernels (their rounding, as runs before 2026-11-27)',
+    default: DEFAULTS.winograd,
   },
   seed: {
     type: 'string',
@@ -415,6 +428,10 @@ export function resolveOptions(f: ParsedFlags, base: RunOptions): RunOptions {
         ? base.backend
         : oneOf('--backend', v.backend, ['wasm', 'cpu'] as const),
     fma: v.fma === undefined ? (base.fma ?? 'on') : oneOf('--fma', v.fma, ['on', 'off'] as const),
+    winograd:
+      v.winograd === undefined
+        ? (base.winograd ?? 'on')
+        : oneOf('--winograd', v.winograd, ['on', 'off'] as const),
     seed: num('seed') ?? base.seed,
     seeds: num('seeds') ?? base.seeds,
     bnPasses: num('bn-passes') ?? base.bnPasses,
@@ -444,6 +461,7 @@ export const FLAG_OF: Record<keyof RunOptions, string> = {
   methodTempEpochs: '--method-temp-epochs',
   backend: '--backend',
   fma: '--fma',
+  winograd: '--winograd',
   seed: '--seed',
   seeds: '--seeds',
   bnPasses: '--bn-passes',

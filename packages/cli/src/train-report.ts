@@ -240,5 +240,6 @@ export function runConfig(opts: RunOptions, backend: string): Record<string, unk
     shards: opts.shards ?? 1,
     backend,
     fma: opts.fma ?? 'on',
+    winograd: opts.winograd ?? 'on',
   };
 }

@@ -61,6 +61,33 @@ describe('kw train (the main job, tiny configuration)', () => {
     expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/<polyline[^>]+points="[\d., ]+"/);
   });
 
+  it('kw train --winograd off runs the direct conv kernels: recorded, and another rounding', async () => {
+    const curve = async (flags: string[]) => {
+      const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
+      const r = await run(
+        'train',
+        ...['--seeds', '1', '--methods', 'plain', '--width', '0.5', '--train-size', '64'],
+        ...['--test-size', '32', '--batch', '16', '--bn-passes', '0', '--out', out, ...flags],
+      );
+      expect(r.code, r.err).toBe(0);
+      const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+      return {
+        config: res.config,
+        losses: res.results[0].curve.map((c: { loss: number }) => c.loss),
+      };
+    };
+    const on = await curve([]);
+    const off = await curve(['--winograd', 'off']);
+    expect(on.config.winograd).toBe('on');
+    expect(off.config.winograd).toBe('off');
+    // the same seed and images: the first step's loss is the same forward up to rounding, and the
+    // runs part by float rounding only (the plain ResNet-8's 3x3 stride-1 convs take Winograd)
+    expect(off.losses).toHaveLength(4);
+    expect(off.losses).not.toEqual(on.losses);
+    for (const [i, l] of (off.losses as number[]).entries())
+      expect(Math.abs(l - on.losses[i]) / Math.abs(on.losses[i]), `step ${i}`).toBeLessThan(1e-3);
+  });
+
   it('trains every peer method (tfjs layers), exports each to ONNX, and ONNX agrees with tfjs', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kw-train-')), 'run');
     const methods = ['odconv:4', 'dyconv:4', 'condconv:4', 'weightnet', 'se', 'doconv'];

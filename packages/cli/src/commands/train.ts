@@ -4,6 +4,7 @@ import { countParams, KwError, type ModelSpec } from '@kernelwarehouse/core';
 import {
   buildModel,
   chooseBackend,
+  setWasmWinograd,
   Trainer,
   type TrainerState,
   watchWasmFailures,
@@ -56,6 +57,8 @@ export async function trainCommand(args: string[], io: Io): Promise<number> {
     report: (l) => io.err(`${l}\n`),
     fusedMultiplyAdd: opts.fma !== 'off',
   });
+  // shard workers and --jobs' child processes take it too (the Trainer's requests; --resume)
+  setWasmWinograd(opts.winograd !== 'off');
   // every method must be trainable by tfjs before any training starts
   for (const [i, c] of choices.entries()) {
     if (c.method === undefined) continue;
