@@ -3,7 +3,7 @@
  * Each native package is an optional peer, loaded only by dynamic import; a missing one is
  * skipped. The choice and the reason are reported once per process.
  */
-import { KwError } from '@kernelwarehouse/core';
+import { describeValue, KwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { enableRelaxedSimd, ownWasmKernelsStatus, setWasmFusedMultiplyAdd } from './conv-wasm.js';
 import { registerFastWasmKernels } from './fast-wasm.js';
@@ -77,6 +77,13 @@ async function tryCandidate(
  * const { backend, reason } = await chooseBackend(); // e.g. 'wasm' (tfjs-node-gpu, tfjs-node not installed)
  */
 export async function chooseBackend(options: ChooseBackendOptions = {}): Promise<BackendChoice> {
+  const fma = options.fusedMultiplyAdd;
+  if (fma !== undefined && fma !== true && fma !== false)
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `chooseBackend: fusedMultiplyAdd must be true, false or undefined, found ${describeValue(fma)}`,
+      { field: 'fusedMultiplyAdd', expected: 'true, false or undefined', found: fma },
+    );
   const importer = options.importer ?? ((n: string) => import(n));
   const order = options.force ? [options.force] : BACKEND_ORDER;
   const skipped: string[] = [];

@@ -42,7 +42,7 @@
  * padding. Everything else (and a heap that is shared between threads, and an engine without
  * WebAssembly SIMD) takes the stock route, which gives the same results up to float rounding.
  */
-import { convOutputLength, KwError, simplifyTranspose } from '@kernelwarehouse/core';
+import { convOutputLength, describeValue, KwError, simplifyTranspose } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { adamFunction } from './adam-kernels.js';
 import { batchNormFunctions } from './bn-kernels.js';
@@ -51,6 +51,17 @@ import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } fro
 import { WINOGRAD_FORMS, type WinogradForm, winogradFunctions } from './winograd-kernels.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
+
+/** A public switch's argument: true or false, else ARGUMENT_INVALID naming the switch. */
+function switchValue(name: string, on: unknown): boolean {
+  if (on !== true && on !== false)
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `${name}: the setting must be true or false, found ${describeValue(on)}`,
+      { field: name, expected: 'true or false', found: on },
+    );
+  return on;
+}
 
 /** Whether the module being written uses relaxed SIMD's multiply-add (see {@link bind}). */
 let fusedMultiplyAdd = false;
@@ -1091,7 +1102,7 @@ export function applyOwnWasmKernelSettings(s: OwnKernelSettings): void {
  */
 export function setWasmFusedMultiplyAdd(allowed: boolean): boolean {
   const was = fmaAllowed;
-  fmaAllowed = allowed;
+  fmaAllowed = switchValue('setWasmFusedMultiplyAdd', allowed);
   return was;
 }
 
@@ -1243,7 +1254,7 @@ let winograd = true;
  */
 export function setWasmWinograd(on: boolean): boolean {
   const was = winograd;
-  winograd = on;
+  winograd = switchValue('setWasmWinograd', on);
   return was;
 }
 
@@ -2177,7 +2188,7 @@ function ensureRegistered(): void {
  */
 export function setOwnWasmKernels(on: boolean): boolean {
   const was = enabled;
-  enabled = on;
+  enabled = switchValue('setOwnWasmKernels', on);
   return was;
 }
 

@@ -168,6 +168,20 @@ export function tapMixingPays(
   pixels: number,
   winograd = false,
 ): boolean {
+  const ints = { n, taps, gIn, cout, pixels };
+  for (const [k, v] of Object.entries(ints))
+    if (!Number.isInteger(v) || v < 1)
+      throw new KwError(
+        'ARGUMENT_INVALID',
+        `tapMixingPays: ${k} must be a positive integer, found ${describeValue(v)}`,
+        { field: k, expected: 'a positive integer', found: v },
+      );
+  if (winograd !== true && winograd !== false)
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `tapMixingPays: winograd must be true or false, found ${describeValue(winograd)}`,
+      { field: 'winograd', expected: 'true or false', found: winograd },
+    );
   const c = TAP_MIX_COSTS;
   const mixed = n / (taps * gIn) + (c.mixing * n) / cout;
   const assembled = (winograd ? c.winograd : 1) + (c.assembly * n + c.sample) / pixels;

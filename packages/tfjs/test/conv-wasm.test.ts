@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { isKwError } from '@kernelwarehouse/core';
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chooseBackend } from '../src/backend.js';
 import {
   conv2dForwardWasm,
   heapOffset,
@@ -11,6 +13,8 @@ import {
   perSampleConvWasm,
   setAssemblyForwardNoPack,
   setOwnWasmKernels,
+  setWasmFusedMultiplyAdd,
+  setWasmWinograd,
   transposeBlocked,
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
@@ -845,6 +849,37 @@ describe('relaxed SIMD multiply-add (engines that have it: Node >= 22, Chrome >=
       check(r);
     },
   );
+});
+
+describe('the public switches refuse what is not true or false, naming it', () => {
+  // a string such as 'off' is truthy: taken as given, it would have switched the path on
+  it.each([
+    ['setOwnWasmKernels', setOwnWasmKernels],
+    ['setWasmFusedMultiplyAdd', setWasmFusedMultiplyAdd],
+    ['setWasmWinograd', setWasmWinograd],
+  ] as const)('%s', (name, set) => {
+    for (const bad of ['off', 0, 1, null, undefined, 'false']) {
+      let err: unknown;
+      try {
+        set(bad as unknown as boolean);
+      } catch (e) {
+        err = e;
+      }
+      expect(isKwError(err, 'ARGUMENT_INVALID'), `${name}(${String(bad)})`).toBe(true);
+      expect((err as Error).message).toContain(`${name}: the setting must be true or false`);
+    }
+    // nothing changed: the setting is still the default (on), and a boolean still works
+    expect(set(false)).toBe(true);
+    expect(set(true)).toBe(false);
+  });
+
+  it('chooseBackend refuses a fusedMultiplyAdd that is not a boolean before it picks anything', async () => {
+    const before = tf.getBackend();
+    await expect(
+      chooseBackend({ force: 'cpu', report: null, fusedMultiplyAdd: 'off' as unknown as boolean }),
+    ).rejects.toThrow(/chooseBackend: fusedMultiplyAdd must be true, false or undefined, found/);
+    expect(tf.getBackend()).toBe(before);
+  });
 });
 
 describe('perSampleConv refuses shapes and geometry it cannot run, naming them', () => {

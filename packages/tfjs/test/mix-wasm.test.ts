@@ -245,6 +245,21 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
     expect(tapMixingPays(9, 9, 1, 64, 784)).toBe(false); // few cells, but a large map
   });
 
+  it('the cost rule refuses sizes that are not positive integers and a winograd that is not a boolean', () => {
+    const bad: [Parameters<typeof tapMixingPays>, RegExp][] = [
+      [[0, 9, 1, 256, 49], /n must be a positive integer, found 0/],
+      [[9, 9.5, 1, 256, 49], /taps must be a positive integer, found 9\.5/],
+      [[9, 9, -1, 256, 49], /gIn must be a positive integer, found -1/],
+      [[9, 9, 1, Number.NaN, 49], /cout must be a positive integer, found NaN/],
+      [
+        [9, 9, 1, 256, Number.POSITIVE_INFINITY],
+        /pixels must be a positive integer, found Infinity/,
+      ],
+      [[9, 9, 1, 256, 49, 'yes' as unknown as boolean], /winograd must be true or false, found/],
+    ];
+    for (const [args, re] of bad) expect(() => tapMixingPays(...args), re.source).toThrow(re);
+  });
+
   it('the cost rule weighs an assembled form that runs as Winograd: 14x14 at 1/4x assembles now', () => {
     // ResNet-8 width 4 layer2.0.conv2 at 1/4x: 128 channels on 14x14 maps, n = 9, G_in = 2,
     // c_out = 64; bench:tap-mixing measured the mixed form at 1.12x the assembled form's time
