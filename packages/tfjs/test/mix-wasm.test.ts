@@ -261,15 +261,15 @@ describe('KW tap mixing on the own wasm kernels (mixTapsWasm)', () => {
   });
 
   it('the cost rule weighs an assembled form that runs as Winograd: 14x14 at 1/4x assembles now', () => {
-    // ResNet-8 width 4 layer2.0.conv2 at 1/4x: 128 channels on 14x14 maps, n = 9, G_in = 2,
-    // c_out = 64; bench:tap-mixing measured the mixed form at 1.12x the assembled form's time
-    // once the assembled form's per-sample conv ran as Winograd (0.84x before)
+    // one KW conv with its own warehouse at 1/4x (bench:tap-mixing's case): 128 channels on
+    // 14x14 maps, n = 9, G_in = 2, c_out = 64; the mixed form measured 1.12x the assembled form's
+    // time once the assembled form's per-sample conv ran as Winograd (0.84x before)
     expect(tapMixingPays(9, 9, 2, 64, 196, false)).toBe(true);
     expect(tapMixingPays(9, 9, 2, 64, 196, true)).toBe(false);
     expect(tapMixingPays(9, 9, 2, 64, 196)).toBe(true); // default: a direct conv
     // 7x7 layers have no per-sample Winograd form: unchanged
     expect(tapMixingPays(9, 9, 1, 256, 49, false)).toBe(true);
-    // 256 channels on 14x14 maps at 1/4x (ResNet18 stage 3) still mix (measured 0.86x)
+    // 256 channels on 14x14 maps at 1/4x (the same, n = 9) still mix (measured 0.86x)
     expect(tapMixingPays(9, 9, 2, 128, 196, true)).toBe(true);
     // and the layer takes it: per-sample Winograd applies to 3x3 stride-1 convs from 100 pixels
     expect(perSampleWinograd(3, 3, 1, 1, 14, 14)).toBe(true);
