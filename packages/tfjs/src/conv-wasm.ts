@@ -1243,6 +1243,49 @@ function convBlock(
   K.conv_fwd(x, block, y + o0 * 4, zero, ...geometry, nb * 4, O * 4);
 }
 
+/**
+ * `c [rows, N] = a [rows, K] @ b` on `gemm_rows`, for `b` laid out as {@link copyBlock} lays a
+ * kernel out: blocks of 16 columns (fewer in the last), block `o0` at `K·o0` floats with rows
+ * `min(16, N - o0)` floats long; `c`'s rows `N` floats apart. Byte addresses; N % 4 == 0.
+ */
+function gemmBlocks(
+  K: Kernels,
+  a: number,
+  b: number,
+  c: number,
+  rows: number,
+  Kd: number,
+  N: number,
+): void {
+  for (let o0 = 0; o0 < N; o0 += 16) {
+    const nb = Math.min(16, N - o0);
+    K.gemm_rows(a, b + Kd * o0 * 4, c + o0 * 4, rows, Kd, nb, nb * 4, N * 4);
+  }
+}
+
+/**
+ * conv_dw_blk's copies of x `[rowsX, C]` and dy `[rowsDy, O]`: x as `[C/4, rowsX, 4]` at `xBlk`,
+ * dy as `[O/8, rowsDy, 8]` at `dyBlk` (the last block of 4 when O % 8 is 4). Byte addresses.
+ */
+function dwBlockCopies(
+  K: Kernels,
+  x: number,
+  xBlk: number,
+  rowsX: number,
+  C: number,
+  dy: number,
+  dyBlk: number,
+  rowsDy: number,
+  O: number,
+): void {
+  for (let c0 = 0; c0 < C; c0 += 4)
+    K.copy_rows(x + c0 * 4, xBlk + c0 * rowsX * 4, rowsX, C * 4, 16, 16);
+  for (let o0 = 0; o0 < O; o0 += 8) {
+    const nb = Math.min(8, O - o0) * 4;
+    K.copy_rows(dy + o0 * 4, dyBlk + o0 * rowsDy * 4, rowsDy, O * 4, nb, nb);
+  }
+}
+
 let winograd = true;
 
 /**
@@ -1348,8 +1391,6 @@ function winogradConv(
   const plan = winogradPieces(F, d, w.perSample);
   const tmp = [P * C * O, P * plan.R * C, P * plan.R * O].map((n) => be.makeOutput([n], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
-  // U[k]'s block of 16 output channels from o0 at (k·C·O + C·o0) floats
-  const block = (k: number, o0: number) => uo + (k * C * O + C * o0) * 4;
   plan.pieces.forEach((q, i) => {
     // the kernel once, or each sample's at its first piece
     if (i === 0 || (w.perSample && q.ty0 === 0)) fn.w(w.at(q.b0), uo, C, O);
@@ -1357,13 +1398,17 @@ function winogradConv(
     // a band of tile rows from ty0: the same tiles with the padding moved up by m·ty0 rows
     const pt = pads.pt - F.m * q.ty0;
     fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, plan.R * C * 4);
-    for (let k = 0; k < P; k++) {
-      const [vk, mk] = [vo + k * plan.R * C * 4, mo + k * plan.R * O * 4];
-      for (let o0 = 0; o0 < O; o0 += 16) {
-        const nb = Math.min(16, O - o0);
-        K.gemm_rows(vk, block(k, o0), mk + o0 * 4, q.rows, C, nb, nb * 4, O * 4);
-      }
-    }
+    // U[k] (blocks of 16 output channels, as wino_w writes them) at k·C·O floats
+    for (let k = 0; k < P; k++)
+      gemmBlocks(
+        K,
+        vo + k * plan.R * C * 4,
+        uo + k * C * O * 4,
+        mo + k * plan.R * O * 4,
+        q.rows,
+        C,
+        O,
+      );
     const y = at.y + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
     fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, plan.R * O * 4);
   });
@@ -1453,13 +1498,7 @@ function winogradFilterGrad(
     fn.dy(dy, mo, at.zero, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, R * O * 4);
     for (let k = 0; k < P; k++) {
       const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
-      // conv_dw_blk's layouts: [C/4, rows, 4] and [O/8, rows, 8] (the last block of 4 if O % 8)
-      for (let c0 = 0; c0 < C; c0 += 4)
-        K.copy_rows(vk + c0 * 4, xb + c0 * rows * 4, rows, C * 4, 16, 16);
-      for (let o0 = 0; o0 < O; o0 += 8) {
-        const nb = Math.min(8, O - o0) * 4;
-        K.copy_rows(mk + o0 * 4, db + o0 * rows * 4, rows, O * 4, nb, nb);
-      }
+      dwBlockCopies(K, vk, xb, rows, C, mk, db, rows, O);
       const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, first ? 0 : 1];
       K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
     }
@@ -1654,10 +1693,7 @@ export function conv2dForwardWasm(
   ) {
     // a 1x1 stride-1 conv without padding is one product of the batch's B·H·W pixels (rows of
     // C floats) with the kernel: `gemm_rows`, the same sums as `conv_fwd`'s per sample
-    for (let o0 = 0; o0 < O; o0 += 16) {
-      const nb = Math.min(16, O - o0);
-      K.gemm_rows(xo, po + rows * o0 * 4, yo + o0 * 4, B * H * W, C, nb, nb * 4, O * 4);
-    }
+    gemmBlocks(K, xo, po, yo, B * H * W, C, O);
   } else
     for (let b = 0; b < B; b++) {
       const xb = xo + b * H * W * C * 4;
@@ -2031,12 +2067,7 @@ function filterGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo
       K.conv_dw(xb, dyb, dwo! + b * kStep, ...geometry);
       continue;
     }
-    for (let c0 = 0; c0 < C; c0 += 4)
-      K.copy_rows(xb + c0 * 4, xBlk + c0 * H * W * 4, H * W, C * 4, 16, 16);
-    for (let o0 = 0; o0 < O; o0 += 8) {
-      const nb = Math.min(8, O - o0) * 4;
-      K.copy_rows(dyb + o0 * 4, dyBlk + o0 * Ho * Wo * 4, Ho * Wo, O * 4, nb, nb);
-    }
+    dwBlockCopies(K, xb, xBlk, H * W, C, dyb, dyBlk, Ho * Wo, O);
     K.conv_dw_blk(xBlk, dyBlk, dwo! + b * kStep, ...geometry);
   }
   if (blocks) be.disposeData(blocks.dataId);
