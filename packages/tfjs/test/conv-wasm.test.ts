@@ -19,7 +19,7 @@ import {
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { convReference, randomValues, relErr, useBackend } from './helpers.js';
+import { convReference, convWithGrads, randomValues, relErr, useBackend } from './helpers.js';
 
 /** One geometry: batch, height, width, in, out, kernel (h, w), stride (h, w), padding (h, w). */
 interface Case {
@@ -55,23 +55,9 @@ async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array)
   const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
   const kt = tf.tensor(k, [cs.n, cs.k[0], cs.k[1], cs.c, cs.o]);
   const geometry = { groups: 1, stride: cs.s, padding: cs.p, dilation: [1, 1] as [number, number] };
-  let y!: Float32Array;
-  let dx!: Float32Array;
-  let dk!: Float32Array;
-  const profile = await tf.profile(() => {
-    const yt = perSampleConv(xt, kt, geometry);
-    const dyt = tf.tensor(dy, yt.shape);
-    const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
-      tf.sum(tf.mul(perSampleConv(a, b, geometry), dyt)),
-    );
-    const [gx, gk] = g([xt, kt]);
-    y = yt.dataSync() as Float32Array;
-    dx = gx!.dataSync() as Float32Array;
-    dk = gk!.dataSync() as Float32Array;
-    tf.dispose([yt, dyt, gx!, gk!]);
-  });
+  const r = await convWithGrads((a, b) => perSampleConv(a, b, geometry), xt, kt, dy);
   tf.dispose([xt, kt]);
-  return { y, dx, dk, kernels: profile.kernelNames };
+  return r;
 }
 
 // stride, padding, kernel larger than the image, remainders of every tile (4 pixels, 8 and

@@ -75,6 +75,35 @@ export function convReference(
   return { y, dx, dk };
 }
 
+/**
+ * `conv(x, k)` and the gradients in `x` and `k` of `sum(conv(x, k) * dy)` (`dy` in the output's
+ * shape) as float32 arrays, with the names of the kernels that ran (`tf.profile`). Disposes what
+ * it made; `x` and `k` stay the caller's.
+ */
+export async function convWithGrads(
+  conv: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor,
+  x: tf.Tensor,
+  k: tf.Tensor,
+  dy: Float32Array,
+): Promise<{ y: Float32Array; dx: Float32Array; dk: Float32Array; kernels: string[] }> {
+  let out!: { y: Float32Array; dx: Float32Array; dk: Float32Array };
+  const profile = await tf.profile(() => {
+    const yt = conv(x, k);
+    const dyt = tf.tensor(dy, yt.shape);
+    const [gx, gk] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(conv(a, b), dyt)))([
+      x,
+      k,
+    ]);
+    out = {
+      y: yt.dataSync() as Float32Array,
+      dx: gx!.dataSync() as Float32Array,
+      dk: gk!.dataSync() as Float32Array,
+    };
+    tf.dispose([yt, dyt, gx!, gk!]);
+  });
+  return { ...out, kernels: profile.kernelNames };
+}
+
 /** max |a-b| / max(|b|_inf, floor) */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);

@@ -8,7 +8,7 @@ import {
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { convReference, randomValues, relErr, useBackend } from './helpers.js';
+import { convReference, convWithGrads, randomValues, relErr, useBackend } from './helpers.js';
 
 /**
  * 3x3 stride-1 convs on the own wasm kernels run as Winograd F(4x4, 3x3) or F(2x2, 3x3)
@@ -44,10 +44,8 @@ function reference(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array)
 
 /** y, dx and dk on the own kernels (tf.conv2d or perSampleConv), and the kernels that ran. */
 async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array) {
-  const [ho, wo] = outSize(cs);
   const xt = tf.tensor4d(x, [cs.n, cs.h, cs.w, cs.c]);
   const kt = tf.tensor(k, cs.perSample ? [cs.n, 3, 3, cs.c, cs.o] : [3, 3, cs.c, cs.o]);
-  const dyt = tf.tensor4d(dy, [cs.n, ho, wo, cs.o]);
   const [pt, pb, pl, pr] = cs.pad;
   const conv = (a: tf.Tensor, b: tf.Tensor) =>
     cs.perSample
@@ -63,21 +61,9 @@ async function run(cs: Case, x: Float32Array, k: Float32Array, dy: Float32Array)
           [pl, pr],
           [0, 0],
         ]);
-  let out!: { y: Float32Array; dx: Float32Array; dk: Float32Array };
-  const profile = await tf.profile(() => {
-    const [y, [gx, gk]] = [
-      conv(xt, kt),
-      tf.grads((a, b) => tf.sum(tf.mul(conv(a, b), dyt)))([xt, kt]),
-    ];
-    out = {
-      y: y.dataSync() as Float32Array,
-      dx: gx!.dataSync() as Float32Array,
-      dk: gk!.dataSync() as Float32Array,
-    };
-    tf.dispose([y, gx!, gk!]);
-  });
-  tf.dispose([xt, kt, dyt]);
-  return { ...out, kernels: profile.kernelNames };
+  const r = await convWithGrads(conv, xt, kt, dy);
+  tf.dispose([xt, kt]);
+  return r;
 }
 
 const differs = (a: Float32Array, b: Float32Array) => a.some((v, i) => v !== b[i]);
