@@ -29,6 +29,8 @@ class MixingOps extends ReferenceOps {
     this.calls++;
     const [N, C, H, W] = x.shape as [number, number, number, number];
     const [, m, n] = alpha.shape as [number, number, number];
+    // the attrs name the warehouse's cell count (exporters read it there, not from the value)
+    if (a.n !== n) throw new Error(`mixTaps: attrs.n ${a.n}, alpha's last dim ${n}`);
     const [kh, kw] = a.kernelSize;
     const cin = C / a.gIn;
     const Ho = Math.floor((H + 2 * a.padding[0] - kh) / a.stride[0]) + 1;

@@ -230,7 +230,7 @@ function kwMixedConv<T>(
     return undefined;
   }
   const { gOut, gIn } = layer;
-  const z = ops.mixTaps(x, alpha, { ...a, gOut, gIn, cellOut: wh.cellOut });
+  const z = ops.mixTaps(x, alpha, { ...a, gOut, gIn, cellOut: wh.cellOut, n: wh.n });
   if (z === undefined) return undefined;
   const cells = ops.reshape(ops.shared(warehouseParamName(wh.id)), [wh.n, wh.cellOut, wh.cellIn]);
   const w = ops.reshape(ops.transpose(cells, [1, 0, 2]), [wh.cellOut, wh.n * wh.cellIn, 1, 1]);

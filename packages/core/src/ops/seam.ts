@@ -158,10 +158,15 @@ export interface Ops<T> {
   sharedGroupsConv1x1?(x: T, weight: T, groups: number, bias?: T): T;
 }
 
-/** The geometry {@link Ops.mixTaps} gets: the conv's, its cell groups, and `c_out` per cell. */
+/**
+ * The geometry {@link Ops.mixTaps} gets: the conv's, its cell groups, `c_out` per cell and the
+ * warehouse's cell count `n` (the attention's last dim: a backend that cannot read it from the
+ * value, such as an exporter, weighs the two forms with it).
+ */
 export interface MixTapsAttrs extends ConvAttrs {
   kernelSize: Pair;
   gOut: number;
   gIn: number;
   cellOut: number;
+  n: number;
 }
