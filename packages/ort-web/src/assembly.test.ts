@@ -13,7 +13,13 @@ function emitted(spec: unknown, batch?: number, threads?: number, tapMajor?: boo
     return orig.call(this, type, inputs, attrs);
   };
   try {
-    const ex = toOnnxWithInfo(spec, initWeights(spec, { seed: 0 }), { batch, threads, tapMajor });
+    // (every KW conv assembled: no mixed taps, `tapMixing: false`)
+    const ex = toOnnxWithInfo(spec, initWeights(spec, { seed: 0 }), {
+      batch,
+      threads,
+      tapMajor,
+      tapMixing: false,
+    });
     return { calls, ex };
   } finally {
     GraphBuilder.prototype.op = orig;
@@ -23,8 +29,9 @@ function emitted(spec: unknown, batch?: number, threads?: number, tapMajor?: boo
 describe('KW kernel assembly in the ONNX graph', () => {
   // ResNet18 1/4x: cells split each kernel over (kh, kw, G_out, G_in); the assembled kernel used
   // to be permuted at run time by a rank-7 Transpose per layer (17 % of the run at batch 8).
-  // These check the assembled-kernel forms: `tapMajor: false` (at 32x32 and batch 1 most layers
-  // would run tap by tap, which assembles no OIHW kernel at all; tested in ort.test.ts).
+  // These check the assembled-kernel forms: `tapMajor: false` and `tapMixing: false` (at 32x32
+  // most layers would run tap by tap, or mix their taps, which assembles no OIHW kernel at all;
+  // tested in ort.test.ts).
   for (const batch of [undefined, 1]) {
     it(`no runtime Transpose of kernels (batch ${batch ?? 'dynamic'}): one MatMul writes [O, I, kh, kw]`, () => {
       const spec = createModel('resnet18', {

@@ -61,6 +61,18 @@ export interface ToOnnxOptions {
    * `false`: never. Only the speed differs; the values agree to float rounding.
    */
   tapMajor?: boolean;
+  /**
+   * KW convs in the mixed form: each sample's input taps (im2col patches) mixed by its
+   * attention, then the warehouse applied once as a 1x1 product shared by the batch (one GEMM
+   * over every sample's pixels), so no per-sample kernel is assembled or stored. Default
+   * (undefined): for the layers where it costs at most the assembled form's multiply-adds, the
+   * assembly's weighed twice (`tapMixingPays`), at any batch but a fixed 1 (ResNet18 224x224:
+   * the 1/4x model's last three stage-4 convs; 1.07x faster at batch 8 on one thread,
+   * `bench:ort`); `true`: every ungrouped, undilated KW conv (to measure, or for another
+   * runtime); `false`: never. Only the speed and the memory differ; the values agree to float
+   * rounding.
+   */
+  tapMixing?: boolean;
 }
 
 /** What {@link toOnnxWithInfo} reports besides the bytes. */
@@ -126,6 +138,12 @@ export function toOnnxWithInfo(
     throw new KwError(
       'ARGUMENT_INVALID',
       `tapMajor must be true or false, found ${String(options.tapMajor)}`,
+    );
+  }
+  if (options.tapMixing !== undefined && typeof options.tapMixing !== 'boolean') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `tapMixing must be true or false, found ${String(options.tapMixing)}`,
     );
   }
   const batchDim: Dim = batch ?? 'N';
@@ -273,6 +291,7 @@ export function toOnnxWithInfo(
           batch,
           wideAssembly: batch === 1 && threads === 1,
           tapMajor: options.tapMajor,
+          tapMixing: options.tapMixing,
           weight: (name) => weights.get(name),
         });
         const y = METHODS.get(node.method.kind)!.forward(

@@ -10,6 +10,7 @@ import {
   type ConvAttrs,
   KW_CELLS_TO_OIHW,
   KwError,
+  type MixTapsAttrs,
   type Ops,
   ReferenceOps,
   type SampleBias,
@@ -38,10 +39,30 @@ export interface OnnxValue {
   label?: string;
   /** Shared initializers (warehouses) are stored once per key. */
   sharedKey?: string;
+  /** The shared tensor (by name) a constant view of it (reshape, transpose) comes from. */
+  base?: string;
   /** A pending `x W^T + b`. */
   gemm?: { x: OnnxValue; w: OnnxValue; b: OnnxValue | undefined };
   /** A pending product of a runtime value and a constant matrix (see {@link PendingProduct}). */
   product?: PendingProduct;
+  /** A KW conv's mixed taps, pixel-major (see {@link PendingMix}). */
+  mix?: PendingMix;
+}
+
+/**
+ * Core's `mixTaps` image `[N, G_out·n·c_in, H', W']` held as the graph value `z` laid out
+ * `[N, G_out, L, c_in, n]` (L = H'·W' output pixels): the 1x1 product that follows in core
+ * (`sharedGroupsConv1x1`, or a 1x1 `conv2d` at G_out = 1) then runs as one GEMM whose rows are
+ * every sample's pixels and whose right operand is the warehouse (a constant onnxruntime packs
+ * once), and only its output is transposed.
+ */
+export interface PendingMix {
+  z: string;
+  gOut: number;
+  n: number;
+  ci: number;
+  ho: number;
+  wo: number;
 }
 
 /**
@@ -76,6 +97,9 @@ export interface OnnxOpsOptions {
   /** KW convs tap by tap (`tapMajorConv`): true wherever it applies, false never, undefined
    * where it pays. */
   tapMajor?: boolean;
+  /** KW convs in the mixed form (`mixTaps`): true wherever it applies, false never, undefined
+   * where it pays ({@link tapMixingPays}). */
+  tapMixing?: boolean;
   /** Every tensor of the model by full name. */
   weight: (name: string) => Tensor | undefined;
 }
@@ -102,6 +126,12 @@ export class OnnxOps implements Ops<OnnxValue> {
       const { a, w, aDims, wDims } = v.product;
       const y = g.op('MatMul', [this.v(a), this.v(w)]);
       v.name = aDims ? g.op('Reshape', [y, g.int64('shape', [-1, ...aDims, ...wDims!])]) : y;
+    } else if (v.mix) {
+      // core reads the mixed taps only through the 1x1 product after them (kw.ts)
+      throw new KwError(
+        'BACKEND_UNSUPPORTED',
+        `${this.o.id}: the mixed taps are read by the 1x1 product after them only`,
+      );
     } else if (v.gemm) {
       const { x, w, b } = v.gemm;
       const w2 = this.reshape(w, [w.shape![0]!, -1]);
@@ -154,7 +184,13 @@ export class OnnxOps implements Ops<OnnxValue> {
   shared(name: string): OnnxValue {
     const t = this.o.weight(name);
     if (!t) throw new KwError('WEIGHTS_MISSING', `toOnnx: missing tensor "${name}"`, { name });
-    return { data: t.data, shape: [...t.shape], label: name, sharedKey: `shared:${name}` };
+    return {
+      data: t.data,
+      shape: [...t.shape],
+      label: name,
+      sharedKey: `shared:${name}`,
+      base: name,
+    };
   }
 
   constant(data: Float32Array, shape: number[]): OnnxValue {
@@ -170,6 +206,7 @@ export class OnnxOps implements Ops<OnnxValue> {
         shape: [...r.shape],
         label: x.label,
         sharedKey: x.sharedKey && `${x.sharedKey}:${r.shape.join('x')}`,
+        base: x.base,
       };
     }
     const p = x.name === undefined ? x.product : undefined;
@@ -187,7 +224,13 @@ export class OnnxOps implements Ops<OnnxValue> {
   }
 
   transpose(x: OnnxValue, perm: number[]): OnnxValue {
-    if (isConst(x)) return this.c(this.fold.transpose(this.t(x), perm), x.label);
+    if (isConst(x)) {
+      // a shared constant's permuted view (the mixed form's warehouse) is stored once too
+      const t = this.c(this.fold.transpose(this.t(x), perm), x.label);
+      return x.sharedKey
+        ? { ...t, sharedKey: `${x.sharedKey}:T${perm.join(',')}`, base: x.base }
+        : t;
+    }
     const p = x.name === undefined ? x.product : undefined;
     if (p?.aDims) {
       const fused =
@@ -469,6 +512,10 @@ export class OnnxOps implements Ops<OnnxValue> {
 
   conv2d(x: OnnxValue, weight: OnnxValue, bias: OnnxValue | undefined, a: ConvAttrs): OnnxValue {
     const w = weight.shape!;
+    if (x.name === undefined && x.mix && a.groups === 1 && w[2] === 1 && w[3] === 1) {
+      // the mixed form's 1x1 product at G_out = 1 (kw.ts's kwMixedConv)
+      return this.sharedGroupsConv1x1(x, this.reshape(weight, [w[0]!, w[1]!]), 1, bias);
+    }
     const inputs = [x, weight];
     if (bias) inputs.push(bias);
     return this.op('Conv', inputs, {
@@ -559,6 +606,101 @@ export class OnnxOps implements Ops<OnnxValue> {
     return { name: addSampleBias(g, out, this.o.id, o, this.sampleBias(bias)) };
   }
 
+  /**
+   * Core's `mixTaps` (the mixed form of a KW conv, kw.ts's `kwMixedConv`), where chosen: the
+   * input's im2col patches, pixel-major `[N, 1, L, c_in, taps·G_in]` (L output pixels), times
+   * each sample's attention `[N, G_out, 1, taps·G_in, n]` in one broadcast MatMul, `[N, G_out, L,
+   * c_in, n]`, held as a {@link PendingMix} for the 1x1 product core applies next (the warehouse,
+   * once for the batch: no per-sample kernel is assembled). Undefined where not chosen.
+   */
+  mixTaps(x: OnnxValue, alpha: OnnxValue, a: MixTapsAttrs): OnnxValue | undefined {
+    if (this.o.tapMixing === false || isConst(alpha) || isConst(x)) return undefined;
+    const [kh, kw] = a.kernelSize;
+    const taps = kh * kw;
+    const cin = this.o.inShape[0]!;
+    const [o, ho, wo] = this.o.outShape as [number, number, number];
+    const ci = cin / a.gIn;
+    const pixels = ho * wo;
+    if (!Number.isInteger(ci) || o !== a.gOut * a.cellOut) return undefined;
+    const layer = [o, cin, a.gOut, a.gIn, a.n, taps, pixels] as const;
+    if (this.o.tapMixing !== true && !tapMixingPays(this.o.batch, ...layer)) return undefined;
+    const g = this.o.g;
+    const shape = (dims: number[]) => g.int64('shape', [-1, ...dims]);
+    // attention [N, taps·G_out·G_in, n] (cell (t·G_out + go)·G_in + gi) -> [N, G_out, 1, taps·G_in, n]
+    const a5 = g.op('Reshape', [this.v(alpha), shape([taps, a.gOut, a.gIn, a.n])]);
+    const att = g.op('Reshape', [
+      g.op('Transpose', [a5], { perm: [0, 2, 1, 3, 4] }),
+      shape([a.gOut, 1, taps * a.gIn, a.n]),
+    ]);
+    // patches [N, C·taps, H', W'] (channel c·taps + t, c = gi·c_in + cc) -> [N, 1, L, c_in, taps·G_in]
+    const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as ConvNode;
+    const cols = g.op('Reshape', [
+      im2col(g, this.v(x), conv, cin),
+      shape([a.gIn, ci, taps, pixels]),
+    ]);
+    const patches = g.op('Reshape', [
+      g.op('Transpose', [cols], { perm: [0, 4, 2, 3, 1] }),
+      shape([1, pixels, ci, taps * a.gIn]),
+    ]);
+    const z = g.op('MatMul', [patches, att]); // [N, G_out, L, c_in, n]
+    return { mix: { z, gOut: a.gOut, n: a.n, ci, ho, wo } };
+  }
+
+  /**
+   * Core's `sharedGroupsConv1x1` on the mixed taps ({@link PendingMix}: core calls it only after
+   * `mixTaps`): one GEMM `[N·G·L, C] @ [C, O]`, the weight `[O, C, 1, 1]` permuted to the mix's
+   * `(c_in, n)` order at export as onnxruntime's packed right operand and stored once (not
+   * repeated per group), then the output transposed to NCHW.
+   */
+  sharedGroupsConv1x1(
+    x: OnnxValue,
+    weight: OnnxValue,
+    groups: number,
+    bias?: OnnxValue,
+  ): OnnxValue {
+    const [o, c] = weight.shape as [number, number];
+    const m = x.name === undefined ? x.mix : undefined;
+    if (!m || m.gOut !== groups || m.n * m.ci !== c || !isConst(weight)) {
+      throw new KwError(
+        'BACKEND_UNSUPPORTED',
+        `${this.o.id}: the ONNX sharedGroupsConv1x1 takes the mixed taps and a constant weight only`,
+      );
+    }
+    const [, ho, wo] = this.o.outShape as [number, number, number];
+    const g = this.o.g;
+    // weight column (k, c) (cell k's [o, c]) -> row (c, k) of the right operand; from the
+    // warehouse as stored ([n, o·c] cells), as a view onnxruntime folds at session creation, so
+    // the file holds the warehouse once whichever of its layers mix
+    let right: string;
+    if (weight.base !== undefined) {
+      const wh = this.shared(weight.base);
+      const view = () => {
+        // (stored as the assembled form's product reads it, [n, o·c]: one initializer for both)
+        const stored = this.v(this.reshape(wh, [m.n, o * m.ci]));
+        const cells = g.op('Reshape', [stored, g.int64('shape', [m.n, o, m.ci])]);
+        const t = g.op('Transpose', [cells], { perm: [2, 0, 1] });
+        return g.op('Reshape', [t, g.int64('shape', [c, o])]);
+      };
+      right = g.shared(`shared:${weight.base}:mixed:${m.n}x${o}x${m.ci}`, view);
+    } else {
+      right = this.v(
+        this.reshape(this.transpose(this.reshape(weight, [o, m.n, m.ci]), [2, 1, 0]), [c, o]),
+      );
+    }
+    const rows = g.op('Reshape', [m.z, g.int64('shape', [-1, c])]);
+    const y = g.op('MatMul', [rows, right]); // [N·G·L, O]
+    const t = g.op(
+      'Transpose',
+      [g.op('Reshape', [y, g.int64('shape', [-1, groups, ho * wo, o])])],
+      {
+        perm: [0, 1, 3, 2],
+      },
+    );
+    let out = g.op('Reshape', [t, g.int64('shape', [-1, groups * o, ho, wo])]);
+    if (bias) out = g.op('Add', [out, this.v(this.reshape(bias, [groups * o, 1, 1]))]);
+    return { name: out };
+  }
+
   /** A per-sample conv's bias as `methods.ts` takes it: constant data or a graph value. */
   private sampleBias(bias: SampleBias<OnnxValue> | undefined): OnnxSampleBias {
     if (bias && 'shared' in bias && isConst(bias.shared)) return { shared: bias.shared.data };
@@ -604,3 +746,46 @@ export function tapMajorRatio(
 
 /** See {@link tapMajorPays}. */
 export const TAP_MAJOR_MIN_RATIO = 64;
+
+/**
+ * Whether the mixed form ({@link OnnxOps.mixTaps}) pays for a layer at a fixed `batch`
+ * (undefined: dynamic): {@link tapMixingRatio} at most {@link TAP_MIX_MAX_RATIO}, at any batch
+ * but a fixed 1 (whose assembled kernel runs as one plain Conv; there the two forms measured
+ * the same). ResNet18 224x224 1/4x's stage-4 layers after the first are the only ResNet18 ones
+ * it takes (ratio 0.81): `bench:ort` (run 11) measured that model 1.07x faster at batch 8 on one
+ * thread than with every layer assembled, dynamic or fixed batch.
+ */
+export function tapMixingPays(
+  batch: number | undefined,
+  ...layer: Parameters<typeof tapMixingRatio>
+): boolean {
+  return batch !== 1 && tapMixingRatio(...layer) <= TAP_MIX_MAX_RATIO;
+}
+
+/**
+ * The mixed form's multiply-adds per sample over the assembled form's, for a layer of `o` output
+ * and `i` input channels, `gOut` x `gIn` cell groups, a warehouse of `n` cells, `taps` kernel
+ * taps and `pixels` output pixels. Mixed: the shared 1x1 product (`n / (taps·G_in)` of the
+ * conv's) and the mix (`G_out·n / o` of it, weighed {@link TAP_MIX_WEIGHTS}.mix: a narrow
+ * product). Assembled: the conv and the assembly (`taps·o·i·n`, weighed
+ * {@link TAP_MIX_WEIGHTS}.assembly: a narrow product that writes every sample's kernel).
+ */
+export function tapMixingRatio(
+  o: number,
+  i: number,
+  gOut: number,
+  gIn: number,
+  n: number,
+  taps: number,
+  pixels: number,
+): number {
+  const conv = taps * o * i * pixels;
+  const mixed = conv * (n / (taps * gIn) + (TAP_MIX_WEIGHTS.mix * gOut * n) / o);
+  return mixed / (conv + TAP_MIX_WEIGHTS.assembly * taps * o * i * n);
+}
+
+/** The weights of {@link tapMixingRatio}'s narrow products, against the conv's rate. */
+export const TAP_MIX_WEIGHTS = { mix: 2, assembly: 2 };
+
+/** See {@link tapMixingPays}. */
+export const TAP_MIX_MAX_RATIO = 1;

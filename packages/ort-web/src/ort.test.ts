@@ -32,6 +32,7 @@ import {
   toOnnx,
   toOnnxWithInfo,
 } from './index.js';
+import { tapMixingPays, tapMixingRatio } from './ops.js';
 
 const TOL = CONFORMANCE_TOLERANCE;
 
@@ -59,6 +60,7 @@ async function parity(
     fixedBatch?: number;
     threads?: number;
     tapMajor?: boolean;
+    tapMixing?: boolean;
   } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
@@ -69,6 +71,7 @@ async function parity(
       batch: opts.fixedBatch,
       threads: opts.threads,
       tapMajor: opts.tapMajor,
+      tapMixing: opts.tapMixing,
     }),
   );
   const errs: number[] = [];
@@ -192,8 +195,9 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
   it('emits grouped Convs instead of im2col MatMuls, fixes the batch and refuses another one', async () => {
     const spec = tinyKwSpec({ budget: 1 });
     const w = initWeights(spec);
-    const fixed = onnxInfo(toOnnx(spec, w, { batch: 3 }));
-    const dynamic = onnxInfo(toOnnx(spec, w));
+    // (the assembled forms: by default these small maps would mix their taps, `tapMixing`)
+    const fixed = onnxInfo(toOnnx(spec, w, { batch: 3, tapMixing: false }));
+    const dynamic = onnxInfo(toOnnx(spec, w, { tapMixing: false }));
     expect(fixed.inputs[0]!.shape).toEqual([3, 3, 8, 8]);
     expect(dynamic.inputs[0]!.shape[0]).toBe('N');
     expect((fixed.ops.MatMul ?? 0) + 4).toBe(dynamic.ops.MatMul); // 4 KW convs: no im2col MatMul
@@ -236,24 +240,33 @@ function tapSpec(): ModelSpec {
   return b.build();
 }
 
-describe('KW convs tap by tap (options.tapMajor)', () => {
-  const cases: [string, ModelSpec, number][] = [
-    ['split cells, bias, stride + dilation, non-square kernel', tapSpec(), 0],
-    ['KW b = 1, tau = 0.5', tinyKwSpec({ budget: 1 }), 0.5],
-    [
-      'KW non-local basis, KW classifier',
-      tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25, kwClassifier: true }),
-      0,
-    ],
-  ];
+/** The KW specs both forced export forms (tap by tap, mixed) are checked on, with their tau. */
+const KW_FORM_CASES = (): [string, ModelSpec, number][] => [
+  ['KW b = 1, tau = 0.5', tinyKwSpec({ budget: 1 }), 0.5],
+  [
+    'KW non-local basis, KW classifier',
+    tinyKwSpec({ budget: 1, nonlocalBasisRatio: 0.25, kwClassifier: true }),
+    0,
+  ],
+];
+
+/** Parity of an export form at a dynamic batch (1 and 3) and fixed batches 3 and 1, per case. */
+function formParity(cases: [string, ModelSpec, number][], form: Parameters<typeof parity>[1]) {
   for (const [label, spec, tau] of cases) {
     it(`${label}: dynamic batch (1 and 3), fixed batch 3 and 1`, async () => {
-      const tap = { tau, tapMajor: true };
-      expect(await parity(spec, tap)).toBeLessThan(TOL);
-      expect(await parity(spec, { ...tap, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
-      expect(await parity(spec, { ...tap, batches: [1], fixedBatch: 1 })).toBeLessThan(TOL);
+      const o = { ...form, tau };
+      expect(await parity(spec, o)).toBeLessThan(TOL);
+      expect(await parity(spec, { ...o, batches: [3], fixedBatch: 3 })).toBeLessThan(TOL);
+      expect(await parity(spec, { ...o, batches: [1], fixedBatch: 1 })).toBeLessThan(TOL);
     });
   }
+}
+
+describe('KW convs tap by tap (options.tapMajor)', () => {
+  formParity(
+    [['split cells, bias, stride + dilation, non-square kernel', tapSpec(), 0], ...KW_FORM_CASES()],
+    { tapMajor: true },
+  );
 
   it('takes the layers it applies to: ungrouped, more than one tap; the warehouse stored once', () => {
     const spec = tapSpec();
@@ -289,6 +302,94 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
   it('ResNet18 1/4x 32x32 at batch 1 (auto: its small-pixel layers tap by tap, G_out = G_in = 2)', async () => {
     const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
     expect(await parity(spec, { batches: [1], fixedBatch: 1 })).toBeLessThan(TOL);
+  });
+});
+
+/** KW convs for the mixed form: stride 2 with a non-square kernel and uneven padding, G_out = 1. */
+function mixSpec(): ModelSpec {
+  const b = new SpecBuilder('mixed', [6, 11, 10]);
+  b.warehouse({ id: 'w', budget: 0.5, cellInRatio: 0.5 });
+  const kw = { kind: 'kw' as const, warehouse: 'w' };
+  let x = b.dynamicConv2d(
+    'a',
+    b.input,
+    { outChannels: 6, kernelSize: [3, 2], stride: 2, padding: [1, 0], bias: true },
+    kw,
+  );
+  x = b.relu('ra', x);
+  x = b.dynamicConv2d('b', x, { outChannels: 6, kernelSize: 3, padding: 1 }, kw);
+  b.output(b.flatten('fl', x));
+  return b.build();
+}
+
+describe('KW convs in the mixed form (options.tapMixing)', () => {
+  formParity(
+    [
+      ['G_out = G_in = 2, bias; dilated and grouped convs stay assembled; a 1x1', tapSpec(), 0],
+      ['stride 2, non-square kernel, uneven padding, G_out = 1', mixSpec(), 0.5],
+      ...KW_FORM_CASES(),
+    ],
+    { tapMixing: true },
+  );
+
+  it('changes the graph where forced, the warehouse stored once; refuses a non-boolean', () => {
+    for (const spec of [tapSpec(), mixSpec()]) {
+      const w = initWeights(spec);
+      const on = toOnnxWithInfo(spec, w, { tapMixing: true, tapMajor: false });
+      const off = toOnnxWithInfo(spec, w, { tapMixing: false, tapMajor: false });
+      // no per-sample conv on the mixed layers: their im2col patches go to a MatMul, not a
+      // grouped Conv per sample; the export differs
+      expect(on.bytes).not.toEqual(off.bytes);
+      // the mixed layers read the warehouse as stored (a view onnxruntime folds at load): the
+      // file holds it once (the two forms' shape constants differ by a few int64s)
+      expect(Math.abs(on.initializerBytes - off.initializerBytes)).toBeLessThan(2048);
+      expect(() => toOnnx(spec, w, { tapMixing: 1 as unknown as boolean })).toThrow(
+        /tapMixing must be true or false, found 1/,
+      );
+    }
+  });
+
+  it('the cost rule: hand-derived ratios of ResNet18 224x224 1/4x layers', () => {
+    // stage 4 after its first conv: o = i = 512, G_out = G_in = 2, n = 27, 3x3 taps, 7x7 pixels:
+    // (27/18 + 2·2·27/512) / (1 + 2·27/49) = 0.8139...
+    expect(tapMixingRatio(512, 512, 2, 2, 27, 9, 49)).toBeCloseTo(
+      (27 / 18 + (2 * 2 * 27) / 512) / (1 + (2 * 27) / 49),
+      12,
+    );
+    expect(tapMixingRatio(512, 512, 2, 2, 27, 9, 49)).toBeCloseTo(0.8139, 4);
+    // stage 3: o = i = 256, n = 47, 14x14 pixels: (47/18 + 4·47/256) / (1 + 2·47/196) = 2.26
+    expect(tapMixingRatio(256, 256, 2, 2, 47, 9, 196)).toBeCloseTo(2.2606, 3);
+    expect(tapMixingPays(8, 512, 512, 2, 2, 27, 9, 49)).toBe(true);
+    expect(tapMixingPays(undefined, 512, 512, 2, 2, 27, 9, 49)).toBe(true);
+    expect(tapMixingPays(1, 512, 512, 2, 2, 27, 9, 49)).toBe(false);
+    expect(tapMixingPays(8, 256, 256, 2, 2, 47, 9, 196)).toBe(false);
+  });
+
+  it('by default: ResNet18 224x224 1/4x stage 4 after its first conv (not at a fixed batch of 1), no other ResNet18 budget; the warehouse stored once', () => {
+    // each mixed layer there replaces a tap-major one (one ReduceSum over taps each)
+    const taps = (spec: ModelSpec, o: { batch?: number }) => {
+      const w = initWeights(spec);
+      const auto = toOnnxWithInfo(spec, w, o);
+      const off = toOnnxWithInfo(spec, w, { ...o, tapMixing: false });
+      // (the two forms' shape constants differ by a few int64s)
+      expect(Math.abs(auto.initializerBytes - off.initializerBytes)).toBeLessThan(2048);
+      return (off.ops.ReduceSum ?? 0) - (auto.ops.ReduceSum ?? 0);
+    };
+    const quarter = createModel('resnet18', { budget: '1/4x', inputShape: [3, 224, 224] });
+    expect(taps(quarter, {})).toBe(3);
+    expect(taps(quarter, { batch: 8 })).toBe(3);
+    expect(taps(quarter, { batch: 1 })).toBe(0);
+    for (const budget of ['1x', '1/2x'])
+      expect(taps(createModel('resnet18', { budget, inputShape: [3, 224, 224] }), {})).toBe(0);
+  }, 120_000);
+
+  it('ResNet18 1/4x 16x16 by default at batch 2 (its small-pixel layers mixed)', async () => {
+    const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 16, 16], classes: 10 });
+    const w = initWeights(spec);
+    expect(toOnnxWithInfo(spec, w).bytes).not.toEqual(
+      toOnnxWithInfo(spec, w, { tapMixing: false }).bytes,
+    );
+    expect(await parity(spec, { batches: [2] })).toBeLessThan(TOL);
   });
 });
 
