@@ -150,11 +150,13 @@ describe('kw export and kw onnx-info', () => {
     expect(new Uint8Array(readFileSync(other))).not.toEqual(new Uint8Array(readFileSync(onnx)));
     // --tap-major on: every KW 3x3 conv tap by tap, at a dynamic batch too; same values
     const tapOut = join(dir, 'tap.onnx');
-    const tr = await run('export', ...args, '--tap-major', 'on', '--seed', '3', '--out', tapOut);
+    // (--tap-mixing off: by default the small-pixel layers of this 32x32 model mix their taps)
+    const assembled = ['--tap-mixing', 'off', '--seed', '3'];
+    const tr = await run('export', ...args, '--tap-major', 'on', ...assembled, '--out', tapOut);
     expect(tr.code, tr.err).toBe(0);
     const offOut = join(dir, 'tap-off.onnx');
     expect(
-      (await run('export', ...args, '--tap-major', 'off', '--seed', '3', '--out', offOut)).code,
+      (await run('export', ...args, '--tap-major', 'off', ...assembled, '--out', offOut)).code,
     ).toBe(0);
     const reduceSums = (f: string) => onnxInfo(new Uint8Array(readFileSync(f))).ops.ReduceSum ?? 0;
     expect(reduceSums(tapOut) - reduceSums(offOut)).toBe(16); // the 16 3x3 KW convs
@@ -165,6 +167,17 @@ describe('kw export and kw onnx-info', () => {
     const badTap = await run('export', ...args, '--tap-major', 'yes', '--out', tapOut);
     expect(badTap.code).toBe(2);
     expect(badTap.err).toMatch(/--tap-major must be auto, on or off; found "yes"/);
+    // --tap-mixing on / auto: the same values as every KW conv assembled; a bad value is a usage error
+    const mixOut = join(dir, 'mix.onnx');
+    const mr = await run('export', ...args, '--tap-mixing', 'on', '--seed', '3', '--out', mixOut);
+    expect(mr.code, mr.err).toBe(0);
+    const mixBytes = new Uint8Array(readFileSync(mixOut));
+    expect(mixBytes).not.toEqual(new Uint8Array(readFileSync(offOut)));
+    const [c] = await runSession(await createSession(mixBytes), x3);
+    expect(maxRelativeError(c!.data, b!.data)).toBeLessThan(1e-4);
+    const badMix = await run('export', ...args, '--tap-mixing', '1', '--out', mixOut);
+    expect(badMix.code).toBe(2);
+    expect(badMix.err).toMatch(/--tap-mixing must be auto, on or off; found "1"/);
     // a fixed-batch Triton entry: Triton cannot batch it, so max_batch_size 0 and the full dims
     const repo = join(dir, 'fixed-repo');
     const t = await run('export', 'resnet8_cifar', '--batch', '2', '--triton-repo', repo);

@@ -100,6 +100,12 @@ export const EXPORT_FLAGS: OptionTable = {
     help: 'auto, on or off: run KW convs tap by tap (the kernel assembled with its taps as rows, the conv as one batched MatMul with im2col patches); auto: where the assembly costs much next to the conv (ResNet18 224x224: stage 4)',
     default: 'auto',
   },
+  'tap-mixing': {
+    type: 'string',
+    value: 'M',
+    help: "auto, on or off: run KW convs in the mixed form (each sample's input taps mixed by its attention, then the warehouse applied once for the batch as a 1x1 product: no per-sample kernels); auto: where it costs at most the assembled form (ResNet18 224x224 1/4x: stage 4), not at --batch 1",
+    default: 'auto',
+  },
   'triton-repo': {
     type: 'string',
     value: 'DIR',

@@ -13,7 +13,8 @@ import { parseModelArgs } from './plan.js';
 /**
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
  * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
- * [--batch N [--threads T]] [--tap-major auto|on|off] (--out model.onnx | --triton-repo DIR
+ * [--batch N [--threads T]] [--tap-major auto|on|off] [--tap-mixing auto|on|off]
+ * (--out model.onnx | --triton-repo DIR
  * [--triton-name NAME] [--max-batch 8] [--instances 1])`
  *
  * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
@@ -38,6 +39,8 @@ export function exportCommand(args: string[], io: Io): number {
   const threads = num('threads');
   const tap = choiceFlag('tap-major', values['tap-major'], ['auto', 'on', 'off'] as const);
   const tapMajor = tap === 'on' ? true : tap === 'off' ? false : undefined;
+  const mix = choiceFlag('tap-mixing', values['tap-mixing'], ['auto', 'on', 'off'] as const);
+  const tapMixing = mix === 'on' ? true : mix === 'off' ? false : undefined;
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
   const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
   const instances = num('instances') ?? 1;
@@ -69,7 +72,13 @@ export function exportCommand(args: string[], io: Io): number {
     weights = r.weights;
     loaded = `${describeLoad(values.weights as string, r.report)}\n`;
   } else weights = initWeights(spec, { seed });
-  const ex = toOnnxWithInfo(spec, weights, { temperature, batch, threads, tapMajor });
+  const ex = toOnnxWithInfo(spec, weights, {
+    temperature,
+    batch,
+    threads,
+    tapMajor,
+    tapMixing,
+  });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
   const name = tritonName || (isModelName(derived) ? derived : `model${derived}`);
