@@ -4,7 +4,9 @@
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
 // model file sizes. At batch 1 the fixed-batch export also runs in the form exported for one
 // thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one), and with every
-// KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
+// KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap); a form
+// whose export mixes some KW conv's taps (`tapMixing`, by default where it pays: KW 1/4x stage 4)
+// runs beside the same form with every KW conv assembled (`tapMixing: false`). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
 // (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
 // and after each thread count, the spread (min-max) of the per-round ratios, and the ratio of each
@@ -61,11 +63,27 @@ async function child(threads) {
       forms.push({ label: ' (fixed batch, tapMajor false)', batch: n, tapMajor: false });
     }
     for (const m of specs) {
+      const mine = [];
       for (const form of m.budget === null ? [forms[0]] : forms) {
+        mine.push(form);
+        // where the export's default mixes some KW conv's taps (`tapMixing`), that form with
+        // every KW conv assembled too (the form before the mixed one)
+        if (m.budget === null || form.tapMajor === false) continue;
+        const opts = { batch: form.batch, threads: form.threads };
+        const assembled = toOnnx(m.spec, m.weights, { ...opts, tapMixing: false });
+        if (!Buffer.from(assembled).equals(Buffer.from(toOnnx(m.spec, m.weights, opts))))
+          mine.push({
+            ...form,
+            label: `${form.label || ' (dynamic batch)'} (tapMixing false)`,
+            tapMixing: false,
+          });
+      }
+      for (const form of mine) {
         const bytes = toOnnx(m.spec, m.weights, {
           batch: form.batch,
           threads: form.threads,
           tapMajor: form.tapMajor,
+          tapMixing: form.tapMixing,
         });
         const session = await createSession(bytes, { numThreads: threads });
         // a form whose file equals an earlier one's (KW 1x's one-thread form: no layer with

@@ -2,7 +2,8 @@
 // session option): time per op type, summed over the runs after the first, for plain ResNet18 and
 // KW ResNet18 at a budget. Run: node ort-profile.mjs [budget|plain] [batch] [threads] [fixed]
 //   e.g. node ort-profile.mjs 0.25 8 2 fixed
-// Knobs: KW_BENCH_SIZE (224), KW_PROFILE_RUNS (3).
+// Knobs: KW_BENCH_SIZE (224), KW_PROFILE_RUNS (3), KW_PROFILE_TAP_MIXING (on / off: the export's
+// `tapMixing`; default its own choice).
 import { execFileSync } from 'node:child_process';
 import { initWeights } from '@kernelwarehouse/core';
 import { toOnnxWithInfo } from '@kernelwarehouse/ort-web';
@@ -25,6 +26,9 @@ async function child() {
     batch: fixedArg === 'fixed' ? n : undefined,
     threads: process.env.KW_PROFILE_EXPORT_THREADS
       ? Number(process.env.KW_PROFILE_EXPORT_THREADS)
+      : undefined,
+    tapMixing: process.env.KW_PROFILE_TAP_MIXING
+      ? { on: true, off: false }[process.env.KW_PROFILE_TAP_MIXING]
       : undefined,
   });
   console.error(`ops: ${JSON.stringify(ops)}`);
@@ -60,8 +64,12 @@ else {
     const op = e.args.op_name;
     const shape = JSON.stringify(e.args.output_type_shape?.[0] ?? '');
     byOp.set(op, (byOp.get(op) ?? 0) + e.dur);
+    // nodes of one op and output shape (a stage's layers of one shape) add up into one line
     const k = `${op} ${shape}`;
-    byNode.set(k, (byNode.get(k) ?? 0) + e.dur);
+    const node = byNode.get(k) ?? { us: 0, names: new Set() };
+    node.us += e.dur;
+    node.names.add(e.name);
+    byNode.set(k, node);
   }
   const total = [...byOp.values()].reduce((a, b) => a + b, 0);
   const runMs = runs.slice(1).map((r) => (r.dur / 1000).toFixed(0));
@@ -72,9 +80,9 @@ else {
     console.log(
       `  ${op.padEnd(22)} ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)} %`,
     );
-  console.log('  top nodes (op, output shape):');
-  for (const [k, us] of [...byNode]
-    .sort((a, b) => b[1] - a[1])
+  console.log('  top nodes (op, output shape; the time of all such nodes, and how many):');
+  for (const [k, { us, names }] of [...byNode]
+    .sort((a, b) => b[1].us - a[1].us)
     .slice(0, Number(process.env.KW_PROFILE_TOP ?? 12)))
-    console.log(`    ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms  ${k}`);
+    console.log(`    ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms  ${k} x${names.size}`);
 }
