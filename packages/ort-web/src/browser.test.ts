@@ -115,6 +115,10 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
   const model = toOnnx(spec, w);
   // the ungrouped KW conv (kw2) tap by tap: 6-D broadcast MatMul, two-axis ReduceSum, 5-D Transpose
   const tapModel = toOnnx(spec, w, { tapMajor: true });
+  // and in the mixed form: rank-5 broadcast MatMul of patches and attention, the shared 1x1 GEMM
+  // on a folded view of the warehouse, a 4-D Transpose
+  const mixModel = toOnnx(spec, w, { tapMixing: true });
+  const assembledModel = toOnnx(spec, w, { tapMixing: false });
   const refs = runReference(spec, w, x);
   const err = (got: number[][]) =>
     Math.max(...spec.outputs.map((o, i) => maxRelativeError(got[i]!, refs.get(o)!.data)));
@@ -133,6 +137,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       if (url === '/') return send(PAGE, 'text/html');
       if (url === '/model.onnx') return send(model, 'application/octet-stream');
       if (url === '/model-tap.onnx') return send(tapModel, 'application/octet-stream');
+      if (url === '/model-mix.onnx') return send(mixModel, 'application/octet-stream');
       if (url === '/input.bin')
         return send(new Uint8Array(x.data.buffer), 'application/octet-stream');
       const file = normalize(join(root, url));
@@ -197,6 +202,13 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       ];
       expect(tapErr[0]).toBeLessThan(1e-4);
       expect(tapErr[1]).toBeLessThan(1e-4);
+      const mixErr = [
+        err((await run('wasm', '/model-mix.onnx')).data),
+        err((await run('webgpu', '/model-mix.onnx')).data),
+      ];
+      expect(mixModel).not.toEqual(assembledModel); // kw2 mixes its taps there
+      expect(mixErr[0]).toBeLessThan(1e-4);
+      expect(mixErr[1]).toBeLessThan(1e-4);
       // the bug the NCHW layout works around is real in this version: default NHWC is wrong here
       const version = await page.evaluate(
         () => (window as unknown as { ortVersion: string }).ortVersion,
@@ -210,7 +222,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       );
       const nhwcErr = maxRelativeError(nhwc[1]!, refs.get('kw1')!.data);
       console.log(
-        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)}, tap by tap wasm ${tapErr[0]!.toExponential(2)} webgpu ${tapErr[1]!.toExponential(2)} (onnxruntime-web ${version})`,
+        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)}, tap by tap wasm ${tapErr[0]!.toExponential(2)} webgpu ${tapErr[1]!.toExponential(2)}, mixed wasm ${mixErr[0]!.toExponential(2)} webgpu ${mixErr[1]!.toExponential(2)} (onnxruntime-web ${version})`,
       );
       if (version === '1.30.0') expect(nhwcErr).toBeGreaterThan(0.1);
       expect(errors).toEqual([]);
