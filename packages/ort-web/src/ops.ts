@@ -512,7 +512,8 @@ export class OnnxOps implements Ops<OnnxValue> {
 
   conv2d(x: OnnxValue, weight: OnnxValue, bias: OnnxValue | undefined, a: ConvAttrs): OnnxValue {
     const w = weight.shape!;
-    if (x.name === undefined && x.mix && a.groups === 1 && w[2] === 1 && w[3] === 1) {
+    const pointwise = a.groups === 1 && w[2] === 1 && w[3] === 1 && a.stride.every((s) => s === 1);
+    if (x.name === undefined && x.mix && pointwise && a.padding.every((p) => p === 0)) {
       // the mixed form's 1x1 product at G_out = 1 (kw.ts's kwMixedConv)
       return this.sharedGroupsConv1x1(x, this.reshape(weight, [w[0]!, w[1]!]), 1, bias);
     }
