@@ -52,13 +52,14 @@ try {
       writeVariables(vars.stats, req.stats);
       const x = tf.tensor(req.x, req.xShape);
       const y = tf.tensor(req.y, req.yShape);
-      const r: ShardResult = shardGradients(model, vars, x, y);
+      const r: ShardResult = shardGradients(model, vars, x, y, req.gradsOut);
       tf.dispose([x, y]);
       watch.check('a shard step in a worker thread');
-      port.postMessage(
-        r,
-        [...r.grads, ...r.stats].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : [])),
-      );
+      // gradients written to shared memory are shared, not transferred (a SharedArrayBuffer
+      // cannot be); new arrays are transferred
+      const own = (a: Float32Array | null) =>
+        a && !(a.buffer instanceof SharedArrayBuffer) ? [a.buffer as ArrayBuffer] : [];
+      port.postMessage(r, [...r.grads, ...r.stats].flatMap(own));
     } catch (e) {
       port.postMessage({ error: e instanceof Error ? e.message : String(e) });
     }

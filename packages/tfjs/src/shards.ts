@@ -81,18 +81,28 @@ export function lossAndGradients(
   return { value, grads, correct: correct! };
 }
 
-/** One shard's forward and backward ({@link lossAndGradients}) as arrays to send or average. */
+/**
+ * One shard's forward and backward ({@link lossAndGradients}) as arrays to send or average. With
+ * `gradsOut` (one array per trainable variable, of its size: a shard worker's shared-memory
+ * slots) the gradients are written there and returned as those arrays; new arrays otherwise.
+ */
 export function shardGradients(
   model: tf.LayersModel,
   vars: ShardVariables,
   x: tf.Tensor,
   y: tf.Tensor,
+  gradsOut?: Float32Array[],
 ): ShardResult {
   const { value, grads, correct } = lossAndGradients(model, vars.trainable, x, y);
   const out: ShardResult = {
-    grads: vars.trainable.map((v) => {
+    grads: vars.trainable.map((v, j) => {
       const g = grads[v.name];
-      return g ? (g.dataSync() as Float32Array).slice() : null;
+      if (!g) return null;
+      const data = g.dataSync() as Float32Array;
+      const slot = gradsOut?.[j];
+      if (!slot) return data.slice();
+      slot.set(data);
+      return slot;
     }),
     stats: vars.stats.map((v) => (v.dataSync() as Float32Array).slice()),
     loss: value.dataSync()[0]!,
@@ -100,6 +110,21 @@ export function shardGradients(
   };
   tf.dispose([value, correct, ...Object.values(grads)]);
   return out;
+}
+
+/**
+ * Float32Array views of one new SharedArrayBuffer, one of each size in `sizes` (in order):
+ * memory the main thread and the shard workers read and write without copies.
+ */
+export function sharedViews(sizes: number[]): Float32Array[] {
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const buffer = new SharedArrayBuffer(4 * total);
+  let at = 0;
+  return sizes.map((n) => {
+    const v = new Float32Array(buffer, 4 * at, n);
+    at += n;
+    return v;
+  });
 }
 
 /** Write `values` into `vars` (same order and sizes). */
@@ -123,11 +148,12 @@ export function shardBounds(n: number, k: number): [number, number][] {
  * Sum of `w[i] * xs[i]` element by element, accumulated in float64 in the order of `xs` and
  * rounded to float32 once. Element by element in one pass (the float64 sum in a local): no
  * float64 array and no second pass over it, which the shard average of a step (~1M floats,
- * serial between the shard workers' steps) paid before.
+ * serial between the shard workers' steps) paid before. `into` (of the same length), when
+ * given, receives the sum instead of a new array (the trainer reuses one per variable).
  */
-export function weightedSum(xs: Float32Array[], w: number[]): Float32Array {
+export function weightedSum(xs: Float32Array[], w: number[], into?: Float32Array): Float32Array {
   const n = xs[0]!.length;
-  const out = new Float32Array(n);
+  const out = into ?? new Float32Array(n);
   if (xs.length === 2) {
     // the common case (two shards), without the inner loop
     const [a, b] = xs as [Float32Array, Float32Array];
@@ -177,7 +203,10 @@ export function applyWasmKernelSettings(s: WasmKernelSettings): void {
 export interface ShardRequest {
   /** The main thread's kernel switches at this step (a switch flipped between steps is followed). */
   kernels: WasmKernelSettings;
+  /** The trainable variables' values: views of one SharedArrayBuffer (no copy per worker). */
   params: Float32Array[];
+  /** Where the worker writes its gradients: views of its own SharedArrayBuffer, one per variable. */
+  gradsOut?: Float32Array[];
   stats: Float32Array[];
   x: Float32Array;
   xShape: number[];

@@ -41,6 +41,7 @@ import {
   shardBounds,
   shardGradients,
   shardVariables,
+  sharedViews,
   wasmKernelSettings,
   weightedSum,
   writeVariables,
@@ -396,6 +397,14 @@ export class Trainer {
   readonly shards: number;
   private readonly shardVars: ShardVariables;
   private workers: ShardWorkers | undefined;
+  /**
+   * The shard workers' exchange memory (SharedArrayBuffer views, made with the workers): the
+   * parameters the main thread writes each step, each worker's gradient slots, and the averaged
+   * gradients (reused each step).
+   */
+  private exchange:
+    | { params: Float32Array[]; grads: Float32Array[][]; avg: Float32Array[] }
+    | undefined;
   private disposed = false;
   /** The state came from {@link restore} (a resume mismatch is then CHECKPOINT_INVALID). */
   private restored = false;
@@ -817,7 +826,17 @@ export class Trainer {
           );
         this.workers = await ShardWorkers.start(this.spec, this.shards, backend);
       }
-      const params = this.shardVars.trainable.map((v) => (v.dataSync() as Float32Array).slice());
+      const sizes = this.shardVars.trainable.map((v) => v.size);
+      this.exchange ??= {
+        params: sharedViews(sizes),
+        grads: Array.from({ length: this.shards }, () => sharedViews(sizes)),
+        avg: sizes.map((n) => new Float32Array(n)),
+      };
+      // the current values, once, into memory every worker reads (no copy per worker)
+      const params = this.exchange.params;
+      this.shardVars.trainable.forEach((v, j) => {
+        params[j]!.set(v.dataSync() as Float32Array);
+      });
       const kernels = wasmKernelSettings();
       results = await Promise.all(
         bounds.map(([a, b], i) => {
@@ -826,6 +845,7 @@ export class Trainer {
           const req = {
             kernels,
             params,
+            gradsOut: this.exchange!.grads[i],
             stats: stats0,
             x: xs.dataSync() as Float32Array,
             xShape: xs.shape,
@@ -872,6 +892,7 @@ export class Trainer {
         weightedSum(
           gs.map((g) => g ?? new Float32Array(v.size)),
           w,
+          this.exchange?.avg[j],
         ),
         v.shape,
       );
@@ -976,6 +997,7 @@ export class Trainer {
     this.disposed = true;
     void this.workers?.terminate();
     this.workers = undefined;
+    this.exchange = undefined;
     this.optimizer.dispose();
     this.model.dispose();
   }

@@ -155,6 +155,36 @@ describe('data-parallel shards', () => {
     tf.dispose(d.x);
   });
 
+  it('on the cpu backend too (its tensors keep the arrays they are made from: the shared parameter and gradient memory must not leak into them)', async () => {
+    // as the workers start theirs: cpu with the training kernels (chooseBackend)
+    await useBackend('cpu');
+    registerTrainingKernels('cpu');
+    try {
+      const d = data(16, 8, 4);
+      const run = async (shardWorkers: boolean) => {
+        const t = new Trainer({
+          spec: small({ budget: 1 }),
+          epochs: 2,
+          batchSize: 8,
+          shards: 2,
+          shardWorkers,
+          bnPasses: 0,
+        });
+        await t.fit(d);
+        const w = t.exportWeights();
+        t.dispose();
+        return w;
+      };
+      const inProcess = await run(false);
+      const workers = await run(true);
+      // the cpu kernels in every thread: expected bit-identical; stated bound 1e-6 relative
+      expect(weightsErr(workers, inProcess)).toBeLessThan(1e-6);
+      tf.dispose(d.x);
+    } finally {
+      await useBackend('wasm');
+    }
+  });
+
   // each switch changes the numbers by rounding: off, the in-process step differs from the
   // default one, and the workers follow the main thread. The tap-mixing case's model takes the
   // mixed form by default in layer3.0.conv2 (32 channels on 2x2 maps, n = 9); the Winograd
