@@ -31,6 +31,20 @@ function weightsErr(a: WeightMap, b: WeightMap, skip?: RegExp): number {
   return e;
 }
 
+/** Weights after `epochs` of two-shard training on `d` (batch 8), in workers or in process. */
+async function twoShards(
+  spec: ReturnType<typeof small>,
+  d: ReturnType<typeof data>,
+  epochs: number,
+  shardWorkers: boolean,
+): Promise<WeightMap> {
+  const t = new Trainer({ spec, epochs, batchSize: 8, shards: 2, shardWorkers, bnPasses: 0 });
+  await t.fit(d);
+  const w = t.exportWeights();
+  t.dispose();
+  return w;
+}
+
 beforeAll(async () => {
   await useBackend('wasm');
   registerTrainingKernels('wasm');
@@ -161,22 +175,8 @@ describe('data-parallel shards', () => {
     registerTrainingKernels('cpu');
     try {
       const d = data(16, 8, 4);
-      const run = async (shardWorkers: boolean) => {
-        const t = new Trainer({
-          spec: small({ budget: 1 }),
-          epochs: 2,
-          batchSize: 8,
-          shards: 2,
-          shardWorkers,
-          bnPasses: 0,
-        });
-        await t.fit(d);
-        const w = t.exportWeights();
-        t.dispose();
-        return w;
-      };
-      const inProcess = await run(false);
-      const workers = await run(true);
+      const inProcess = await twoShards(small({ budget: 1 }), d, 2, false);
+      const workers = await twoShards(small({ budget: 1 }), d, 2, true);
       // the cpu kernels in every thread: expected bit-identical; stated bound 1e-6 relative
       expect(weightsErr(workers, inProcess)).toBeLessThan(1e-6);
       tf.dispose(d.x);
@@ -204,20 +204,8 @@ describe('data-parallel shards', () => {
     ['input-gradient form (off: conv_dx1)', setInputGradByForward, undefined],
   ] as const)("workers take the main thread's %s", async (_, setting, budget) => {
     const d = data(16, 8, 4);
-    const run = async (shardWorkers: boolean) => {
-      const t = new Trainer({
-        spec: small(budget ? { budget } : {}),
-        epochs: 1,
-        batchSize: 8,
-        shards: 2,
-        shardWorkers,
-        bnPasses: 0,
-      });
-      await t.fit(d);
-      const w = t.exportWeights();
-      t.dispose();
-      return w;
-    };
+    const run = (shardWorkers: boolean) =>
+      twoShards(small(budget ? { budget } : {}), d, 1, shardWorkers);
     const byDefault = await run(false);
     setting(false);
     try {
