@@ -225,11 +225,8 @@ export class OnnxOps implements Ops<OnnxValue> {
 
   transpose(x: OnnxValue, perm: number[]): OnnxValue {
     if (isConst(x)) {
-      // a shared constant's permuted view (the mixed form's warehouse) is stored once too
-      const t = this.c(this.fold.transpose(this.t(x), perm), x.label);
-      return x.sharedKey
-        ? { ...t, sharedKey: `${x.sharedKey}:T${perm.join(',')}`, base: x.base }
-        : t;
+      // (a view of a shared tensor remembers it: the mixed form reads the warehouse as stored)
+      return { ...this.c(this.fold.transpose(this.t(x), perm), x.label), base: x.base };
     }
     const p = x.name === undefined ? x.product : undefined;
     if (p?.aDims) {
@@ -649,9 +646,10 @@ export class OnnxOps implements Ops<OnnxValue> {
 
   /**
    * Core's `sharedGroupsConv1x1` on the mixed taps ({@link PendingMix}: core calls it only after
-   * `mixTaps`): one GEMM `[N·G·L, C] @ [C, O]`, the weight `[O, C, 1, 1]` permuted to the mix's
-   * `(c_in, n)` order at export as onnxruntime's packed right operand and stored once (not
-   * repeated per group), then the output transposed to NCHW.
+   * `mixTaps`): one GEMM `[N·G·L, C] @ [C, O]` whose right operand is the weight `[O, C, 1, 1]`
+   * (a view of a warehouse: `base`) in the mix's `(c_in, n)` order, a view of the stored
+   * warehouse that onnxruntime folds and packs at load (not repeated per group), then the output
+   * transposed to NCHW.
    */
   sharedGroupsConv1x1(
     x: OnnxValue,
@@ -661,10 +659,11 @@ export class OnnxOps implements Ops<OnnxValue> {
   ): OnnxValue {
     const [o, c] = weight.shape as [number, number];
     const m = x.name === undefined ? x.mix : undefined;
-    if (!m || m.gOut !== groups || m.n * m.ci !== c || !isConst(weight)) {
+    const base = isConst(weight) ? weight.base : undefined;
+    if (!m || m.gOut !== groups || m.n * m.ci !== c || base === undefined) {
       throw new KwError(
         'BACKEND_UNSUPPORTED',
-        `${this.o.id}: the ONNX sharedGroupsConv1x1 takes the mixed taps and a constant weight only`,
+        `${this.o.id}: the ONNX sharedGroupsConv1x1 takes the mixed taps and a view of a warehouse only`,
       );
     }
     const [, ho, wo] = this.o.outShape as [number, number, number];
@@ -672,22 +671,15 @@ export class OnnxOps implements Ops<OnnxValue> {
     // weight column (k, c) (cell k's [o, c]) -> row (c, k) of the right operand; from the
     // warehouse as stored ([n, o·c] cells), as a view onnxruntime folds at session creation, so
     // the file holds the warehouse once whichever of its layers mix
-    let right: string;
-    if (weight.base !== undefined) {
-      const wh = this.shared(weight.base);
-      const view = () => {
-        // (stored as the assembled form's product reads it, [n, o·c]: one initializer for both)
-        const stored = this.v(this.reshape(wh, [m.n, o * m.ci]));
-        const cells = g.op('Reshape', [stored, g.int64('shape', [m.n, o, m.ci])]);
-        const t = g.op('Transpose', [cells], { perm: [2, 0, 1] });
-        return g.op('Reshape', [t, g.int64('shape', [c, o])]);
-      };
-      right = g.shared(`shared:${weight.base}:mixed:${m.n}x${o}x${m.ci}`, view);
-    } else {
-      right = this.v(
-        this.reshape(this.transpose(this.reshape(weight, [o, m.n, m.ci]), [2, 1, 0]), [c, o]),
-      );
-    }
+    const wh = this.shared(base);
+    const view = () => {
+      // (stored as the assembled form's product reads it, [n, o·c]: one initializer for both)
+      const stored = this.v(this.reshape(wh, [m.n, o * m.ci]));
+      const cells = g.op('Reshape', [stored, g.int64('shape', [m.n, o, m.ci])]);
+      const t = g.op('Transpose', [cells], { perm: [2, 0, 1] });
+      return g.op('Reshape', [t, g.int64('shape', [c, o])]);
+    };
+    const right = g.shared(`shared:${base}:mixed:${m.n}x${o}x${m.ci}`, view);
     const rows = g.op('Reshape', [m.z, g.int64('shape', [-1, c])]);
     const y = g.op('MatMul', [rows, right]); // [N·G·L, O]
     const t = g.op(
