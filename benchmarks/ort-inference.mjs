@@ -63,28 +63,23 @@ async function child(threads) {
       forms.push({ label: ' (fixed batch, tapMajor false)', batch: n, tapMajor: false });
     }
     for (const m of specs) {
+      // each form's file, exported once
       const mine = [];
       for (const form of m.budget === null ? [forms[0]] : forms) {
-        mine.push(form);
+        const opts = { batch: form.batch, threads: form.threads, tapMajor: form.tapMajor };
+        const bytes = toOnnx(m.spec, m.weights, opts);
+        mine.push({ form, bytes });
         // where the export's default mixes some KW conv's taps (`tapMixing`), that form with
         // every KW conv assembled too (the form before the mixed one)
         if (m.budget === null || form.tapMajor === false) continue;
-        const opts = { batch: form.batch, threads: form.threads };
         const assembled = toOnnx(m.spec, m.weights, { ...opts, tapMixing: false });
-        if (!Buffer.from(assembled).equals(Buffer.from(toOnnx(m.spec, m.weights, opts))))
+        if (!Buffer.from(assembled).equals(Buffer.from(bytes)))
           mine.push({
-            ...form,
-            label: `${form.label || ' (dynamic batch)'} (tapMixing false)`,
-            tapMixing: false,
+            form: { ...form, label: `${form.label || ' (dynamic batch)'} (tapMixing false)` },
+            bytes: assembled,
           });
       }
-      for (const form of mine) {
-        const bytes = toOnnx(m.spec, m.weights, {
-          batch: form.batch,
-          threads: form.threads,
-          tapMajor: form.tapMajor,
-          tapMixing: form.tapMixing,
-        });
+      for (const { form, bytes } of mine) {
         const session = await createSession(bytes, { numThreads: threads });
         // a form whose file equals an earlier one's (KW 1x's one-thread form: no layer with
         // G_in > 1) is an A/A control: whatever separates the two rows is measurement, not model
