@@ -18,7 +18,7 @@ import {
 import { perturb, Rng, randomInput } from '@kernelwarehouse/core/testing';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toOnnx } from './index.js';
+import { toOnnx, toOnnxWithInfo } from './index.js';
 
 const CHROMIUM = process.env.KW_CHROMIUM ?? '/usr/bin/chromium';
 const have = existsSync(CHROMIUM);
@@ -112,7 +112,12 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
   const w = initWeights(spec, { seed: 12 });
   for (const [k, t] of w) w.set(k, perturb(rng, t, 0.1));
   const x = randomInput(new Rng(13), [2, ...spec.inputShape]);
-  const model = toOnnx(spec, w);
+  // the default: at a dynamic batch each per-sample conv is a Scan over the samples (a plain
+  // Conv per sample: control flow on both EPs)
+  const exported = toOnnxWithInfo(spec, w);
+  const model = exported.bytes;
+  // and without control flow: im2col (one-hot depthwise Conv) + batched MatMul
+  const im2colModel = toOnnx(spec, w, { scanBatch: false });
   // the ungrouped KW conv (kw2) tap by tap: 6-D broadcast MatMul, two-axis ReduceSum, 5-D Transpose
   const tapModel = toOnnx(spec, w, { tapMajor: true });
   // and in the mixed form: rank-5 broadcast MatMul of patches and attention, the shared 1x1 GEMM
@@ -138,6 +143,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       if (url === '/model.onnx') return send(model, 'application/octet-stream');
       if (url === '/model-tap.onnx') return send(tapModel, 'application/octet-stream');
       if (url === '/model-mix.onnx') return send(mixModel, 'application/octet-stream');
+      if (url === '/model-im2col.onnx') return send(im2colModel, 'application/octet-stream');
       if (url === '/input.bin')
         return send(new Uint8Array(x.data.buffer), 'application/octet-stream');
       const file = normalize(join(root, url));
@@ -209,6 +215,13 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       expect(mixModel).not.toEqual(assembledModel); // kw2 mixes its taps there
       expect(mixErr[0]).toBeLessThan(1e-4);
       expect(mixErr[1]).toBeLessThan(1e-4);
+      expect(exported.ops.Scan).toBeGreaterThan(0);
+      const im2colErr = [
+        err((await run('wasm', '/model-im2col.onnx')).data),
+        err((await run('webgpu', '/model-im2col.onnx')).data),
+      ];
+      expect(im2colErr[0]).toBeLessThan(1e-4);
+      expect(im2colErr[1]).toBeLessThan(1e-4);
       // the bug the NCHW layout works around is real in this version: default NHWC is wrong here
       const version = await page.evaluate(
         () => (window as unknown as { ortVersion: string }).ortVersion,
@@ -222,7 +235,7 @@ describe.skipIf(!have)('headless Chromium: onnxruntime-web wasm and webgpu', () 
       );
       const nhwcErr = maxRelativeError(nhwc[1]!, refs.get('kw1')!.data);
       console.log(
-        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)}, tap by tap wasm ${tapErr[0]!.toExponential(2)} webgpu ${tapErr[1]!.toExponential(2)}, mixed wasm ${mixErr[0]!.toExponential(2)} webgpu ${mixErr[1]!.toExponential(2)} (onnxruntime-web ${version})`,
+        `browser parity (max rel err): wasm ${err(wasm.data).toExponential(2)}, webgpu NCHW ${gpuErr.toExponential(2)}, webgpu default NHWC (grouped KW conv output) ${nhwcErr.toExponential(2)}, tap by tap wasm ${tapErr[0]!.toExponential(2)} webgpu ${tapErr[1]!.toExponential(2)}, mixed wasm ${mixErr[0]!.toExponential(2)} webgpu ${mixErr[1]!.toExponential(2)}, im2col (scanBatch false) wasm ${im2colErr[0]!.toExponential(2)} webgpu ${im2colErr[1]!.toExponential(2)} (onnxruntime-web ${version})`,
       );
       if (version === '1.30.0') expect(nhwcErr).toBeGreaterThan(0.1);
       expect(errors).toEqual([]);

@@ -33,11 +33,24 @@ export interface ToOnnxOptions {
   /**
    * Fix the batch size at export and run each KW convolution as ONE `Conv` with
    * `group = batch x groups` on the batch folded into the channels (the PyTorch formulation).
-   * Default: undefined, the batch stays dynamic (`N`) and the per-sample convolution is an im2col
-   * (static one-hot depthwise `Conv`) followed by one batched `MatMul`. ONNX `Conv`'s `group` is a
-   * static attribute, so the folded form cannot keep the batch dynamic.
+   * Default: undefined, the batch stays dynamic (`N`) and the per-sample convolutions run as
+   * {@link ToOnnxOptions.scanBatch} says. ONNX `Conv`'s `group` is a static attribute, so the
+   * folded form cannot keep the batch dynamic.
    */
   batch?: number;
+  /**
+   * At a dynamic batch, each per-sample convolution (a KW, CondConv, DY-Conv, ODConv or
+   * WeightNet layer on an assembled kernel) as an ONNX `Scan` over the batch whose body is one
+   * plain `Conv` of one sample with its own kernel: onnxruntime's own conv, as at a fixed batch.
+   * `false`: an im2col (a static one-hot depthwise `Conv`) followed by one batched `MatMul`, the
+   * form without control flow. Default (undefined): `true` (onnxruntime-web wasm, one thread:
+   * 0.87-0.92x the im2col form's time on KW ResNet18 224x224 at batch 1 and 8, 0.52-0.88x on
+   * smaller models, `bench:ort`). Use `false` for a runtime without `Scan` or where control flow
+   * costs more (`createSession` exports that form for WebGPU). Needs a dynamic batch: with
+   * `batch` set each such layer is one grouped `Conv`. Only the speed differs; the values agree
+   * to float rounding.
+   */
+  scanBatch?: boolean;
   /**
    * The intra-op thread count the model will run with, when known (onnxruntime-web's wasm runs
    * on one thread in a browser page that is not cross-origin isolated). With `batch: 1` and one
@@ -144,6 +157,18 @@ export function toOnnxWithInfo(
     throw new KwError(
       'ARGUMENT_INVALID',
       `tapMixing must be true or false, found ${String(options.tapMixing)}`,
+    );
+  }
+  if (options.scanBatch !== undefined && typeof options.scanBatch !== 'boolean') {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `scanBatch must be true or false, found ${String(options.scanBatch)}`,
+    );
+  }
+  if (options.scanBatch === true && batch !== undefined) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `scanBatch applies to a dynamic batch, but batch is fixed at ${batch} (there each per-sample conv is one grouped Conv): leave one of the two out`,
     );
   }
   const batchDim: Dim = batch ?? 'N';
@@ -292,6 +317,7 @@ export function toOnnxWithInfo(
           wideAssembly: batch === 1 && threads === 1,
           tapMajor: options.tapMajor,
           tapMixing: options.tapMixing,
+          scanBatch: batch === undefined && options.scanBatch !== false,
           weight: (name) => weights.get(name),
         });
         const y = METHODS.get(node.method.kind)!.forward(

@@ -10,6 +10,7 @@ export {
   createSession,
   defaultThreads,
   executionProviders,
+  exportOptionsFor,
   MAX_WASM_THREADS,
   runSession,
   type SessionOptions,

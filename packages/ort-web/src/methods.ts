@@ -5,7 +5,7 @@
  * grouped Conv.
  */
 import { foldBnIntoDepthwise, type NodeSpec } from '@kernelwarehouse/core';
-import type { GraphBuilder } from './onnx.js';
+import { GraphBuilder } from './onnx.js';
 
 export type ConvNode = NodeSpec & { op: 'dynamicConv2d' };
 
@@ -45,9 +45,12 @@ export type SampleBias = { shared: Float32Array } | { perSample: string } | unde
 /**
  * Convolve each sample with its own kernel. `kernel` is any value whose rows are the samples'
  * kernels in `[O, C/g, kh, kw]` order (`[N, O, C/g, kh, kw]` or `[N, O*C/g*kh*kw]`).
- * `batch` undefined: dynamic batch, im2col (a static one-hot depthwise Conv) + one batched
- * MatMul. `batch` set: the batch folded into the channels and one Conv with
- * `group = batch x groups` (the PyTorch formulation; `group` is a static attribute).
+ * `batch` undefined: dynamic batch, with `scan` a `Scan` over the samples whose body is one
+ * plain Conv (the sample `[C, H, W]` unsqueezed to a batch of one, its kernel
+ * `[O, C/g, kh, kw]`; the scan output `[N, 1, O, H', W']` reshaped), else im2col (a static
+ * one-hot depthwise Conv) + one batched MatMul. `batch` set: the batch folded into the channels
+ * and one Conv with `group = batch x groups` (the PyTorch formulation; `group` is a static
+ * attribute).
  */
 export function perSampleConv(
   g: GraphBuilder,
@@ -59,6 +62,7 @@ export function perSampleConv(
   outShape: number[],
   batch: number | undefined,
   bias: SampleBias,
+  scan = false,
 ): string {
   const [kh, kw] = conv.kernelSize;
   const groups = conv.groups;
@@ -79,6 +83,26 @@ export function perSampleConv(
       group: batch * groups,
     });
     return addBias(g.op('Reshape', [y, g.int64('shape', [batch, o, outShape[1]!, outShape[2]!])]));
+  }
+  if (scan) {
+    // the body's names are drawn from the outer graph's: a subgraph value never shadows one
+    const body = new GraphBuilder(g);
+    const xi = body.input(body.unused('sample'), inShape);
+    const ki = body.input(body.unused('kernel'), [o, cg, kh, kw]);
+    const yi = body.op('Conv', [body.op('Unsqueeze', [xi, body.int64('axes', [0])]), ki], {
+      kernel_shape: [kh, kw],
+      strides: conv.stride,
+      pads,
+      dilations: conv.dilation,
+      group: groups,
+    });
+    body.outputValue(yi, [1, o, outShape[1]!, outShape[2]!]);
+    const ks = g.op('Reshape', [kernel, g.int64('shape', [-1, o, cg, kh, kw])]);
+    const ys = g.op('Scan', [x, ks], {
+      body: { graph: body.graph(`${id}.scan`) },
+      num_scan_inputs: 2,
+    });
+    return addBias(g.op('Reshape', [ys, g.int64('shape', [-1, o, outShape[1]!, outShape[2]!])]));
   }
   const k = g.op('Reshape', [kernel, g.int64('shape', [-1, groups, og, cg * kh * kw])]);
   const L = outShape[1]! * outShape[2]!;

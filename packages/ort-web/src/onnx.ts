@@ -13,8 +13,14 @@ export const IR_VERSION = 8;
 const FLOAT = 1;
 const INT64 = 7;
 
-/** An attribute value: int, ints, float, floats or string. */
-export type AttrValue = number | number[] | string | { float: number } | { floats: number[] };
+/** An attribute value: int, ints, float, floats, string or a subgraph (a GraphProto). */
+export type AttrValue =
+  | number
+  | number[]
+  | string
+  | { float: number }
+  | { floats: number[] }
+  | { graph: Writer };
 
 function attribute(name: string, v: AttrValue): Writer {
   const a = new Writer().string(1, name);
@@ -22,6 +28,7 @@ function attribute(name: string, v: AttrValue): Writer {
   if (typeof v === 'number') return a.int(3, v).int(20, 2);
   if (Array.isArray(v)) return a.packedInts(8, v).int(20, 7);
   if ('float' in v) return a.float(2, v.float).int(20, 1);
+  if ('graph' in v) return a.message(6, v.graph).int(20, 5);
   return a.packedFloats(7, v.floats).int(20, 6);
 }
 
@@ -42,22 +49,43 @@ export class GraphBuilder {
   private readonly inits: Writer[] = [];
   private readonly inputs: Writer[] = [];
   private readonly outputs: Writer[] = [];
-  /** Every name taken (defined or reserved): {@link fresh} never hands one of these out. */
-  private readonly names = new Set<string>();
+  /**
+   * Every name taken (defined or reserved) in this graph and every graph nested in it or around
+   * it: {@link fresh} never hands one of these out, so a subgraph's values never shadow the
+   * outer graph's (onnxruntime refuses that).
+   */
+  private readonly names: Set<string>;
   /** Every value name the graph defines (inputs, initializers, node outputs), in order. */
   private readonly defined: string[] = [];
+  private readonly root: GraphBuilder;
   private counter = 0;
-  /** Op histogram of what was emitted. */
+  /** Op histogram of what was emitted into this graph (not its subgraphs: as `onnxInfo` counts). */
   readonly ops = new Map<string, number>();
   /** Bytes of initializer data. */
   initializerBytes = 0;
 
+  /** A top-level graph, or with `outer`, a subgraph (a control-flow op's body) of `outer`. */
+  constructor(outer?: GraphBuilder) {
+    this.root = outer ? outer.root : this;
+    this.names = outer ? outer.names : new Set<string>();
+  }
+
   /** A fresh value name with a readable prefix. */
   fresh(prefix: string): string {
-    let n = `${prefix}_${this.counter++}`;
-    while (this.names.has(n)) n = `${prefix}_${this.counter++}`;
+    const root = this.root;
+    let n = `${prefix}_${root.counter++}`;
+    while (this.names.has(n)) n = `${prefix}_${root.counter++}`;
     this.names.add(n);
     this.defined.push(n);
+    return n;
+  }
+
+  /** A fresh name that is taken but not yet defined (for {@link input}). */
+  unused(prefix: string): string {
+    const root = this.root;
+    let n = `${prefix}_${root.counter++}`;
+    while (this.names.has(n)) n = `${prefix}_${root.counter++}`;
+    this.names.add(n);
     return n;
   }
 
@@ -155,8 +183,16 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, dims));
   }
 
-  /** Encode the ModelProto. */
-  model(graphName: string, docString: string): Uint8Array {
+  /**
+   * Declare `value`, a value this graph defines, as a graph output under its own name (a
+   * subgraph's outputs: no Identity copy per iteration).
+   */
+  outputValue(value: string, dims: Dim[]): void {
+    this.outputs.push(valueInfo(value, dims));
+  }
+
+  /** Encode the GraphProto (checks that each value name is defined once). */
+  graph(graphName: string): Writer {
     // ONNX (SSA): each value name is defined once; onnxruntime refuses a graph that repeats one
     const seen = new Set<string>();
     for (const n of this.defined) {
@@ -175,6 +211,12 @@ export class GraphBuilder {
     for (const i of this.inits) g.message(5, i);
     for (const i of this.inputs) g.message(11, i);
     for (const o of this.outputs) g.message(12, o);
+    return g;
+  }
+
+  /** Encode the ModelProto. */
+  model(graphName: string, docString: string): Uint8Array {
+    const g = this.graph(graphName);
     return new Writer()
       .int(1, IR_VERSION)
       .string(2, '@kernelwarehouse/ort-web')

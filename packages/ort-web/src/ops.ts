@@ -100,6 +100,8 @@ export interface OnnxOpsOptions {
   /** KW convs in the mixed form (`mixTaps`): true wherever it applies, false never, undefined
    * where it pays ({@link tapMixingPays}). */
   tapMixing?: boolean;
+  /** At a dynamic batch, per-sample convs as a Scan of plain Convs ({@link perSampleConv}). */
+  scanBatch?: boolean;
   /** Every tensor of the model by full name. */
   weight: (name: string) => Tensor | undefined;
 }
@@ -546,6 +548,7 @@ export class OnnxOps implements Ops<OnnxValue> {
       this.o.outShape,
       this.o.batch,
       this.sampleBias(bias),
+      this.o.scanBatch,
     );
     return { name };
   }

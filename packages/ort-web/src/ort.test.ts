@@ -25,6 +25,7 @@ import { describe, expect, it } from 'vitest';
 import {
   createSession,
   executionProviders,
+  exportOptionsFor,
   IR_VERSION,
   OPSET,
   onnxInfo,
@@ -61,6 +62,7 @@ async function parity(
     threads?: number;
     tapMajor?: boolean;
     tapMixing?: boolean;
+    scanBatch?: boolean;
   } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
@@ -72,6 +74,7 @@ async function parity(
       threads: opts.threads,
       tapMajor: opts.tapMajor,
       tapMixing: opts.tapMixing,
+      scanBatch: opts.scanBatch,
     }),
   );
   const errs: number[] = [];
@@ -197,10 +200,13 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     const w = initWeights(spec);
     // (the assembled forms: by default these small maps would mix their taps, `tapMixing`)
     const fixed = onnxInfo(toOnnx(spec, w, { batch: 3, tapMixing: false }));
-    const dynamic = onnxInfo(toOnnx(spec, w, { tapMixing: false }));
+    const dynamic = onnxInfo(toOnnx(spec, w, { tapMixing: false, scanBatch: false }));
+    const scan = onnxInfo(toOnnx(spec, w, { tapMixing: false }));
     expect(fixed.inputs[0]!.shape).toEqual([3, 3, 8, 8]);
     expect(dynamic.inputs[0]!.shape[0]).toBe('N');
     expect((fixed.ops.MatMul ?? 0) + 4).toBe(dynamic.ops.MatMul); // 4 KW convs: no im2col MatMul
+    // the dynamic batch's default, a Scan of Convs per KW conv: no im2col MatMul either
+    expect([scan.ops.MatMul, scan.ops.Scan]).toEqual([fixed.ops.MatMul, 4]);
     expect(() => toOnnx(spec, w, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
     for (const threads of [0, 1.5, Number.NaN])
       expect(() => toOnnx(spec, w, { batch: 1, threads })).toThrow(
@@ -390,6 +396,63 @@ describe('KW convs in the mixed form (options.tapMixing)', () => {
       toOnnxWithInfo(spec, w, { tapMixing: false }).bytes,
     );
     expect(await parity(spec, { batches: [2] })).toBeLessThan(TOL);
+  });
+});
+
+describe('per-sample convs at a dynamic batch: a Scan over the samples (default) or im2col (options.scanBatch false)', () => {
+  const cases: [string, ModelSpec, number][] = [
+    ['KW: bias, dilation + stride + non-square kernel, grouped, 1x1', tapSpec(), 0],
+    ...KW_FORM_CASES(),
+    ['CondConv, 3 experts, with biases', methodSpec({ kind: 'condconv', experts: 3 }, true), 0],
+    ['ODConv 4x, temperature 3', methodSpec({ kind: 'odconv', kernels: 4, temperature: 3 }), 0],
+    ['WeightNet M = 4, G = 2', methodSpec({ kind: 'weightnet', M: 4, G: 2 }), 0],
+  ];
+  for (const [label, spec, tau] of cases) {
+    it(`${label}: both forms at batch 1 and 3`, async () => {
+      // every KW conv on an assembled kernel, so that each is a per-sample conv
+      const forms = { tau, tapMajor: false, tapMixing: false };
+      expect(await parity(spec, { ...forms, scanBatch: true })).toBeLessThan(TOL);
+      expect(await parity(spec, { ...forms, scanBatch: false })).toBeLessThan(TOL);
+    });
+  }
+
+  it('one Scan per per-sample conv by default, none with scanBatch false or a fixed batch; refusals', () => {
+    const spec = tapSpec();
+    const w = initWeights(spec);
+    const assembled = { tapMajor: false, tapMixing: false };
+    const scan = toOnnxWithInfo(spec, w, assembled);
+    const im2col = toOnnxWithInfo(spec, w, { ...assembled, scanBatch: false });
+    // a, b, c, d: four KW convs, each its own per-sample conv
+    expect(scan.ops.Scan).toBe(4);
+    expect(onnxInfo(scan.bytes).ops.Scan).toBe(4);
+    expect(im2col.ops.Scan).toBeUndefined();
+    // im2col: one batched MatMul per conv beside the attention's (the Scan form has none)
+    expect((im2col.ops.MatMul ?? 0) - (scan.ops.MatMul ?? 0)).toBe(4);
+    expect(toOnnxWithInfo(spec, w, { ...assembled, batch: 2 }).ops.Scan).toBeUndefined();
+    expect(toOnnxWithInfo(spec, w, { ...assembled, batch: 2, scanBatch: false }).bytes).toEqual(
+      toOnnxWithInfo(spec, w, { ...assembled, batch: 2 }).bytes,
+    );
+    expect(() => toOnnx(spec, w, { scanBatch: 'on' as unknown as boolean })).toThrow(
+      /scanBatch must be true or false, found on/,
+    );
+    expect(() => toOnnx(spec, w, { scanBatch: true, batch: 2 })).toThrow(
+      /scanBatch applies to a dynamic batch, but batch is fixed at 2/,
+    );
+    // the weights are stored once either way (the Scan body holds only its axes constant)
+    expect(Math.abs(scan.initializerBytes - im2col.initializerBytes)).toBeLessThan(2048);
+  });
+
+  it('createSession exports a spec for WebGPU without Scan unless told otherwise', () => {
+    expect(exportOptionsFor('webgpu', undefined)).toEqual({ scanBatch: false });
+    expect(exportOptionsFor('webgpu', { temperature: 0.5 })).toEqual({
+      scanBatch: false,
+      temperature: 0.5,
+    });
+    expect(exportOptionsFor('webgpu', { scanBatch: true })).toEqual({ scanBatch: true });
+    expect(exportOptionsFor('wasm', undefined)).toBeUndefined();
+    expect(exportOptionsFor('wasm', { batch: 2 })).toEqual({ batch: 2 });
+    // not an object: handed on as it is, for toOnnx to name
+    expect(exportOptionsFor('webgpu', 'x' as unknown as undefined)).toBe('x');
   });
 });
 

@@ -14,7 +14,11 @@ export interface SessionOptions {
    * onnxruntime-web rule).
    */
   numThreads?: number;
-  /** Export options when a spec is given instead of bytes. */
+  /**
+   * Export options when a spec is given instead of bytes. For `executionProvider: 'webgpu'`,
+   * `scanBatch` defaults to `false` there (onnxruntime-web's WebGPU EP has no `Scan` kernel: a
+   * Scan would run on the CPU, with copies to and from the GPU).
+   */
   export?: ToOnnxOptions;
 }
 
@@ -59,6 +63,21 @@ export function defaultThreads(): number {
     ?.hardwareConcurrency;
   const n = fromNode ?? hc ?? 1;
   return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+/**
+ * The export options `createSession` uses for a spec on `ep`: for WebGPU, `scanBatch: false`
+ * unless said otherwise (onnxruntime-web's WebGPU EP has no `Scan` kernel). Anything but an
+ * object or undefined goes to `toOnnx` as it is, which names the problem.
+ */
+export function exportOptionsFor(
+  ep: 'wasm' | 'webgpu',
+  options: ToOnnxOptions | undefined,
+): ToOnnxOptions | undefined {
+  const plain =
+    options === undefined ||
+    (typeof options === 'object' && options !== null && !Array.isArray(options));
+  return ep === 'webgpu' && plain ? { scanBatch: false, ...options } : options;
 }
 
 /**
@@ -107,7 +126,7 @@ export async function createSession(
   else if (model instanceof ArrayBuffer)
     bytes = new Uint8Array(model); // fetch().arrayBuffer()
   else if (model !== null && typeof model === 'object' && 'spec' in model && 'weights' in model)
-    bytes = toOnnx(model.spec, model.weights, options.export);
+    bytes = toOnnx(model.spec, model.weights, exportOptionsFor(ep, options.export));
   else {
     throw new KwError(
       'ARGUMENT_INVALID',
