@@ -178,6 +178,43 @@ describe('kw export and kw onnx-info', () => {
     const badMix = await run('export', ...args, '--tap-mixing', '1', '--out', mixOut);
     expect(badMix.code).toBe(2);
     expect(badMix.err).toMatch(/--tap-mixing must be auto, on or off; found "1"/);
+    // --scan-batch off: the per-sample convs as im2col + MatMul instead of a Scan over the
+    // images (the default at a dynamic batch); the same values; on with --batch is refused
+    const scanOut = join(dir, 'scan.onnx');
+    const im2colOut = join(dir, 'im2col.onnx');
+    expect((await run('export', ...args, ...assembled, '--out', scanOut)).code).toBe(0);
+    const noScan = await run(
+      'export',
+      ...args,
+      ...assembled,
+      '--scan-batch',
+      'off',
+      '--out',
+      im2colOut,
+    );
+    expect(noScan.code, noScan.err).toBe(0);
+    const scans = (f: string) => onnxInfo(new Uint8Array(readFileSync(f))).ops.Scan ?? 0;
+    expect(scans(scanOut)).toBeGreaterThan(0);
+    expect(scans(im2colOut)).toBe(0);
+    const [d] = await runSession(await createSession(new Uint8Array(readFileSync(im2colOut))), x3);
+    const [e] = await runSession(await createSession(new Uint8Array(readFileSync(scanOut))), x3);
+    expect(maxRelativeError(d!.data, b!.data)).toBeLessThan(1e-4);
+    expect(maxRelativeError(e!.data, b!.data)).toBeLessThan(1e-4);
+    const badScan = await run(
+      'export',
+      ...args,
+      '--scan-batch',
+      'on',
+      '--batch',
+      '2',
+      '--out',
+      scanOut,
+    );
+    expect(badScan.code).toBe(2);
+    expect(badScan.err).toMatch(/--scan-batch on needs a dynamic batch/);
+    const badScan2 = await run('export', ...args, '--scan-batch', 'auto', '--out', scanOut);
+    expect(badScan2.code).toBe(2);
+    expect(badScan2.err).toMatch(/--scan-batch must be on or off; found "auto"/);
     // a fixed-batch Triton entry: Triton cannot batch it, so max_batch_size 0 and the full dims
     const repo = join(dir, 'fixed-repo');
     const t = await run('export', 'resnet8_cifar', '--batch', '2', '--triton-repo', repo);

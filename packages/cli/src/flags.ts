@@ -106,6 +106,12 @@ export const EXPORT_FLAGS: OptionTable = {
     help: "auto, on or off: run KW convs in the mixed form (each sample's input taps mixed by its attention, then the warehouse applied once for the batch as a 1x1 product: no per-sample kernels); auto: where it costs at most the assembled form (ResNet18 224x224 1/4x: stage 4), not at --batch 1",
     default: 'auto',
   },
+  'scan-batch': {
+    type: 'string',
+    value: 'M',
+    help: "on or off: at a dynamic batch, run each per-sample conv as an ONNX Scan over the images (one plain Conv per image, onnxruntime's own conv); off: im2col + one batched MatMul, no control flow (for onnxruntime-web's WebGPU EP, which has no Scan kernel)",
+    default: 'on (dynamic batch)',
+  },
   'triton-repo': {
     type: 'string',
     value: 'DIR',

@@ -13,7 +13,7 @@ import { parseModelArgs } from './plan.js';
 /**
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
  * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
- * [--batch N [--threads T]] [--tap-major auto|on|off] [--tap-mixing auto|on|off]
+ * [--batch N [--threads T]] [--tap-major auto|on|off] [--tap-mixing auto|on|off] [--scan-batch on|off]
  * (--out model.onnx | --triton-repo DIR
  * [--triton-name NAME] [--max-batch 8] [--instances 1])`
  *
@@ -41,6 +41,12 @@ export function exportCommand(args: string[], io: Io): number {
   const tapMajor = tap === 'on' ? true : tap === 'off' ? false : undefined;
   const mix = choiceFlag('tap-mixing', values['tap-mixing'], ['auto', 'on', 'off'] as const);
   const tapMixing = mix === 'on' ? true : mix === 'off' ? false : undefined;
+  const scan = choiceFlag('scan-batch', values['scan-batch'], ['on', 'off'] as const);
+  if (scan === 'on' && batch !== undefined)
+    throw new UsageError(
+      '--scan-batch on needs a dynamic batch: with --batch each per-sample conv is one grouped Conv',
+    );
+  const scanBatch = scan === 'off' ? false : undefined;
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
   const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
   const instances = num('instances') ?? 1;
@@ -78,6 +84,7 @@ export function exportCommand(args: string[], io: Io): number {
     threads,
     tapMajor,
     tapMixing,
+    scanBatch,
   });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
