@@ -2,7 +2,9 @@
 // batch 1 and 8, 1 and 2 threads. Each thread count runs in its own process (onnxruntime-web
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
-// model file sizes. At batch 1 the fixed-batch export also runs in the form exported for one
+// model file sizes. The dynamic-batch export (by default each per-sample conv a Scan of plain
+// Convs over the samples) also runs without control flow (`scanBatch: false`: im2col + batched
+// MatMul, the default before 2026-11-28). At batch 1 the fixed-batch export also runs in the form exported for one
 // thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one), and with every
 // KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap); a form
 // whose export mixes some KW conv's taps (`tapMixing`, by default where it pays: KW 1/4x stage 4)
@@ -57,7 +59,11 @@ async function child(threads) {
     // fixed batch exported for one thread (`threads: 1`: the wide assembly products) and the
     // fixed batch with every KW conv on an assembled kernel (`tapMajor: false`: the batch-1
     // form before the tap-by-tap stage 4), run on this process's thread count
-    const forms = [{ label: '' }, { label: ' (fixed batch, grouped Conv)', batch: n }];
+    const forms = [
+      { label: '' },
+      { label: ' (dynamic batch, im2col: scanBatch false)', scanBatch: false },
+      { label: ' (fixed batch, grouped Conv)', batch: n },
+    ];
     if (n === 1) {
       forms.push({ label: ' (fixed batch, exported for 1 thread)', batch: n, threads: 1 });
       forms.push({ label: ' (fixed batch, tapMajor false)', batch: n, tapMajor: false });
@@ -66,12 +72,17 @@ async function child(threads) {
       // each form's file, exported once
       const mine = [];
       for (const form of m.budget === null ? [forms[0]] : forms) {
-        const opts = { batch: form.batch, threads: form.threads, tapMajor: form.tapMajor };
+        const opts = {
+          batch: form.batch,
+          threads: form.threads,
+          tapMajor: form.tapMajor,
+          scanBatch: form.scanBatch,
+        };
         const bytes = toOnnx(m.spec, m.weights, opts);
         mine.push({ form, bytes });
         // where the export's default mixes some KW conv's taps (`tapMixing`), that form with
         // every KW conv assembled too (the form before the mixed one)
-        if (m.budget === null || form.tapMajor === false) continue;
+        if (m.budget === null || form.tapMajor === false || form.scanBatch === false) continue;
         const assembled = toOnnx(m.spec, m.weights, { ...opts, tapMixing: false });
         if (!Buffer.from(assembled).equals(Buffer.from(bytes)))
           mine.push({
