@@ -43,9 +43,9 @@ export interface ToOnnxOptions {
    * WeightNet layer on an assembled kernel) as an ONNX `Scan` over the batch whose body is one
    * plain `Conv` of one sample with its own kernel: onnxruntime's own conv, as at a fixed batch.
    * `false`: an im2col (a static one-hot depthwise `Conv`) followed by one batched `MatMul`, the
-   * form without control flow. Default (undefined): `true` (onnxruntime-web wasm, one thread:
-   * 0.87-0.92x the im2col form's time on KW ResNet18 224x224 at batch 1 and 8, 0.52-0.88x on
-   * smaller models, `bench:ort`). Use `false` for a runtime without `Scan` or where control flow
+   * form without control flow. Default (undefined): `true` (onnxruntime-web wasm: 0.82-0.98x
+   * the im2col form's time on KW ResNet18 224x224 at batch 1 and 8 on one thread, 0.93-1.0x on
+   * two, `bench:ort` run 12; 0.52-0.88x on smaller models). Use `false` for a runtime without `Scan` or where control flow
    * costs more (`createSession` exports that form for WebGPU). Needs a dynamic batch: with
    * `batch` set each such layer is one grouped `Conv`. Only the speed differs; the values agree
    * to float rounding.

@@ -72,10 +72,7 @@ export class GraphBuilder {
 
   /** A fresh value name with a readable prefix. */
   fresh(prefix: string): string {
-    const root = this.root;
-    let n = `${prefix}_${root.counter++}`;
-    while (this.names.has(n)) n = `${prefix}_${root.counter++}`;
-    this.names.add(n);
+    const n = this.unused(prefix);
     this.defined.push(n);
     return n;
   }

@@ -449,6 +449,8 @@ describe('per-sample convs at a dynamic batch: a Scan over the samples (default)
       temperature: 0.5,
     });
     expect(exportOptionsFor('webgpu', { scanBatch: true })).toEqual({ scanBatch: true });
+    // an explicit undefined is not a choice: WebGPU still gets the form without Scan
+    expect(exportOptionsFor('webgpu', { scanBatch: undefined })).toEqual({ scanBatch: false });
     expect(exportOptionsFor('wasm', undefined)).toBeUndefined();
     expect(exportOptionsFor('wasm', { batch: 2 })).toEqual({ batch: 2 });
     // not an object: handed on as it is, for toOnnx to name

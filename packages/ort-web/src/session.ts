@@ -77,7 +77,9 @@ export function exportOptionsFor(
   const plain =
     options === undefined ||
     (typeof options === 'object' && options !== null && !Array.isArray(options));
-  return ep === 'webgpu' && plain ? { scanBatch: false, ...options } : options;
+  return ep === 'webgpu' && plain
+    ? { ...options, scanBatch: options?.scanBatch ?? false }
+    : options;
 }
 
 /**
