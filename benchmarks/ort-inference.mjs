@@ -4,8 +4,9 @@
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
 // model file sizes. The dynamic-batch export (by default each per-sample conv a Scan of plain
 // Convs over the samples) also runs without control flow (`scanBatch: false`: im2col + batched
-// MatMul, the default before 2026-11-28). At batch 1 the fixed-batch export also runs in the form exported for one
-// thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant for one), and with every
+// MatMul, the default before 2026-11-28). At batch 1 the fixed-batch export also runs in the
+// form exported for one thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant
+// for one), and with every
 // KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap); a form
 // whose export mixes some KW conv's taps (`tapMixing`, by default where it pays: KW 1/4x stage 4)
 // runs beside the same form with every KW conv assembled (`tapMixing: false`). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
