@@ -1,5 +1,6 @@
 // Side-by-side timing for noisy shared machines: the cases run interleaved, round after round,
 // so drifting load hits all of them alike; we report per-case medians and ratios to a baseline.
+import { availableParallelism } from 'node:os';
 
 /**
  * @param {{ name: string, fn: () => unknown | Promise<unknown>, ideal?: number }[]} cases
@@ -37,6 +38,22 @@ export async function compare(cases, opts = {}) {
     cpuMs: median(cpu[i]),
     cpuRatio: median(cpu[i]) / cpuBase,
   }));
+}
+
+/** The ResNet18 models of the ORT benchmarks: [label, budget] (null: the plain model). */
+export const RESNET18_MODELS = [
+  ['plain', null],
+  ['KW 1x', 1],
+  ['KW 1/2x', 0.5],
+  ['KW 1/4x', 0.25],
+];
+
+/** Thread counts from `KW_BENCH_THREADS` (default: 1 and the machine's cores), each once. */
+export function benchThreads() {
+  return (process.env.KW_BENCH_THREADS ?? `1,${availableParallelism()}`)
+    .split(',')
+    .map(Number)
+    .filter((t, i, all) => all.indexOf(t) === i);
 }
 
 /** The median of `xs` (the mean of the two middle values for an even count). */

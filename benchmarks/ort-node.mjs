@@ -12,21 +12,13 @@ import { initWeights, planModel, Rng } from '@kernelwarehouse/core';
 import { toOnnx } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
 import * as ort from 'onnxruntime-node';
-import { compare, machine } from './harness.mjs';
+import { benchThreads, compare, machine, RESNET18_MODELS } from './harness.mjs';
 
 const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 5);
 const BATCHES = (process.env.KW_BENCH_BATCHES ?? '1,8').split(',').map(Number);
-const THREADS = (process.env.KW_BENCH_THREADS ?? `1,${availableParallelism()}`)
-  .split(',')
-  .map(Number)
-  .filter((t, i, all) => all.indexOf(t) === i);
-const MODELS = [
-  ['plain', null],
-  ['KW 1x', 1],
-  ['KW 1/2x', 0.5],
-  ['KW 1/4x', 0.25],
-];
+const THREADS = benchThreads();
+const MODELS = RESNET18_MODELS;
 const FORMS = [
   ['', {}],
   [' (im2col: scanBatch false)', { scanBatch: false }],
