@@ -113,6 +113,12 @@ export function toOnnx(spec: unknown, weights: WeightMap, options: ToOnnxOptions
   return toOnnxWithInfo(spec, weights, options).bytes;
 }
 
+/** An on/off export option: undefined (the default) or a boolean. */
+function checkFlag(name: string, v: unknown): void {
+  if (v !== undefined && typeof v !== 'boolean')
+    throw new KwError('ARGUMENT_INVALID', `${name} must be true or false, found ${String(v)}`);
+}
+
 /** {@link toOnnx} plus the op histogram, initializer bytes and names. */
 export function toOnnxWithInfo(
   spec: unknown,
@@ -147,24 +153,8 @@ export function toOnnxWithInfo(
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new KwError('ARGUMENT_INVALID', `threads must be an integer >= 1, found ${threads}`);
   }
-  if (options.tapMajor !== undefined && typeof options.tapMajor !== 'boolean') {
-    throw new KwError(
-      'ARGUMENT_INVALID',
-      `tapMajor must be true or false, found ${String(options.tapMajor)}`,
-    );
-  }
-  if (options.tapMixing !== undefined && typeof options.tapMixing !== 'boolean') {
-    throw new KwError(
-      'ARGUMENT_INVALID',
-      `tapMixing must be true or false, found ${String(options.tapMixing)}`,
-    );
-  }
-  if (options.scanBatch !== undefined && typeof options.scanBatch !== 'boolean') {
-    throw new KwError(
-      'ARGUMENT_INVALID',
-      `scanBatch must be true or false, found ${String(options.scanBatch)}`,
-    );
-  }
+  for (const name of ['tapMajor', 'tapMixing', 'scanBatch'] as const)
+    checkFlag(name, options[name]);
   if (options.scanBatch === true && batch !== undefined) {
     throw new KwError(
       'ARGUMENT_INVALID',
