@@ -47,6 +47,9 @@ async function child() {
   s.endProfiling(); // onnxruntime-web prints the trace (a JSON array) on stdout
 }
 
+/** Ops whose profile time includes the nodes of their subgraphs (each profiled too). */
+const CONTROL_FLOW = new Set(['Scan', 'Loop', 'If']);
+
 if (process.argv[2] === '--child') await child();
 else {
   const out = execFileSync(
@@ -58,12 +61,15 @@ else {
   const runs = events.filter((e) => e.name === 'model_run');
   const after = runs[1]?.ts ?? 0; // skip the first run (warm-up)
   const byOp = new Map();
+  // a control-flow node's time is its body nodes' (listed themselves): kept out of the totals
+  const containers = new Map();
   const byNode = new Map();
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < after) continue;
     const op = e.args.op_name;
     const shape = JSON.stringify(e.args.output_type_shape?.[0] ?? '');
-    byOp.set(op, (byOp.get(op) ?? 0) + e.dur);
+    const sums = CONTROL_FLOW.has(op) ? containers : byOp;
+    sums.set(op, (sums.get(op) ?? 0) + e.dur);
     // nodes of one op and output shape (a stage's layers of one shape) add up into one line
     const k = `${op} ${shape}`;
     const node = byNode.get(k) ?? { us: 0, names: new Set() };
@@ -79,6 +85,10 @@ else {
   for (const [op, us] of [...byOp].sort((a, b) => b[1] - a[1]))
     console.log(
       `  ${op.padEnd(22)} ${(us / 1000 / RUNS).toFixed(1).padStart(8)} ms ${((100 * us) / total).toFixed(1).padStart(5)} %`,
+    );
+  for (const [op, us] of containers)
+    console.log(
+      `  (${op}: ${(us / 1000 / RUNS).toFixed(1)} ms, the time of its body nodes above, not added again)`,
     );
   console.log('  top nodes (op, output shape; the time of all such nodes, and how many):');
   for (const [k, { us, names }] of [...byNode]
