@@ -5,7 +5,13 @@ import { toOnnxWithInfo } from './export.js';
 import { GraphBuilder } from './onnx.js';
 
 /** The ops `toOnnx` emits, with their attributes (GraphBuilder.op spied for one export). */
-function emitted(spec: unknown, batch?: number, threads?: number, tapMajor?: boolean) {
+function emitted(
+  spec: unknown,
+  batch?: number,
+  threads?: number,
+  tapMajor?: boolean,
+  scanAssembly?: boolean,
+) {
   const calls: { type: string; inputs: string[]; attrs: Record<string, unknown> }[] = [];
   const orig = GraphBuilder.prototype.op;
   GraphBuilder.prototype.op = function (this: GraphBuilder, type, inputs, attrs = {}) {
@@ -19,6 +25,7 @@ function emitted(spec: unknown, batch?: number, threads?: number, tapMajor?: boo
       threads,
       tapMajor,
       tapMixing: false,
+      scanAssembly,
     });
     return { calls, ex };
   } finally {
@@ -31,15 +38,22 @@ describe('KW kernel assembly in the ONNX graph', () => {
   // to be permuted at run time by a rank-7 Transpose per layer (17 % of the run at batch 8).
   // These check the assembled-kernel forms: `tapMajor: false` and `tapMixing: false` (at 32x32
   // most layers would run tap by tap, or mix their taps, which assembles no OIHW kernel at all;
-  // tested in ort.test.ts).
+  // tested in ort.test.ts). At a dynamic batch, the kernels assembled for the whole batch before
+  // the Scan (`scanAssembly: false`; the default assembles them in its body, tested below).
   for (const batch of [undefined, 1]) {
-    it(`no runtime Transpose of kernels (batch ${batch ?? 'dynamic'}): one MatMul writes [O, I, kh, kw]`, () => {
+    it(`no runtime Transpose of kernels (batch ${batch ?? 'dynamic, scanAssembly false'}): one MatMul writes [O, I, kh, kw]`, () => {
       const spec = createModel('resnet18', {
         budget: '1/4x',
         inputShape: [3, 32, 32],
         classes: 10,
       });
-      const { calls, ex } = emitted(spec, batch, undefined, false);
+      const { calls, ex } = emitted(
+        spec,
+        batch,
+        undefined,
+        false,
+        batch === undefined ? false : undefined,
+      );
       const kwLayers = 19;
       const transposes = calls.filter((c) => c.type === 'Transpose');
       // what remains permutes the attention [N, kh, kw, G_out, G_in, n] (rank 6), one per layer
@@ -56,6 +70,34 @@ describe('KW kernel assembly in the ONNX graph', () => {
       expect(ex.ops.Scan ?? 0).toBe(batch === undefined ? kwLayers : 0);
     });
   }
+
+  it("a dynamic batch assembles each sample's kernel in the Scan body: the batch-1 products, the warehouse read from outside", () => {
+    const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });
+    const inBody = emitted(spec, undefined, undefined, false);
+    const before = emitted(spec, undefined, undefined, false, false);
+    const wide = emitted(spec, 1, 1, false);
+    const kwLayers = 19;
+    // one Scan per KW conv either way; the assembly MatMuls (one per layer) move into the bodies
+    expect([inBody.ex.ops.Scan, before.ex.ops.Scan]).toEqual([kwLayers, kwLayers]);
+    expect(inBody.ex.ops.MatMul ?? 0).toBe(0);
+    expect(before.ex.ops.MatMul).toBe(kwLayers);
+    expect([inBody.ex.subgraphOps.MatMul, inBody.ex.subgraphOps.Conv]).toEqual([
+      kwLayers,
+      kwLayers,
+    ]);
+    expect(before.ex.subgraphOps.MatMul).toBeUndefined();
+    // the body's kernel is the one a fixed batch of 1 exports on one thread: the wide product
+    // and its two Transposes in each of the 16 G_in > 1 layers, the broadcast one in the 3 1x1s
+    const twoD = (calls: typeof wide.calls) =>
+      calls.filter((c) => c.type === 'Transpose' && (c.attrs.perm as number[]).join() === '1,0');
+    expect(twoD(inBody.calls).length).toBe(16);
+    expect(twoD(wide.calls).length).toBe(16);
+    expect(twoD(before.calls).length).toBe(0);
+    expect(inBody.ex.subgraphOps.Transpose).toBe(2 * 16);
+    // the warehouses stay in the outer graph, stored once: the bodies hold shapes and axes
+    expect(Math.abs(inBody.ex.initializerBytes - before.ex.initializerBytes)).toBeLessThan(8192);
+    expect(inBody.ex.subgraphInitializerBytes).toBeLessThan(8192);
+  });
 
   it('batch 1 on one thread: a wide product per G_in > 1 layer, the warehouse stored once all the same', () => {
     const spec = createModel('resnet18', { budget: '1/4x', inputShape: [3, 32, 32], classes: 10 });

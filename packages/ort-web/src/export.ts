@@ -41,7 +41,8 @@ export interface ToOnnxOptions {
   /**
    * At a dynamic batch, each per-sample convolution (a KW, CondConv, DY-Conv, ODConv or
    * WeightNet layer on an assembled kernel) as an ONNX `Scan` over the batch whose body is one
-   * plain `Conv` of one sample with its own kernel: onnxruntime's own conv, as at a fixed batch.
+   * plain `Conv` of one sample with its own kernel: onnxruntime's own conv, as at a fixed batch
+   * (for a KW layer, the body assembles that kernel first: {@link ToOnnxOptions.scanAssembly}).
    * `false`: an im2col (a static one-hot depthwise `Conv`) followed by one batched `MatMul`, the
    * form without control flow. Default (undefined): `true` (onnxruntime-web wasm: 0.82-0.98x
    * the im2col form's time on KW ResNet18 224x224 at batch 1 and 8 on one thread, 0.93-1.0x on
@@ -51,6 +52,17 @@ export interface ToOnnxOptions {
    * to float rounding.
    */
   scanBatch?: boolean;
+  /**
+   * With the `Scan` form ({@link ToOnnxOptions.scanBatch}), a KernelWarehouse conv's kernel is
+   * assembled a sample at a time inside the `Scan`'s body, right before that sample's conv,
+   * with the warehouse read from the outer graph: one sample's kernel in memory at a time, in
+   * cache when the conv reads it, and the assembly as the products a fixed batch of 1 exports.
+   * `false`: every sample's kernel assembled before the `Scan` (one product for the batch; the
+   * form before 2026-11-28). Default (undefined): `true` where `scanBatch` is. Needs the `Scan`
+   * form: `true` with `scanBatch: false` or a fixed `batch` is refused. Only the speed and the
+   * memory differ; the values agree to float rounding.
+   */
+  scanAssembly?: boolean;
   /**
    * The intra-op thread count the model will run with, when known (onnxruntime-web's wasm runs
    * on one thread in a browser page that is not cross-origin isolated). With `batch: 1` and one
@@ -96,6 +108,10 @@ export interface OnnxExport {
   /** Op histogram of the emitted graph. */
   ops: Record<string, number>;
   initializerBytes: number;
+  /** Op histogram of the `Scan` bodies, all together (as `onnxInfo`'s `subgraphOps`). */
+  subgraphOps: Record<string, number>;
+  /** Bytes of initializer data in the `Scan` bodies (shapes and axes: the weights are outside). */
+  subgraphInitializerBytes: number;
   inputName: string;
   /** Graph output names (the spec's output node ids). */
   outputNames: string[];
@@ -153,12 +169,18 @@ export function toOnnxWithInfo(
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
     throw new KwError('ARGUMENT_INVALID', `threads must be an integer >= 1, found ${threads}`);
   }
-  for (const name of ['tapMajor', 'tapMixing', 'scanBatch'] as const)
+  for (const name of ['tapMajor', 'tapMixing', 'scanBatch', 'scanAssembly'] as const)
     checkFlag(name, options[name]);
   if (options.scanBatch === true && batch !== undefined) {
     throw new KwError(
       'ARGUMENT_INVALID',
       `scanBatch applies to a dynamic batch, but batch is fixed at ${batch} (there each per-sample conv is one grouped Conv): leave one of the two out`,
+    );
+  }
+  if (options.scanAssembly === true && (batch !== undefined || options.scanBatch === false)) {
+    throw new KwError(
+      'ARGUMENT_INVALID',
+      `scanAssembly applies to the Scan form of a dynamic batch, but ${batch !== undefined ? `batch is fixed at ${batch}` : 'scanBatch is false'}: leave scanAssembly out`,
     );
   }
   const batchDim: Dim = batch ?? 'N';
@@ -308,6 +330,7 @@ export function toOnnxWithInfo(
           tapMajor: options.tapMajor,
           tapMixing: options.tapMixing,
           scanBatch: batch === undefined && options.scanBatch !== false,
+          scanAssembly: options.scanAssembly,
           weight: (name) => weights.get(name),
         });
         const y = METHODS.get(node.method.kind)!.forward(
@@ -334,6 +357,8 @@ export function toOnnxWithInfo(
     irVersion: IR_VERSION,
     ops: Object.fromEntries(g.ops),
     initializerBytes: g.initializerBytes,
+    subgraphOps: Object.fromEntries(g.subgraphOps),
+    subgraphInitializerBytes: g.subgraphInitializerBytes,
     inputName,
     outputNames: [...s.outputs],
   };

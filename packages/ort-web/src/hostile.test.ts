@@ -175,6 +175,52 @@ function fuzz(ciSeed: number, ciRuns: number): { seed: number; numRuns: number }
   };
 }
 
+describe('control-flow bodies', () => {
+  /** A graph of one Relu, one 8-byte initializer and, below `depth` 1, a Scan whose body nests. */
+  function body(depth: number): Writer {
+    const g = new Writer();
+    g.message(1, new Writer().string(1, 'x').string(2, 'y').string(4, 'Relu'));
+    g.message(5, new Writer().int(2, 1).string(8, `b${depth}`).bytes(9, new Uint8Array(8)));
+    if (depth > 1) {
+      const a = new Writer()
+        .string(1, 'body')
+        .message(6, body(depth - 1))
+        .int(20, 5);
+      g.message(1, new Writer().string(1, 'x').string(2, 'z').string(4, 'Scan').message(5, a));
+    }
+    return g;
+  }
+  function nested(depth: number): Uint8Array {
+    const a = new Writer().string(1, 'body').message(6, body(depth)).int(20, 5);
+    const g = new Writer().message(
+      1,
+      new Writer().string(1, 'x').string(2, 'y').string(4, 'Scan').message(5, a),
+    );
+    return new Writer().int(1, 8).message(7, g).finish();
+  }
+
+  it('counts the ops and initializer bytes of nested bodies apart from the graph', () => {
+    const info = onnxInfo(nested(3));
+    expect(info.ops).toEqual({ Scan: 1 });
+    expect({ ...info.subgraphOps }).toEqual({ Relu: 3, Scan: 2 });
+    expect([info.initializerBytes, info.subgraphInitializerBytes]).toEqual([0, 24]);
+  });
+
+  it('refuses bodies nested deeper than 64 with a KwError, not a stack overflow', () => {
+    expect(onnxInfo(nested(64)).subgraphOps.Relu).toBe(64);
+    for (const depth of [65, 5000]) {
+      let err: unknown;
+      try {
+        onnxInfo(nested(depth));
+      } catch (e) {
+        err = e;
+      }
+      expect(isKwError(err) && err.code).toBe('ONNX_INVALID');
+      expect(String(err)).toMatch(/subgraphs nested more than 64 deep/);
+    }
+  });
+});
+
 describe('ONNX fuzz', () => {
   const spec = tinyKwSpec({ budget: 1 });
   const good = toOnnx(spec, initWeights(spec));

@@ -24,6 +24,14 @@ export interface OnnxInfo {
   /** Node count per op type. A null-prototype object: op types such as `constructor` count like any other. */
   ops: Record<string, number>;
   nodes: number;
+  /**
+   * Node count per op type in the graphs nested in nodes' attributes (control-flow bodies:
+   * `Scan`, `Loop`, `If`), at every depth, all together; not in {@link OnnxInfo.ops}. Null
+   * prototype, as `ops`.
+   */
+  subgraphOps: Record<string, number>;
+  /** Bytes of initializer data in those nested graphs (not in {@link OnnxInfo.initializerBytes}). */
+  subgraphInitializerBytes: number;
   initializers: number;
   /** Bytes of initializer data (raw_data or typed fields). */
   initializerBytes: number;
@@ -74,6 +82,37 @@ function valueInfo(bytes: Uint8Array): ValueInfo {
   return { name: str(first(v, 1)), shape, elemType };
 }
 
+/** Subgraphs nested deeper than this are refused (a hostile file could nest them to overflow the stack). */
+const MAX_SUBGRAPH_DEPTH = 64;
+
+/** Count the ops and initializer bytes of the graphs in `node`'s attributes, at every depth. */
+function countSubgraphs(
+  node: Field[],
+  into: { ops: Record<string, number>; initializerBytes: number },
+  depth: number,
+): void {
+  for (const a of node.filter((x) => x.field === 5 && x.bytes)) {
+    const attr = readFields(a.bytes!, 'AttributeProto');
+    // g (field 6): one graph; graphs (field 11): a list
+    for (const gf of attr.filter((x) => (x.field === 6 || x.field === 11) && x.bytes)) {
+      if (depth > MAX_SUBGRAPH_DEPTH)
+        throw new KwError(
+          'ONNX_INVALID',
+          `ONNX subgraphs nested more than ${MAX_SUBGRAPH_DEPTH} deep (control-flow bodies inside bodies)`,
+        );
+      const sub = readFields(gf.bytes!, 'GraphProto');
+      for (const f of sub.filter((x) => x.field === 1 && x.bytes)) {
+        const n = readFields(f.bytes!, 'NodeProto');
+        const op = str(first(n, 4));
+        into.ops[op] = (into.ops[op] ?? 0) + 1;
+        countSubgraphs(n, into, depth + 1);
+      }
+      for (const f of sub.filter((x) => x.field === 5 && x.bytes))
+        into.initializerBytes += tensorBytes(readFields(f.bytes!, 'TensorProto'));
+    }
+  }
+}
+
 /**
  * Decode an ONNX model's header, graph inputs/outputs, op histogram and initializer sizes
  * without running it. Truncated or non-ONNX bytes throw KwError('ONNX_INVALID').
@@ -105,11 +144,13 @@ export function onnxInfo(bytes: Uint8Array): OnnxInfo {
   let nodes = 0;
   let constants = 0;
   let constantBytes = 0;
+  const nested = { ops: Object.create(null) as Record<string, number>, initializerBytes: 0 };
   for (const f of g.filter((x) => x.field === 1 && x.bytes)) {
     const node = readFields(f.bytes!, 'NodeProto');
     const op = str(first(node, 4));
     ops[op] = (ops[op] ?? 0) + 1;
     nodes++;
+    countSubgraphs(node, nested, 1);
     if (op === 'Constant' && !str(first(node, 7))) {
       // attribute (field 5) "value" carries a TensorProto in field 5 (t)
       for (const a of node.filter((x) => x.field === 5 && x.bytes)) {
@@ -136,6 +177,8 @@ export function onnxInfo(bytes: Uint8Array): OnnxInfo {
     outputs: g.filter((x) => x.field === 12 && x.bytes).map((f) => valueInfo(f.bytes!)),
     ops,
     nodes,
+    subgraphOps: nested.ops,
+    subgraphInitializerBytes: nested.initializerBytes,
     initializers,
     initializerBytes,
     constants,

@@ -1,8 +1,8 @@
 /**
  * The ONNX fast paths behind the op seam (`ops.ts`): the global average pool as two one-axis
  * means, BatchNorm folding into the layer before it, and the per-sample convolution with the
- * batch dimension kept dynamic (im2col + one batched MatMul) or, for a fixed batch, as one
- * grouped Conv.
+ * batch dimension kept dynamic (a `Scan` of per-sample Convs, or im2col + one batched MatMul) or,
+ * for a fixed batch, as one grouped Conv.
  */
 import { foldBnIntoDepthwise, type NodeSpec } from '@kernelwarehouse/core';
 import { GraphBuilder } from './onnx.js';
@@ -85,24 +85,18 @@ export function perSampleConv(
     return addBias(g.op('Reshape', [y, g.int64('shape', [batch, o, outShape[1]!, outShape[2]!])]));
   }
   if (scan) {
-    // the body's names are drawn from the outer graph's: a subgraph value never shadows one
-    const body = new GraphBuilder(g);
-    const xi = body.input(body.unused('sample'), inShape);
-    const ki = body.input(body.unused('kernel'), [o, cg, kh, kw]);
-    const yi = body.op('Conv', [body.op('Unsqueeze', [xi, body.int64('axes', [0])]), ki], {
-      kernel_shape: [kh, kw],
-      strides: conv.stride,
-      pads,
-      dilations: conv.dilation,
-      group: groups,
-    });
-    body.outputValue(yi, [1, o, outShape[1]!, outShape[2]!]);
     const ks = g.op('Reshape', [kernel, g.int64('shape', [-1, o, cg, kh, kw])]);
-    const ys = g.op('Scan', [x, ks], {
-      body: { graph: body.graph(`${id}.scan`) },
-      num_scan_inputs: 2,
-    });
-    return addBias(g.op('Reshape', [ys, g.int64('shape', [-1, o, outShape[1]!, outShape[2]!])]));
+    const y = scanSamples(
+      g,
+      id,
+      [
+        { value: x, dims: inShape, prefix: 'sample' },
+        { value: ks, dims: [o, cg, kh, kw], prefix: 'kernel' },
+      ],
+      outShape,
+      (body, [xi, ki]) => sampleConv(body, xi!, ki!, conv),
+    );
+    return addBias(y);
   }
   const k = g.op('Reshape', [kernel, g.int64('shape', [-1, groups, og, cg * kh * kw])]);
   const L = outShape[1]! * outShape[2]!;
@@ -128,6 +122,51 @@ export function perSampleConv(
   );
 }
 
+/**
+ * One sample's conv in a `Scan` body: the sample `[C, H, W]` unsqueezed to a batch of one, its
+ * kernel `[O, C/g, kh, kw]`; `[1, O, H', W']`.
+ */
+export function sampleConv(
+  body: GraphBuilder,
+  sample: string,
+  kernel: string,
+  conv: ConvNode,
+): string {
+  const [kh, kw] = conv.kernelSize;
+  return body.op('Conv', [body.op('Unsqueeze', [sample, body.int64('axes', [0])]), kernel], {
+    kernel_shape: [kh, kw],
+    strides: conv.stride,
+    pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
+    dilations: conv.dilation,
+    group: conv.groups,
+  });
+}
+
+/**
+ * An ONNX `Scan` over the batch: `scanned` values `[N, ...dims]` are read a sample at a time by
+ * the body `make` builds (its inputs, the samples' `[...dims]`, in order), whose one output is
+ * `[1, ...outShape]`; returns the stacked output reshaped to `[N, ...outShape]`. The body's
+ * names are drawn from the outer graph's (a subgraph value never shadows one), and it may read
+ * the outer graph's values (initializers: the warehouse, onnxruntime's packed constant there too).
+ */
+export function scanSamples(
+  g: GraphBuilder,
+  id: string,
+  scanned: { value: string; dims: number[]; prefix: string }[],
+  outShape: number[],
+  make: (body: GraphBuilder, inputs: string[]) => string,
+): string {
+  const body = new GraphBuilder(g);
+  const inputs = scanned.map((s) => body.input(body.unused(s.prefix), s.dims));
+  body.outputValue(make(body, inputs), [1, ...outShape]);
+  const ys = g.op(
+    'Scan',
+    scanned.map((s) => s.value),
+    { body: { graph: body.graph(`${id}.scan`) }, num_scan_inputs: scanned.length },
+  );
+  return g.op('Reshape', [ys, g.int64('shape', [-1, ...outShape])]);
+}
+
 /** `y [N, O, H, W]` plus a per-sample conv's bias, if any. */
 export function addSampleBias(
   g: GraphBuilder,
@@ -146,18 +185,25 @@ export function addSampleBias(
  * `[N, C·kh·kw, H_out, W_out]`, channel `c·kh·kw + t` holding tap `t` of input channel `c`. The
  * one-hot kernel is the same for every channel: the file holds one channel's (`kh·kw` taps) and
  * a `Tile` over the channels, which onnxruntime folds at session creation (a 512-channel 3x3
- * kernel stored whole was 166 KB); made once per (channels, kernel size).
+ * kernel stored whole was 166 KB); made once per (channels, kernel size), in `consts` (the outer
+ * graph of a `Scan` body, which reads it from there: a `Tile` in the body would run every step).
  */
-export function im2col(g: GraphBuilder, x: string, conv: ConvNode, cin: number): string {
+export function im2col(
+  g: GraphBuilder,
+  x: string,
+  conv: ConvNode,
+  cin: number,
+  consts: GraphBuilder = g,
+): string {
   const [kh, kw] = conv.kernelSize;
   const k2 = kh * kw;
-  const one = g.shared(`im2col:${kh}:${kw}`, () => {
+  const one = consts.shared(`im2col:${kh}:${kw}`, () => {
     const data = new Float32Array(k2 * k2);
     for (let s = 0; s < k2; s++) data[s * k2 + s] = 1;
-    return g.float('im2col', [k2, 1, kh, kw], data);
+    return consts.float('im2col', [k2, 1, kh, kw], data);
   });
-  const onehot = g.shared(`im2col:${cin}:${kh}:${kw}`, () =>
-    g.op('Tile', [one, g.int64('repeats', [cin, 1, 1, 1])]),
+  const onehot = consts.shared(`im2col:${cin}:${kh}:${kw}`, () =>
+    consts.op('Tile', [one, consts.int64('repeats', [cin, 1, 1, 1])]),
   );
   return g.op('Conv', [x, onehot], {
     kernel_shape: [kh, kw],

@@ -63,6 +63,10 @@ export class GraphBuilder {
   readonly ops = new Map<string, number>();
   /** Bytes of initializer data. */
   initializerBytes = 0;
+  /** On a top-level graph: the op histogram of every graph nested in it (`onnxInfo`'s `subgraphOps`). */
+  readonly subgraphOps = new Map<string, number>();
+  /** On a top-level graph: bytes of initializer data in the graphs nested in it. */
+  subgraphInitializerBytes = 0;
 
   /** A top-level graph, or with `outer`, a subgraph (a control-flow op's body) of `outer`. */
   constructor(outer?: GraphBuilder) {
@@ -113,7 +117,7 @@ export class GraphBuilder {
     const arr = data instanceof Float32Array ? data : Float32Array.from(data);
     const raw = new Uint8Array(arr.buffer.slice(arr.byteOffset, arr.byteOffset + arr.byteLength));
     this.inits.push(new Writer().packedInts(1, dims).int(2, FLOAT).string(8, name).bytes(9, raw));
-    this.initializerBytes += raw.length;
+    this.countBytes(raw.length);
     return name;
   }
 
@@ -128,7 +132,7 @@ export class GraphBuilder {
     this.inits.push(
       new Writer().packedInts(1, [values.length]).int(2, INT64).string(8, name).bytes(9, raw),
     );
-    this.initializerBytes += raw.length;
+    this.countBytes(raw.length);
     return name;
   }
 
@@ -137,8 +141,14 @@ export class GraphBuilder {
     const name = this.fresh(prefix);
     const raw = new Uint8Array(new Float32Array([v]).buffer);
     this.inits.push(new Writer().int(2, FLOAT).string(8, name).bytes(9, raw));
-    this.initializerBytes += 4;
+    this.countBytes(4);
     return name;
+  }
+
+  /** Initializer bytes into this graph's count (and a subgraph's into its top-level graph's too). */
+  private countBytes(n: number): void {
+    this.initializerBytes += n;
+    if (this.root !== this) this.root.subgraphInitializerBytes += n;
   }
 
   /** Append a node; returns its (single) output name. */
@@ -155,6 +165,8 @@ export class GraphBuilder {
     for (const [k, v] of Object.entries(attrs)) n.message(5, attribute(k, v));
     this.nodes.push(n);
     this.ops.set(opType, (this.ops.get(opType) ?? 0) + 1);
+    const nested = this.root.subgraphOps;
+    if (this.root !== this) nested.set(opType, (nested.get(opType) ?? 0) + 1);
     return out;
   }
 

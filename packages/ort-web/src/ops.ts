@@ -25,6 +25,8 @@ import {
   im2col,
   type SampleBias as OnnxSampleBias,
   perSampleConv,
+  sampleConv,
+  scanSamples,
 } from './methods.js';
 import type { GraphBuilder } from './onnx.js';
 
@@ -102,6 +104,12 @@ export interface OnnxOpsOptions {
   tapMixing?: boolean;
   /** At a dynamic batch, per-sample convs as a Scan of plain Convs ({@link perSampleConv}). */
   scanBatch?: boolean;
+  /** With `scanBatch`, KW kernels assembled a sample at a time in the `Scan` body
+   * ({@link OnnxOps.scanAssembledConv}); false: for the whole batch before the `Scan`. */
+  scanAssembly?: boolean;
+  /** Where constants made by ops (an im2col's one-hot kernel) go: the outer graph of a `Scan`
+   * body (the body reads them from there). Default: `g`. */
+  consts?: GraphBuilder;
   /** Every tensor of the model by full name. */
   weight: (name: string) => Tensor | undefined;
 }
@@ -251,34 +259,11 @@ export class OnnxOps implements Ops<OnnxValue> {
    * (`bench:ort-assembly`). Undefined otherwise.
    */
   private batchOneProduct(p: Required<PendingProduct>, perm: number[]): OnnxValue | undefined {
-    if (!this.o.wideAssembly || this.o.batch !== 1 || perm[0] !== 0) return undefined;
-    const dims = [...p.aDims, ...p.wDims];
-    const q = perm.slice(1).map((d) => d - 1); // over `dims`
-    if (q.length !== dims.length || [...q].sort((x, y) => x - y).some((d, i) => d !== i))
-      return undefined;
+    if (!this.o.wideAssembly || this.o.batch !== 1) return undefined;
+    const plan = wideProductPlan(p, perm);
+    if (!plan) return undefined;
+    const { dims, q, lead, rest } = plan;
     const prod = (ds: number[]) => ds.reduce((acc, d) => acc * d, 1);
-    // the longest run of leading dims 0..j-1 that ends `q`, in order
-    let j = 0;
-    for (let t = Math.min(p.aDims.length, q.length - 1); t > 0; t--) {
-      if (q.slice(q.length - t).every((d, i) => d === i)) {
-        j = t;
-        break;
-      }
-    }
-    const lead = prod(dims.slice(0, j));
-    const order = [...dims.keys()];
-    if (lead > 1) order.push(...order.splice(0, j));
-    const rest = simplifyTranspose(
-      order.map((d) => dims[d]!),
-      q.map((d) => order.indexOf(d)),
-    );
-    // only where both Transposes are needed (G_in > 1, the input channels split over cells):
-    // with the 2-D one alone,
-    // onnxruntime's optimizer merges it with the Reshapes after it into a 4-D Transpose that runs
-    // ~2x slower, and the broadcast product wins (KW 1x ResNet18 224x224, batch 1, one thread:
-    // products 52 -> 35 ms but Transposes 0 -> 23 ms, the run 201 -> 206 ms; KW 1/2x, whose 3x3
-    // layers all have G_in = 2: 264 -> 220 ms)
-    if (lead === 1 || rest.perm.every((axis, i) => axis === i)) return undefined;
     const kDim = p.w.shape[0]!;
     const a = this.op('Reshape', [p.a, this.ints([prod(p.aDims), kDim])]);
     const y = this.op('MatMul', [a, p.w]); // [rows, Nc]: dims in `dims` order
@@ -358,7 +343,7 @@ export class OnnxOps implements Ops<OnnxValue> {
     // into one tensor, not one per layer. (Until 2026-11-27 the file stored the warehouse laid
     // out as [...wDims, K] at a dynamic batch: the same bytes, one layout fewer to fold at load,
     // but a second copy in the file as soon as one layer of it runs tap by tap.)
-    const g = this.o.g;
+    const g = this.o.consts ?? this.o.g; // a Scan body reads the view from the outer graph
     const view = () => {
       let wName = g.op('Reshape', [this.v(p.w), g.int64('shape', [kDim, ...wDims])]);
       if (wPerm.some((axis, i) => axis !== i)) wName = g.op('Transpose', [wName], { perm: wPerm });
@@ -535,6 +520,8 @@ export class OnnxOps implements Ops<OnnxValue> {
     kernelPerm?: number[],
   ): OnnxValue {
     const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as ConvNode;
+    const scanned = this.scanAssembledConv(x, kernels, conv, bias, kernelPerm);
+    if (scanned) return scanned;
     const tap = this.tapMajorConv(x, kernels, conv, bias, kernelPerm);
     if (tap) return tap;
     if (kernelPerm) kernels = this.transpose(kernels, kernelPerm);
@@ -551,6 +538,70 @@ export class OnnxOps implements Ops<OnnxValue> {
       this.o.scanBatch,
     );
     return { name };
+  }
+
+  /**
+   * At a dynamic batch in the `Scan` form (`scanBatch`, unless `scanAssembly` is false), a KW
+   * conv whose kernel is still its pending assembly product is assembled and convolved a sample
+   * at a time in one `Scan`, whose body reads the sample, its attention rows
+   * `[kh·kw·G_out·G_in, n]`, and the warehouse from the outer graph (stored once: onnxruntime's
+   * packed constant operand there too). The body is what a fixed batch of 1 exports on one
+   * thread: the layer tap by tap where {@link tapMajorConv} applies, else the kernel in the
+   * conv's layout (the wide product and two Transposes where {@link wideProductPlan} applies,
+   * G_in > 1; else the broadcast product), then the sample's `Conv`. So one sample's kernel is
+   * held at a time (9.4 MB for a 512x512 3x3 layer of KW 1/2x, where a batch of 8 assembled
+   * before the `Scan` wrote 75 MB): it is written and read while in cache. KW ResNet18 224x224
+   * (`bench:ort` runs 13-13c, batch 1 and 8, one and two threads): median 0.94x (KW 1/2x) and
+   * 0.97x (KW 1x, 1/4x) the time of the kernels assembled before the `Scan`; not faster in every
+   * run. Undefined where the kernel is not a pending KW assembly.
+   */
+  private scanAssembledConv(
+    x: OnnxValue,
+    kernels: OnnxValue,
+    conv: ConvNode,
+    bias: SampleBias<OnnxValue> | undefined,
+    kernelPerm: number[] | undefined,
+  ): OnnxValue | undefined {
+    if (!this.o.scanBatch || this.o.scanAssembly === false || this.o.batch !== undefined)
+      return undefined;
+    const p = kernels.name === undefined ? kernels.product : undefined;
+    if (!p?.aDims || !kernelPerm) return undefined;
+    const tap = this.tapMajorPlan(kernels, conv, kernelPerm) !== undefined;
+    const g = this.o.g;
+    const rows = p.aDims.reduce((acc, d) => acc * d, 1);
+    const kDim = p.w.shape[0]!;
+    const w = { ...p.w, name: this.v(p.w) }; // the outer graph's initializer
+    const cells = g.op('Reshape', [this.v(p.a), g.int64('shape', [-1, rows, kDim])]);
+    const [kh, kw] = conv.kernelSize;
+    const o = conv.outChannels;
+    const cg = this.o.inShape[0]! / conv.groups;
+    const y = scanSamples(
+      g,
+      this.o.id,
+      [
+        { value: this.v(x), dims: this.o.inShape, prefix: 'sample' },
+        { value: cells, dims: [rows, kDim], prefix: 'cells' },
+      ],
+      this.o.outShape,
+      (body, [xi, ai]) => {
+        const inner = new OnnxOps({
+          ...this.o,
+          g: body,
+          batch: 1,
+          wideAssembly: true,
+          scanBatch: false,
+          consts: this.o.consts ?? g,
+        });
+        const k: OnnxValue = { product: { ...p, a: { name: ai }, w } };
+        if (tap) {
+          const x1 = { name: body.op('Unsqueeze', [xi!, body.int64('axes', [0])]) };
+          return inner.v(inner.tapMajorConv(x1, k, conv, undefined, kernelPerm)!);
+        }
+        const kernel = inner.reshape(inner.transpose(k, kernelPerm), [o, cg, kh, kw]);
+        return sampleConv(body, xi!, inner.v(kernel), conv);
+      },
+    );
+    return { name: addSampleBias(g, y, this.o.id, o, this.sampleBias(bias)) };
   }
 
   /**
@@ -575,6 +626,33 @@ export class OnnxOps implements Ops<OnnxValue> {
     bias: SampleBias<OnnxValue> | undefined,
     kernelPerm: number[] | undefined,
   ): OnnxValue | undefined {
+    const plan = this.tapMajorPlan(kernels, conv, kernelPerm);
+    if (!plan) return undefined;
+    const { p, taps, gOut, gIn, co, ci, cin, o, ho, wo, n, pixels } = plan;
+    const g = this.o.g;
+    const shape = (dims: number[]) => g.int64('shape', [-1, ...dims]);
+    // [N·taps·G_out·G_in, n] @ [n, c_out·c_in]: kernels [N, taps, G_out, G_in, c_out, c_in]
+    const a = g.op('Reshape', [this.v(p.a), g.int64('shape', [-1, n])]);
+    const k = g.op('Reshape', [g.op('MatMul', [a, this.v(p.w)]), shape([taps, gOut, gIn, co, ci])]);
+    // patches [N, C·taps, H_out, W_out] (channel c·taps + t) -> [N, taps, 1, G_in, c_in, L]
+    const cols = g.op('Reshape', [
+      im2col(g, this.v(x), conv, cin, this.o.consts),
+      shape([gIn, ci, taps, pixels]),
+    ]);
+    const patches = g.op('Reshape', [
+      g.op('Transpose', [cols], { perm: [0, 3, 1, 2, 4] }),
+      shape([taps, 1, gIn, ci, pixels]),
+    ]);
+    // [N, taps, G_out, G_in, c_out, L], summed over taps and G_in: [N, G_out, c_out, L]
+    const y = g.op('ReduceSum', [g.op('MatMul', [k, patches]), g.int64('axes', [1, 3])], {
+      keepdims: 0,
+    });
+    const out = g.op('Reshape', [y, shape([o, ho, wo])]);
+    return { name: addSampleBias(g, out, this.o.id, o, this.sampleBias(bias)) };
+  }
+
+  /** Where {@link tapMajorConv} applies and is chosen: the layer's cell layout, else undefined. */
+  private tapMajorPlan(kernels: OnnxValue, conv: ConvNode, kernelPerm: number[] | undefined) {
     const p = kernels.name === undefined ? kernels.product : undefined;
     if (this.o.tapMajor === false || !p?.aDims || conv.groups !== 1) return undefined;
     if (kernelPerm?.join() !== KW_CELLS_TO_OIHW.join()) return undefined;
@@ -588,23 +666,7 @@ export class OnnxOps implements Ops<OnnxValue> {
     const pixels = ho * wo;
     if (taps === 1 || gIn * ci !== cin || gOut * co !== o) return undefined;
     if (this.o.tapMajor !== true && !tapMajorPays(o, cin, gIn, n, taps, pixels)) return undefined;
-    const g = this.o.g;
-    const shape = (dims: number[]) => g.int64('shape', [-1, ...dims]);
-    // [N·taps·G_out·G_in, n] @ [n, c_out·c_in]: kernels [N, taps, G_out, G_in, c_out, c_in]
-    const a = g.op('Reshape', [this.v(p.a), g.int64('shape', [-1, n])]);
-    const k = g.op('Reshape', [g.op('MatMul', [a, this.v(p.w)]), shape([taps, gOut, gIn, co, ci])]);
-    // patches [N, C·taps, H_out, W_out] (channel c·taps + t) -> [N, taps, 1, G_in, c_in, L]
-    const cols = g.op('Reshape', [im2col(g, this.v(x), conv, cin), shape([gIn, ci, taps, pixels])]);
-    const patches = g.op('Reshape', [
-      g.op('Transpose', [cols], { perm: [0, 3, 1, 2, 4] }),
-      shape([taps, 1, gIn, ci, pixels]),
-    ]);
-    // [N, taps, G_out, G_in, c_out, L], summed over taps and G_in: [N, G_out, c_out, L]
-    const y = g.op('ReduceSum', [g.op('MatMul', [k, patches]), g.int64('axes', [1, 3])], {
-      keepdims: 0,
-    });
-    const out = g.op('Reshape', [y, shape([o, ho, wo])]);
-    return { name: addSampleBias(g, out, this.o.id, o, this.sampleBias(bias)) };
+    return { p, taps, gOut, gIn, co, ci, cin, o, ho, wo, n, pixels };
   }
 
   /**
@@ -785,3 +847,44 @@ export const TAP_MIX_WEIGHTS = { mix: 2, assembly: 2 };
 
 /** See {@link tapMixingPays}. */
 export const TAP_MIX_MAX_RATIO = 1;
+
+/**
+ * Where {@link OnnxOps}'s wide product applies to `transpose(reshape(a @ w, [-1, ...aDims,
+ * ...wDims]), perm)`: `perm` keeps the batch first, and the permutation needs both of its
+ * Transposes (a 2-D one for the leading row dims that `perm` puts last, a kernel's taps, then
+ * one over what is left, which moves contiguous runs: G_in > 1). Undefined where it does not:
+ * with the 2-D one alone, onnxruntime's optimizer merges it with the Reshapes after it into a
+ * 4-D Transpose that runs ~2x slower, and the broadcast product wins (KW 1x ResNet18 224x224,
+ * batch 1, one thread: products 52 -> 35 ms but Transposes 0 -> 23 ms, the run 201 -> 206 ms;
+ * KW 1/2x, whose 3x3 layers all have G_in = 2: 264 -> 220 ms).
+ */
+function wideProductPlan(
+  p: { aDims: number[]; wDims: number[] },
+  perm: number[],
+):
+  | { dims: number[]; q: number[]; lead: number; rest: { shape: number[]; perm: number[] } }
+  | undefined {
+  if (perm[0] !== 0) return undefined;
+  const dims = [...p.aDims, ...p.wDims];
+  const q = perm.slice(1).map((d) => d - 1); // over `dims`
+  if (q.length !== dims.length || [...q].sort((x, y) => x - y).some((d, i) => d !== i))
+    return undefined;
+  const prod = (ds: number[]) => ds.reduce((acc, d) => acc * d, 1);
+  // the longest run of leading dims 0..j-1 that ends `q`, in order
+  let j = 0;
+  for (let t = Math.min(p.aDims.length, q.length - 1); t > 0; t--) {
+    if (q.slice(q.length - t).every((d, i) => d === i)) {
+      j = t;
+      break;
+    }
+  }
+  const lead = prod(dims.slice(0, j));
+  const order = [...dims.keys()];
+  if (lead > 1) order.push(...order.splice(0, j));
+  const rest = simplifyTranspose(
+    order.map((d) => dims[d]!),
+    q.map((d) => order.indexOf(d)),
+  );
+  if (lead === 1 || rest.perm.every((axis, i) => axis === i)) return undefined;
+  return { dims, q, lead, rest };
+}

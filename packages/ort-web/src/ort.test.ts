@@ -52,6 +52,14 @@ function randomWeights(spec: ModelSpec, seed: number): WeightMap {
   return w;
 }
 
+/** Nodes of `op` in the graph and in its Scan bodies. */
+function allOps(
+  ex: { ops: Record<string, number>; subgraphOps: Record<string, number> },
+  op: string,
+): number {
+  return (ex.ops[op] ?? 0) + (ex.subgraphOps[op] ?? 0);
+}
+
 async function parity(
   spec: ModelSpec,
   opts: {
@@ -63,6 +71,7 @@ async function parity(
     tapMajor?: boolean;
     tapMixing?: boolean;
     scanBatch?: boolean;
+    scanAssembly?: boolean;
   } = {},
 ) {
   const w = randomWeights(spec, opts.seed ?? 1);
@@ -75,6 +84,7 @@ async function parity(
       tapMajor: opts.tapMajor,
       tapMixing: opts.tapMixing,
       scanBatch: opts.scanBatch,
+      scanAssembly: opts.scanAssembly,
     }),
   );
   const errs: number[] = [];
@@ -205,8 +215,10 @@ describe('fixed-batch form (options.batch: one Conv with group = batch x groups)
     expect(fixed.inputs[0]!.shape).toEqual([3, 3, 8, 8]);
     expect(dynamic.inputs[0]!.shape[0]).toBe('N');
     expect((fixed.ops.MatMul ?? 0) + 4).toBe(dynamic.ops.MatMul); // 4 KW convs: no im2col MatMul
-    // the dynamic batch's default, a Scan of Convs per KW conv: no im2col MatMul either
-    expect([scan.ops.MatMul, scan.ops.Scan]).toEqual([fixed.ops.MatMul, 4]);
+    // the dynamic batch's default, a Scan per KW conv: no im2col MatMul either, and each
+    // layer's assembly MatMul in its Scan's body, beside the sample's Conv
+    expect([scan.ops.MatMul ?? 0, scan.ops.Scan]).toEqual([(fixed.ops.MatMul ?? 0) - 4, 4]);
+    expect([scan.subgraphOps.MatMul, scan.subgraphOps.Conv]).toEqual([4, 4]);
     expect(() => toOnnx(spec, w, { batch: 0 })).toThrow(/batch must be an integer >= 1/);
     for (const threads of [0, 1.5, Number.NaN])
       expect(() => toOnnx(spec, w, { batch: 1, threads })).toThrow(
@@ -279,8 +291,10 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
     const w = initWeights(spec);
     const on = toOnnxWithInfo(spec, w, { tapMajor: true });
     const off = toOnnxWithInfo(spec, w, { tapMajor: false });
-    // one ReduceSum over taps and G_in per tap-major layer (a and b; not the grouped c nor the 1x1 d)
-    expect(on.ops.ReduceSum! - (off.ops.ReduceSum ?? 0)).toBe(2);
+    // one ReduceSum over taps and G_in per tap-major layer (a and b; not the grouped c nor the 1x1
+    // d), in the layer's Scan body at a dynamic batch
+    expect(allOps(on, 'ReduceSum') - allOps(off, 'ReduceSum')).toBe(2);
+    expect(on.subgraphOps.ReduceSum).toBe(2);
     expect(Math.abs(on.initializerBytes - off.initializerBytes)).toBeLessThan(2048);
     expect(() => toOnnx(spec, w, { tapMajor: 'yes' as unknown as boolean })).toThrow(
       /tapMajor must be true or false/,
@@ -291,8 +305,8 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
     const spec = createModel('resnet18', { budget: 1, inputShape: [3, 224, 224] });
     const w = initWeights(spec);
     const taps = (o: { batch?: number; tapMajor?: boolean }) =>
-      (toOnnxWithInfo(spec, w, o).ops.ReduceSum ?? 0) -
-      (toOnnxWithInfo(spec, w, { ...o, tapMajor: false }).ops.ReduceSum ?? 0);
+      allOps(toOnnxWithInfo(spec, w, o), 'ReduceSum') -
+      allOps(toOnnxWithInfo(spec, w, { ...o, tapMajor: false }), 'ReduceSum');
     // the four 3x3 convs of layer4 (7x7 outputs), not the twelve before them nor the 1x1
     // shortcuts
     expect(taps({ batch: 1 })).toBe(4);
@@ -300,8 +314,8 @@ describe('KW convs tap by tap (options.tapMajor)', () => {
     expect(taps({})).toBe(4);
     // and none at 32x32 input would be wrong: there every stage-3 and -4 layer has few pixels
     const small = createModel('resnet18', { budget: 1, inputShape: [3, 32, 32] });
-    expect(toOnnxWithInfo(small, initWeights(small)).ops.ReduceSum).toBeGreaterThan(
-      toOnnxWithInfo(small, initWeights(small), { tapMajor: false }).ops.ReduceSum ?? 0,
+    expect(allOps(toOnnxWithInfo(small, initWeights(small)), 'ReduceSum')).toBeGreaterThan(
+      allOps(toOnnxWithInfo(small, initWeights(small), { tapMajor: false }), 'ReduceSum'),
     );
   }, 60_000);
 
@@ -379,7 +393,7 @@ describe('KW convs in the mixed form (options.tapMixing)', () => {
       const off = toOnnxWithInfo(spec, w, { ...o, tapMixing: false });
       // (the two forms' shape constants differ by a few int64s)
       expect(Math.abs(auto.initializerBytes - off.initializerBytes)).toBeLessThan(2048);
-      return (off.ops.ReduceSum ?? 0) - (auto.ops.ReduceSum ?? 0);
+      return allOps(off, 'ReduceSum') - allOps(auto, 'ReduceSum');
     };
     const quarter = createModel('resnet18', { budget: '1/4x', inputShape: [3, 224, 224] });
     expect(taps(quarter, {})).toBe(3);
@@ -412,6 +426,7 @@ describe('per-sample convs at a dynamic batch: a Scan over the samples (default)
       // every KW conv on an assembled kernel, so that each is a per-sample conv
       const forms = { tau, tapMajor: false, tapMixing: false };
       expect(await parity(spec, { ...forms, scanBatch: true })).toBeLessThan(TOL);
+      expect(await parity(spec, { ...forms, scanAssembly: false })).toBeLessThan(TOL);
       expect(await parity(spec, { ...forms, scanBatch: false })).toBeLessThan(TOL);
     });
   }
@@ -426,8 +441,13 @@ describe('per-sample convs at a dynamic batch: a Scan over the samples (default)
     expect(scan.ops.Scan).toBe(4);
     expect(onnxInfo(scan.bytes).ops.Scan).toBe(4);
     expect(im2col.ops.Scan).toBeUndefined();
-    // im2col: one batched MatMul per conv beside the attention's (the Scan form has none)
-    expect((im2col.ops.MatMul ?? 0) - (scan.ops.MatMul ?? 0)).toBe(4);
+    // im2col: one batched MatMul per conv beside its assembly's; the Scan form has neither outside
+    // its bodies (each KW layer's assembly is in its body, with scanAssembly false before it)
+    const before = toOnnxWithInfo(spec, w, { ...assembled, scanAssembly: false });
+    expect([im2col.ops.MatMul ?? 0, before.ops.MatMul ?? 0, scan.ops.MatMul ?? 0]).toEqual([
+      8, 4, 0,
+    ]);
+    expect([scan.subgraphOps.MatMul, before.subgraphOps.MatMul]).toEqual([4, undefined]);
     expect(toOnnxWithInfo(spec, w, { ...assembled, batch: 2 }).ops.Scan).toBeUndefined();
     expect(toOnnxWithInfo(spec, w, { ...assembled, batch: 2, scanBatch: false }).bytes).toEqual(
       toOnnxWithInfo(spec, w, { ...assembled, batch: 2 }).bytes,
@@ -438,8 +458,22 @@ describe('per-sample convs at a dynamic batch: a Scan over the samples (default)
     expect(() => toOnnx(spec, w, { scanBatch: true, batch: 2 })).toThrow(
       /scanBatch applies to a dynamic batch, but batch is fixed at 2/,
     );
-    // the weights are stored once either way (the Scan body holds only its axes constant)
+    expect(() => toOnnx(spec, w, { scanAssembly: true, batch: 2 })).toThrow(
+      /scanAssembly applies to the Scan form of a dynamic batch, but batch is fixed at 2/,
+    );
+    expect(() => toOnnx(spec, w, { scanAssembly: true, scanBatch: false })).toThrow(
+      /scanAssembly applies to the Scan form of a dynamic batch, but scanBatch is false/,
+    );
+    expect(() => toOnnx(spec, w, { scanAssembly: 0 as unknown as boolean })).toThrow(
+      /scanAssembly must be true or false, found 0/,
+    );
+    // false where it does not apply changes nothing
+    expect(toOnnx(spec, w, { ...assembled, batch: 2, scanAssembly: false })).toEqual(
+      toOnnx(spec, w, { ...assembled, batch: 2 }),
+    );
+    // the weights are stored once either way (the Scan bodies hold only shapes and axes)
     expect(Math.abs(scan.initializerBytes - im2col.initializerBytes)).toBeLessThan(2048);
+    expect(scan.subgraphInitializerBytes).toBeLessThan(2048);
   });
 
   it('createSession exports a spec for WebGPU without Scan unless told otherwise', () => {
@@ -449,6 +483,12 @@ describe('per-sample convs at a dynamic batch: a Scan over the samples (default)
       temperature: 0.5,
     });
     expect(exportOptionsFor('webgpu', { scanBatch: true })).toEqual({ scanBatch: true });
+    // asking for the Scan form's per-sample assembly asks for the Scan form
+    expect(exportOptionsFor('webgpu', { scanAssembly: true })?.scanBatch).toBeUndefined();
+    expect(exportOptionsFor('webgpu', { scanAssembly: false })).toEqual({
+      scanAssembly: false,
+      scanBatch: false,
+    });
     // an explicit undefined is not a choice: WebGPU still gets the form without Scan
     expect(exportOptionsFor('webgpu', { scanBatch: undefined })).toEqual({ scanBatch: false });
     expect(exportOptionsFor('wasm', undefined)).toBeUndefined();
@@ -590,9 +630,14 @@ describe('export details', () => {
     expect(info.irVersion).toBe(8);
     expect(info.inputs).toEqual([{ name: 'input', shape: ['N', 3, 8, 8], elemType: 1 }]);
     expect(info.outputs).toEqual([{ name: 'fc', shape: ['N', 4], elemType: 1 }]);
-    expect(info.ops.MatMul).toBeGreaterThanOrEqual(4);
+    expect(allOps(info, 'MatMul')).toBeGreaterThanOrEqual(4);
     expect(info.ops).toEqual(ex.ops);
+    expect(info.subgraphOps).toEqual(ex.subgraphOps);
+    // a Scan per KW conv on an assembled kernel (3 of the 4: at 8x8 one mixes its taps,
+    // `tapMixing`), each body assembling its sample's kernel (a MatMul) for its Conv
+    expect([info.ops.Scan, info.subgraphOps.MatMul, info.subgraphOps.Conv]).toEqual([3, 3, 3]);
     expect(info.initializerBytes).toBe(ex.initializerBytes);
+    expect(info.subgraphInitializerBytes).toBe(ex.subgraphInitializerBytes);
   });
 
   it('stores each warehouse once: initializer bytes track the parameter count', () => {

@@ -67,7 +67,8 @@ export function defaultThreads(): number {
 
 /**
  * The export options `createSession` uses for a spec on `ep`: for WebGPU, `scanBatch: false`
- * unless said otherwise (onnxruntime-web's WebGPU EP has no `Scan` kernel). Anything but an
+ * unless said otherwise (by `scanBatch`, or `scanAssembly: true`, which needs the Scan form):
+ * onnxruntime-web's WebGPU EP has no `Scan` kernel. Anything but an
  * object or undefined goes to `toOnnx` as it is, which names the problem.
  */
 export function exportOptionsFor(
@@ -77,8 +78,9 @@ export function exportOptionsFor(
   const plain =
     options === undefined ||
     (typeof options === 'object' && options !== null && !Array.isArray(options));
+  // (`scanAssembly: true` asks for the Scan form: it is not turned off under it)
   return ep === 'webgpu' && plain
-    ? { ...options, scanBatch: options?.scanBatch ?? false }
+    ? { ...options, scanBatch: options?.scanBatch ?? (options?.scanAssembly ? undefined : false) }
     : options;
 }
 

@@ -28,8 +28,17 @@ export function onnxInfoCommand(args: string[], io: Io): number {
   io.out(`inputs:  ${info.inputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
   io.out(`outputs: ${info.outputs.map((i) => `${i.name} ${dims(i.shape)}`).join(', ')}\n`);
   io.out(`${info.nodes} nodes, ${weights}\n\n`);
-  const rows: (string | number)[][] = [['op', 'count']];
-  for (const [op, n] of Object.entries(info.ops).sort((a, b) => b[1] - a[1])) rows.push([op, n]);
-  io.out(`${table(rows, ['l', 'r'])}\n`);
+  const nested = Object.keys(info.subgraphOps).length > 0;
+  const count = (h: Record<string, number>, op: string) => h[op] ?? 0;
+  const total = (op: string) => count(info.ops, op) + count(info.subgraphOps, op);
+  const rows: (string | number)[][] = [
+    nested ? ['op', 'count', 'in control-flow bodies (Scan, Loop, If)'] : ['op', 'count'],
+  ];
+  const ops = [...new Set([...Object.keys(info.ops), ...Object.keys(info.subgraphOps)])];
+  for (const op of ops.sort((a, b) => total(b) - total(a)))
+    rows.push(
+      nested ? [op, count(info.ops, op), count(info.subgraphOps, op)] : [op, count(info.ops, op)],
+    );
+  io.out(`${table(rows, nested ? ['l', 'r', 'r'] : ['l', 'r'])}\n`);
   return 0;
 }
