@@ -2,16 +2,19 @@
 // batch 1 and 8, 1 and 2 threads. Each thread count runs in its own process (onnxruntime-web
 // fixes the thread count at its first session); inside one process all models run interleaved,
 // round after round. Prints ratios to the plain model next to core's MAC-ideal ratio, and the
-// model file sizes. The dynamic-batch export (by default each per-sample conv a Scan of plain
-// Convs over the samples) also runs without control flow (`scanBatch: false`: im2col + batched
-// MatMul, the default before 2026-11-28). At batch 1 the fixed-batch export also runs in the
+// model file sizes. The dynamic-batch export (by default each per-sample conv a Scan over the
+// samples whose body assembles the sample's KW kernel, then convolves it) also runs with every
+// sample's kernel assembled before the Scan (`scanAssembly: false`, the default on 2026-11-28)
+// and without control flow (`scanBatch: false`: im2col + batched MatMul, the default before
+// 2026-11-28). At batch 1 the fixed-batch export also runs in the
 // form exported for one thread (`toOnnx`'s `threads: 1`), at every thread count (it is meant
 // for one), and with every
 // KW conv on an assembled kernel (`tapMajor: false`, the batch-1 form before tap by tap); a form
 // whose export mixes some KW conv's taps (`tapMixing`, by default where it pays: KW 1/4x stage 4)
 // runs beside the same form with every KW conv assembled (`tapMixing: false`). Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (3), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS
-// (1 and the machine's cores, os.availableParallelism()). Prints the load average (uptime) before
+// (1 and the machine's cores, os.availableParallelism()), KW_BENCH_FORMS (the KW forms beside the
+// default, comma-separated: scan-before, im2col, fixed, fixed-1-thread, fixed-assembled; all). Prints the load average (uptime) before
 // and after each thread count, the spread (min-max) of the per-round ratios, and the ratio of each
 // model's fastest run to the plain model's over the MAC-ideal (host stalls only add time); a row
 // whose file is byte-identical to an earlier row's says so (an A/A control of the noise); and at
@@ -29,6 +32,13 @@ const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 3);
 const BATCHES = (process.env.KW_BENCH_BATCHES ?? '1,8').split(',').map(Number);
 const THREADS = benchThreads();
+// KW_BENCH_FORMS: the KW forms to run beside the default (comma-separated keys: scan-before,
+// im2col, fixed, fixed-1-thread, fixed-assembled; default all), for a longer A/B of a few forms
+const FORM_KEYS = ['scan-before', 'im2col', 'fixed', 'fixed-1-thread', 'fixed-assembled'];
+const FORMS = process.env.KW_BENCH_FORMS?.split(',').map((f) => f.trim());
+for (const f of FORMS ?? [])
+  if (f !== 'scan' && !FORM_KEYS.includes(f))
+    throw new Error(`KW_BENCH_FORMS: unknown form ${f} (known: scan, ${FORM_KEYS.join(', ')})`);
 const MODELS = RESNET18_MODELS;
 
 async function child(threads) {
@@ -53,29 +63,53 @@ async function child(threads) {
     // fixed batch with every KW conv on an assembled kernel (`tapMajor: false`: the batch-1
     // form before the tap-by-tap stage 4), run on this process's thread count
     const forms = [
-      { label: '' },
-      { label: ' (dynamic batch, im2col: scanBatch false)', scanBatch: false },
-      { label: ' (fixed batch, grouped Conv)', batch: n },
+      { key: 'scan', label: '' },
+      {
+        key: 'scan-before',
+        label: ' (dynamic batch, kernels before the Scan: scanAssembly false)',
+        scanAssembly: false,
+      },
+      { key: 'im2col', label: ' (dynamic batch, im2col: scanBatch false)', scanBatch: false },
+      { key: 'fixed', label: ' (fixed batch, grouped Conv)', batch: n },
     ];
     if (n === 1) {
-      forms.push({ label: ' (fixed batch, exported for 1 thread)', batch: n, threads: 1 });
-      forms.push({ label: ' (fixed batch, tapMajor false)', batch: n, tapMajor: false });
+      forms.push({
+        key: 'fixed-1-thread',
+        label: ' (fixed batch, exported for 1 thread)',
+        batch: n,
+        threads: 1,
+      });
+      forms.push({
+        key: 'fixed-assembled',
+        label: ' (fixed batch, tapMajor false)',
+        batch: n,
+        tapMajor: false,
+      });
     }
+    // the default form always runs (the plain model's only form, every ratio's base)
+    const kwForms = forms.filter((f) => f.key === 'scan' || !FORMS || FORMS.includes(f.key));
     for (const m of specs) {
       // each form's file, exported once
       const mine = [];
-      for (const form of m.budget === null ? [forms[0]] : forms) {
+      for (const form of m.budget === null ? [forms[0]] : kwForms) {
         const opts = {
           batch: form.batch,
           threads: form.threads,
           tapMajor: form.tapMajor,
           scanBatch: form.scanBatch,
+          scanAssembly: form.scanAssembly,
         };
         const bytes = toOnnx(m.spec, m.weights, opts);
         mine.push({ form, bytes });
         // where the export's default mixes some KW conv's taps (`tapMixing`), that form with
         // every KW conv assembled too (the form before the mixed one)
-        if (m.budget === null || form.tapMajor === false || form.scanBatch === false) continue;
+        if (
+          m.budget === null ||
+          form.tapMajor === false ||
+          form.scanBatch === false ||
+          form.scanAssembly === false
+        )
+          continue;
         const assembled = toOnnx(m.spec, m.weights, { ...opts, tapMixing: false });
         if (!Buffer.from(assembled).equals(Buffer.from(bytes)))
           mine.push({

@@ -1,8 +1,10 @@
 // Exported KW ResNet18 (1x, 1/2x, 1/4x) against plain ResNet18 on onnxruntime-node (native CPU
 // onnxruntime: the engine of a Node server or of `docs/scaling-out.md`'s worker pool), 224x224,
 // batch 1 and 8, 1 thread and the machine's cores. Each KW model runs in the dynamic-batch
-// export's two forms: per-sample convs as a `Scan` of plain Convs (the default, `scanBatch`) and
-// as im2col + one batched MatMul (`scanBatch: false`); all cases interleaved round after round in
+// export's three forms: per-sample convs as a `Scan` whose body assembles the sample's kernel and
+// convolves it (the default), the same with every sample's kernel assembled before the Scan
+// (`scanAssembly: false`), and im2col + one batched MatMul (`scanBatch: false`); all cases
+// interleaved round after round in
 // one process, ratios to the plain model at the same batch and thread count, with the per-round
 // spread and core's MAC-ideal ratio. Run: pnpm --filter @kernelwarehouse/benchmarks bench:ort-node
 // Knobs: KW_BENCH_SIZE (224), KW_BENCH_ROUNDS (5), KW_BENCH_BATCHES (1,8), KW_BENCH_THREADS (1
@@ -21,6 +23,7 @@ const THREADS = benchThreads();
 const MODELS = RESNET18_MODELS;
 const FORMS = [
   ['', {}],
+  [' (kernels before the Scan: scanAssembly false)', { scanAssembly: false }],
   [' (im2col: scanBatch false)', { scanBatch: false }],
 ];
 
