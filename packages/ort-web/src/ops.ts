@@ -84,6 +84,15 @@ export interface PendingProduct {
   wDims?: number[];
 }
 
+/** A per-sample conv as {@link OnnxOps.perSampleConv} receives it, for the forms it may take. */
+interface PerSampleCall {
+  x: OnnxValue;
+  kernels: OnnxValue;
+  conv: ConvNode;
+  bias?: SampleBias<OnnxValue>;
+  kernelPerm?: number[];
+}
+
 /** What the ONNX seam of one layer needs to know. */
 export interface OnnxOpsOptions {
   g: GraphBuilder;
@@ -520,9 +529,10 @@ export class OnnxOps implements Ops<OnnxValue> {
     kernelPerm?: number[],
   ): OnnxValue {
     const conv = { op: 'dynamicConv2d', id: this.o.id, ...a } as unknown as ConvNode;
-    const scanned = this.scanAssembledConv(x, kernels, conv, bias, kernelPerm);
+    const call = { x, kernels, conv, bias, kernelPerm };
+    const scanned = this.scanAssembledConv(call);
     if (scanned) return scanned;
-    const tap = this.tapMajorConv(x, kernels, conv, bias, kernelPerm);
+    const tap = this.tapMajorConv(call);
     if (tap) return tap;
     if (kernelPerm) kernels = this.transpose(kernels, kernelPerm);
     const name = perSampleConv(
@@ -555,13 +565,8 @@ export class OnnxOps implements Ops<OnnxValue> {
    * 0.97x (KW 1x, 1/4x) the time of the kernels assembled before the `Scan`; not faster in every
    * run. Undefined where the kernel is not a pending KW assembly.
    */
-  private scanAssembledConv(
-    x: OnnxValue,
-    kernels: OnnxValue,
-    conv: ConvNode,
-    bias: SampleBias<OnnxValue> | undefined,
-    kernelPerm: number[] | undefined,
-  ): OnnxValue | undefined {
+  private scanAssembledConv(call: PerSampleCall): OnnxValue | undefined {
+    const { x, kernels, conv, bias, kernelPerm } = call;
     if (!this.o.scanBatch || this.o.scanAssembly === false || this.o.batch !== undefined)
       return undefined;
     const p = kernels.name === undefined ? kernels.product : undefined;
@@ -595,7 +600,7 @@ export class OnnxOps implements Ops<OnnxValue> {
         const k: OnnxValue = { product: { ...p, a: { name: ai }, w } };
         if (tap) {
           const x1 = { name: body.op('Unsqueeze', [xi!, body.int64('axes', [0])]) };
-          return inner.v(inner.tapMajorConv(x1, k, conv, undefined, kernelPerm)!);
+          return inner.v(inner.tapMajorConv({ x: x1, kernels: k, conv, kernelPerm })!);
         }
         const kernel = inner.reshape(inner.transpose(k, kernelPerm), [o, cg, kh, kw]);
         return sampleConv(body, xi!, inner.v(kernel), conv);
@@ -619,13 +624,8 @@ export class OnnxOps implements Ops<OnnxValue> {
    * Undefined where it does not apply (another cell layout, a grouped or 1x1 conv) or is not
    * chosen.
    */
-  private tapMajorConv(
-    x: OnnxValue,
-    kernels: OnnxValue,
-    conv: ConvNode,
-    bias: SampleBias<OnnxValue> | undefined,
-    kernelPerm: number[] | undefined,
-  ): OnnxValue | undefined {
+  private tapMajorConv(call: PerSampleCall): OnnxValue | undefined {
+    const { x, kernels, conv, bias, kernelPerm } = call;
     const plan = this.tapMajorPlan(kernels, conv, kernelPerm);
     if (!plan) return undefined;
     const { p, taps, gOut, gIn, co, ci, cin, o, ho, wo, n, pixels } = plan;
