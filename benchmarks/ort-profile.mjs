@@ -3,7 +3,8 @@
 // KW ResNet18 at a budget. Run: node ort-profile.mjs [budget|plain] [batch] [threads] [fixed]
 //   e.g. node ort-profile.mjs 0.25 8 2 fixed
 // Knobs: KW_BENCH_SIZE (224), KW_PROFILE_RUNS (3), KW_PROFILE_TAP_MIXING (on / off: the export's
-// `tapMixing`; default its own choice).
+// `tapMixing`; default its own choice), KW_PROFILE_SCAN_ASSEMBLY (off: the export's `scanAssembly:
+// false`, every sample's KW kernel assembled before its Scan; default on at a dynamic batch).
 import { execFileSync } from 'node:child_process';
 import { initWeights } from '@kernelwarehouse/core';
 import { toOnnxWithInfo } from '@kernelwarehouse/ort-web';
@@ -29,6 +30,9 @@ async function child() {
       : undefined,
     tapMixing: process.env.KW_PROFILE_TAP_MIXING
       ? { on: true, off: false }[process.env.KW_PROFILE_TAP_MIXING]
+      : undefined,
+    scanAssembly: process.env.KW_PROFILE_SCAN_ASSEMBLY
+      ? { on: true, off: false }[process.env.KW_PROFILE_SCAN_ASSEMBLY]
       : undefined,
   });
   console.error(`ops: ${JSON.stringify(ops)}`);
