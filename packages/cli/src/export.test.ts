@@ -219,6 +219,44 @@ describe('kw export and kw onnx-info', () => {
     const badScan2 = await run('export', ...args, '--scan-batch', 'auto', '--out', scanOut);
     expect(badScan2.code).toBe(2);
     expect(badScan2.err).toMatch(/--scan-batch must be on or off; found "auto"/);
+    // --scan-assembly off: every image's KW kernels assembled before the Scan (the default
+    // assembles them in its body); the same values; on without the Scan form is refused
+    const beforeOut = join(dir, 'scan-before.onnx');
+    const before = await run(
+      'export',
+      ...args,
+      ...assembled,
+      '--scan-assembly',
+      'off',
+      '--out',
+      beforeOut,
+    );
+    expect(before.code, before.err).toBe(0);
+    const bodyMatMuls = (f: string) =>
+      onnxInfo(new Uint8Array(readFileSync(f))).subgraphOps.MatMul ?? 0;
+    expect(bodyMatMuls(scanOut)).toBeGreaterThan(0);
+    // (the 4 layers that run tap by tap take no Scan at all when assembled before it)
+    expect([scans(beforeOut), bodyMatMuls(beforeOut)]).toEqual([scans(scanOut) - 4, 0]);
+    const [f] = await runSession(await createSession(new Uint8Array(readFileSync(beforeOut))), x3);
+    expect(maxRelativeError(f!.data, b!.data)).toBeLessThan(1e-4);
+    for (const [extra, why] of [
+      [['--batch', '2'], '--batch fixes the batch'],
+      [['--scan-batch', 'off'], '--scan-batch is off'],
+    ] as const) {
+      const bad = await run(
+        'export',
+        ...args,
+        '--scan-assembly',
+        'on',
+        ...extra,
+        '--out',
+        beforeOut,
+      );
+      expect(bad.code).toBe(2);
+      expect(bad.err).toContain(
+        `--scan-assembly on needs the Scan form of a dynamic batch, but ${why}`,
+      );
+    }
     // a fixed-batch Triton entry: Triton cannot batch it, so max_batch_size 0 and the full dims
     const repo = join(dir, 'fixed-repo');
     const t = await run('export', 'resnet8_cifar', '--batch', '2', '--triton-repo', repo);

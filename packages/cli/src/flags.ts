@@ -112,6 +112,12 @@ export const EXPORT_FLAGS: OptionTable = {
     help: "on or off: at a dynamic batch, run each per-sample conv as an ONNX Scan over the images (one plain Conv per image, onnxruntime's own conv); off: im2col + one batched MatMul, no control flow (for onnxruntime-web's WebGPU EP, which has no Scan kernel)",
     default: 'on (dynamic batch)',
   },
+  'scan-assembly': {
+    type: 'string',
+    value: 'M',
+    help: "on or off: with --scan-batch on, assemble each image's KW kernel inside its Scan body (one image's kernels in memory at a time); off: every image's kernels before the Scan (on native onnxruntime KW 1x ran faster so)",
+    default: 'on (with the Scan)',
+  },
   'triton-repo': {
     type: 'string',
     value: 'DIR',

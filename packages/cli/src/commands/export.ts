@@ -14,7 +14,7 @@ import { parseModelArgs } from './plan.js';
  * `kw export <model> [--budget B] [--classes N] [--input HxWxC] [--stem auto|imagenet|small]
  * [--weights w.pth|w.safetensors [--ema] | --seed S] [--weights-out w.safetensors] [--temperature T]
  * [--batch N [--threads T]] [--tap-major auto|on|off] [--tap-mixing auto|on|off] [--scan-batch on|off]
- * (--out model.onnx | --triton-repo DIR
+ * [--scan-assembly on|off] (--out model.onnx | --triton-repo DIR
  * [--triton-name NAME] [--max-batch 8] [--instances 1])`
  *
  * `--weights` takes a PyTorch `.pth` checkpoint (bare state_dict, or a training checkpoint dict:
@@ -47,6 +47,12 @@ export function exportCommand(args: string[], io: Io): number {
       '--scan-batch on needs a dynamic batch: with --batch each per-sample conv is one grouped Conv',
     );
   const scanBatch = scan === 'off' ? false : undefined;
+  const assembly = choiceFlag('scan-assembly', values['scan-assembly'], ['on', 'off'] as const);
+  if (assembly === 'on' && (batch !== undefined || scan === 'off'))
+    throw new UsageError(
+      `--scan-assembly on needs the Scan form of a dynamic batch, but ${batch !== undefined ? '--batch fixes the batch' : '--scan-batch is off'}`,
+    );
+  const scanAssembly = assembly === 'off' ? false : undefined;
   // a fixed-batch model cannot be batched by Triton: max_batch_size 0 unless said otherwise
   const maxBatch = num('max-batch') ?? (batch === undefined ? 8 : 0);
   const instances = num('instances') ?? 1;
@@ -85,6 +91,7 @@ export function exportCommand(args: string[], io: Io): number {
     tapMajor,
     tapMixing,
     scanBatch,
+    scanAssembly,
   });
   const derived = spec.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
   // a folder name: never "." or ".." (the repository itself or its parent)
