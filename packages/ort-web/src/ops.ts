@@ -268,11 +268,34 @@ export class OnnxOps implements Ops<OnnxValue> {
    * (`bench:ort-assembly`). Undefined otherwise.
    */
   private batchOneProduct(p: Required<PendingProduct>, perm: number[]): OnnxValue | undefined {
-    if (!this.o.wideAssembly || this.o.batch !== 1) return undefined;
-    const plan = wideProductPlan(p, perm);
-    if (!plan) return undefined;
-    const { dims, q, lead, rest } = plan;
+    if (!this.o.wideAssembly || this.o.batch !== 1 || perm[0] !== 0) return undefined;
+    const dims = [...p.aDims, ...p.wDims];
+    const q = perm.slice(1).map((d) => d - 1); // over `dims`
+    if (q.length !== dims.length || [...q].sort((x, y) => x - y).some((d, i) => d !== i))
+      return undefined;
     const prod = (ds: number[]) => ds.reduce((acc, d) => acc * d, 1);
+    // the longest run of leading dims 0..j-1 that ends `q`, in order
+    let j = 0;
+    for (let t = Math.min(p.aDims.length, q.length - 1); t > 0; t--) {
+      if (q.slice(q.length - t).every((d, i) => d === i)) {
+        j = t;
+        break;
+      }
+    }
+    const lead = prod(dims.slice(0, j));
+    const order = [...dims.keys()];
+    if (lead > 1) order.push(...order.splice(0, j));
+    const rest = simplifyTranspose(
+      order.map((d) => dims[d]!),
+      q.map((d) => order.indexOf(d)),
+    );
+    // only where both Transposes are needed (G_in > 1, the input channels split over cells):
+    // with the 2-D one alone,
+    // onnxruntime's optimizer merges it with the Reshapes after it into a 4-D Transpose that runs
+    // ~2x slower, and the broadcast product wins (KW 1x ResNet18 224x224, batch 1, one thread:
+    // products 52 -> 35 ms but Transposes 0 -> 23 ms, the run 201 -> 206 ms; KW 1/2x, whose 3x3
+    // layers all have G_in = 2: 264 -> 220 ms)
+    if (lead === 1 || rest.perm.every((axis, i) => axis === i)) return undefined;
     const kDim = p.w.shape[0]!;
     const a = this.op('Reshape', [p.a, this.ints([prod(p.aDims), kDim])]);
     const y = this.op('MatMul', [a, p.w]); // [rows, Nc]: dims in `dims` order
@@ -557,7 +580,7 @@ export class OnnxOps implements Ops<OnnxValue> {
    * `[kh·kw·G_out·G_in, n]`, and the warehouse from the outer graph (stored once: onnxruntime's
    * packed constant operand there too). The body is what a fixed batch of 1 exports on one
    * thread: the layer tap by tap where {@link tapMajorConv} applies, else the kernel in the
-   * conv's layout (the wide product and two Transposes where {@link wideProductPlan} applies,
+   * conv's layout (the wide product and two Transposes where `batchOneProduct` takes it,
    * G_in > 1; else the broadcast product), then the sample's `Conv`. So one sample's kernel is
    * held at a time (9.4 MB for a 512x512 3x3 layer of KW 1/2x, where a batch of 8 assembled
    * before the `Scan` wrote 75 MB): it is written and read while in cache. KW ResNet18 224x224
@@ -847,44 +870,3 @@ export const TAP_MIX_WEIGHTS = { mix: 2, assembly: 2 };
 
 /** See {@link tapMixingPays}. */
 export const TAP_MIX_MAX_RATIO = 1;
-
-/**
- * Where {@link OnnxOps}'s wide product applies to `transpose(reshape(a @ w, [-1, ...aDims,
- * ...wDims]), perm)`: `perm` keeps the batch first, and the permutation needs both of its
- * Transposes (a 2-D one for the leading row dims that `perm` puts last, a kernel's taps, then
- * one over what is left, which moves contiguous runs: G_in > 1). Undefined where it does not:
- * with the 2-D one alone, onnxruntime's optimizer merges it with the Reshapes after it into a
- * 4-D Transpose that runs ~2x slower, and the broadcast product wins (KW 1x ResNet18 224x224,
- * batch 1, one thread: products 52 -> 35 ms but Transposes 0 -> 23 ms, the run 201 -> 206 ms;
- * KW 1/2x, whose 3x3 layers all have G_in = 2: 264 -> 220 ms).
- */
-function wideProductPlan(
-  p: { aDims: number[]; wDims: number[] },
-  perm: number[],
-):
-  | { dims: number[]; q: number[]; lead: number; rest: { shape: number[]; perm: number[] } }
-  | undefined {
-  if (perm[0] !== 0) return undefined;
-  const dims = [...p.aDims, ...p.wDims];
-  const q = perm.slice(1).map((d) => d - 1); // over `dims`
-  if (q.length !== dims.length || [...q].sort((x, y) => x - y).some((d, i) => d !== i))
-    return undefined;
-  const prod = (ds: number[]) => ds.reduce((acc, d) => acc * d, 1);
-  // the longest run of leading dims 0..j-1 that ends `q`, in order
-  let j = 0;
-  for (let t = Math.min(p.aDims.length, q.length - 1); t > 0; t--) {
-    if (q.slice(q.length - t).every((d, i) => d === i)) {
-      j = t;
-      break;
-    }
-  }
-  const lead = prod(dims.slice(0, j));
-  const order = [...dims.keys()];
-  if (lead > 1) order.push(...order.splice(0, j));
-  const rest = simplifyTranspose(
-    order.map((d) => dims[d]!),
-    q.map((d) => order.indexOf(d)),
-  );
-  if (lead === 1 || rest.perm.every((axis, i) => axis === i)) return undefined;
-  return { dims, q, lead, rest };
-}
