@@ -32,14 +32,50 @@ const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const ROUNDS = Number(process.env.KW_BENCH_ROUNDS ?? 3);
 const BATCHES = (process.env.KW_BENCH_BATCHES ?? '1,8').split(',').map(Number);
 const THREADS = benchThreads();
-// KW_BENCH_FORMS: the KW forms to run beside the default (comma-separated keys: scan-before,
-// im2col, fixed, fixed-1-thread, fixed-assembled; default all), for a longer A/B of a few forms
-const FORM_KEYS = ['scan-before', 'im2col', 'fixed', 'fixed-1-thread', 'fixed-assembled'];
+const MODELS = RESNET18_MODELS;
+
+/**
+ * The export forms at batch `n`: the dynamic batch (every model); for KW also the kernels
+ * assembled before the Scan, im2col, the fixed batch and, at batch 1, the fixed batch exported
+ * for one thread (`threads: 1`: the wide assembly products) and the fixed batch with every KW
+ * conv on an assembled kernel (`tapMajor: false`: the batch-1 form before the tap-by-tap stage
+ * 4), run on the process's thread count. `key` names a form in KW_BENCH_FORMS.
+ */
+function formsAt(n) {
+  const forms = [
+    { key: 'scan', label: '' },
+    {
+      key: 'scan-before',
+      label: ' (dynamic batch, kernels before the Scan: scanAssembly false)',
+      scanAssembly: false,
+    },
+    { key: 'im2col', label: ' (dynamic batch, im2col: scanBatch false)', scanBatch: false },
+    { key: 'fixed', label: ' (fixed batch, grouped Conv)', batch: n },
+  ];
+  if (n === 1) {
+    forms.push({
+      key: 'fixed-1-thread',
+      label: ' (fixed batch, exported for 1 thread)',
+      batch: n,
+      threads: 1,
+    });
+    forms.push({
+      key: 'fixed-assembled',
+      label: ' (fixed batch, tapMajor false)',
+      batch: n,
+      tapMajor: false,
+    });
+  }
+  return forms;
+}
+
+// KW_BENCH_FORMS: the KW forms to run beside the default (comma-separated keys; default all),
+// for a longer A/B of a few forms
+const FORM_KEYS = formsAt(1).map((f) => f.key); // batch 1 has every form
 const FORMS = process.env.KW_BENCH_FORMS?.split(',').map((f) => f.trim());
 for (const f of FORMS ?? [])
-  if (f !== 'scan' && !FORM_KEYS.includes(f))
-    throw new Error(`KW_BENCH_FORMS: unknown form ${f} (known: scan, ${FORM_KEYS.join(', ')})`);
-const MODELS = RESNET18_MODELS;
+  if (!FORM_KEYS.includes(f))
+    throw new Error(`KW_BENCH_FORMS: unknown form ${f} (known: ${FORM_KEYS.join(', ')})`);
 
 async function child(threads) {
   const specs = MODELS.map(([label, budget]) => {
@@ -58,34 +94,7 @@ async function child(threads) {
   const rows = [];
   for (const n of BATCHES) {
     const cases = [];
-    // the forms: dynamic batch (every model); for KW also the fixed batch and, at batch 1, the
-    // fixed batch exported for one thread (`threads: 1`: the wide assembly products) and the
-    // fixed batch with every KW conv on an assembled kernel (`tapMajor: false`: the batch-1
-    // form before the tap-by-tap stage 4), run on this process's thread count
-    const forms = [
-      { key: 'scan', label: '' },
-      {
-        key: 'scan-before',
-        label: ' (dynamic batch, kernels before the Scan: scanAssembly false)',
-        scanAssembly: false,
-      },
-      { key: 'im2col', label: ' (dynamic batch, im2col: scanBatch false)', scanBatch: false },
-      { key: 'fixed', label: ' (fixed batch, grouped Conv)', batch: n },
-    ];
-    if (n === 1) {
-      forms.push({
-        key: 'fixed-1-thread',
-        label: ' (fixed batch, exported for 1 thread)',
-        batch: n,
-        threads: 1,
-      });
-      forms.push({
-        key: 'fixed-assembled',
-        label: ' (fixed batch, tapMajor false)',
-        batch: n,
-        tapMajor: false,
-      });
-    }
+    const forms = formsAt(n);
     // the default form always runs (the plain model's only form, every ratio's base)
     const kwForms = forms.filter((f) => f.key === 'scan' || !FORMS || FORMS.includes(f.key));
     for (const m of specs) {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { initWeights, Rng } from '@kernelwarehouse/core';
 import { createSession, runSession, toOnnx } from '@kernelwarehouse/ort-web';
 import { createModel } from '@kernelwarehouse/zoo';
-import { machine } from './harness.mjs';
+import { machine, RESNET18_MODELS } from './harness.mjs';
 
 const SIZE = Number(process.env.KW_BENCH_SIZE ?? 224);
 const BATCH = Number(process.env.KW_BENCH_BATCH ?? 16);
@@ -73,10 +73,9 @@ else {
   );
   console.log('|---|---|---:|---:|---:|');
   for (const r of rows) {
-    const model =
-      r.budget === 'plain'
-        ? 'plain'
-        : `KW ${r.budget === '1' ? '1x' : r.budget === '0.5' ? '1/2x' : '1/4x'}`;
+    // the ORT benchmarks' label of the budget (plain: null), or the budget itself
+    const budget = r.budget === 'plain' ? null : Number(r.budget);
+    const model = RESNET18_MODELS.find(([, b]) => b === budget)?.[0] ?? `KW ${r.budget}`;
     console.log(
       `| ${model} | ${r.form} | ${r.before.toFixed(0)} | ${r.after.toFixed(0)} | ${(r.after - r.before).toFixed(0)} |`,
     );
