@@ -3,7 +3,7 @@
 // KW_BENCH_BATCH), plain and KW (KW_BENCH_BUDGETS="plain,1x,1/2x"), after 3 warm-up steps. Prints
 // kernel time per kernel name (the backend's own timing of each kernel; a kernel that calls
 // others, such as the conv gradients, includes them, and `unnamed scope` is a custom gradient's
-// scope, which includes the kernels it ran) and the step's wall time.
+// scope, which includes the kernels it ran) and the step's wall time. KW_PROFILE_TOP (12): kernels listed.
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:tfjs-profile
 import * as tf from '@tensorflow/tfjs';
 import { machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
@@ -34,6 +34,8 @@ for (const b of budgets) {
   );
   console.log('| kernel | ms | calls |');
   console.log('|---|---:|---:|');
-  for (const [name, e] of [...by].sort((x, y) => y[1].ms - x[1].ms).slice(0, 12))
+  for (const [name, e] of [...by]
+    .sort((x, y) => y[1].ms - x[1].ms)
+    .slice(0, Number(process.env.KW_PROFILE_TOP ?? 12)))
     console.log(`| ${name} | ${e.ms.toFixed(1)} | ${e.calls} |`);
 }

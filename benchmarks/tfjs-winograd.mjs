@@ -1,6 +1,6 @@
 // 3x3 stride-1 convs on tfjs wasm: @kernelwarehouse/tfjs's Winograd forms (src/conv-wasm.ts
-// `winogradConv` / `winogradFilterGrad`, on by default: F(2x2, 3x3) for the forward and the input
-// gradient, F(4x4, 3x3) for the filter gradient where it saves products) against its direct
+// `winogradConv` / `winogradFilterGrad`, on by default: F(4x4, 3x3) where it saves products (every pass
+// of a kernel shared by the batch; the filter gradient of per-sample kernels), else F(2x2, 3x3)) against its direct
 // kernels (`setWasmWinograd(false)`), side by side in one run, interleaved round after round:
 // 1. one conv at the main job's ResNet-8 width-4 stage shapes (batch 32), a kernel shared by the
 //    batch (an ordinary conv) and a kernel per sample (a dynamic conv): the forward, and the
@@ -115,7 +115,7 @@ if (only !== 'steps') {
   }
   use(forms[3]);
   console.log(
-    '\nThe F(2x2, 3x3) and F(4x4, 3x3) columns take that form in every pass; the default (`forms taken`) takes F(2x2, 3x3) for the forward and the input gradient and F(4x4, 3x3) for the filter gradient where it saves products. Per-sample kernels take a Winograd form from 100 input pixels (`WINO_MIN_PIXELS`): at 7x7 every column is the direct kernels. "speed-up" is the direct time over the default\'s (timed as its own case).\n',
+    '\nThe F(2x2, 3x3) and F(4x4, 3x3) columns take that form in every pass; the default (`forms taken`) takes F(4x4, 3x3) where it saves products (28x28 and 7x7 maps) in every pass of a shared kernel and in the filter gradient of per-sample kernels, F(2x2, 3x3) otherwise. Per-sample kernels take a Winograd form from 100 input pixels (`WINO_MIN_PIXELS`): at 7x7 every column is the direct kernels. "speed-up" is the direct time over the default\'s (timed as its own case).\n',
   );
 }
 

@@ -1385,7 +1385,7 @@ function winogradConv(
   pass: 'forward' | 'inputGrad' = 'forward',
 ): void {
   const { H, W, C, Ho, Wo, O } = d;
-  const F = winogradForm(Ho, Wo, pass);
+  const F = winogradForm(Ho, Wo, pass, w.perSample);
   const fn = winogradKernels(K, F);
   const P = F.a * F.a; // products per tile
   const plan = winogradPieces(F, d, w.perSample);
@@ -1471,7 +1471,7 @@ function winogradFilterGrad(
   pads: { pt: number; pl: number },
 ): void {
   const { H, W, C, Ho, Wo, O } = d;
-  const F = winogradForm(Ho, Wo, 'filterGrad');
+  const F = winogradForm(Ho, Wo, 'filterGrad', dw.perSample);
   const fn = winogradKernels(K, F);
   const P = F.a * F.a;
   const plan = winogradPieces(F, d, dw.perSample);
@@ -1529,7 +1529,7 @@ export function setWinogradTiles(tiles: 'auto' | 2 | 4): 'auto' | 2 | 4 {
 
 /**
  * The products of F(4x4, 3x3) (36 per 4x4 tile) over those of F(2x2, 3x3) (16 per 2x2 tile)
- * at or below which a filter gradient takes F(4x4, 3x3): 28x28 and 7x7 maps (0.56: 7x7 and 2x2
+ * at or below which a pass takes F(4x4, 3x3): 28x28 and 7x7 maps (0.56: 7x7 and 2x2
  * tiles against 14x14 and 4x4), not 14x14 (0.73: 4x4 tiles cover 16x16). With F(4x4, 3x3) in
  * all three passes a conv with both gradients took 0.77-0.79x F(2x2)'s time at 28x28 and 7x7,
  * 1.04x at 14x14 (a shared kernel) and 1.23x (per-sample kernels, whose transformed copies are
@@ -1543,19 +1543,25 @@ type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
 
 /**
  * The form of a pass whose output map (forward, filter gradient) or input map (input gradient)
- * is Ho x Wo pixels: the filter gradient takes F(4x4, 3x3) where it saves products
- * ({@link WINO_F4_MAX_PRODUCTS}: the width-4 ResNet-8 training step 1.07x faster than with
- * F(2x2, 3x3) in every pass, plain and KW 1x, 7 interleaved rounds), the forward and the input
- * gradient F(2x2, 3x3): F(4x4, 3x3)'s coarser rounding (its constants up to 8 and 1/24) in the
- * forward put the stem BatchNorm's bias gradient of `torch-parity.test.ts`'s plain step 1.0e-2
- * from PyTorch float64 (its bound 1e-3; 9e-6 is that step's worst tensor with F(2x2, 3x3)), where
- * in the filter gradient, which sums over the batch and the tiles, it kept every tensor within
- * the bounds. A forced setting ({@link setWinogradTiles}) takes its form in every pass.
+ * is Ho x Wo pixels, by the products it saves ({@link WINO_F4_MAX_PRODUCTS}): F(4x4, 3x3) for
+ * every pass of a kernel shared by the batch (an ordinary conv) and for the filter gradient of
+ * per-sample kernels where it saves products, F(2x2, 3x3) otherwise. The width-4 ResNet-8 plain
+ * training step ran 0.88x its time with F(2x2, 3x3) in the forward and input gradient (7
+ * interleaved rounds, 2026-11-28, `bench:winograd` records the step). Per-sample kernels keep
+ * F(2x2, 3x3) in the forward and the input gradient: with F(4x4, 3x3) in every pass of every
+ * conv, `torch-parity.test.ts`'s KW 1x step (tau 0.5) had an attention bias gradient 2.1e-3 from
+ * PyTorch float64 (its bound 1e-3), and each sample's transformed kernel is 2.25x larger. A
+ * forced setting ({@link setWinogradTiles}) takes its form in every pass.
  */
-function winogradForm(Ho: number, Wo: number, pass: WinogradPass): WinogradForm {
+function winogradForm(
+  Ho: number,
+  Wo: number,
+  pass: WinogradPass,
+  perSample: boolean,
+): WinogradForm {
   const products = (m: number) => (m + 2) ** 2 * Math.ceil(Ho / m) * Math.ceil(Wo / m);
   let m = winogradTiles === 'auto' ? 2 : winogradTiles;
-  if (winogradTiles === 'auto' && pass === 'filterGrad')
+  if (winogradTiles === 'auto' && (pass === 'filterGrad' || !perSample))
     m = products(4) <= WINO_F4_MAX_PRODUCTS * products(2) ? 4 : 2;
   return WINOGRAD_FORMS.find((F) => F.m === m)!;
 }

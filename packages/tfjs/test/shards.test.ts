@@ -101,9 +101,13 @@ describe('data-parallel shards', () => {
     }
   });
 
-  it('two identical shards give the plain step over one of them (plain ResNet-8, 3 steps)', async () => {
+  it('two identical shards give the plain step over one of them (plain ResNet-8, one step)', async () => {
     // two copies of one image: the full-batch BatchNorm statistics and mean gradient are those of
-    // one copy, so shards of one copy each must give the unsharded result
+    // one copy, so shards of one copy each must give the unsharded result. One step: the two
+    // runs sum the filter gradients in different orders, and over more steps a value at a kink
+    // (a ReLU input within rounding of 0) can take the other side in one run and part them by far
+    // more than rounding. Seen on this image (seed 777) once the forward took Winograd F(4x4,
+    // 3x3): 1.3e-7 after one step, 2.3e-2 after two; 1.2e-6..3.9e-6 after three on seeds 778-781
     const one = data(1, 8, 4);
     const x = tf.concat([one.x, one.x]);
     const labels = Int32Array.of(one.labels[0]!, one.labels[0]!);
@@ -112,7 +116,7 @@ describe('data-parallel shards', () => {
       // differences of near-zero gradients into whole steps)
       const t = new Trainer({
         spec: small({}),
-        epochs: 3,
+        epochs: 1,
         batchSize: 2,
         shards,
         bnPasses: 0,

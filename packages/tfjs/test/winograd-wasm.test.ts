@@ -8,6 +8,7 @@ import {
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
+import { WINOGRAD_FORMS } from '../src/winograd-kernels.js';
 import { convReference, convWithGrads, randomValues, relErr, useBackend } from './helpers.js';
 
 /**
@@ -107,7 +108,7 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
     const own = cs.perSample ? 'KwWasmConv2D' : 'KwWasmConv2DBackpropFilter';
     expect(wino.kernels).toContain(own);
     // float32 sums of <= 28·28·3 products, and the transforms, against float64: 5e-5 of the
-    // largest value (F(4x4, 3x3)'s constants, up to 8 and 1/24, round more than F(2x2, 3x3)'s
+    // largest value (F(4x4, 3x3)'s constants, up to 8 and 16/15, round more than F(2x2, 3x3)'s
     // halvings: `bench:winograd` measured up to 2e-5 against the direct kernels at 64-256
     // channels, batch 32; these cases stay near 1e-5 and below)
     expect(relErr(wino.y, ref.y)).toBeLessThan(5e-5);
@@ -124,14 +125,15 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
     expect(differs(wino.dk, direct.dk)).toBe(true);
   });
 
-  it('takes F(2x2, 3x3) for the forward and input gradient, F(4x4, 3x3) for the filter gradient on 28x28, 8x8 and 7x7 maps', async () => {
+  it('takes F(4x4, 3x3) on 28x28, 8x8 and 7x7 maps in every pass of a shared kernel and in the filter gradient of per-sample kernels, F(2x2, 3x3) elsewhere', async () => {
     // which form ran, from the results: the two forms round differently, so the default's
     // results are one of the forced forms', bit for bit
-    const forms = async (h: number, w: number) => {
-      const cs: Case = { n: 1, h, w, c: 4, o: 4, pad: [1, 1, 1, 1], perSample: false };
-      const x = random(h * w * 4);
-      const k = random(9 * 16);
-      const dy = random(h * w * 4);
+    const forms = async (h: number, w: number, perSample: boolean) => {
+      const n = perSample ? 2 : 1;
+      const cs: Case = { n, h, w, c: 4, o: 4, pad: [1, 1, 1, 1], perSample };
+      const x = random(n * h * w * 4);
+      const k = random((perSample ? n : 1) * 9 * 16);
+      const dy = random(n * h * w * 4);
       const runs = new Map<string, Awaited<ReturnType<typeof run>>>();
       for (const tiles of ['auto', 2, 4] as const) {
         setWinogradTiles(tiles);
@@ -145,11 +147,46 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
       };
       return [form('y'), form('dx'), form('dk')];
     };
-    expect(await forms(28, 28)).toEqual([2, 2, 4]);
-    expect(await forms(8, 8)).toEqual([2, 2, 4]);
-    expect(await forms(7, 7)).toEqual([2, 2, 4]);
-    expect(await forms(14, 14)).toEqual([2, 2, 2]);
-    expect(await forms(6, 5)).toEqual([2, 2, 2]);
+    expect(await forms(28, 28, false)).toEqual([4, 4, 4]);
+    expect(await forms(8, 8, false)).toEqual([4, 4, 4]);
+    expect(await forms(7, 7, false)).toEqual([4, 4, 4]);
+    expect(await forms(14, 14, false)).toEqual([2, 2, 2]);
+    expect(await forms(6, 5, false)).toEqual([2, 2, 2]);
+    // per-sample kernels (Winograd from 100 input pixels): F(4x4, 3x3) in the filter gradient only
+    expect(await forms(28, 28, true)).toEqual([2, 2, 4]);
+    expect(await forms(14, 14, true)).toEqual([2, 2, 2]);
+  });
+
+  it('each form is exactly a 3x3 correlation in float64: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A', () => {
+    // the matrices themselves, apart from float32 rounding: every output of a tile from fresh
+    // random data and kernels, against the 9-term sums, to float64 rounding
+    for (const F of WINOGRAD_FORMS) {
+      const { a, m } = F;
+      const mat = (A: number[][], B: number[][]) =>
+        A.map((r) => B[0]!.map((_, j) => r.reduce((acc, v, k) => acc + v * B[k]![j]!, 0)));
+      const tr = (A: number[][]) => A[0]!.map((_, j) => A.map((r) => r[j]!));
+      for (let trial = 0; trial < 20; trial++) {
+        const d = Array.from({ length: a }, () =>
+          Array.from({ length: a }, () => Math.random() * 2 - 1),
+        );
+        const g = Array.from({ length: 3 }, () =>
+          Array.from({ length: 3 }, () => Math.random() * 2 - 1),
+        );
+        const U = mat(mat(F.G, g), tr(F.G));
+        const V = mat(mat(F.BT, d), tr(F.BT));
+        const M = U.map((r, i) => r.map((u, j) => u * V[i]![j]!));
+        const Y = mat(mat(F.AT, M), tr(F.AT));
+        for (let i = 0; i < m; i++)
+          for (let j = 0; j < m; j++) {
+            let want = 0;
+            for (let p = 0; p < 3; p++)
+              for (let q = 0; q < 3; q++) want += d[i + p]![j + q]! * g[p]![q]!;
+            expect(Math.abs(Y[i]![j]! - want), `F(${m}x${m}) output (${i}, ${j})`).toBeLessThan(
+              1e-12,
+            );
+          }
+      }
+    }
   });
 
   it.each([false, true])(
