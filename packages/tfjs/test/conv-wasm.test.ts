@@ -746,6 +746,22 @@ describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () 
       [2, 6, 3, 4, 8],
       [0, 4, 1, 3, 2],
     ], // another permutation: stock
+    [
+      [3, 3, 8, 12],
+      [3, 2, 0, 1],
+    ], // an ordinary conv's HWIO kernel (gradient) to OIHW: [9, I, O] by [2, 1, 0], 9 rows
+    [
+      [12, 8, 3, 3],
+      [2, 3, 1, 0],
+    ], // and OIHW to HWIO: [O, I, 9] by [2, 1, 0], 9 columns
+    [
+      [5, 7, 6],
+      [2, 1, 0],
+    ], // no side a multiple of 4
+    [
+      [3, 2, 2],
+      [2, 1, 0],
+    ], // fewer than 4 rows: every element on the leftover path
   ])('shape %j by %j equals the stock kernel bit for bit', (shape, perm) => {
     const x = tf.randomNormal(shape);
     const own = tf.transpose(x, perm);
@@ -756,7 +772,7 @@ describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () 
     tf.dispose([x, own, stock]);
   });
 
-  it('takes batches of matrices with sides that are multiples of 4, and nothing else', () => {
+  it('takes batches of matrices with sides that are multiples of 4, the reversal of three axes with any, and nothing else', () => {
     const be = tf.backend();
     const x = tf.randomNormal([6, 8, 12]);
     const out = transposeBlocked(be, x, [0, 2, 1]);
@@ -775,6 +791,10 @@ describe('batched matrix transposes on the wasm kernels (transposeBlocked)', () 
     cells.dispose();
     const odd = tf.randomNormal([6, 8, 10]);
     expect(transposeBlocked(be, odd, [0, 2, 1])).toBeUndefined();
+    // the reversal [A, B, C] -> [C, B, A] takes any sides
+    const rev = transposeBlocked(be, odd, [2, 1, 0]);
+    expect(rev?.shape).toEqual([10, 8, 6]);
+    (be as unknown as { disposeData(id: object): void }).disposeData(rev!.dataId);
     const empty = tf.zeros([0, 8, 4]);
     expect(transposeBlocked(be, empty, [0, 2, 1])).toBeUndefined();
     empty.dispose();
