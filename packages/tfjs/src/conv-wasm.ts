@@ -1546,8 +1546,9 @@ type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
  * is Ho x Wo pixels, by the products it saves ({@link WINO_F4_MAX_PRODUCTS}): F(4x4, 3x3) for
  * every pass of a kernel shared by the batch (an ordinary conv) and for the filter gradient of
  * per-sample kernels where it saves products, F(2x2, 3x3) otherwise. The width-4 ResNet-8 plain
- * training step ran 0.88x its time with F(2x2, 3x3) in the forward and input gradient (7
- * interleaved rounds, 2026-11-28, `bench:winograd` records the step). Per-sample kernels keep
+ * training step took 0.87x the time of F(2x2, 3x3) in every pass (`bench:winograd`, 5
+ * interleaved rounds, 2026-11-28), where the rule before (F(4x4, 3x3) in filter gradients only)
+ * took 0.94-0.99x (2026-11-27). Per-sample kernels keep
  * F(2x2, 3x3) in the forward and the input gradient: with F(4x4, 3x3) in every pass of every
  * conv, `torch-parity.test.ts`'s KW 1x step (tau 0.5) had an attention bias gradient 2.1e-3 from
  * PyTorch float64 (its bound 1e-3), and each sample's transformed kernel is 2.25x larger. A
