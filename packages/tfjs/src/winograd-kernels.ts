@@ -61,7 +61,7 @@ export interface WinogradForm {
  * theirs (constants up to 8 and 1/24) the forward and input gradient of the ordinary convs put
  * several early-layer gradients of `torch-parity.test.ts`'s plain step 3e-3..1.0e-2 from PyTorch
  * float64 (`conv1.weight`, `bn1.*`, `layer1.0.bn*.bias`; its bound 1e-3); with these, 1.4e-6 ..
- * 4.0e-6, as with F(2x2, 3x3) (1.2e-6 .. 1.3e-6 for the same tensors). One conv's output against
+ * 4.0e-6, the order of F(2x2, 3x3)'s 7.8e-7 .. 1.3e-6 for the same tensors. One conv's output against
  * float64 (64 channels, random data, relative L2): 1.2e-6 with these points, 1.9e-6 with
  * Lavin and Gray's, 2.8e-7 for F(2x2, 3x3) (one-off checks, 2026-11-28). Each matrix follows from
  * the points: `Aᵀ` rows are their powers, `G` rows the Lagrange weights, `Bᵀ` what makes
