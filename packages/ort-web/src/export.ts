@@ -16,7 +16,7 @@ import {
   type WeightMap,
 } from '@kernelwarehouse/core';
 import { foldBnRows } from './methods.js';
-import { type Dim, GraphBuilder, IR_VERSION, OPSET } from './onnx.js';
+import { type Dim, GraphBuilder, IR_VERSION, OPSET, onnxPads } from './onnx.js';
 import { OnnxOps } from './ops.js';
 
 /** Options of {@link toOnnx}. */
@@ -305,7 +305,7 @@ export function toOnnxWithInfo(
         const attrs: Record<string, number[] | number> = {
           kernel_shape: node.kernelSize,
           strides: node.stride,
-          pads: [node.padding[0], node.padding[1], node.padding[0], node.padding[1]],
+          pads: onnxPads(node.padding),
         };
         if (node.op === 'avgPool') attrs.count_include_pad = 1;
         out = g.op(node.op === 'maxPool' ? 'MaxPool' : 'AveragePool', [xs[0]!], attrs);
@@ -443,7 +443,7 @@ function convOp(
   return g.op('Conv', inputs, {
     kernel_shape: [kh, kw],
     strides: node.stride,
-    pads: [node.padding[0], node.padding[1], node.padding[0], node.padding[1]],
+    pads: onnxPads(node.padding),
     dilations: node.dilation,
     group: node.groups,
   });

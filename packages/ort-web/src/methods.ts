@@ -5,7 +5,7 @@
  * for a fixed batch, as one grouped Conv.
  */
 import { foldBnIntoDepthwise, type NodeSpec } from '@kernelwarehouse/core';
-import { GraphBuilder } from './onnx.js';
+import { GraphBuilder, onnxPads } from './onnx.js';
 
 export type ConvNode = NodeSpec & { op: 'dynamicConv2d' };
 
@@ -71,14 +71,13 @@ export function perSampleConv(
   const cg = cin / groups;
   const og = o / groups;
   const addBias = (y: string) => addSampleBias(g, y, id, o, bias);
-  const pads = [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]];
   if (batch !== undefined) {
     const wk = g.op('Reshape', [kernel, g.int64('shape', [batch * o, cg, kh, kw])]);
     const xr = g.op('Reshape', [x, g.int64('shape', [1, batch * cin, inShape[1]!, inShape[2]!])]);
     const y = g.op('Conv', [xr, wk], {
       kernel_shape: [kh, kw],
       strides: conv.stride,
-      pads,
+      pads: onnxPads(conv.padding),
       dilations: conv.dilation,
       group: batch * groups,
     });
@@ -136,7 +135,7 @@ export function sampleConv(
   return body.op('Conv', [body.op('Unsqueeze', [sample, body.int64('axes', [0])]), kernel], {
     kernel_shape: [kh, kw],
     strides: conv.stride,
-    pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
+    pads: onnxPads(conv.padding),
     dilations: conv.dilation,
     group: conv.groups,
   });
@@ -208,7 +207,7 @@ export function im2col(
   return g.op('Conv', [x, onehot], {
     kernel_shape: [kh, kw],
     strides: conv.stride,
-    pads: [conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]],
+    pads: onnxPads(conv.padding),
     dilations: conv.dilation,
     group: cin,
   });

@@ -43,6 +43,11 @@ function valueInfo(name: string, dims: Dim[]): Writer {
   return new Writer().string(1, name).message(2, new Writer().message(1, tensorType));
 }
 
+/** A conv's or pool's `[h, w]` padding (the same on both sides) as ONNX `pads`: `[top, left, bottom, right]`. */
+export function onnxPads(padding: readonly [number, number]): number[] {
+  return [padding[0], padding[1], padding[0], padding[1]];
+}
+
 /** Builds one ONNX graph: initializers, nodes (in topological order), inputs and outputs. */
 export class GraphBuilder {
   private readonly nodes: Writer[] = [];

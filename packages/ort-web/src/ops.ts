@@ -28,7 +28,7 @@ import {
   sampleConv,
   scanSamples,
 } from './methods.js';
-import type { GraphBuilder } from './onnx.js';
+import { type GraphBuilder, onnxPads } from './onnx.js';
 
 /** A value of the graph being built. */
 export interface OnnxValue {
@@ -538,7 +538,7 @@ export class OnnxOps implements Ops<OnnxValue> {
     return this.op('Conv', inputs, {
       kernel_shape: [w[2]!, w[3]!],
       strides: a.stride,
-      pads: [a.padding[0], a.padding[1], a.padding[0], a.padding[1]],
+      pads: onnxPads(a.padding),
       dilations: a.dilation,
       group: a.groups,
     });
