@@ -9,13 +9,16 @@
 // 2. the ResNet-8 width-4 training step (batch 32, Adam; KW at tau 0.5) for plain and KW
 //    budgets, direct, F(2x2, 3x3) in every pass and the default forms: the step's speed-up, and
 //    each KW step's ratio to the plain step of the same setting.
+// Both parts also time the default forms with the transformed matrices packed back to back
+// (`setWinogradPadding(false)`, as before 2026-11-28) against the default, which keeps them an
+// odd number of cache lines apart (winograd-kernels.ts `winogradStride`).
 // The own kernels use relaxed SIMD's fused multiply-add as `kw train` does (KW_BENCH_FMA=off:
 // unfused). KW_BENCH_ONLY=convs|steps runs one part; KW_BENCH_BUDGETS="1x,1/2x,1/4x".
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:winograd   (KW_BENCH_ROUNDS=5)
 import { perSampleConv, setWasmWinograd } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
 // not part of @kernelwarehouse/tfjs's public API: the tile-size switch (default: by map size)
-import { setWinogradTiles } from '../packages/tfjs/dist/conv-wasm.js';
+import { setWinogradPadding, setWinogradTiles } from '../packages/tfjs/dist/conv-wasm.js';
 import { compare, machine, resnet8TrainStep, wasmAsKwTrain } from './harness.mjs';
 
 const kernelsLine = await wasmAsKwTrain();
@@ -45,20 +48,23 @@ function relDiff(a, b) {
 
 if (only !== 'steps') {
   console.log(
-    '| map, C -> C (batch 32) | kernel | pass | direct ms | F(2x2, 3x3) ms | F(4x4, 3x3) ms | forms taken (y; dx, dw) | speed-up (taken / direct) | max rel diff (taken vs direct) |',
+    '| map, C -> C (batch 32) | kernel | pass | direct ms | F(2x2, 3x3) ms | F(4x4, 3x3) ms | forms taken (y; dx, dw) | speed-up (taken / direct) | max rel diff (taken vs direct) | default unpadded ms | padding speed-up |',
   );
-  console.log('|---|---|---|---:|---:|---:|---|---:|---:|');
+  console.log('|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|');
   const geometry = { groups: 1, stride: [1, 1], padding: [1, 1], dilation: [1, 1] };
-  // the forms: direct (Winograd off), each tile size forced, and the default rule
+  // the forms: direct (Winograd off), each tile size forced, the default rule, and the default
+  // rule with the matrices unpadded
   const forms = [
     ['direct', false, 'auto'],
     ['F2', true, 2],
     ['F4', true, 4],
     ['auto', true, 'auto'],
+    ['auto unpadded', true, 'auto', false],
   ];
-  const use = ([, on, tiles]) => {
+  const use = ([, on, tiles, padded = true]) => {
     setWasmWinograd(on);
     setWinogradTiles(tiles);
+    setWinogradPadding(padded);
   };
   for (const [N, S, C] of shapes) {
     const x = tf.randomNormal([N, S, S, C]);
@@ -88,6 +94,9 @@ if (only !== 'steps') {
         };
         const byForm = forms.map(values);
         const diff = relDiff(byForm[3], byForm[0]);
+        // the padding moves addresses only
+        if (relDiff(byForm[4], byForm[3]) !== 0)
+          throw new Error('the unpadded matrices gave other results');
         // which form the rule took for each output: its results are that form's, bit for bit
         const same = (a, b) => a.every((v, j) => v === b[j]);
         const taken = byForm[3]
@@ -107,7 +116,7 @@ if (only !== 'steps') {
         );
         const ms = r.map((c) => c.medianMs);
         console.log(
-          `| ${S}x${S}, ${C} -> ${C} | ${kind} | ${pass} | ${ms[0].toFixed(1)} | ${ms[1].toFixed(1)} | ${ms[2].toFixed(1)} | ${taken} | ${(ms[0] / ms[3]).toFixed(2)} | ${diff.toExponential(1)} |`,
+          `| ${S}x${S}, ${C} -> ${C} | ${kind} | ${pass} | ${ms[0].toFixed(1)} | ${ms[1].toFixed(1)} | ${ms[2].toFixed(1)} | ${taken} | ${(ms[0] / ms[3]).toFixed(2)} | ${diff.toExponential(1)} | ${ms[4].toFixed(1)} | ${(ms[4] / ms[3]).toFixed(2)} |`,
         );
       }
     }
@@ -121,21 +130,24 @@ if (only !== 'steps') {
 
 if (only !== 'convs') {
   const models = [null, ...budgets];
-  // per model: the direct kernels, F(2x2, 3x3) in every pass, and the default forms
+  // per model: the direct kernels, F(2x2, 3x3) in every pass, the default forms, and those
+  // unpadded
   const modes = [
     ['direct', false, 'auto'],
     ['F(2x2)', true, 2],
     ['default', true, 'auto'],
+    ['unpadded', true, 'auto', false],
   ];
   const cases = [];
   for (const budget of models) {
     const step = await resnet8TrainStep({ budget });
-    for (const [mode, on, tiles] of modes)
+    for (const [mode, on, tiles, padded = true] of modes)
       cases.push({
         name: `${budget ? `KW ${budget}` : 'plain'}|${mode}`,
         fn: async () => {
           setWasmWinograd(on);
           setWinogradTiles(tiles);
+          setWinogradPadding(padded);
           await step();
         },
       });
@@ -143,20 +155,22 @@ if (only !== 'convs') {
   const r = await compare(cases, { rounds });
   setWasmWinograd(true);
   setWinogradTiles('auto');
+  setWinogradPadding(true);
   console.log(
     'ResNet-8 width 4 training step (batch 32, Adam, KW at tau 0.5), every case interleaved:\n',
   );
   console.log(
-    '| model | direct ms | F(2x2) in every pass ms | default ms | speed-up (default / direct) | ratio to plain (direct) | ratio to plain (default) | per-round ratios to plain (default) |',
+    '| model | direct ms | F(2x2) in every pass ms | default ms | speed-up (default / direct) | ratio to plain (direct) | ratio to plain (default) | per-round ratios to plain (default) | default unpadded ms | padding speed-up (per round) |',
   );
-  console.log('|---|---:|---:|---:|---:|---:|---:|---|');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---|---:|---|');
   const n = modes.length;
   const [pd, , pw] = r.slice(0, n);
   for (let i = 0; i < r.length; i += n) {
-    const [d, f2, w] = r.slice(i, i + n);
+    const [d, f2, w, u] = r.slice(i, i + n);
+    const padding = w.samples.map((s, j) => (u.samples[j] / s).toFixed(2)).join(' ');
     const perRound = w.samples.map((s, j) => (s / pw.samples[j]).toFixed(2)).join(' ');
     console.log(
-      `| ${d.name.split('|')[0]} | ${d.medianMs.toFixed(0)} | ${f2.medianMs.toFixed(0)} | ${w.medianMs.toFixed(0)} | ${(d.medianMs / w.medianMs).toFixed(2)} | ${(d.medianMs / pd.medianMs).toFixed(3)} | ${(w.medianMs / pw.medianMs).toFixed(3)} | ${perRound} |`,
+      `| ${d.name.split('|')[0]} | ${d.medianMs.toFixed(0)} | ${f2.medianMs.toFixed(0)} | ${w.medianMs.toFixed(0)} | ${(d.medianMs / w.medianMs).toFixed(2)} | ${(d.medianMs / pd.medianMs).toFixed(3)} | ${(w.medianMs / pw.medianMs).toFixed(3)} | ${perRound} | ${u.medianMs.toFixed(0)} | ${(u.medianMs / w.medianMs).toFixed(2)} (${padding}) |`,
     );
   }
 }

@@ -48,7 +48,12 @@ import { adamFunction } from './adam-kernels.js';
 import { batchNormFunctions } from './bn-kernels.js';
 import { tapMixFunctions } from './mix-kernels.js';
 import { Frame, f32Lanes, indices, WasmCode, type WasmFunction, wasmModule } from './wasm-emit.js';
-import { WINOGRAD_FORMS, type WinogradForm, winogradFunctions } from './winograd-kernels.js';
+import {
+  WINOGRAD_FORMS,
+  type WinogradForm,
+  winogradFunctions,
+  winogradStride,
+} from './winograd-kernels.js';
 
 const range = (n: number): number[] => [...Array(n).keys()];
 
@@ -1389,28 +1394,23 @@ function winogradConv(
   const fn = winogradKernels(K, F);
   const P = F.a * F.a; // products per tile
   const plan = winogradPieces(F, d, w.perSample);
-  const tmp = [P * C * O, P * plan.R * C, P * plan.R * O].map((n) => be.makeOutput([n], 'float32'));
+  // bytes between the P matrices of U, V and M
+  const [uB, vB, mB] = [C * O, plan.R * C, plan.R * O].map((n) =>
+    winogradStride(n, winogradPadding),
+  ) as [number, number, number];
+  const tmp = [uB, vB, mB].map((b) => be.makeOutput([(P * b) / 4], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
   plan.pieces.forEach((q, i) => {
     // the kernel once, or each sample's at its first piece
-    if (i === 0 || (w.perSample && q.ty0 === 0)) fn.w(w.at(q.b0), uo, C, O);
+    if (i === 0 || (w.perSample && q.ty0 === 0)) fn.w(w.at(q.b0), uo, C, O, uB);
     const x = at.x + q.b0 * H * W * C * 4;
     // a band of tile rows from ty0: the same tiles with the padding moved up by m·ty0 rows
     const pt = pads.pt - F.m * q.ty0;
-    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, plan.R * C * 4);
-    // U[k] (blocks of 16 output channels, as wino_w writes them) at k·C·O floats
-    for (let k = 0; k < P; k++)
-      gemmBlocks(
-        K,
-        vo + k * plan.R * C * 4,
-        uo + k * C * O * 4,
-        mo + k * plan.R * O * 4,
-        q.rows,
-        C,
-        O,
-      );
+    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, vB);
+    // U[k] (blocks of 16 output channels, as wino_w writes them) at k·uB bytes
+    for (let k = 0; k < P; k++) gemmBlocks(K, vo + k * vB, uo + k * uB, mo + k * mB, q.rows, C, O);
     const y = at.y + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
-    fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, plan.R * O * 4);
+    fn.out(mo, y, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, mB);
   });
   for (const t of tmp) be.disposeData(t.dataId);
 }
@@ -1476,7 +1476,13 @@ function winogradFilterGrad(
   const P = F.a * F.a;
   const plan = winogradPieces(F, d, dw.perSample);
   const { R, pieces } = plan;
-  const tmp = [P * R * C, P * R * O, R * C, R * O, P * C * O].map((n) =>
+  // bytes between the P matrices of V, dM and dU
+  const [vB, mB, uB] = [R * C, R * O, C * O].map((n) => winogradStride(n, winogradPadding)) as [
+    number,
+    number,
+    number,
+  ];
+  const tmp = [(P * vB) / 4, (P * mB) / 4, R * C, R * O, (P * uB) / 4].map((n) =>
     be.makeOutput([n], 'float32'),
   );
   const [vo, mo, xb, db, uo] = tmp.map((t) => heapOffset(be, t)) as number[] as [
@@ -1493,16 +1499,16 @@ function winogradFilterGrad(
     const last = i === pieces.length - 1 || (dw.perSample && pieces[i + 1]!.b0 !== q.b0);
     const x = at.x + q.b0 * H * W * C * 4;
     const pt = pads.pt - F.m * q.ty0;
-    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, R * C * 4);
+    fn.in(x, vo, at.zero, H, W, C, q.th, plan.TW, pt, pads.pl, q.n, vB);
     const dy = at.dy + (q.b0 * Ho * Wo + F.m * q.ty0 * Wo) * O * 4;
-    fn.dy(dy, mo, at.zero, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, R * O * 4);
+    fn.dy(dy, mo, at.zero, Ho - F.m * q.ty0, Wo, O, q.th, plan.TW, q.n, mB);
     for (let k = 0; k < P; k++) {
-      const [vk, mk] = [vo + k * R * C * 4, mo + k * R * O * 4];
+      const [vk, mk] = [vo + k * vB, mo + k * mB];
       dwBlockCopies(K, vk, xb, rows, C, mk, db, rows, O);
       const g = [1, rows, C, 1, rows, O, 1, 1, 1, 1, 0, 0, first ? 0 : 1];
-      K.conv_dw_blk(xb, db, uo + k * C * O * 4, ...g);
+      K.conv_dw_blk(xb, db, uo + k * uB, ...g);
     }
-    if (last) fn.wg(uo, dw.at(q.b0), C, O);
+    if (last) fn.wg(uo, dw.at(q.b0), C, O, uB);
   });
   for (const t of tmp) be.disposeData(t.dataId);
 }
@@ -1515,6 +1521,20 @@ function winogradKernels(K: Kernels, F: WinogradForm) {
 }
 
 let winogradTiles: 'auto' | 2 | 4 = 'auto';
+
+/** Whether the Winograd convs keep their matrices an odd number of cache lines apart. */
+let winogradPadding = true;
+
+/**
+ * Switch the padding of {@link winogradStride} on (the default) or off; returns the previous
+ * setting. For side-by-side benchmarks (`bench:winograd`) and tests: results are the same bit
+ * for bit either way.
+ */
+export function setWinogradPadding(on: boolean): boolean {
+  const was = winogradPadding;
+  winogradPadding = switchValue('setWinogradPadding', on);
+  return was;
+}
 
 /**
  * Which Winograd form 3x3 stride-1 convs take: F(2x2, 3x3) or F(4x4, 3x3) in every pass, or by

@@ -18,10 +18,10 @@
  * multiply by a constant (factored out where a combination's coefficients share one magnitude).
  *
  * Per form, with suffix `s` (`""` for F(2x2, 3x3), `"4"` for F(4x4, 3x3)):
- * - `wino{s}_w(g, u, C, O)`: `U[k][c, o] = (G g[:, :, c, o] Gᵀ)[k]` for an HWIO `g [3, 3, C, O]`,
- *   each `U[k]` (`C·O` floats apart) written as the forward kernel reads a kernel: blocks of 16
- *   output channels (fewer in the last), block `o0` at `C·o0` floats with rows `min(16, O - o0)`
- *   floats long; O % 4 == 0.
+ * - `wino{s}_w(g, u, C, O, uB)`: `U[k][c, o] = (G g[:, :, c, o] Gᵀ)[k]` for an HWIO
+ *   `g [3, 3, C, O]`, each `U[k]` (`uB` bytes apart, `uB >= 4·C·O`) written as the forward kernel
+ *   reads a kernel: blocks of 16 output channels (fewer in the last), block `o0` at `C·o0` floats
+ *   with rows `min(16, O - o0)` floats long; O % 4 == 0.
  * - `wino{s}_in(x, v, zero, H, W, C, TH, TW, pt, pl, nS, vkB)`: for `nS` samples `x [H, W, C]`
  *   one after another, tile `(ty, tx)` of a `TH x TW` grid reads input rows `m·ty - pt ..
  *   m·ty - pt + a - 1` and columns likewise (zeros outside: `zero` points at >= C zeros) and
@@ -32,8 +32,13 @@
  *   sample (the pixels past Ho or Wo of the last tile row or column are not written).
  * - `wino{s}_dy(dy, mg, zero, Ho, Wo, O, TH, TW, nS, mkB)`: the output gradient's tiles spread
  *   to `a x a` (`A dy Aᵀ`, the transpose of `_out`; pixels past Ho or Wo read as zeros).
- * - `wino{s}_wg(ug, dw, C, O)`: the kernel gradient `dw [3, 3, C, O]` from the transformed one
- *   (`Gᵀ dU G`; `dU[k]` plain `[C, O]`, `C·O` floats apart).
+ * - `wino{s}_wg(ug, dw, C, O, uB)`: the kernel gradient `dw [3, 3, C, O]` from the transformed
+ *   one (`Gᵀ dU G`; `dU[k]` plain `[C, O]`, `uB` bytes apart).
+ *
+ * The callers keep the `a²` matrices an odd number of cache lines apart ({@link winogradStride}):
+ * `_w` and `_wg` touch all `a²` of them in each step of their loop, and at a power-of-two
+ * distance (`C·O` floats with C = O = 64, 128, 256) those 16 or 36 lines share one set of the
+ * caches and evict each other before the next step uses them again.
  */
 import { Frame, indices, WasmCode, type WasmFunction } from './wasm-emit.js';
 
@@ -203,8 +208,8 @@ function transform2d(
 
 /** `wino{s}_w`: the kernel transform. */
 function kernelTransform(F: WinogradForm): WasmFunction {
-  const f = new Frame(4);
-  const { g, u, C, O } = indices(['g', 'u', 'C', 'O'], 0);
+  const f = new Frame(5);
+  const { g, u, C, O, uB } = indices(['g', 'u', 'C', 'O', 'uB'], 0);
   const { c, co, OB, tapB, kB, base, a, o0B } = f.i32s([
     'c',
     'co',
@@ -222,7 +227,8 @@ function kernelTransform(F: WinogradForm): WasmFunction {
   k.get(C).eqz().get(O).eqz().add().if().br(1).end();
   consts.init(k);
   k.get(O).i32(4).mul().set(OB);
-  k.get(C).get(OB).mul().tee(tapB).set(kB); // one tap of g, and one matrix of u, is C·O floats
+  k.get(C).get(OB).mul().set(tapB); // one tap of g is C·O floats
+  k.get(uB).set(kB);
   k.i32(0).set(c).loop();
   k.get(g).get(c).get(OB).mul().add().set(base);
   k.i32(0).set(co).loop();
@@ -484,8 +490,8 @@ function outputGradTransform(F: WinogradForm): WasmFunction {
 
 /** `wino{s}_wg`: the kernel gradient from the transformed one (the transpose of {@link kernelTransform}). */
 function kernelGradTransform(F: WinogradForm): WasmFunction {
-  const f = new Frame(4);
-  const { ug, dw, C, O } = indices(['ug', 'dw', 'C', 'O'], 0);
+  const f = new Frame(5);
+  const { ug, dw, C, O, uB } = indices(['ug', 'dw', 'C', 'O', 'uB'], 0);
   const { c, co, OB, kB, a } = f.i32s(['c', 'co', 'OB', 'kB', 'a']);
   const n = F.a;
   const uv = range(n * n).map(() => f.v128());
@@ -503,7 +509,7 @@ function kernelGradTransform(F: WinogradForm): WasmFunction {
   k.get(ug).get(c).get(OB).mul().add().get(co).add().set(a);
   for (let q = 0; q < n * n; q++) {
     k.get(a).vLoad().set(uv[q]!);
-    if (q < n * n - 1) k.get(a).get(kB).add().set(a);
+    if (q < n * n - 1) k.get(a).get(uB).add().set(a);
   }
   // Gᵀ dU G into dw[3i + j] at dw + (3i + j)·kB + c·OB + co
   k.get(dw).get(c).get(OB).mul().add().get(co).add().set(a);
@@ -514,6 +520,18 @@ function kernelGradTransform(F: WinogradForm): WasmFunction {
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(c).i32(1).add().tee(c).get(C).ltU().brIf(0).end();
   return f.fn(`wino${F.suffix}_wg`, k);
+}
+
+/**
+ * Bytes from one of a form's `a²` matrices of `floats` floats to the next: a whole and odd number
+ * of 64-byte cache lines (so that up to 64 matrices start in 64 different sets), or `4·floats`
+ * where `padded` is false. With the padding the kernel transforms of a training step's per-sample
+ * convs took 0.3-0.6x their time (the module comment; `bench:winograd`).
+ */
+export function winogradStride(floats: number, padded = true): number {
+  if (!padded) return floats * 4;
+  const lines = Math.ceil(floats / 16);
+  return (lines % 2 === 0 ? lines + 1 : lines) * 64;
 }
 
 /** The transforms of both forms, for the conv kernels' module. */

@@ -4,11 +4,12 @@ import {
   setOwnWasmKernels,
   setWasmWinograd,
   setWinogradChunkFloats,
+  setWinogradPadding,
   setWinogradTiles,
 } from '../src/conv-wasm.js';
 import { registerTrainingKernels } from '../src/grads.js';
 import { perSampleConv } from '../src/layers.js';
-import { WINOGRAD_FORMS } from '../src/winograd-kernels.js';
+import { WINOGRAD_FORMS, winogradStride } from '../src/winograd-kernels.js';
 import { convReference, convWithGrads, randomValues, relErr, useBackend } from './helpers.js';
 
 /**
@@ -92,6 +93,7 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
   afterEach(() => {
     setWasmWinograd(true);
     setWinogradTiles('auto');
+    setWinogradPadding(true);
     setOwnWasmKernels(true);
   });
 
@@ -216,6 +218,48 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
       expect(relErr(whole.dk, ref.dk)).toBeLessThan(5e-5);
     },
   );
+
+  it('keeps the transformed matrices an odd number of cache lines apart, with the results of unpadded ones bit for bit', async () => {
+    // U of 64x64, 128x128, 256x256 kernels; V and M rows of 196 and 49 tiles; small and odd sizes
+    for (const floats of [1, 4, 16, 32, 48, 4096, 16384, 65536, 196 * 64, 49 * 256, 7 * 12]) {
+      const b = winogradStride(floats);
+      expect(b % 64, `${floats}`).toBe(0);
+      expect((b / 64) % 2, `${floats}`).toBe(1);
+      expect(b, `${floats}`).toBeGreaterThanOrEqual(4 * floats);
+      expect(b, `${floats}`).toBeLessThan(4 * floats + 128);
+      expect(winogradStride(floats, false)).toBe(4 * floats);
+    }
+    // both forms, a shared and a per-sample kernel, 36 output channels (blocks of 16, 16 and 4),
+    // whole samples and bands of tile rows (a small chunk budget)
+    const cases: Case[] = [
+      { n: 3, h: 12, w: 12, c: 8, o: 36, pad: [1, 1, 1, 1], perSample: false },
+      { n: 2, h: 14, w: 13, c: 12, o: 36, pad: [1, 1, 1, 1], perSample: true },
+    ];
+    const keys = ['y', 'dx', 'dk'] as const;
+    for (const cs of cases)
+      for (const tiles of [2, 4] as const)
+        for (const chunk of [1 << 17, 512]) {
+          setWinogradTiles(tiles);
+          const was = setWinogradChunkFloats(chunk);
+          const [ho, wo] = outSize(cs);
+          const x = random(cs.n * cs.h * cs.w * cs.c);
+          const k = random((cs.perSample ? cs.n : 1) * 9 * cs.c * cs.o);
+          const dy = random(cs.n * ho * wo * cs.o);
+          const padded = await run(cs, x, k, dy);
+          expect(setWinogradPadding(false)).toBe(true);
+          const unpadded = await run(cs, x, k, dy);
+          expect(setWinogradPadding(true)).toBe(false);
+          setWinogradChunkFloats(was);
+          const ref = reference(cs, x, k, dy);
+          for (const key of keys) {
+            expect(differs(padded[key], unpadded[key]), `${key} F${tiles} chunk ${chunk}`).toBe(
+              false,
+            );
+            expect(relErr(padded[key], ref[key])).toBeLessThan(5e-5);
+          }
+        }
+    expect(() => setWinogradPadding('no' as unknown as boolean)).toThrow(/true or false/);
+  });
 
   it('per-sample kernels on maps under 100 pixels keep the direct kernels (bit for bit)', async () => {
     const cs: Case = { n: 2, h: 9, w: 9, c: 8, o: 8, pad: [1, 1, 1, 1], perSample: true };
