@@ -1559,7 +1559,7 @@ export function setWinogradTiles(tiles: 'auto' | 2 | 4): 'auto' | 2 | 4 {
 const WINO_F4_MAX_PRODUCTS = 0.6;
 
 /** Which pass of a conv a Winograd conv computes. */
-type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
+export type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
 
 /**
  * The form of a pass whose output map (forward, filter gradient) or input map (input gradient)
@@ -1585,6 +1585,34 @@ function winogradForm(
   if (winogradTiles === 'auto' && (pass === 'filterGrad' || !perSample))
     m = products(4) <= WINO_F4_MAX_PRODUCTS * products(2) ? 4 : 2;
   return WINOGRAD_FORMS.find((F) => F.m === m)!;
+}
+
+/**
+ * The multiplies one pass of a conv on the own kernels takes per sample and (input, output)
+ * channel pair, in the form that pass runs: `a²` per tile of the Winograd form of
+ * {@link winogradForm} (tiles over the output map in the forward and the filter gradient, over the
+ * input map in the input gradient) where the conv runs as one ({@link winogradApplies}; per-sample
+ * kernels from {@link WINO_MIN_PIXELS} input pixels; C and O multiples of 4, as the own kernels
+ * need), else `kh·kw` per output pixel. Not part of the package's API: for the product-ideal
+ * ratios of `bench:kw-overhead`.
+ */
+export function convPassProducts(
+  g: Pick<ConvDims, 'H' | 'W' | 'C' | 'Ho' | 'Wo' | 'O'> & {
+    kh: number;
+    kw: number;
+    sh: number;
+    sw: number;
+  },
+  pass: WinogradPass,
+  perSample: boolean,
+): number {
+  const { kh, kw, sh, sw, H, W, C, Ho, Wo, O } = g;
+  const direct = kh * kw * Ho * Wo;
+  if (!winogradApplies(kh, kw, sh, sw) || C % 4 !== 0 || O % 4 !== 0) return direct;
+  if (perSample && H * W < WINO_MIN_PIXELS) return direct;
+  const [h, w] = pass === 'inputGrad' ? [H, W] : [Ho, Wo];
+  const F = winogradForm(h, w, pass, perSample);
+  return F.a * F.a * Math.ceil(h / F.m) * Math.ceil(w / F.m);
 }
 
 /**

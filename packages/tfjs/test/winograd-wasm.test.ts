@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
+  convPassProducts,
   setOwnWasmKernels,
   setWasmWinograd,
   setWinogradChunkFloats,
@@ -157,6 +158,37 @@ describe('Winograd F(4x4, 3x3) and F(2x2, 3x3) on the wasm kernels', () => {
     // per-sample kernels (Winograd from 100 input pixels): F(4x4, 3x3) in the filter gradient only
     expect(await forms(28, 28, true)).toEqual([2, 2, 4]);
     expect(await forms(14, 14, true)).toEqual([2, 2, 2]);
+  });
+
+  it('counts the multiplies of the form each pass takes (convPassProducts), by hand', () => {
+    const geo = (h: number, c: number, s = 1, k = 3, o = c) => {
+      const ho = Math.floor((h + 2 * (k >> 1) - k) / s) + 1;
+      return { kh: k, kw: k, sh: s, sw: s, H: h, W: h, C: c, Ho: ho, Wo: ho, O: o };
+    };
+    const all = (g: ReturnType<typeof geo>, perSample: boolean) =>
+      (['forward', 'inputGrad', 'filterGrad'] as const).map((p) =>
+        convPassProducts(g, p, perSample),
+      );
+    // 28x28, shared: F(4x4) in every pass, 7x7 tiles of 36; per sample: F(2x2) (14x14 tiles of
+    // 16) in the forward and the input gradient, F(4x4) in the filter gradient
+    expect(all(geo(28, 64), false)).toEqual([36 * 49, 36 * 49, 36 * 49]);
+    expect(all(geo(28, 64), true)).toEqual([16 * 196, 16 * 196, 36 * 49]);
+    // 14x14: F(2x2) everywhere (7x7 tiles of 16)
+    expect(all(geo(14, 128), false)).toEqual([16 * 49, 16 * 49, 16 * 49]);
+    // 7x7: shared F(4x4) (2x2 tiles of 36, the last row and column half outside); per sample
+    // under 100 input pixels: direct, 9 per output pixel
+    expect(all(geo(7, 256), false)).toEqual([144, 144, 144]);
+    expect(all(geo(7, 256), true)).toEqual([441, 441, 441]);
+    // stride 2, 1x1 kernels and channels the own kernels do not take: direct
+    expect(all(geo(14, 128, 2), false)).toEqual([9 * 49, 9 * 49, 9 * 49]);
+    expect(all(geo(14, 128, 2, 1), false)).toEqual([49, 49, 49]);
+    expect(all({ ...geo(28, 1), O: 64 }, false)).toEqual([9 * 784, 9 * 784, 9 * 784]);
+    // the input gradient's tiles cover the input map: 'valid' 10x10 -> 8x8
+    const valid = { kh: 3, kw: 3, sh: 1, sw: 1, H: 10, W: 10, C: 8, Ho: 8, Wo: 8, O: 8 };
+    expect(convPassProducts(valid, 'forward', false)).toBe(36 * 4); // F(4x4): 0.56 of F(2x2)
+    expect(convPassProducts(valid, 'inputGrad', false)).toBe(16 * 25); // 10x10: F(2x2) (0.81)
+    setWasmWinograd(false);
+    expect(all(geo(28, 64), false)).toEqual([9 * 784, 9 * 784, 9 * 784]);
   });
 
   it('each form is exactly a 3x3 correlation in float64: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A', () => {
