@@ -79,6 +79,7 @@ for (const node of spec.nodes.filter((n) => n.op === 'dynamicConv2d')) {
   const alpha = tf.randomNormal([batch * m, n]);
   const cells = tf.randomNormal([n, S]);
   const dcells = tf.randomNormal([batch * m, S]);
+  const ownAssembly = tf.tidy(() => matMulWasm(alpha, cells) !== undefined);
   const conv = {
     strides: [s, s],
     pad: [
@@ -110,8 +111,24 @@ for (const node of spec.nodes.filter((n) => n.op === 'dynamicConv2d')) {
       'per-sample dw',
       run('KwWasmConv2DBackpropFilter', { x, dy }, { ...own, shared: false, kernelSize: [k, k] }),
     ],
-    ['assembly fwd', () => tf.tidy(() => void matMulWasm(alpha, cells))],
-    ['assembly grads', run('KwWasmMatMulGrads', { a: alpha, b: cells, dy: dcells }, {})],
+    // as the KW layer runs it (tfjs's ops.ts matMul): the own kernels where they take the
+    // shapes (n <= 64 cells), else tfjs's MatMul and its gradient's two products
+    ...(ownAssembly
+      ? [
+          ['assembly fwd', () => tf.tidy(() => void matMulWasm(alpha, cells))],
+          ['assembly grads', run('KwWasmMatMulGrads', { a: alpha, b: cells, dy: dcells }, {})],
+        ]
+      : [
+          ['assembly fwd', () => tf.tidy(() => void tf.matMul(alpha, cells))],
+          [
+            'assembly grads',
+            () =>
+              tf.tidy(() => {
+                tf.matMul(dcells, cells, false, true);
+                tf.matMul(alpha, dcells, true, false);
+              }),
+          ],
+        ]),
   ].map(([name, fn]) => ({ name, fn }));
   const r = await compare(cases, { rounds, warmup: 1 });
   const ms = r.map((q) => q.medianMs);
