@@ -35,10 +35,11 @@
  * - `wino{s}_wg(ug, dw, C, O, uB)`: the kernel gradient `dw [3, 3, C, O]` from the transformed
  *   one (`Gᵀ dU G`; `dU[k]` plain `[C, O]`, `uB` bytes apart).
  *
- * The callers keep the `a²` matrices an odd number of cache lines apart ({@link winogradStride}):
- * `_w` and `_wg` touch all `a²` of them in each step of their loop, and at a power-of-two
- * distance (`C·O` floats with C = O = 64, 128, 256) those 16 or 36 lines share one set of the
- * caches and evict each other before the next step uses them again.
+ * The callers keep the `a²` matrices of U, V and M an odd number of cache lines apart
+ * ({@link winogradStride}): each transform reads or writes all `a²` of them at each step of its
+ * loop, and at a power-of-two distance (U's `C·O` floats with C = O = 64, 128 or 256) those 16
+ * or 36 lines share one set of the caches and evict each other before the next step uses them.
+ * The kernel transforms, which step 4 channels at a time through each line, lost the most.
  */
 import { Frame, indices, WasmCode, type WasmFunction } from './wasm-emit.js';
 
@@ -210,16 +211,7 @@ function transform2d(
 function kernelTransform(F: WinogradForm): WasmFunction {
   const f = new Frame(5);
   const { g, u, C, O, uB } = indices(['g', 'u', 'C', 'O', 'uB'], 0);
-  const { c, co, OB, tapB, kB, base, a, o0B } = f.i32s([
-    'c',
-    'co',
-    'OB',
-    'tapB',
-    'kB',
-    'base',
-    'a',
-    'o0B',
-  ]);
+  const { c, co, OB, tapB, base, a, o0B } = f.i32s(['c', 'co', 'OB', 'tapB', 'base', 'a', 'o0B']);
   const gv = range(9).map(() => f.v128());
   const t = range(3 * F.a).map(() => f.v128());
   const consts = new Constants(f, [F.G]);
@@ -228,7 +220,6 @@ function kernelTransform(F: WinogradForm): WasmFunction {
   consts.init(k);
   k.get(O).i32(4).mul().set(OB);
   k.get(C).get(OB).mul().set(tapB); // one tap of g is C·O floats
-  k.get(uB).set(kB);
   k.i32(0).set(c).loop();
   k.get(g).get(c).get(OB).mul().add().set(base);
   k.i32(0).set(co).loop();
@@ -238,7 +229,7 @@ function kernelTransform(F: WinogradForm): WasmFunction {
     k.get(a).vLoad().set(gv[q]!);
     if (q < 8) k.get(a).get(tapB).add().set(a);
   }
-  // U[k] at u + k·kB, in blocks of 16 output channels: the block from o0 at C·o0 floats, its
+  // U[k] at u + k·uB, in blocks of 16 output channels: the block from o0 at C·o0 floats, its
   // rows nb = min(16, O - o0) floats long
   k.get(co).i32(-64).and().set(o0B); // 4·o0
   k.get(u).get(C).get(o0B).mul().add();
@@ -266,7 +257,7 @@ function kernelTransform(F: WinogradForm): WasmFunction {
         consts,
       );
       k.vStore();
-      if (p * n + q < n * n - 1) k.get(a).get(kB).add().set(a);
+      if (p * n + q < n * n - 1) k.get(a).get(uB).add().set(a);
     }
   k.get(co).i32(16).add().tee(co).get(OB).ltU().brIf(0).end();
   k.get(c).i32(1).add().tee(c).get(C).ltU().brIf(0).end();
@@ -525,8 +516,9 @@ function kernelGradTransform(F: WinogradForm): WasmFunction {
 /**
  * Bytes from one of a form's `a²` matrices of `floats` floats to the next: a whole and odd number
  * of 64-byte cache lines (so that up to 64 matrices start in 64 different sets), or `4·floats`
- * where `padded` is false. With the padding the kernel transforms of a training step's per-sample
- * convs took 0.3-0.6x their time (the module comment; `bench:winograd`).
+ * where `padded` is false. With the padding, the kernel transform of a per-sample forward at
+ * batch 32 took 0.3-0.7x its time at 28x28x64 and 14x14x128 in a one-off instrumented timing, and
+ * the whole forward ran 1.08-1.25x faster (`bench:winograd`).
  */
 export function winogradStride(floats: number, padded = true): number {
   if (!padded) return floats * 4;
