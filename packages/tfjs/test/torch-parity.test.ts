@@ -7,6 +7,7 @@
  * this test needs no PyTorch. docs/parity.md explains the comparison and records the numbers.
  */
 import { readFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import {
   fromOfficialName,
   importOfficialStateDict,
@@ -25,7 +26,10 @@ import {
   specVariables,
 } from '../src/index.js';
 
-const FIXTURES = new URL('./fixtures/torch-parity/', import.meta.url);
+// KW_PARITY_FIXTURES: a directory of the generator's output for another batch (its `--offset`)
+const FIXTURES = process.env.KW_PARITY_FIXTURES
+  ? pathToFileURL(`${process.env.KW_PARITY_FIXTURES.replace(/\/*$/, '')}/`)
+  : new URL('./fixtures/torch-parity/', import.meta.url);
 /** Per-tensor relative error ||a - b|| / ||b||: bound on the median over tensors and on the worst. */
 const MEDIAN_BOUND = 1e-4;
 const WORST_BOUND = 1e-3;
