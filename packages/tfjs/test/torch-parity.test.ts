@@ -301,8 +301,18 @@ describe.each(['wasm', 'cpu'] as const)('against official PyTorch float64 on %s'
         expect(d.grads.size).toBe([...group(fx, `${c.tag}.grad`).keys()].length);
         expect(d.loss).toBeLessThan(1e-5);
         expect(d.logits).toBeLessThan(WORST_BOUND);
-        expect(g.median, `gradient median (worst ${g.worstName})`).toBeLessThan(MEDIAN_BOUND);
-        expect(g.worst, `gradient worst: ${g.worstName}`).toBeLessThan(WORST_BOUND);
+        // a gradient past its bound with the forward this close to float64 is the pattern of a
+        // ReLU or |z| kink crossed by float32 rounding (docs/parity.md: "Other batches"), which
+        // the message says, so that it is told apart from a wrong op
+        const forward = `loss ${e(d.loss)} and logits ${e(d.logits)} from float64`;
+        const kink =
+          d.loss < 1e-6 && d.logits < 2e-5
+            ? `; ${forward}: the pattern of a ReLU or |z| kink crossed by rounding, docs/parity.md`
+            : `; ${forward}`;
+        expect(g.median, `gradient median (worst ${g.worstName})${kink}`).toBeLessThan(
+          MEDIAN_BOUND,
+        );
+        expect(g.worst, `gradient worst: ${g.worstName}${kink}`).toBeLessThan(WORST_BOUND);
         expect(w.median, 'weights after one Adam step, median').toBeLessThan(MEDIAN_BOUND);
         expect(w.worst, `weights after one Adam step, worst: ${w.worstName}`).toBeLessThan(
           WORST_BOUND,
