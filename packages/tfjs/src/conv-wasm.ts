@@ -1394,10 +1394,7 @@ function winogradConv(
   const fn = winogradKernels(K, F);
   const P = F.a * F.a; // products per tile
   const plan = winogradPieces(F, d, w.perSample);
-  // bytes between the P matrices of U, V and M
-  const [uB, vB, mB] = [C * O, plan.R * C, plan.R * O].map((n) =>
-    winogradStride(n, winogradPadding),
-  ) as [number, number, number];
+  const { uB, vB, mB } = plan;
   const tmp = [uB, vB, mB].map((b) => be.makeOutput([(P * b) / 4], 'float32'));
   const [uo, vo, mo] = tmp.map((t) => heapOffset(be, t)) as [number, number, number];
   plan.pieces.forEach((q, i) => {
@@ -1420,7 +1417,9 @@ function winogradConv(
  * (one at a time with per-sample kernels) whose transformed inputs (`a² · tiles · max(C, O)`
  * floats a sample) fit {@link WINO_CHUNK_FLOATS}, or, where one sample does not, bands of tile
  * rows of one sample (so that a large image needs scratch of the budget's size, not of the
- * image's). `R` is the most rows of V[k] and M[k] a piece has.
+ * image's). `R` is the most rows of V[k] and M[k] a piece has; `uB`, `vB` and `mB` are the
+ * bytes from one of the `a²` matrices of U (`[C, O]`), V (`[R, C]`) and M (`[R, O]`) to the next
+ * ({@link winogradStride}, padded unless {@link setWinogradPadding} says otherwise).
  */
 function winogradPieces(
   F: WinogradForm,
@@ -1430,11 +1429,15 @@ function winogradPieces(
   TW: number;
   R: number;
   pieces: { b0: number; n: number; ty0: number; th: number; rows: number }[];
+  uB: number;
+  vB: number;
+  mB: number;
 } {
   const { B, C, Ho, Wo, O } = d;
   const [TH, TW] = [Math.ceil(Ho / F.m), Math.ceil(Wo / F.m)];
   const perRow = F.a * F.a * TW * Math.max(C, O); // floats of one tile row's transformed inputs
   const pieces: { b0: number; n: number; ty0: number; th: number; rows: number }[] = [];
+  let R: number;
   if (perRow * TH <= WINO_CHUNK_FLOATS) {
     const most = perSample ? 1 : B;
     const nS = Math.max(1, Math.min(most, Math.floor(WINO_CHUNK_FLOATS / (perRow * TH))));
@@ -1442,15 +1445,22 @@ function winogradPieces(
       const n = Math.min(nS, B - b0);
       pieces.push({ b0, n, ty0: 0, th: TH, rows: n * TH * TW });
     }
-    return { TW, R: Math.min(nS, B) * TH * TW, pieces };
+    R = Math.min(nS, B) * TH * TW;
+  } else {
+    const band = Math.max(1, Math.floor(WINO_CHUNK_FLOATS / perRow));
+    for (let b0 = 0; b0 < B; b0++)
+      for (let ty0 = 0; ty0 < TH; ty0 += band) {
+        const th = Math.min(band, TH - ty0);
+        pieces.push({ b0, n: 1, ty0, th, rows: th * TW });
+      }
+    R = Math.min(band, TH) * TW;
   }
-  const band = Math.max(1, Math.floor(WINO_CHUNK_FLOATS / perRow));
-  for (let b0 = 0; b0 < B; b0++)
-    for (let ty0 = 0; ty0 < TH; ty0 += band) {
-      const th = Math.min(band, TH - ty0);
-      pieces.push({ b0, n: 1, ty0, th, rows: th * TW });
-    }
-  return { TW, R: Math.min(band, TH) * TW, pieces };
+  const [uB, vB, mB] = [C * O, R * C, R * O].map((n) => winogradStride(n, winogradPadding)) as [
+    number,
+    number,
+    number,
+  ];
+  return { TW, R, pieces, uB, vB, mB };
 }
 
 /**
@@ -1475,13 +1485,7 @@ function winogradFilterGrad(
   const fn = winogradKernels(K, F);
   const P = F.a * F.a;
   const plan = winogradPieces(F, d, dw.perSample);
-  const { R, pieces } = plan;
-  // bytes between the P matrices of V, dM and dU
-  const [vB, mB, uB] = [R * C, R * O, C * O].map((n) => winogradStride(n, winogradPadding)) as [
-    number,
-    number,
-    number,
-  ];
+  const { R, pieces, uB, vB, mB } = plan; // dU, V and dM
   const tmp = [(P * vB) / 4, (P * mB) / 4, R * C, R * O, (P * uB) / 4].map((n) =>
     be.makeOutput([n], 'float32'),
   );
@@ -1558,6 +1562,14 @@ export function setWinogradTiles(tiles: 'auto' | 2 | 4): 'auto' | 2 | 4 {
  */
 const WINO_F4_MAX_PRODUCTS = 0.6;
 
+/**
+ * The products of F(m x m, 3x3) over an `h x w` map, per channel pair: `(m + 2)²` per tile, the
+ * last row and column of tiles whole where m does not divide the map.
+ */
+function tileProducts(m: number, h: number, w: number): number {
+  return (m + 2) ** 2 * Math.ceil(h / m) * Math.ceil(w / m);
+}
+
 /** Which pass of a conv a Winograd conv computes. */
 export type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
 
@@ -1571,8 +1583,10 @@ export type WinogradPass = 'forward' | 'inputGrad' | 'filterGrad';
  * took 0.94-0.99x (2026-11-27). Per-sample kernels keep
  * F(2x2, 3x3) in the forward and the input gradient: with F(4x4, 3x3) in every pass of every
  * conv, `torch-parity.test.ts`'s KW 1x step (tau 0.5) had an attention bias gradient 2.1e-3 from
- * PyTorch float64 (its bound 1e-3), and each sample's transformed kernel is 2.25x larger. A
- * forced setting ({@link setWinogradTiles}) takes its form in every pass.
+ * PyTorch float64 (its bound 1e-3), and each sample's transformed kernel is 2.25x larger. That
+ * is a ReLU or |z| kink crossed by the coarser rounding, not a wrong sum: on five batches KW 1x
+ * went past a parity bound in 6 of 10 cases with it on 28x28 maps, in 3 of 10 without, and
+ * PyTorch float32 in 5 of 10 (docs/parity.md, "Other batches"). A forced setting ({@link setWinogradTiles}) takes its form in every pass.
  */
 function winogradForm(
   Ho: number,
@@ -1580,10 +1594,9 @@ function winogradForm(
   pass: WinogradPass,
   perSample: boolean,
 ): WinogradForm {
-  const products = (m: number) => (m + 2) ** 2 * Math.ceil(Ho / m) * Math.ceil(Wo / m);
   let m = winogradTiles === 'auto' ? 2 : winogradTiles;
   if (winogradTiles === 'auto' && (pass === 'filterGrad' || !perSample))
-    m = products(4) <= WINO_F4_MAX_PRODUCTS * products(2) ? 4 : 2;
+    m = tileProducts(4, Ho, Wo) <= WINO_F4_MAX_PRODUCTS * tileProducts(2, Ho, Wo) ? 4 : 2;
   return WINOGRAD_FORMS.find((F) => F.m === m)!;
 }
 
@@ -1611,8 +1624,7 @@ export function convPassProducts(
   if (!winogradApplies(kh, kw, sh, sw) || C % 4 !== 0 || O % 4 !== 0) return direct;
   if (perSample && H * W < WINO_MIN_PIXELS) return direct;
   const [h, w] = pass === 'inputGrad' ? [H, W] : [Ho, Wo];
-  const F = winogradForm(h, w, pass, perSample);
-  return F.a * F.a * Math.ceil(h / F.m) * Math.ceil(w / F.m);
+  return tileProducts(winogradForm(h, w, pass, perSample).m, h, w);
 }
 
 /**
