@@ -11,16 +11,17 @@
 // multiplies of the forms the kernels run (conv-wasm.ts `convPassProducts`: Winograd F(4x4, 3x3)
 // or F(2x2, 3x3) where a pass takes one, else direct; each pass of the shared conv against each
 // pass of the per-sample conv plus the assembly's three products), for the assembled form timed
-// here and, where a training step takes the mixed form instead (`tapMixingPays`), for that form
+// here and, where a training step takes the mixed form instead (`mixedFormTaken`, mix-wasm.ts), for that form
 // (its shared 1x1 product and the tap mixing, forward and both gradients, no Winograd form). The
 // last lines give the same ratios for the whole set of KW layers and for the whole network's
 // convs (the stem conv, the same in both, included).
 // Run: pnpm --filter @kernelwarehouse/benchmarks bench:kw-overhead   (KW_BENCH_ROUNDS=3)
 import { planModel } from '@kernelwarehouse/core';
-import { matMulWasm, perSampleConv, tapMixingPays } from '@kernelwarehouse/tfjs';
+import { matMulWasm, perSampleConv } from '@kernelwarehouse/tfjs';
 import * as tf from '@tensorflow/tfjs';
-// not part of @kernelwarehouse/tfjs's public API: the forms' multiplies
-import { convPassProducts, perSampleWinograd } from '../packages/tfjs/dist/conv-wasm.js';
+// not part of @kernelwarehouse/tfjs's public API: the forms' multiplies, the form a step takes
+import { convPassProducts } from '../packages/tfjs/dist/conv-wasm.js';
+import { mixedFormTaken } from '../packages/tfjs/dist/mix-wasm.js';
 import { compare, machine, resnet8Spec, wasmAsKwTrain } from './harness.mjs';
 
 const kernelsLine = await wasmAsKwTrain();
@@ -147,9 +148,7 @@ for (const node of spec.nodes.filter((n) => n.op === 'dynamicConv2d')) {
   const lp = plan.kw.layers.get(node.id);
   const taps = k * k;
   const mixed = 3 * taps * ho * wo * ci * co * (n / (taps * lp.gIn) + n / wh.cellOut);
-  const wino = perSampleWinograd(k, k, s, s, h, w);
-  const takesMixed =
-    (ci / lp.gIn) % 16 === 0 && tapMixingPays(n, taps, lp.gIn, wh.cellOut, ho * wo, wino);
+  const takesMixed = mixedFormTaken({ ...geo, gIn: lp.gIn, n, cout: wh.cellOut });
   const kwProducts = takesMixed ? mixed : assembled;
   console.log(
     `| ${node.id} | ${h}x${w}x${ci} -> ${ho}x${wo}x${co}, ${k}x${k}, ${s} | ${m}, ${n} | ${f(ms.slice(0, 3))} | ${f(ms.slice(3, 6))} | ${f(ms.slice(6))} | ${((perSample + assembly) / shared).toFixed(2)}x | ${ideal.toFixed(2)}x | ${(assembled / plainProducts).toFixed(2)}x | ${takesMixed ? 'mixed' : 'assembled'} | ${(kwProducts / plainProducts).toFixed(2)}x |`,

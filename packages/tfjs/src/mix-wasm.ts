@@ -211,6 +211,34 @@ export const TAP_MIX_COSTS = {
 } as const;
 
 /**
+ * Whether {@link mixTapsWasm} takes the mixed form for a KW conv of `n` cells and `cout` output
+ * channels per cell, input `H x W x C` in `G_in` groups, output `Ho x Wo`, under the setting of
+ * {@link setWasmTapMixing}: `c_in = C / G_in` a multiple of 16, and `'always'` or the cost rule
+ * ({@link tapMixingPays}, told whether the assembled form's per-sample conv runs as Winograd).
+ * Its shape checks aside, this is mixTapsWasm's decision; `bench:kw-overhead` asks it which form
+ * a training step runs.
+ */
+export function mixedFormTaken(l: {
+  kh: number;
+  kw: number;
+  sh: number;
+  sw: number;
+  gIn: number;
+  H: number;
+  W: number;
+  C: number;
+  Ho: number;
+  Wo: number;
+  n: number;
+  cout: number;
+}): boolean {
+  if (mode === false || l.C % l.gIn !== 0 || (l.C / l.gIn) % 16 !== 0) return false;
+  if (mode === 'always') return true;
+  const wino = perSampleWinograd(l.kh, l.kw, l.sh, l.sw, l.H, l.W);
+  return tapMixingPays(l.n, l.kh * l.kw, l.gIn, l.cout, l.Ho * l.Wo, wino);
+}
+
+/**
  * Core's `mixTaps` on the own wasm kernels: `x` NHWC `[N, H, W, C]`, `alpha [N, kh·kw·G_out·G_in,
  * n]` (a KW layer's attention, zero cell dropped) -> `[N, Ho, Wo, G_out·n·c_in]`, channel
  * `(g, k, c)` the sum over taps t and input groups q of `alpha[(t, g, q), k]` times the input
@@ -237,13 +265,10 @@ export function mixTapsWasm(
   if (!ints.every((v) => Number.isInteger(v) && v >= 1)) return undefined;
   if (![pt, pl].every((v) => Number.isInteger(v) && v >= 0)) return undefined;
   if (an !== N || m !== kh * kw * g.gOut * g.gIn || C % g.gIn !== 0) return undefined;
-  const cin = C / g.gIn;
-  if (cin % 16 !== 0) return undefined;
   const Ho = convOutputLength(H, kh, sh, pt);
   const Wo = convOutputLength(W, kw, sw, pl);
   if (Ho < 1 || Wo < 1) return undefined;
-  const wino = perSampleWinograd(kh, kw, sh, sw, H, W);
-  if (mode !== 'always' && !tapMixingPays(n, kh * kw, g.gIn, cout, Ho * Wo, wino)) return undefined;
+  if (!mixedFormTaken({ kh, kw, sh, sw, gIn: g.gIn, H, W, C, Ho, Wo, n, cout })) return undefined;
   ensureRegistered();
   const attrs = { kh, kw, sh, sw, pt, pl, gOut: g.gOut, gIn: g.gIn };
   const run = (name: string, inputs: Record<string, tf.Tensor>) =>
